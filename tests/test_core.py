@@ -1,0 +1,306 @@
+"""The shared core: error boundary, configuration checks, atomic files, redaction and the HTTP client.
+
+The HTTP client is exercised against a scripted local server on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import io
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+import common  # noqa: E402
+import http_client  # noqa: E402
+
+# --------------------------------------------------------------------------- error boundary
+
+
+def _run(main, argv=None):
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = common.run(main, argv or [])
+    return code, json.loads(out.getvalue()), err.getvalue()
+
+
+def test_success_prints_one_json_document():
+    code, doc, err = _run(lambda argv: ({"ok": True, "n": 3}, 0))
+    assert (code, doc, err) == (0, {"ok": True, "n": 3}, "")
+
+
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (common.UsageError("bad flag"), 2),
+        (common.ConfigError("no key"), 3),
+        (common.InputError("bad line"), 4),
+        (common.ServiceError("down"), 5),
+    ],
+)
+def test_expected_errors_map_to_documented_codes(exc, expected):
+    def main(argv):
+        raise exc
+
+    code, doc, err = _run(main)
+    assert code == expected
+    assert doc["ok"] is False and doc["error"]["message"] == exc.message
+    assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_unexpected_error_has_traceback_only_with_debug():
+    def main(argv):
+        raise ZeroDivisionError("boom")
+
+    code, doc, err = _run(main)
+    assert code == 1 and "Traceback" not in err and "--debug" in err
+    assert doc["error"]["type"] == "internal_error"
+    code, _, err = _run(main, ["--debug"])
+    assert code == 1 and "Traceback" in err
+
+
+def test_ctrl_c_exits_130_with_json():
+    def main(argv):
+        raise KeyboardInterrupt
+
+    code, doc, _ = _run(main)
+    assert code == 130 and doc["error"]["type"] == "interrupted"
+
+
+def test_argparse_errors_are_usage_errors_with_json():
+    def main(argv):
+        parser = common.make_parser("x", "test", "  x --n 1")
+        parser.add_argument("--n", type=int, required=True)
+        parser.parse_args(argv)
+        return {"ok": True}, 0
+
+    code, doc, err = _run(main, ["--n", "notanumber"])
+    assert code == 2 and "invalid int value" in doc["error"]["message"]
+
+
+def test_help_lists_examples_and_exit_codes():
+    parser = common.make_parser("x", "Does a thing.", "  x --flag")
+    text = parser.format_help()
+    assert "examples:" in text and "x --flag" in text
+    for code in range(8):
+        assert f"\n  {code}  " in text
+
+
+# --------------------------------------------------------------------------- configuration and secrets
+
+
+def _args(**kw):
+    return SimpleNamespace(base_url=kw.get("base_url"), allow_insecure=kw.get("allow_insecure", False))
+
+
+def test_plain_http_to_remote_host_is_refused(monkeypatch):
+    monkeypatch.delenv(common.BASE_URL_ENV, raising=False)
+    with pytest.raises(common.ConfigError, match="--allow-insecure"):
+        common.base_url_from(_args(base_url="http://api.example.com/v1"))
+    assert common.base_url_from(_args(base_url="http://api.example.com/v1", allow_insecure=True))
+    assert common.base_url_from(_args(base_url="http://127.0.0.1:9/v1/")) == "http://127.0.0.1:9/v1"
+    assert common.base_url_from(_args(base_url="http://localhost:9/v1"))
+
+
+def test_base_url_precedence(monkeypatch):
+    monkeypatch.setenv(common.BASE_URL_ENV, "https://env.example/v1")
+    assert common.base_url_from(_args()) == "https://env.example/v1"
+    assert common.base_url_from(_args(base_url="https://flag.example/v1")) == "https://flag.example/v1"
+    monkeypatch.delenv(common.BASE_URL_ENV)
+    assert common.base_url_from(_args()) == common.DEFAULT_BASE_URL
+
+
+def test_missing_key_names_the_variable(monkeypatch):
+    monkeypatch.delenv(common.API_KEY_ENV, raising=False)
+    with pytest.raises(common.ConfigError, match="DOUBLEWORD_API_KEY"):
+        common.api_key_from_env()
+
+
+def test_registered_key_is_redacted_everywhere(monkeypatch, tmp_path):
+    canary = "sk-canary-core-0123456789"
+    monkeypatch.setenv(common.API_KEY_ENV, canary)
+    common.api_key_from_env()
+
+    def main(argv):
+        raise common.ServiceError(f"server echoed {canary}")
+
+    code, doc, err = _run(main)
+    assert canary not in json.dumps(doc) and canary not in err and "<hidden>" in err
+    common.atomic_write_json(tmp_path / "m.json", {"note": canary})
+    assert canary not in (tmp_path / "m.json").read_text()
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def test_atomic_write_keeps_old_file_when_interrupted(tmp_path):
+    target = tmp_path / "out.json"
+    common.atomic_write_text(target, "old\n")
+    with pytest.raises(RuntimeError), common.atomic_writer(target) as handle:
+        handle.write(b"half")
+        raise RuntimeError("crash")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp file left behind
+
+
+def test_read_json_file_reports_damage(tmp_path):
+    bad = tmp_path / "m.json"
+    bad.write_text("{not json")
+    with pytest.raises(common.InputError, match="not readable JSON"):
+        common.read_json_file(bad, "manifest")
+    with pytest.raises(common.InputError, match="does not exist"):
+        common.read_json_file(tmp_path / "nope.json", "manifest")
+
+
+# --------------------------------------------------------------------------- HTTP client
+
+
+class Script:
+    """Replies the scripted server gives, in order; records what it received."""
+
+    def __init__(self) -> None:
+        self.replies: list[tuple[int, dict[str, str], bytes]] = []
+        self.received: list[dict] = []
+
+
+@pytest.fixture()
+def server() -> Iterator[tuple[str, Script]]:
+    script = Script()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _reply(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            script.received.append(
+                {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+            )
+            status, headers, payload = script.replies.pop(0) if script.replies else (200, {}, b"{}")
+            if status == 0:  # drop the connection without a reply
+                self.close_connection = True
+                self.connection.close()
+                return
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = _reply
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", script
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _client(base_url: str, sleeps: list[float]) -> http_client.ApiClient:
+    return http_client.ApiClient(base_url, "sk-test", retries=3, sleep=sleeps.append, on_retry=lambda m: None)
+
+
+def test_retry_after_header_seconds_and_date_and_body(server):
+    base, script = server
+    date = email.utils.formatdate(time.time() + 30, usegmt=True)
+    script.replies = [
+        (503, {"Retry-After": "7"}, b'{"error":"service_unavailable","message":"busy"}'),
+        (429, {"Retry-After": date}, b"{}"),
+        (429, {}, b'{"message":"slow down","retry_after_seconds":3}'),
+        (200, {}, b'{"ok": true}'),
+    ]
+    sleeps: list[float] = []
+    assert _client(base, sleeps).get_json("batches") == {"ok": True}
+    assert sleeps[0] == 7 and 25 <= sleeps[1] <= 31 and sleeps[2] == 3
+    assert len(script.received) == 4
+
+
+def test_gives_up_after_retries_with_service_error(server):
+    base, script = server
+    script.replies = [(500, {}, b"Internal server error")] * 5
+    sleeps: list[float] = []
+    with pytest.raises(common.ServiceError, match="gave up after 4 attempts") as info:
+        _client(base, sleeps).get_json("batches")
+    assert info.value.code == common.ExitCode.SERVICE and len(sleeps) == 3
+
+
+@pytest.mark.parametrize(
+    "status, body, code, message",
+    [
+        (401, b"Authentication required", 3, "Authentication required"),
+        (402, b"Account balance too low. Please add credits to continue.", 3, "balance too low"),
+        (404, b"Batch with ID x not found", 4, "Batch with ID x not found"),
+        (400, b'{"error":{"message":"bad thing","type":"invalid_request_error"}}', 4, "bad thing"),
+        (409, b'{"message":"conflict here"}', 4, "conflict here"),
+    ],
+)
+def test_error_statuses_map_to_exit_codes_and_show_the_server_message(server, status, body, code, message):
+    base, script = server
+    script.replies = [(status, {}, body)]
+    with pytest.raises(http_client.ApiError) as info:
+        _client(base, []).get_json("batches/x")
+    assert info.value.code == code and info.value.status == status and message in info.value.message
+    assert len(script.received) == 1  # client errors are never retried
+
+
+def test_create_call_is_not_replayed_after_an_ambiguous_failure(server):
+    base, script = server
+    script.replies = [(500, {}, b"Internal server error")]
+    with pytest.raises(http_client.AmbiguousRequest):
+        _client(base, []).post_json("batches", {"x": 1}, creates=True)
+    script.replies = [(0, {}, b"")]  # dropped connection: the server may have acted
+    with pytest.raises(http_client.AmbiguousRequest):
+        _client(base, []).post_json("batches", {"x": 1}, creates=True)
+    assert len(script.received) == 2
+
+
+def test_create_call_is_retried_after_a_refusal(server):
+    base, script = server
+    script.replies = [(429, {"Retry-After": "1"}, b"{}"), (201, {}, b'{"id": "b1"}')]
+    sleeps: list[float] = []
+    assert _client(base, sleeps).post_json("batches", {}, creates=True) == {"id": "b1"}
+    assert sleeps == [1.0]
+
+
+def test_connection_refused_is_retried_even_for_creates():
+    sleeps: list[float] = []
+    client = _client("http://127.0.0.1:9/v1", sleeps)  # port 9 (discard) is closed on loopback
+    with pytest.raises(common.ServiceError, match="gave up"):
+        client.post_json("batches", {}, creates=True)
+    assert len(sleeps) == 3
+
+
+def test_key_is_sent_as_bearer_and_upload_streams_a_multipart_body(server, tmp_path):
+    base, script = server
+    payload = b'{"custom_id":"a"}\n' * 100_000  # ~1.8 MB: several read() chunks
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(payload)
+    script.replies = [(201, {}, b'{"id": "f1"}')]
+    result = _client(base, []).upload_file(source, 'my "file".jsonl', {"purpose": "batch"})
+    assert result == {"id": "f1"}
+    got = script.received[0]
+    assert got["headers"]["Authorization"] == "Bearer sk-test"
+    assert int(got["headers"]["Content-Length"]) == len(got["body"])
+    ctype = got["headers"]["Content-Type"]
+    boundary = ctype.split("boundary=")[1].encode()
+    parts = got["body"].split(b"--" + boundary)
+    assert b'name="purpose"\r\n\r\nbatch\r\n' in parts[1]
+    head, _, content = parts[2].partition(b"\r\n\r\n")
+    assert b'filename="my _file_.jsonl"' in head
+    assert content[:-2] == payload  # the part ends with CRLF before the closing boundary
+    assert parts[3] == b"--\r\n"
