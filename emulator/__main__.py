@@ -1,0 +1,98 @@
+"""Command line: ``python -m emulator [--host H] [--port P] [--api-key K ...] [--db PATH] ...``.
+
+The first line on stdout is the base URL (e.g. ``http://127.0.0.1:8765/v1``), printed once the server
+accepts connections."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from .app import build_app
+from .config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUESTS, DEFAULT_MODELS, Config
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    p = argparse.ArgumentParser(prog="python -m emulator", description="Local Doubleword batch API emulator.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    p.add_argument("--api-key", action="append", default=[], help="accepted key (repeatable); default: any")
+    p.add_argument("--db", default=":memory:", help="SQLite state file (default: in memory)")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
+    p.add_argument("--rate", type=float, default=5000.0, help="requests per second processed (0: unlimited)")
+    p.add_argument("--start-delay", type=float, default=0.2, help="seconds a batch stays validating")
+    p.add_argument("--fail-rate", type=float, default=0.0, help="fraction of batch requests that fail")
+    p.add_argument("--fault-rate", type=float, default=0.0, help="fraction of API calls given an HTTP fault")
+    p.add_argument("--fault-retry-after", type=float, default=1.0, help="Retry-After of injected 429/503")
+    p.add_argument("--seed", type=int, default=None, help="seed for failures and faults")
+    p.add_argument("--upstream", default=None, help="forward requests to this OpenAI-compatible base URL")
+    p.add_argument(
+        "--upstream-key", default=os.environ.get("EMULATOR_UPSTREAM_KEY"), help="Bearer key for --upstream"
+    )
+    p.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
+    p.add_argument("--max-requests", type=int, default=DEFAULT_MAX_REQUESTS, help="0: no cap")
+    p.add_argument("--flavor", choices=("doubleword", "openai"), default="doubleword")
+    p.add_argument("--retry-base", type=float, default=0.05, help="first retry backoff in seconds")
+    p.add_argument("--max-retries", type=int, default=5, help="retries of transient upstream failures")
+    p.add_argument("--quiet", action="store_true", help="print only the base URL")
+    a = p.parse_args(argv)
+    return Config(
+        host=a.host,
+        port=a.port,
+        api_keys=a.api_key,
+        db=a.db,
+        models=[m.strip() for m in a.models.split(",") if m.strip()],
+        rate=a.rate,
+        start_delay=a.start_delay,
+        fail_rate=a.fail_rate,
+        fault_rate=a.fault_rate,
+        fault_retry_after=a.fault_retry_after,
+        seed=a.seed,
+        upstream=a.upstream,
+        upstream_key=a.upstream_key,
+        max_file_bytes=a.max_file_bytes,
+        max_requests=a.max_requests,
+        flavor=a.flavor,
+        retry_base=a.retry_base,
+        max_retries=a.max_retries,
+        quiet=a.quiet,
+    )
+
+
+async def serve(cfg: Config) -> None:
+    app = build_app(cfg)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port)
+    await site.start()
+    port = runner.addresses[0][1]
+    host = "127.0.0.1" if cfg.host in ("", "0.0.0.0") else cfg.host
+    if ":" in host:
+        host = f"[{host}]"
+    print(f"http://{host}:{port}/v1", flush=True)
+    if not cfg.quiet:
+        key = cfg.api_keys[0] if cfg.api_keys else "any key, e.g. sk-local"
+        print(f"emulator: serving on http://{host}:{port}/v1 (also /ai/v1); API key: {key}", file=sys.stderr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="emulator: %(levelname)s %(message)s")
+    asyncio.run(serve(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Models and realtime inference routes (OpenAI JSON errors): /models, /chat/completions, /embeddings,
+/completions, /responses, /messages, answered by the built-in model or the upstream."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from .files_api import _state
+from .model import builtin
+from .responses import json_ok, openai_error
+
+MODEL_CREATED = 1767225600
+
+
+def model_object(name: str) -> dict:
+    return {"id": name, "object": "model", "created": MODEL_CREATED, "owned_by": "None"}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = _state(request)
+    state.auth_openai(request)
+    return json_ok({"object": "list", "data": [model_object(m) for m in sorted(state.cfg.models)]})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    state = _state(request)
+    state.auth_openai(request)
+    name = request.match_info["model"]
+    if name not in state.cfg.models:
+        return openai_error(
+            404, f"The model `{name}` does not exist or you do not have access to it.", code="model_not_found"
+        )
+    return json_ok(model_object(name))
+
+
+async def realtime(request: web.Request) -> web.StreamResponse:
+    state = _state(request)
+    state.auth_openai(request)
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return openai_error(400, "Failed to parse the request body as JSON")
+    if not isinstance(body, dict):
+        return openai_error(400, "Request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str):
+        return openai_error(400, "you must provide a model parameter")
+    if model not in state.cfg.models:
+        return openai_error(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )
+    path = "/v1" + request.path.split("/v1", 1)[1]
+    if state.upstream is not None:
+        o = await state.upstream.call(path, raw.decode("utf-8", "replace"))
+        if o.failure:
+            return openai_error(502, f"Upstream {o.failure}: {o.body}", "api_error", "upstream_error")
+        return web.Response(status=o.status, body=o.body.encode(), content_type="application/json")
+    o = builtin(path, body, 0, state.clock.now_i())
+    if o.status != 200:
+        return web.Response(status=o.status, body=o.text().encode(), content_type="application/json")
+    if body.get("stream") is True and o.obj is not None and o.obj.get("object") == "chat.completion":
+        return await _stream_chat(request, o.obj)
+    return web.Response(body=o.text().encode(), content_type="application/json")
+
+
+async def _stream_chat(request: web.Request, obj: dict) -> web.StreamResponse:
+    """Minimal SSE for stream:true chat: one content chunk, a finish chunk, then [DONE]."""
+    resp = web.StreamResponse(headers={"Cache-Control": "no-cache"})
+    resp.content_type = "text/event-stream"
+    await resp.prepare(request)
+    choice = obj["choices"][0]
+    base = {k: obj[k] for k in ("id", "created", "model")}
+    base["object"] = "chat.completion.chunk"
+    chunks = [
+        {
+            **base,
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": choice["message"]["content"]}}
+            ],
+        },
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]},
+    ]
+    for c in chunks:
+        await resp.write(f"data: {json.dumps(c)}\n\n".encode())
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+ROUTES = (
+    ("GET", "/models", list_models),
+    ("GET", "/models/{model:.+}", get_model),
+    ("POST", "/chat/completions", realtime),
+    ("POST", "/embeddings", realtime),
+    ("POST", "/completions", realtime),
+    ("POST", "/responses", realtime),
+    ("POST", "/messages", realtime),
+)

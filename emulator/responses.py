@@ -1,0 +1,84 @@
+"""Response helpers: the server's plain-text errors, its JSON 409/429/503 bodies, OpenAI JSON errors."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from aiohttp import web
+
+TEXT = "text/plain; charset=utf-8"
+
+
+def text_error(status: int, message: str) -> web.Response:
+    """Files/batches routes: 400/401/402/403/404/413/422/500 have a plain-text body."""
+    return web.Response(
+        status=status, body=message.encode("utf-8"), content_type="text/plain", charset="utf-8"
+    )
+
+
+def dw_json_error(status: int, error: str, message: str, retry_after: float) -> web.Response:
+    """429/503 on files/batches routes: JSON with retry_after_seconds, plus a Retry-After header."""
+    secs = int(retry_after) if float(retry_after).is_integer() else retry_after
+    return web.json_response(
+        {"error": error, "message": message, "retry_after_seconds": secs},
+        status=status,
+        headers={"Retry-After": str(secs)},
+    )
+
+
+def capacity_429(window: str, models: list[str]) -> web.Response:
+    r = web.json_response(
+        {
+            "error": "too_many_requests",
+            "message": f"Insufficient capacity for {window} completion window. The following models are "
+            f"currently at capacity: {', '.join(models)} Try again later or use a longer completion window.",
+            "retry_after_seconds": 30,
+        },
+        status=429,
+        headers={"Retry-After": "60"},
+    )
+    return r
+
+
+def openai_error(
+    status: int, message: str, etype: str = "invalid_request_error", code: str | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": etype, "param": None, "code": code}}, status=status
+    )
+
+
+def json_ok(obj: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(obj).encode("utf-8"), content_type="application/json")
+
+
+class Reject(Exception):
+    """Raised by handlers and helpers; the middleware turns it into its response."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def parse_uuid(raw: str, prefix: str = "") -> str | None:
+    """A path/body id as the server parses it: any UUID form; bare lower-case string back, else None."""
+    if prefix and raw.startswith(prefix):
+        raw = raw[len(prefix) :]
+    try:
+        return str(uuid.UUID(raw))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def query_int(request: web.Request, name: str) -> int | None:
+    """An integer query parameter (axum rejects unparsable values with a plain-text 400)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise Reject(
+            text_error(400, f"Failed to deserialize query string: {name}: invalid digit found in string")
+        )

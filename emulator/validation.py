@@ -1,0 +1,155 @@
+"""Upload-time checks of 4.3, one line at a time, with the server's exact messages and statuses."""
+
+from __future__ import annotations
+
+import json
+
+from .config import BATCH_URLS, MAX_BODY_BYTES, MAX_CUSTOM_ID_BYTES, is_embedding_model
+
+ALLOWED_PATHS_TEXT = ", ".join(BATCH_URLS)
+REQUIRED_FIELDS = ("custom_id", "method", "url", "body")
+_JSON_MESSAGES = {
+    "Expecting value": "expected value",
+    "Extra data": "trailing characters",
+    "Expecting property name enclosed in double quotes": "key must be a string",
+    "Expecting ',' delimiter": "expected `,` or `}`",
+    "Expecting ':' delimiter": "expected `:`",
+    "Unterminated string starting at": "EOF while parsing a string",
+    "Invalid control character at": "control character (\\u0000-\\u001F) found while parsing a string",
+    "Invalid \\escape": "invalid escape",
+}
+
+
+class UploadError(Exception):
+    """A rejected upload: HTTP status and the plain-text message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def serde_kind(value: object) -> str:
+    """How serde_json names an unexpected value in 'invalid type' messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean `{str(value).lower()}`"
+    if isinstance(value, int):
+        return f"integer `{value}`"
+    if isinstance(value, float):
+        return f"floating point `{value}`"
+    if isinstance(value, str):
+        return f"string {json.dumps(value)}"
+    if isinstance(value, list):
+        return "sequence"
+    return "map"
+
+
+def json_error_text(exc: json.JSONDecodeError) -> str:
+    msg = exc.msg
+    for prefix, text in _JSON_MESSAGES.items():
+        if msg.startswith(prefix):
+            msg = text
+            break
+    return f"{msg} at line {exc.lineno} column {exc.colno}"
+
+
+def sanitise_body(body: object) -> str:
+    """The stored body: top-level `priority` removed, keys sorted (what the input file serves back)."""
+    if isinstance(body, dict) and "priority" in body:
+        body = {k: v for k, v in body.items() if k != "priority"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class LineValidator:
+    """Validates non-blank lines in order; `check` returns the row to store or raises UploadError."""
+
+    def __init__(self, models: list[str], max_requests: int) -> None:
+        self.models = set(models)
+        self.max_requests = max_requests
+        self.count = 0
+
+    def check(self, raw: bytes, file_offset: int) -> tuple[str, str, str, str, str] | None:
+        """Check one physical line (without its newline); None for a blank line."""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            n = self.count + 1
+            raise UploadError(
+                400,
+                f"File contains invalid UTF-8 on/near line {n} at byte offset {file_offset + exc.start}: "
+                f"invalid utf-8 sequence of {exc.end - exc.start} bytes from index {exc.start}",
+            )
+        text = text.strip()
+        if not text:
+            return None
+        self.count += 1
+        n = self.count
+        if self.max_requests and n > self.max_requests:
+            raise UploadError(
+                400, f"File contains {n} requests, which exceeds the maximum of {self.max_requests}"
+            )
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UploadError(400, f"Invalid JSON on line {n}: {json_error_text(exc)}")
+        end = f"at line 1 column {len(text)}"
+        if not isinstance(obj, dict):
+            raise UploadError(
+                400, f"Invalid JSON on line {n}: invalid type: {serde_kind(obj)}, expected struct {end}"
+            )
+        for key in REQUIRED_FIELDS:
+            if key not in obj:
+                raise UploadError(400, f"Invalid JSON on line {n}: missing field `{key}` {end}")
+            if key != "body" and not isinstance(obj[key], str):
+                raise UploadError(
+                    400,
+                    f"Invalid JSON on line {n}: invalid type: {serde_kind(obj[key])}, expected a string {end}",
+                )
+        custom_id, method, url, body = obj["custom_id"], obj["method"], obj["url"], obj["body"]
+        cid_len = len(custom_id.encode("utf-8"))
+        if cid_len > MAX_CUSTOM_ID_BYTES:
+            raise UploadError(
+                400,
+                f"Line {n}: custom_id exceeds maximum length of {MAX_CUSTOM_ID_BYTES} characters (got {cid_len})",
+            )
+        if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in custom_id):
+            raise UploadError(
+                400,
+                f"Line {n}: custom_id contains invalid characters: must be valid ASCII without control characters",
+            )
+        if method.upper() != "POST":
+            raise UploadError(
+                400, f"Line {n}: Unsupported HTTP method '{method}'. Only POST is currently supported."
+            )
+        if url not in BATCH_URLS:
+            raise UploadError(
+                400, f"Line {n}: Unsupported URL path '{url}'. Allowed paths are: {ALLOWED_PATHS_TEXT}"
+            )
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            raise UploadError(400, f"Line {n}: Missing 'model' field in request body")
+        model = body["model"]
+        if model not in self.models:
+            raise UploadError(
+                403, f"Line {n}: Model '{model}' has not been configured or is not available to user"
+            )
+        embedding = is_embedding_model(model)
+        if embedding and url != "/v1/embeddings":
+            raise UploadError(
+                400,
+                f"Line {n}: Model '{model}' is a EMBEDDINGS model but endpoint '{url}' requires a CHAT model",
+            )
+        if not embedding and url == "/v1/embeddings":
+            raise UploadError(
+                400,
+                f"Line {n}: Model '{model}' is a CHAT model but endpoint '{url}' requires a EMBEDDINGS model",
+            )
+        stored = sanitise_body(body)
+        size = len(stored.encode("utf-8"))
+        if size > MAX_BODY_BYTES:
+            raise UploadError(
+                400,
+                f"Line {n}: Request body is {size} bytes, which exceeds the maximum allowed size of {MAX_BODY_BYTES} bytes",
+            )
+        return custom_id, method, url, model, stored
