@@ -1,0 +1,233 @@
+"""Typed calls to the files and batches routes, on top of the one HTTP client.
+
+Every function takes an :class:`http_client.ApiClient`. Creating calls (upload, batch creation) come
+with a lookup by a unique marker, so a caller that got :class:`http_client.AmbiguousRequest` (or that
+crashed between sending and recording) can adopt the object instead of creating a second one
+(doubleword-api.md, client pitfall 9).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from common import TERMINAL_STATUSES, ServiceError, warn
+from http_client import ApiClient
+
+MARKER_KEY = "dwb_marker"
+LIST_PAGE = 100  # the server clamps to 1..101; the docs promise 100
+MAX_CONTENT_PAGE = 100
+
+
+def _id(value: str) -> str:
+    """Ids are opaque strings (OpenAI prefixes them); quote them for the path."""
+    return quote(str(value), safe="")
+
+
+# --------------------------------------------------------------------------- files
+
+
+def upload_file(client: ApiClient, path: str | os.PathLike[str], filename: str) -> dict[str, Any]:
+    """Upload a JSONL file with ``purpose=batch`` (streamed from disk). A creating call."""
+    return client.upload_file(path, filename, {"purpose": "batch"})
+
+
+def find_file_by_name(client: ApiClient, filename: str) -> dict[str, Any] | None:
+    """The uploaded file whose filename is exactly ``filename`` (a unique marker), or None."""
+    page = client.get_json("files", params={"search": filename, "limit": LIST_PAGE})
+    matches = [f for f in page.get("data") or [] if f.get("filename") == filename]
+    if len(matches) > 1:
+        warn(f"{len(matches)} uploads named {filename} exist; adopting the oldest")
+    if not matches:
+        return None
+    return min(matches, key=lambda f: (f.get("created_at") or 0, str(f.get("id"))))
+
+
+def get_file(client: ApiClient, file_id: str) -> dict[str, Any]:
+    return client.get_json(f"files/{_id(file_id)}")
+
+
+def cost_estimate(client: ApiClient, file_id: str, window: str) -> dict[str, Any]:
+    """The server's cost estimate for an uploaded file (Doubleword extension)."""
+    return client.get_json(f"files/{_id(file_id)}/cost-estimate", params={"completion_window": window})
+
+
+def decimal_cost(value: Any) -> Decimal:
+    """A cost as sent by the server (a decimal string, sometimes a number) as a Decimal."""
+    try:
+        return Decimal(str(value)) if value is not None else Decimal(0)
+    except InvalidOperation:
+        return Decimal(0)
+
+
+def content_response(
+    client: ApiClient, file_id: str, skip: int, limit: int | None = None
+) -> requests.Response:
+    """An open, streamed response for a file's content from line ``skip`` (never ``offset``)."""
+    params: dict[str, Any] = {"skip": max(0, int(skip))}
+    if limit:
+        params["limit"] = max(1, min(MAX_CONTENT_PAGE, int(limit)))
+    return client.request("GET", f"files/{_id(file_id)}/content", params=params, stream=True)
+
+
+def download_file(client: ApiClient, file_id: str, dest: str | os.PathLike[str]) -> int:
+    """Stream a whole file's content to ``dest`` (atomically); returns the byte count."""
+    from common import atomic_writer
+
+    response = client.request("GET", f"files/{_id(file_id)}/content", stream=True)
+    total = 0
+    try:
+        with atomic_writer(dest) as handle:
+            for chunk in response.iter_content(chunk_size=1 << 16):
+                handle.write(chunk)
+                total += len(chunk)
+    except (requests.exceptions.RequestException, OSError) as exc:
+        raise ServiceError(f"downloading file {file_id} failed: {exc}")
+    finally:
+        response.close()
+    return total
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def create_batch(
+    client: ApiClient, file_id: str, endpoint: str, window: str, metadata: dict[str, str]
+) -> dict[str, Any]:
+    """Create one batch. A creating call: AmbiguousRequest means look it up by its marker."""
+    body = {
+        "input_file_id": file_id,
+        "endpoint": endpoint,
+        "completion_window": window,
+        "metadata": metadata,
+    }
+    return client.post_json("batches", body, creates=True)
+
+
+def find_batch_by_marker(client: ApiClient, marker: str) -> dict[str, Any] | None:
+    """The batch whose metadata carries ``dwb_marker=<marker>``, or None."""
+    page = client.get_json("batches", params={"search": marker, "limit": LIST_PAGE})
+    matches = [
+        b for b in page.get("data") or [] if str((b.get("metadata") or {}).get(MARKER_KEY, "")) == marker
+    ]
+    if len(matches) > 1:
+        warn(f"{len(matches)} batches carry marker {marker}; adopting the oldest")
+    if not matches:
+        return None
+    return min(matches, key=lambda b: (b.get("created_at") or 0, str(b.get("id"))))
+
+
+def get_batch(client: ApiClient, batch_id: str) -> dict[str, Any]:
+    return client.get_json(f"batches/{_id(batch_id)}")
+
+
+def cancel_batch(client: ApiClient, batch_id: str) -> dict[str, Any]:
+    return client.post_json(f"batches/{_id(batch_id)}/cancel")
+
+
+def iter_batches(
+    client: ApiClient, *, limit: int = 20, status: str | None = None, all_pages: bool = False
+) -> Iterator[tuple[dict[str, Any], bool]]:
+    """Yield ``(batch, has_more_after_this_page)``, following ``after`` until ``limit`` (or the end).
+
+    An unknown ``after`` silently restarts from the first page, so a page that repeats ids already
+    seen ends the walk (client pitfall 17).
+    """
+    seen: set[str] = set()
+    after: str | None = None
+    remaining = None if all_pages else max(1, limit)
+    while True:
+        page_size = LIST_PAGE if all_pages else min(LIST_PAGE, remaining or LIST_PAGE)
+        params: dict[str, Any] = {"limit": page_size}
+        if status:
+            params["status"] = status
+        if after:
+            params["after"] = after
+        page = client.get_json("batches", params=params)
+        data = page.get("data") or []
+        fresh = [b for b in data if str(b.get("id")) not in seen]
+        if data and not fresh:
+            warn("the server repeated a page of batches; stopping the listing there")
+            return
+        has_more = bool(page.get("has_more"))
+        for batch in fresh:
+            seen.add(str(batch.get("id")))
+            yield batch, has_more
+            if remaining is not None:
+                remaining -= 1
+                if remaining <= 0:
+                    return
+        if not has_more or not data:
+            return
+        after = str(page.get("last_id") or data[-1].get("id"))
+
+
+# --------------------------------------------------------------------------- status
+
+
+def is_terminal(status: str | None) -> bool:
+    """``finalizing`` and ``cancelling`` are not terminal; ``expired`` is (other servers)."""
+    return status in TERMINAL_STATUSES
+
+
+def describe_batch(batch: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """The per-batch view that poll.py and fetch_results.py print."""
+    now = time.time() if now is None else now
+    status = batch.get("status")
+    counts = batch.get("request_counts") or {}
+    total = int(counts.get("total") or 0)
+    done = int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
+    terminal = is_terminal(status)
+    expires_at = batch.get("expires_at")
+    past_deadline = bool(batch.get("expired_at")) or (
+        isinstance(expires_at, (int, float)) and now > expires_at
+    )
+    return {
+        "batch_id": batch.get("id"),
+        "status": status,
+        "terminal": terminal,
+        "request_counts": counts,
+        "percent": round(100.0 * done / total, 1) if total else (100.0 if terminal else 0.0),
+        "output_file_id": batch.get("output_file_id"),
+        "error_file_id": batch.get("error_file_id"),
+        "created_at": batch.get("created_at"),
+        "in_progress_at": batch.get("in_progress_at"),
+        "expires_at": expires_at,
+        "expired_at": batch.get("expired_at"),
+        "completed_at": batch.get("completed_at") or batch.get("failed_at") or batch.get("cancelled_at"),
+        "overdue": past_deadline and not terminal,
+        "endpoint": batch.get("endpoint"),
+        "metadata": batch.get("metadata") or {},
+    }
+
+
+MIN_CHECK_S = 5
+MAX_CHECK_S = 900
+
+
+def next_check_seconds(batch: dict[str, Any], now: float | None = None) -> int | None:
+    """A polite time to look again: grows with the batch's age, shrinks as it nears completion."""
+    if is_terminal(batch.get("status")):
+        return None
+    now = time.time() if now is None else now
+    created = batch.get("created_at") or now
+    age = max(0.0, now - created)
+    wait = min(MAX_CHECK_S, max(MIN_CHECK_S, age / 10))
+    counts = batch.get("request_counts") or {}
+    total = int(counts.get("total") or 0)
+    done = int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
+    started = batch.get("in_progress_at") or created
+    running_for = max(1.0, now - started)
+    if total and done:
+        remaining = (total - done) * running_for / done  # at the rate seen so far
+        wait = min(wait, max(MIN_CHECK_S, remaining / 2))
+    expires_at = batch.get("expires_at")
+    if isinstance(expires_at, (int, float)) and expires_at > now:
+        wait = min(wait, max(MIN_CHECK_S, expires_at - now))
+    return int(round(wait))

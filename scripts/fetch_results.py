@@ -1,0 +1,429 @@
+#!/usr/bin/env python3
+"""Download batch results and errors resumably, then join them with the inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from batch_api import content_response, describe_batch, download_file, get_batch, is_terminal
+from common import ExitCode, InputError, Progress, ServiceError, UsageError, info, make_parser, run, warn
+from http_client import ApiClient, client_from_args
+from manifest import Manifest, add_target_args, load_targets, new_shard, record_batch
+from results import join
+
+EXAMPLES = """\
+  python3 scripts/fetch_results.py --manifest jobs.jsonl.manifest.json
+  python3 scripts/fetch_results.py --manifest jobs.jsonl.manifest.json --follow --timeout 7200
+  python3 scripts/fetch_results.py 0b6c5f1e-2a8d-4c1b-9e37-5d2f8a1c4b90 --out results/"""
+
+DESCRIPTION = """\
+Download the output and error files of batches into --out DIR (default beside the manifest), resuming
+where the last run stopped, even while the batches run (partial results). Writes output.jsonl and
+errors.jsonl (raw lines as served, de-duplicated by line id), results.jsonl (one line per input request,
+in input order: custom_id, status completed|failed|pending|missing, content or embedding, usage, error)
+and retry.jsonl (the original request lines that failed or were never answered, ready for submit.py).
+--follow keeps downloading until every batch is terminal (bounded by --timeout)."""
+
+KINDS = {"output": ("output_file_id", "output.jsonl"), "errors": ("error_file_id", "errors.jsonl")}
+COMMIT_LINES = 1000  # save the cursor at least this often
+COMMIT_SECONDS = 1.0
+STREAM_RETRIES = 5
+UNSUCCESSFUL = ("failed", "cancelled", "expired")
+STATE_NAME = "fetch.manifest.json"
+
+
+def build_parser() -> Any:
+    parser = make_parser("fetch_results.py", DESCRIPTION, EXAMPLES)
+    add_target_args(parser)
+    parser.add_argument("--out", help="output directory (default: beside the manifest)")
+    parser.add_argument(
+        "--follow", action="store_true", help="keep downloading until every batch is terminal"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=3600.0, help="with --follow: give up after SECONDS (default 3600)"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="with --follow: seconds between checks (default 10)"
+    )
+    parser.add_argument(
+        "--page-size",
+        type=int,
+        default=0,
+        metavar="N",
+        help="download in pages of N lines (1-100); default 0 = one streamed request per file per check",
+    )
+    return parser
+
+
+# --------------------------------------------------------------------------- raw line files
+
+
+class Sink:
+    """An append-only raw line file whose committed length lives in the manifest.
+
+    On open the file is cut back to the committed length (a killed run may have written more), and the
+    ids of the lines already on disk are collected for de-duplication.
+    """
+
+    def __init__(self, path: Path, state: dict[str, Any]) -> None:
+        self.path = path
+        self.state = state
+        committed = int(state.get("bytes", 0))
+        size = path.stat().st_size if path.exists() else 0
+        self.reset = False
+        if size < committed:  # the file was removed or cut by hand: download it again
+            warn(f"{path} is shorter than recorded; downloading it again from the start")
+            committed = 0
+            self.reset = True
+        with open(path, "ab") as handle:
+            handle.truncate(committed)
+        state["bytes"] = committed
+        self.seen: set[str] = set()
+        lines = 0
+        with open(path, "rb") as handle:
+            for raw in handle:
+                lines += 1
+                line_id = _line_id(raw)
+                if line_id:
+                    self.seen.add(line_id)
+        state["lines"] = lines
+        self.handle = open(path, "ab")  # noqa: SIM115 - closed by close()
+        self.pending = 0
+
+    def add(self, raw: bytes, line_id: str | None) -> bool:
+        """Append a served line unless its id is already on disk."""
+        if line_id is not None:
+            if line_id in self.seen:
+                return False
+            self.seen.add(line_id)
+        data = raw + b"\n"
+        self.handle.write(data)
+        self.state["pending_bytes"] = self.state.get("pending_bytes", 0) + len(data)
+        self.pending += 1
+        return True
+
+    def commit(self) -> None:
+        """Make the appended lines durable; the caller then saves the cursor."""
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.state["bytes"] = int(self.state.get("bytes", 0)) + int(self.state.pop("pending_bytes", 0))
+        self.state["lines"] = int(self.state.get("lines", 0)) + self.pending
+        self.pending = 0
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _line_id(raw: bytes) -> str | None:
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return None
+    value = line.get("id") if isinstance(line, dict) else None
+    return str(value) if value is not None else None
+
+
+# --------------------------------------------------------------------------- downloading
+
+
+class Fetcher:
+    def __init__(self, client: ApiClient, manifest: Manifest, out_dir: Path, page_size: int) -> None:
+        self.client = client
+        self.manifest = manifest
+        self.out_dir = out_dir
+        self.page_size = page_size
+        fetch = manifest.data.get("fetch")
+        if not isinstance(fetch, dict) or fetch.get("out_dir") != str(out_dir):
+            if fetch:
+                info(f"downloading into a new directory {out_dir}; starting the downloads afresh")
+            fetch = {"out_dir": str(out_dir), "files": {}}
+            for shard in manifest.shards:
+                shard["downloads"] = {}
+            manifest.data["fetch"] = fetch
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.sinks: dict[str, Sink] = {}
+        for kind, (_, name) in KINDS.items():
+            state = fetch["files"].setdefault(kind, {"path": name, "bytes": 0, "lines": 0})
+            state.pop("pending_bytes", None)
+            sink = Sink(out_dir / name, state)
+            if sink.reset:
+                for shard in manifest.shards:
+                    shard.get("downloads", {}).pop(kind, None)
+            self.sinks[kind] = sink
+        manifest.save()
+
+    def close(self) -> None:
+        for sink in self.sinks.values():
+            sink.close()
+
+    def save(self) -> None:
+        self.manifest.save()
+
+    def refresh(self, shard: dict[str, Any]) -> dict[str, Any]:
+        batch = get_batch(self.client, shard["batch_id"])
+        record_batch(shard, batch)
+        return batch
+
+    def download(self, shard: dict[str, Any], kind: str, batch: dict[str, Any]) -> None:
+        """Bring one file of one batch up to date from its cursor."""
+        id_key, _ = KINDS[kind]
+        file_id = batch.get(id_key)
+        terminal = is_terminal(batch.get("status"))
+        downloads = shard.setdefault("downloads", {})
+        cursor = downloads.get(kind)
+        if not isinstance(cursor, dict) or cursor.get("file_id") != file_id:
+            cursor = {"file_id": file_id, "skip": 0, "complete": False}
+            downloads[kind] = cursor
+        if not terminal:
+            cursor["complete"] = False  # e.g. a /retry made the batch run again
+        if cursor["complete"]:
+            return
+        if not file_id:  # OpenAI: no file yet, or never (output of an all-failed batch)
+            cursor["complete"] = terminal
+            return
+        counts = batch.get("request_counts") or {}
+        served = counts.get("completed" if kind == "output" else "failed")
+        if kind == "errors" and isinstance(served, int) and cursor["skip"] > served:
+            info(f"batch {shard['batch_id']}: the error file shrank (a retry?); reading it again from 0")
+            cursor["skip"] = 0
+        headers_seen = self.manifest.data["fetch"].get("server_headers")
+        if terminal and batch.get("status") != "cancelled" and served == cursor["skip"] and headers_seen:
+            # Everything the counts promise is on disk and the batch cannot add lines any more.
+            cursor["complete"] = True
+            return
+        for _ in range(10_000):  # pages; a bound against a server that never ends a file
+            more = self._fetch_once(shard, kind, cursor, terminal)
+            if not more:
+                return
+
+    def _fetch_once(self, shard: dict[str, Any], kind: str, cursor: dict[str, Any], terminal: bool) -> bool:
+        """One content request from the cursor; True if another request should follow right away."""
+        sink = self.sinks[kind]
+        attempts = 0
+        while True:
+            start = cursor["skip"]
+            response = content_response(self.client, cursor["file_id"], start, self.page_size or None)
+            incomplete_header = response.headers.get("X-Incomplete")
+            if incomplete_header is None and not terminal:
+                # A server without the headers (OpenAI): download once, after the batch is terminal.
+                response.close()
+                return False
+            if incomplete_header is not None:
+                self.manifest.data["fetch"]["server_headers"] = True
+            try:
+                received = self._stream(response, sink, cursor, start)
+                break
+            except (requests.exceptions.RequestException, OSError) as exc:
+                attempts += 1
+                if attempts > STREAM_RETRIES:
+                    raise ServiceError(f"downloading {kind} of batch {shard['batch_id']} kept failing: {exc}")
+                warn(f"download of {kind} interrupted ({exc}); resuming from line {cursor['skip']}")
+                time.sleep(min(10.0, 0.5 * 2**attempts))
+            finally:
+                response.close()
+        if incomplete_header is None:
+            cursor["complete"] = True  # terminal, and there are no headers to say more
+            self.save()
+            return False
+        incomplete = incomplete_header.strip().lower() == "true"
+        if not incomplete and terminal:
+            cursor["complete"] = True
+            self.save()
+            return False
+        if self.page_size:
+            return received >= self.page_size  # a full page: there may be more right now
+        return False
+
+    def _stream(self, response: requests.Response, sink: Sink, cursor: dict[str, Any], start: int) -> int:
+        """Append the body's lines, committing the cursor every so often; returns lines received."""
+        received = 0
+        buffer = b""
+        last_commit = time.monotonic()
+
+        def commit() -> None:
+            nonlocal last_commit
+            sink.commit()
+            cursor["skip"] = start + received
+            self.save()
+            last_commit = time.monotonic()
+
+        try:
+            for chunk in response.iter_content(chunk_size=1 << 16):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    raw = raw.rstrip(b"\r")
+                    if not raw.strip():
+                        continue
+                    received += 1
+                    line_id = _line_id(raw)
+                    sink.add(raw, line_id)
+                    if sink.pending >= COMMIT_LINES or time.monotonic() - last_commit >= COMMIT_SECONDS:
+                        commit()
+            tail = buffer.strip()
+            if tail:
+                try:  # a last line without "\n" counts only if it is whole JSON
+                    json.loads(tail)
+                except ValueError:
+                    raise requests.exceptions.ChunkedEncodingError("the body ended inside a line")
+                received += 1
+                sink.add(tail, _line_id(tail))
+        finally:
+            commit()
+        return received
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def main(argv: list[str]) -> tuple[dict[str, Any], int]:
+    args = build_parser().parse_args(argv)
+    if not 0 <= args.page_size <= 100:
+        raise UsageError("--page-size must be between 1 and 100 (or 0 for streamed downloads)")
+    if args.interval <= 0:
+        raise UsageError("--interval must be positive")
+    manifest, ids = load_targets(args)
+    client = client_from_args(args)
+    if manifest is None:
+        manifest, out_dir = manifest_for_ids(client, ids, args.out)
+    else:
+        out_dir = Path(args.out) if args.out else default_out_dir(manifest)
+    out_dir = out_dir.resolve()
+    fetcher = Fetcher(client, manifest, out_dir, args.page_size)
+    progress = Progress() if args.follow else None
+    deadline = time.monotonic() + max(0.0, args.timeout)
+    try:
+        while True:
+            batches = {}
+            for shard in manifest.shards:
+                batches[shard["batch_id"]] = fetcher.refresh(shard)
+            fetcher.save()
+            for shard in manifest.shards:
+                for kind in KINDS:
+                    fetcher.download(shard, kind, batches[shard["batch_id"]])
+            fetcher.save()
+            complete = all(
+                is_terminal(batches[s["batch_id"]].get("status"))
+                and all(s["downloads"].get(k, {}).get("complete") for k in KINDS)
+                for s in manifest.shards
+            )
+            if progress is not None:
+                lines = {k: fetcher.sinks[k].state.get("lines", 0) for k in KINDS}
+                progress.update(
+                    f"{lines['output']} output and {lines['errors']} error lines on disk; "
+                    f"{sum(is_terminal(b.get('status')) for b in batches.values())}/{len(batches)} batches terminal"
+                )
+            if complete or not args.follow or time.monotonic() >= deadline:
+                break
+            time.sleep(max(0.0, min(args.interval, deadline - time.monotonic())))
+    finally:
+        fetcher.close()
+        if progress is not None:
+            progress.done()
+    summary = write_results(client, manifest, out_dir, batches)
+    statuses = [b.get("status") for b in batches.values()]
+    if not complete:
+        code = ExitCode.NOT_FINISHED
+    elif any(s in UNSUCCESSFUL for s in statuses):
+        code = ExitCode.BATCH_UNSUCCESSFUL
+    else:
+        code = ExitCode.OK
+    result: dict[str, Any] = {"ok": True, "complete": complete, **summary}
+    result["batches"] = [
+        {k: v for k, v in describe_batch(b).items() if k not in ("metadata", "in_progress_at")}
+        for b in batches.values()
+    ]
+    result["manifest"] = str(manifest.path)
+    result["api_calls"] = client.calls
+    if args.follow and not complete:
+        info(f"fetch_results.py: --timeout {args.timeout:g}s reached before every batch finished")
+    return result, int(code)
+
+
+def default_out_dir(manifest: Manifest) -> Path:
+    recorded = (manifest.data.get("fetch") or {}).get("out_dir")
+    if recorded:
+        return Path(recorded)
+    name = manifest.path.name.removesuffix(".json").removesuffix(".manifest").removesuffix(".jsonl")
+    return manifest.path.resolve().parent / f"{name}.results"
+
+
+def manifest_for_ids(client: ApiClient, ids: list[str], out: str | None) -> tuple[Manifest, Path]:
+    """For bare batch ids: a small manifest inside the output directory holds the cursors."""
+    out_dir = Path(out) if out else Path(f"results-{ids[0]}")
+    path = out_dir / STATE_NAME
+    if Manifest.exists(path):
+        manifest = Manifest.load(path)
+        if manifest.batch_ids() != ids:
+            raise InputError(
+                f"{out_dir} holds results of other batches ({', '.join(manifest.batch_ids())}); "
+                "choose another --out"
+            )
+        return manifest, out_dir
+    manifest = Manifest.new(path)
+    for batch_id in ids:
+        batch = get_batch(client, batch_id)
+        shard = new_shard(
+            len(manifest.shards),
+            batch_id=batch_id,
+            upload_state="done",
+            create_state="done",
+            file_id=batch.get("input_file_id") or "",
+        )
+        record_batch(shard, batch)
+        manifest.shards.append(shard)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest.save()
+    return manifest, out_dir
+
+
+def input_for(client: ApiClient, manifest: Manifest, shard: dict[str, Any], out_dir: Path) -> Path | None:
+    """The shard's input lines: the recorded file, else a downloaded copy of the input file."""
+    if shard.get("path") and Path(shard["path"]).is_file():
+        return Path(shard["path"])
+    copy = out_dir / f"input-{shard['index']:03d}.jsonl"
+    if copy.is_file():
+        return copy
+    if not shard.get("file_id"):
+        warn(f"batch {shard['batch_id']}: its input file is gone; results list only what was answered")
+        return None
+    info(f"batch {shard['batch_id']}: downloading its input file to join results in input order")
+    download_file(client, shard["file_id"], copy)
+    return copy
+
+
+def write_results(
+    client: ApiClient, manifest: Manifest, out_dir: Path, batches: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    inputs = [
+        (
+            s["batch_id"],
+            input_for(client, manifest, s, out_dir),
+            is_terminal(batches[s["batch_id"]].get("status")),
+        )
+        for s in manifest.shards
+    ]
+    paths = {name: out_dir / f"{name}.jsonl" for name in ("output", "errors", "results", "retry")}
+    joined = join(inputs, paths["output"], paths["errors"], paths["results"], paths["retry"])
+    for shard in manifest.shards:
+        shard["final_counts"] = joined["per_batch"].get(str(shard["batch_id"]))
+    manifest.save()
+    return {
+        "out_dir": str(out_dir),
+        "files": {k: str(v) for k, v in paths.items()},
+        "counts": joined["counts"],
+        "usage": joined["usage"],
+        "failures_by_type": joined["failures_by_type"],
+        "lines_on_disk": {k: manifest.data["fetch"]["files"][k].get("lines", 0) for k in KINDS},
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

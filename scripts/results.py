@@ -1,0 +1,307 @@
+"""Joining inputs with downloaded output and error lines into results.jsonl and retry.jsonl.
+
+Output and error files arrive in completion order, so results are joined to the inputs by
+``custom_id``. Memory stays small: only ``custom_id -> (file, byte offset, rank)`` is held; each line
+is read back from disk when its input comes up.
+
+Both line shapes are understood: Doubleword's (failures only in the error file, ``error.message`` a
+JSON string) and OpenAI's (``response.status_code >= 400`` lines, ``batch_cancelled`` /
+``batch_expired`` error lines meaning "never run").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from common import atomic_writer
+
+NOT_RUN_CODES = frozenset({"batch_cancelled", "batch_expired"})
+_RANK = {"completed": 3, "failed": 2, "missing": 1}
+
+
+# --------------------------------------------------------------------------- line interpretation
+
+
+def _parse_json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _message_from_body(body: Any) -> str | None:
+    """An upstream error body (JSON text, an object or plain text) reduced to its message."""
+    if body is None:
+        return None
+    parsed = body if isinstance(body, dict) else _parse_json(body)
+    if isinstance(parsed, dict):
+        error = parsed.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if parsed.get("message"):
+            return str(parsed["message"])
+        return json.dumps(parsed, ensure_ascii=False)
+    return str(body)
+
+
+def line_status(line: dict[str, Any]) -> str:
+    """``completed``, ``failed`` or ``missing`` (an OpenAI "not run" line) for one served line."""
+    error = line.get("error")
+    response = line.get("response")
+    if error:
+        code = error.get("code") if isinstance(error, dict) else None
+        return "missing" if code in NOT_RUN_CODES else "failed"
+    if not isinstance(response, dict):
+        return "failed"
+    status_code = response.get("status_code")
+    if isinstance(status_code, int) and status_code >= 400:
+        return "failed"
+    return "completed"
+
+
+def normalise_error(line: dict[str, Any]) -> dict[str, Any] | None:
+    """A uniform ``{type, code, status, message}`` for a failed line, or None."""
+    error = line.get("error")
+    response = line.get("response")
+    if error:
+        if not isinstance(error, dict):
+            return {"type": "error", "code": None, "status": None, "message": str(error)}
+        code = error.get("code")
+        raw = error.get("message")
+        parsed = _parse_json(raw)
+        if isinstance(parsed, dict):  # Doubleword: a serialised failure reason
+            details = parsed.get("details") if isinstance(parsed.get("details"), dict) else {}
+            message = _message_from_body(details.get("body")) or details.get("error") or parsed.get("type")
+            return {
+                "type": str(parsed.get("type") or code or "error"),
+                "code": code,
+                "status": details.get("status"),
+                "message": message,
+            }
+        return {"type": str(code or "error"), "code": code, "status": None, "message": raw}
+    if isinstance(response, dict):
+        status_code = response.get("status_code")
+        if isinstance(status_code, int) and status_code >= 400:
+            body = response.get("body")
+            parsed_body = body if isinstance(body, dict) else _parse_json(body)
+            err = parsed_body.get("error") if isinstance(parsed_body, dict) else None
+            kind = None
+            code = None
+            if isinstance(err, dict):
+                kind = err.get("type")
+                code = err.get("code")
+            return {
+                "type": str(kind or code or f"http_{status_code}"),
+                "code": code,
+                "status": status_code,
+                "message": _message_from_body(body),
+            }
+        return None
+    return {"type": "no_response", "code": None, "status": None, "message": "the line has no response"}
+
+
+def extract(line: dict[str, Any]) -> dict[str, Any]:
+    """``content`` (chat/completions/responses/messages text) or ``embedding``, plus ``usage``."""
+    response = line.get("response") if isinstance(line.get("response"), dict) else {}
+    body = response.get("body")
+    if isinstance(body, str):
+        parsed = _parse_json(body)
+        if not isinstance(parsed, dict):
+            return {"content": body, "usage": None}
+        body = parsed
+    if not isinstance(body, dict):
+        return {"content": None, "usage": None}
+    out: dict[str, Any] = {}
+    data = body.get("data")
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "embedding" in data[0]:
+        embeddings = [item.get("embedding") for item in data]
+        out["embedding"] = embeddings[0] if len(embeddings) == 1 else embeddings
+    else:
+        out["content"] = _text_of(body)
+    out["usage"] = body.get("usage")
+    if body.get("model"):
+        out["model"] = body["model"]
+    return out
+
+
+def _text_of(body: dict[str, Any]) -> str | None:
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        first = choices[0]
+        message = first.get("message")
+        if isinstance(message, dict):
+            return _flatten(message.get("content"))
+        if "text" in first:
+            return first.get("text")
+    if isinstance(body.get("output_text"), str):  # Responses API convenience field
+        return body["output_text"]
+    output = body.get("output")
+    if isinstance(output, list):  # Responses API items
+        texts = []
+        for item in output:
+            if isinstance(item, dict) and item.get("type") == "message":
+                texts.append(_flatten(item.get("content")) or "")
+        return "".join(texts) if texts else None
+    if body.get("type") == "message" or isinstance(body.get("content"), list):  # Anthropic Messages
+        return _flatten(body.get("content"))
+    return None
+
+
+def _flatten(content: Any) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") in ("text", "output_text")
+        ]
+        return "".join(parts)
+    return str(content)
+
+
+def usage_tokens(usage: Any) -> tuple[int, int, int]:
+    """(input, output, total) tokens from chat/completions/embeddings/responses/messages usage."""
+    if not isinstance(usage, dict):
+        return 0, 0, 0
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens")) or 0
+    completion = usage.get("completion_tokens", usage.get("output_tokens")) or 0
+    total = usage.get("total_tokens") or (prompt + completion)
+    return int(prompt), int(completion), int(total)
+
+
+# --------------------------------------------------------------------------- the join
+
+
+def _iter_lines_with_offsets(path: Path) -> Iterator[tuple[int, bytes]]:
+    if not path.exists():
+        return
+    with open(path, "rb") as handle:
+        offset = 0
+        for raw in handle:
+            yield offset, raw
+            offset += len(raw)
+
+
+def build_index(output_path: Path, errors_path: Path) -> dict[str, tuple[int, int, int]]:
+    """custom_id -> (file number 0=output 1=errors, byte offset, rank); the best line wins."""
+    index: dict[str, tuple[int, int, int]] = {}
+    for number, path in ((1, errors_path), (0, output_path)):
+        for offset, raw in _iter_lines_with_offsets(path):
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(line, dict):
+                continue
+            custom_id = line.get("custom_id")
+            if not isinstance(custom_id, str):
+                continue
+            rank = _RANK[line_status(line)]
+            current = index.get(custom_id)
+            if current is None or rank >= current[2]:
+                index[custom_id] = (number, offset, rank)
+    return index
+
+
+def _read_at(handle: IO[bytes], offset: int) -> dict[str, Any]:
+    handle.seek(offset)
+    return json.loads(handle.readline())
+
+
+def join(
+    inputs: list[tuple[str | None, Path | None, bool]],
+    output_path: Path,
+    errors_path: Path,
+    results_path: Path,
+    retry_path: Path,
+) -> dict[str, Any]:
+    """Write results.jsonl and retry.jsonl; ``inputs`` = (batch_id, input file, batch terminal).
+
+    Returns counts, usage totals, failures by type and per-batch counts.
+    """
+    index = build_index(output_path, errors_path)
+    counts = {"requests": 0, "completed": 0, "failed": 0, "pending": 0, "missing": 0}
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    failures: dict[str, int] = {}
+    per_batch: dict[str, dict[str, int]] = {}
+    handles = [
+        open(output_path, "rb") if output_path.exists() else None,  # noqa: SIM115 - closed below
+        open(errors_path, "rb") if errors_path.exists() else None,  # noqa: SIM115
+    ]
+    try:
+        with atomic_writer(results_path) as results, atomic_writer(retry_path) as retry:
+            for batch_id, input_path, terminal in inputs:
+                mine = per_batch.setdefault(str(batch_id), {k: 0 for k in counts})
+                if input_path is None or not input_path.exists():
+                    continue
+                with open(input_path, "rb") as source:
+                    for raw in source:
+                        if not raw.strip():
+                            continue
+                        record = _result_for(raw, index, handles, terminal, batch_id)
+                        status = record["status"]
+                        for bucket in (counts, mine):
+                            bucket["requests"] += 1
+                            bucket[status] += 1
+                        if record.get("error") and status in ("failed", "missing"):
+                            kind = record["error"]["type"]
+                            failures[kind] = failures.get(kind, 0) + 1
+                        p, c, t = usage_tokens(record.get("usage"))
+                        usage["prompt_tokens"] += p
+                        usage["completion_tokens"] += c
+                        usage["total_tokens"] += t
+                        results.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+                        if status in ("failed", "missing"):
+                            retry.write(raw.rstrip(b"\r\n") + b"\n")
+    finally:
+        for handle in handles:
+            if handle is not None:
+                handle.close()
+    return {"counts": counts, "usage": usage, "failures_by_type": failures, "per_batch": per_batch}
+
+
+def _result_for(
+    raw: bytes,
+    index: dict[str, tuple[int, int, int]],
+    handles: list[IO[bytes] | None],
+    terminal: bool,
+    batch_id: str | None,
+) -> dict[str, Any]:
+    try:
+        request = json.loads(raw)
+        custom_id = request.get("custom_id") if isinstance(request, dict) else None
+    except ValueError:
+        custom_id = None
+    record: dict[str, Any] = {"custom_id": custom_id, "batch_id": batch_id}
+    entry = index.get(custom_id) if isinstance(custom_id, str) else None
+    handle = handles[entry[0]] if entry else None
+    if entry is None or handle is None:
+        record["status"] = "missing" if terminal else "pending"
+        record["error"] = None
+        if terminal:
+            record["error"] = {
+                "type": "not_answered",
+                "code": None,
+                "status": None,
+                "message": "the batch ended without an output or error line for this request",
+            }
+        return record
+    line = _read_at(handle, entry[1])
+    status = line_status(line)
+    record["status"] = status
+    record["line_id"] = line.get("id")
+    if status == "completed":
+        record.update(extract(line))
+        record["error"] = None
+    else:
+        record["usage"] = None
+        record["error"] = normalise_error(line)
+    return record

@@ -1,0 +1,148 @@
+"""Shared fixtures: the emulator over HTTP, a script runner, request files and a canary API key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from emulator_server import EmulatorServer
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "scripts"
+# A key that must never show up in any output, manifest or results file.
+CANARY_KEY = "sk-canary-7f3a9c1e5b2d4f60a8e1"
+CHAT_MODEL = "Qwen/Qwen3.5-9B"
+EMBED_MODEL = "Qwen/Qwen3-Embedding-8B"
+
+
+class ScriptResult:
+    """Exit code, parsed stdout document and stderr of one script run."""
+
+    def __init__(self, code: int, stdout: str, stderr: str) -> None:
+        self.code = code
+        self.stdout = stdout
+        self.stderr = stderr
+        try:
+            self.doc: dict[str, Any] = json.loads(stdout)
+        except ValueError:
+            raise AssertionError(f"stdout is not one JSON document:\n{stdout}\nstderr:\n{stderr}")
+
+    def __iter__(self) -> Iterator[Any]:  # code, doc, stderr = run_script(...)
+        return iter((self.code, self.doc, self.stderr))
+
+    def __repr__(self) -> str:
+        return f"ScriptResult(code={self.code}, doc={self.doc!r}, stderr={self.stderr[-2000:]!r})"
+
+
+def script_env(base_url: str | None, key: str = CANARY_KEY, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOUBLEWORD_")}
+    env["DOUBLEWORD_API_KEY"] = key
+    if base_url:
+        env["DOUBLEWORD_BASE_URL"] = base_url
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_script(
+    name: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> ScriptResult:
+    """Run ``scripts/<name>`` as a subprocess; returns (code, parsed stdout JSON, stderr)."""
+    script = SCRIPTS / (name if name.endswith(".py") else f"{name}.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    result = ScriptResult(proc.returncode, proc.stdout, proc.stderr)
+    assert CANARY_KEY not in proc.stdout and CANARY_KEY not in proc.stderr, "the API key leaked"
+    return result
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    """A fresh emulator on a free port that only accepts the canary key."""
+    with EmulatorServer("--start-delay", "0.05", "--quiet", api_key=CANARY_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def env(emulator: EmulatorServer) -> dict[str, str]:
+    return script_env(emulator.base_url)
+
+
+def chat_lines(n: int, prefix: str = "req", model: str = CHAT_MODEL) -> list[dict[str, Any]]:
+    return [
+        {
+            "custom_id": f"{prefix}-{i:05d}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": model,
+                "messages": [{"role": "user", "content": f"Question number {i}: say something short."}],
+                "max_tokens": 32,
+            },
+        }
+        for i in range(n)
+    ]
+
+
+def embedding_lines(n: int, prefix: str = "emb") -> list[dict[str, Any]]:
+    return [
+        {
+            "custom_id": f"{prefix}-{i:05d}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": EMBED_MODEL, "input": f"text to embed {i}"},
+        }
+        for i in range(n)
+    ]
+
+
+def write_jsonl(path: Path, lines: list[dict[str, Any]]) -> Path:
+    with open(path, "w", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write(json.dumps(line) + "\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def assert_no_key_in_tree(root: Path) -> None:
+    """The canary key appears in no file under ``root``."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert CANARY_KEY.encode() not in path.read_bytes(), f"API key leaked into {path}"
+
+
+class Helpers:
+    """Test helpers handed out as a fixture (test modules never import conftest directly)."""
+
+    CANARY_KEY = CANARY_KEY
+    CHAT_MODEL = CHAT_MODEL
+    EMBED_MODEL = EMBED_MODEL
+    chat_lines = staticmethod(chat_lines)
+    embedding_lines = staticmethod(embedding_lines)
+    write_jsonl = staticmethod(write_jsonl)
+    read_jsonl = staticmethod(read_jsonl)
+    assert_no_key_in_tree = staticmethod(assert_no_key_in_tree)
+    script_env = staticmethod(script_env)
+    run_script = staticmethod(run_script)
+    SCRIPTS = SCRIPTS
+
+
+@pytest.fixture
+def h() -> type[Helpers]:
+    return Helpers
