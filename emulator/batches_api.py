@@ -11,7 +11,7 @@ from aiohttp import web
 
 from .config import BATCH_URLS, FALLBACK_PRICE, PRICES, WINDOWS
 from .files_api import _state, decimal_str, list_envelope, ndjson, stream_ndjson
-from .responses import Reject, capacity_429, json_ok, parse_uuid, query_int, text_error
+from .responses import Reject, _default, capacity_429, json_ok, parse_uuid, query_int, text_error
 from .store import TERMINAL, owner_email
 from .validation import serde_kind
 
@@ -138,7 +138,7 @@ async def list_batches(request: web.Request) -> web.Response:
     owner = state.auth_files(request)
     st = state.store
     q = request.query
-    limit = max(1, min(101, query_int(request, "limit") or 20))
+    limit = max(1, min(101, _default(query_int(request, "limit"), 20)))
     status_filter = q.get("status")
     if status_filter is not None and status_filter not in STATUS_FILTERS:
         return text_error(
@@ -319,7 +319,9 @@ async def batch_results(request: web.Request) -> web.StreamResponse:
         f" WHERE {where} ORDER BY line_no"
     )
     c = st.counts(b["id"])
-    running = not st.is_finished(b, c) or (b["cancelling_at"] is None and (c["pending"] or c["in_progress"]))
+    running = not st.is_finished(b, c) or bool(
+        b["cancelling_at"] is None and (c["pending"] or c["in_progress"])
+    )
     if limit is not None:
         lines = [r[0] for r in st.q(sql + " LIMIT ? OFFSET ?", *args, limit + 1, skip)]
         more = len(lines) > limit

@@ -9,7 +9,7 @@ from decimal import Decimal
 from aiohttp import web
 
 from .config import FALLBACK_PRICE, FILE_TTL_S, MULTIPART_OVERHEAD, PRICES, is_embedding_model
-from .responses import Reject, json_ok, parse_uuid, query_int, text_error
+from .responses import Reject, _default, json_ok, parse_uuid, query_int, text_error
 from .store import new_id
 from .validation import LineValidator, UploadError
 
@@ -173,7 +173,7 @@ async def list_files(request: web.Request) -> web.Response:
     order = request.query.get("order", "desc")
     if order not in ("asc", "desc"):
         return text_error(400, "Order must be 'asc' or 'desc'")
-    limit = max(1, min(101, query_int(request, "limit") or 20))
+    limit = max(1, min(101, _default(query_int(request, "limit"), 20)))
     where, args = ["owner=?", "deleted=0"], [owner]
     if "purpose" in request.query:
         where.append("purpose=?")

@@ -82,3 +82,7 @@ def query_int(request: web.Request, name: str) -> int | None:
         raise Reject(
             text_error(400, f"Failed to deserialize query string: {name}: invalid digit found in string")
         )
+
+
+def _default(value: int | None, default: int) -> int:
+    return default if value is None else value
