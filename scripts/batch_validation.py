@@ -452,7 +452,7 @@ def _shorten(text: str) -> str:
 # --------------------------------------------------------------------------- one line
 
 
-def _custom_id_problems(cid: str) -> list[tuple[str, str]]:
+def custom_id_problems(cid: str) -> list[tuple[str, str]]:
     problems = []
     size = len(cid.encode("utf-8", "surrogatepass"))
     if size > MAX_CUSTOM_ID_BYTES:
@@ -499,7 +499,7 @@ def inspect_line(obj: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str]]
         if not isinstance(cid, str):
             errors.append(("invalid_type", f"custom_id must be a string, not {_json_type(cid)}; quote it"))
         else:
-            errors.extend(_custom_id_problems(cid))
+            errors.extend(custom_id_problems(cid))
             if cid == "":
                 warnings.append(("empty_custom_id", "custom_id is empty; results cannot be matched to it"))
     method = obj.get("method")
@@ -599,8 +599,17 @@ class _Collector:
     def add(self, line: int, custom_id: Any, code: str, message: str) -> None:
         self.total += 1
         if len(self.items) < self.limit:
-            cid = custom_id if isinstance(custom_id, str) else None
-            self.items.append({"line": line, "custom_id": cid, "code": code, "message": message})
+            cid = _printable(custom_id) if isinstance(custom_id, str) else None
+            self.items.append({"line": line, "custom_id": cid, "code": code, "message": _printable(message)})
+
+
+def _printable(text: str) -> str:
+    """``text`` without lone surrogates (from a \\ud800 escape), which no output stream can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _open_input(path: str) -> Any:

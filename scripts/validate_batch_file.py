@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Check batch input files locally, before spending anything: every problem at once, with line numbers."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from batch_validation import validate_batch_file
+from common import ExitCode, UsageError, make_parser, run
+
+DESCRIPTION = """\
+Validate Doubleword batch input files (JSONL) against references/schemas/ and the file rules: valid UTF-8,
+one JSON object per line, custom_id present, unique, at most 64 bytes and free of control characters,
+method POST, url a batchable endpoint and the same on every line, body.model a string, the body valid for
+its endpoint (roles, content shapes, parameter ranges), at most 200 MB and 50,000 requests, not empty.
+Warnings (not errors): blank lines, stream: true, priority, near-miss field names (max_token).
+
+stdout: {"ok": bool, "files": [report, ...]}; each report has errors and warnings (physical line number,
+custom_id, a stable code, a message that says how to fix it), bounded by --max-errors with the count of
+the rest, and stats (requests, bytes, endpoint, models, estimated_input_tokens). Line 0 means the whole
+file (file_not_found, empty_file). A summary goes to stderr."""
+
+EXAMPLES = """\
+  python3 scripts/validate_batch_file.py batch.jsonl
+  python3 scripts/validate_batch_file.py shards/*.jsonl --max-errors 50
+  some_generator | python3 scripts/validate_batch_file.py -"""
+
+
+def main(argv: list[str]) -> tuple[dict[str, Any], int]:
+    parser = make_parser("validate_batch_file.py", DESCRIPTION, EXAMPLES, network=False)
+    parser.add_argument("files", nargs="+", metavar="FILE", help="batch files to check; - reads stdin")
+    parser.add_argument(
+        "--max-errors",
+        type=int,
+        default=20,
+        metavar="N",
+        help="list at most N errors and N warnings per file (the rest are counted; default 20)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no summary on stderr (stdout is unchanged)")
+    args = parser.parse_args(argv)
+    if args.max_errors < 0:
+        raise UsageError("--max-errors must be 0 or more")
+    if args.files.count("-") > 1:
+        raise UsageError("stdin (-) can be given only once")
+    reports = [validate_batch_file(path, max_errors=args.max_errors) for path in args.files]
+    ok = all(report["valid"] for report in reports)
+    if not args.quiet:
+        for report in reports:
+            _summarise(report)
+    return {"ok": ok, "files": reports}, int(ExitCode.OK if ok else ExitCode.INVALID_INPUT)
+
+
+def _summarise(report: dict[str, Any]) -> None:
+    name = report["file"] if report["file"] != "-" else "<stdin>"
+    stats = report["stats"]
+    for kind, items in (("error", report["errors"]), ("warning", report["warnings"])):
+        for item in items:
+            where = f"line {item['line']}" if item["line"] else "file"
+            if item["custom_id"] is not None:
+                where += f" (custom_id {item['custom_id']!r})"
+            _err(f"{name}: {where}: {kind}: {item['code']}: {item['message']}")
+    if report["errors_omitted"] or report["warnings_omitted"]:
+        _err(
+            f"{name}: {report['errors_omitted']} more errors and {report['warnings_omitted']} more warnings "
+            "not listed (raise --max-errors to see them)"
+        )
+    verdict = "valid" if report["valid"] else f"INVALID ({report['errors_total']} errors)"
+    _err(
+        f"{name}: {verdict}; {stats['requests']} requests, {stats['bytes']:,} bytes, "
+        f"endpoint {stats['endpoint']}, ~{stats['estimated_input_tokens']:,} input tokens"
+        + (f", {report['warnings_total']} warnings" if report["warnings_total"] else "")
+    )
+
+
+def _err(text: str) -> None:
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    sys.stderr.write(text.encode(encoding, "backslashreplace").decode(encoding, "replace") + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
