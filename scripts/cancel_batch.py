@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Cancel running batches; refuse to touch a batch that already finished unless --force."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from batch_api import cancel_batch, get_batch, is_terminal
+from common import ExitCode, info, make_parser, run
+from http_client import client_from_args
+from manifest import add_target_args, load_targets, record_batch
+
+EXAMPLES = """\
+  python3 scripts/cancel_batch.py 0b6c5f1e-2a8d-4c1b-9e37-5d2f8a1c4b90
+  python3 scripts/cancel_batch.py --manifest jobs.jsonl.manifest.json"""
+
+DESCRIPTION = """\
+Cancel batches. Requests not yet started never run; results already produced stay downloadable
+(fetch_results.py). A batch that already finished is refused (Doubleword would relabel a completed
+batch as cancelled) unless --force."""
+
+
+def build_parser() -> Any:
+    parser = make_parser("cancel_batch.py", DESCRIPTION, EXAMPLES)
+    add_target_args(parser)
+    parser.add_argument("--force", action="store_true", help="cancel even a batch that already finished")
+    return parser
+
+
+def main(argv: list[str]) -> tuple[dict[str, Any], int]:
+    args = build_parser().parse_args(argv)
+    manifest, ids = load_targets(args)
+    client = client_from_args(args)
+    outcomes = []
+    refused = []
+    for batch_id in ids:
+        batch = get_batch(client, batch_id)
+        before = batch.get("status")
+        if is_terminal(before) and not args.force:
+            refused.append(f"{batch_id} is already {before}")
+            outcomes.append({"batch_id": batch_id, "status": before, "cancelled": False, "refused": True})
+        else:
+            batch = cancel_batch(client, batch_id)
+            info(f"batch {batch_id}: {before} -> {batch.get('status')}")
+            outcomes.append(
+                {
+                    "batch_id": batch_id,
+                    "previous_status": before,
+                    "status": batch.get("status"),
+                    "cancelled": True,
+                }
+            )
+        if manifest is not None:
+            shard = manifest.shard_for_batch(batch_id)
+            if shard is not None:
+                record_batch(shard, batch)
+    if manifest is not None:
+        manifest.save()
+    result: dict[str, Any] = {"ok": not refused, "batches": outcomes}
+    if refused:
+        message = "refusing to cancel finished batches (use --force to cancel anyway): " + "; ".join(refused)
+        result["error"] = {"type": "invalid_input", "message": message}
+        info(f"error: {message}")
+        return result, int(ExitCode.INVALID_INPUT)
+    return result, int(ExitCode.OK)
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

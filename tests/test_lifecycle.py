@@ -1,0 +1,224 @@
+"""End to end: submit -> poll -> fetch_results against the emulator over HTTP, scripts as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def _submit_and_wait(h, env, tmp_path, lines, name="jobs.jsonl", *extra):
+    src = h.write_jsonl(tmp_path / name, lines)
+    code, doc, err = h.run_script("submit", str(src), *extra, env=env)
+    assert code == 0, err
+    manifest = doc["manifest"]
+    code, doc, err = h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env)
+    return src, manifest, code, doc
+
+
+def test_chat_flow_results_in_input_order(emulator, env, tmp_path, h):
+    lines = h.chat_lines(40)
+    src, manifest, code, poll = _submit_and_wait(h, env, tmp_path, lines)
+    assert code == 0
+    [batch] = poll["batches"]
+    assert batch["status"] == "completed" and batch["terminal"] and batch["percent"] == 100.0
+    assert poll["next_check_seconds"] is None
+
+    code, doc, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
+    assert code == 0, err
+    assert doc["complete"] is True
+    assert doc["counts"] == {"requests": 40, "completed": 40, "failed": 0, "pending": 0, "missing": 0}
+    assert doc["usage"]["total_tokens"] > 0
+    results = h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
+    assert [r["custom_id"] for r in results] == [line["custom_id"] for line in lines]
+    assert all(r["status"] == "completed" and r["content"] for r in results)
+    assert "Question number 7" in results[7]["content"]
+    assert (tmp_path / "jobs.results" / "retry.jsonl").read_bytes() == b""
+    # the manifest records the whole story
+    data = json.loads((tmp_path / "jobs.jsonl.manifest.json").read_text())
+    shard = data["shards"][0]
+    assert shard["status"] == "completed" and shard["final_counts"]["completed"] == 40
+    assert shard["downloads"]["output"]["complete"] is True
+    # a second fetch changes nothing and costs at most one status call per batch
+    before = len(emulator.requests_log())
+    code, doc2, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
+    assert code == 0 and doc2["counts"] == doc["counts"]
+    assert len(emulator.requests_log()) - before == 1
+    h.assert_no_key_in_tree(tmp_path)
+
+
+def test_embeddings_flow(emulator, env, tmp_path, h):
+    lines = h.embedding_lines(12)
+    _, manifest, code, _ = _submit_and_wait(h, env, tmp_path, lines, "emb.jsonl")
+    assert code == 0
+    code, doc, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
+    assert code == 0, err
+    results = h.read_jsonl(tmp_path / "emb.results" / "results.jsonl")
+    assert [r["custom_id"] for r in results] == [line["custom_id"] for line in lines]
+    assert all(isinstance(r["embedding"], list) and r["embedding"] for r in results)
+    assert all(isinstance(x, float) for x in results[0]["embedding"])
+
+
+def test_dry_run_makes_no_calls_and_rerun_is_idempotent(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(5))
+    code, doc, err = h.run_script("submit", str(src), "--dry-run", env=env)
+    assert code == 0 and doc["dry_run"] and doc["requests"] == 5
+    assert doc["estimated_input_tokens"] > 0
+    assert emulator.requests_log() == [] and not (tmp_path / "jobs.jsonl.manifest.json").exists()
+
+    code, first, err = h.run_script("submit", str(src), "--metadata", "project=t", env=env)
+    assert code == 0 and first["created"] == 1
+    for _ in range(2):
+        code, again, err = h.run_script("submit", str(src), "--metadata", "project=t", env=env)
+        assert code == 0 and again["created"] == 0 and again["existing"] == 1
+        assert again["batches"][0]["batch_id"] == first["batches"][0]["batch_id"]
+    stats = emulator.stats()
+    assert stats["files_created"] == 1 and stats["batches_created"] == 1
+    # --force resubmits on purpose
+    code, forced, err = h.run_script("submit", str(src), "--force", env=env)
+    assert code == 0 and forced["created"] == 1
+    assert emulator.stats()["batches_created"] == 2
+
+
+def test_multi_shard_submit(emulator, env, tmp_path, h):
+    lines = h.chat_lines(25)
+    src, manifest, code, poll = _submit_and_wait(
+        h, env, tmp_path, lines, "jobs.jsonl", "--max-requests", "10"
+    )
+    assert code == 0 and len(poll["batches"]) == 3
+    assert emulator.stats()["batches_created"] == 3
+    code, doc, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
+    assert code == 0, err
+    results = h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
+    assert [r["custom_id"] for r in results] == [line["custom_id"] for line in lines]
+    assert len({r["batch_id"] for r in results}) == 3
+
+
+def test_invalid_input_uploads_nothing(emulator, env, tmp_path, h):
+    lines = h.chat_lines(3)
+    lines[1]["custom_id"] = lines[0]["custom_id"]
+    src = h.write_jsonl(tmp_path / "bad.jsonl", lines)
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 4 and doc["ok"] is False and doc["validation"][0]["valid"] is False
+    assert emulator.requests_log() == []
+
+
+def test_max_cost_stops_before_creating(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(20))
+    code, doc, err = h.run_script("submit", str(src), "--max-cost", "0", env=env)
+    assert code == 4 and doc["error"]["type"] == "cost_limit", doc
+    assert emulator.stats()["batches_created"] == 0
+    code, doc, err = h.run_script("submit", str(src), "--max-cost", "100", env=env)
+    assert code == 0 and doc["created"] == 1
+    stats = emulator.stats()
+    assert stats["files_created"] == 1 and stats["batches_created"] == 1
+
+
+def test_all_failed_batch(tmp_path, h):
+    from emulator_server import EmulatorServer
+
+    with EmulatorServer("--start-delay", "0", "--fail-rate", "1", "--quiet", api_key=h.CANARY_KEY) as emu:
+        env = h.script_env(emu.base_url)
+        lines = h.chat_lines(8)
+        _, manifest, code, poll = _submit_and_wait(h, env, tmp_path, lines)
+        assert code == 6 and poll["batches"][0]["status"] == "failed"
+        code, doc, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
+    assert code == 6, err
+    assert doc["complete"] is True and doc["counts"]["failed"] == 8
+    assert sum(doc["failures_by_type"].values()) == 8
+    results = h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
+    assert all(r["status"] == "failed" and r["error"]["type"] and r["error"]["message"] for r in results)
+    retry = h.read_jsonl(tmp_path / "jobs.results" / "retry.jsonl")
+    assert retry == lines  # the original requests, ready to resubmit
+
+
+def test_partial_results_while_running_then_follow(emulator, env, tmp_path, h):
+    emulator.configure(rate=40)
+    lines = h.chat_lines(60)
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    manifest = doc["manifest"]
+    code, poll, err = h.run_script("poll", "--manifest", manifest, env=env)
+    assert code == 7 and poll["next_check_seconds"] >= 1 and not poll["all_terminal"]
+    code, part, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
+    assert code == 7 and part["complete"] is False
+    assert part["counts"]["pending"] > 0 and part["counts"]["requests"] == 60
+    code, doc, err = h.run_script(
+        "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.2", "--timeout", "30", env=env
+    )
+    assert code == 0 and doc["complete"], err
+    assert doc["counts"]["completed"] == 60
+    output = h.read_jsonl(tmp_path / "jobs.results" / "output.jsonl")
+    assert len(output) == 60 and len({o["id"] for o in output}) == 60
+
+
+def test_poll_wait_timeout_and_deadline(emulator, env, tmp_path, h):
+    emulator.configure(paused=True)
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(5))
+    code, doc, err = h.run_script("submit", str(src), "--window", "1h", env=env)
+    manifest = doc["manifest"]
+    code, poll, err = h.run_script(
+        "poll", "--manifest", manifest, "--wait", "--timeout", "0.5", "--interval", "0.1", env=env
+    )
+    assert code == 7 and poll["checks"] >= 2
+    assert poll["batches"][0]["overdue"] is False
+    emulator.advance_clock(2 * 3600)
+    code, poll, err = h.run_script("poll", "--manifest", manifest, env=env)
+    assert code == 7
+    view = poll["batches"][0]
+    assert view["overdue"] is True and view["expired_at"] and not view["terminal"]
+
+
+def test_cancel_running_and_refuse_finished(emulator, env, tmp_path, h):
+    emulator.configure(paused=True)
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(5))
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    batch_id = doc["batches"][0]["batch_id"]
+    manifest = doc["manifest"]
+    code, doc, err = h.run_script("cancel_batch", "--manifest", manifest, env=env)
+    assert code == 0 and doc["batches"][0]["cancelled"] is True
+    code, poll, err = h.run_script("poll", batch_id, env=env)
+    assert code == 6 and poll["batches"][0]["status"] == "cancelled"
+    code, doc, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
+    assert code == 6 and doc["complete"] and doc["counts"]["missing"] == 5
+    assert len(h.read_jsonl(tmp_path / "jobs.results" / "retry.jsonl")) == 5
+    # a finished batch is refused, naming its status
+    code, doc, err = h.run_script("cancel_batch", batch_id, env=env)
+    assert code == 4 and "cancelled" in doc["error"]["message"]
+
+    emulator.configure(paused=False)
+    src2 = h.write_jsonl(tmp_path / "done.jsonl", h.chat_lines(3))
+    _, manifest2, code, poll = _submit_and_wait(h, env, tmp_path, h.read_jsonl(src2), "done.jsonl")
+    done_id = poll["batches"][0]["batch_id"]
+    code, doc, err = h.run_script("cancel_batch", done_id, env=env)
+    assert code == 4 and "completed" in doc["error"]["message"]
+    code, poll, err = h.run_script("poll", done_id, env=env)
+    assert poll["batches"][0]["status"] == "completed"
+    code, doc, err = h.run_script("cancel_batch", done_id, "--force", env=env)
+    assert code == 0
+
+
+def test_list_batches(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(2))
+    for i in range(3):
+        code, doc, err = h.run_script("submit", str(src), "--force", "--metadata", f"n={i}", env=env)
+        assert code == 0
+    code, doc, err = h.run_script("list_batches", "--limit", "2", env=env)
+    assert code == 0 and doc["count"] == 2 and doc["has_more"] is True
+    code, doc, err = h.run_script("list_batches", "--all", env=env)
+    assert code == 0 and doc["count"] == 3
+    assert {b["metadata"].get("n") for b in doc["batches"]} == {"0", "1", "2"}
+
+
+@pytest.mark.parametrize("name", ["submit", "poll", "fetch_results", "list_batches", "cancel_batch"])
+def test_help_and_missing_key(name, tmp_path, h):
+    proc = subprocess.run(
+        [sys.executable, str(h.SCRIPTS / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0 and "exit codes" in proc.stdout and "examples" in proc.stdout
+    env = h.script_env("http://127.0.0.1:9/v1", key="")
+    args = {"submit": [str(h.write_jsonl(tmp_path / "a.jsonl", h.chat_lines(1)))], "list_batches": []}
+    code, doc, err = h.run_script(name, *args.get(name, ["some-batch-id"]), env=env)
+    assert code == 3 and "DOUBLEWORD_API_KEY" in doc["error"]["message"]
