@@ -1,0 +1,176 @@
+"""Crashes, kills, faults and OpenAI-shaped servers: nothing created twice, downloads resume exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from emulator_server import EmulatorServer
+
+
+def _manifest_cursor(path):
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0
+    fetch = data.get("fetch") or {}
+    return int(((fetch.get("files") or {}).get("output") or {}).get("lines", 0))
+
+
+def test_killed_fetch_resumes_byte_identical(tmp_path, h):
+    args = ("--start-delay", "0", "--fail-rate", "0.1", "--seed", "11", "--quiet")
+    with EmulatorServer(*args, api_key=h.CANARY_KEY) as emu:
+        env = h.script_env(emu.base_url)
+        lines = h.chat_lines(3000)
+        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+        code, doc, err = h.run_script("submit", str(src), env=env)
+        assert code == 0, err
+        batch_id = doc["batches"][0]["batch_id"]
+        manifest = tmp_path / "jobs.jsonl.manifest.json"
+        code, _, err = h.run_script(
+            "poll", "--manifest", str(manifest), "--wait", "--interval", "0.2", env=env
+        )
+        assert code == 0, err
+
+        # the reference: one uninterrupted download of the same batch into another directory
+        code, ref, err = h.run_script("fetch_results", batch_id, "--out", str(tmp_path / "ref"), env=env)
+        assert code == 0, err
+
+        # small pages make the download long enough to kill it in the middle
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(h.SCRIPTS / "fetch_results.py"),
+                "--manifest",
+                str(manifest),
+                "--page-size",
+                "10",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while _manifest_cursor(manifest) < 200 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        assert proc.poll() is None, "the download finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        saved = _manifest_cursor(manifest)
+        assert 0 < saved < 2700
+
+        code, doc, err = h.run_script("fetch_results", "--manifest", str(manifest), env=env)
+        assert code == 0, err
+    out = tmp_path / "jobs.results"
+    for name in ("output.jsonl", "errors.jsonl", "results.jsonl"):
+        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+    assert doc["counts"] == ref["counts"]
+    assert doc["counts"]["completed"] + doc["counts"]["failed"] == 3000 and doc["counts"]["failed"] > 0
+    results = h.read_jsonl(out / "results.jsonl")
+    assert [r["custom_id"] for r in results] == [line["custom_id"] for line in lines]
+    retry = h.read_jsonl(out / "retry.jsonl")
+    assert [r["custom_id"] for r in retry] == [r["custom_id"] for r in results if r["status"] == "failed"]
+    h.assert_no_key_in_tree(tmp_path)
+
+
+def test_interrupted_submit_creates_nothing_twice(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(6))
+    # killed after the upload reached the server but before the manifest recorded the file id
+    crash = dict(env, DWB_TEST_CRASH_AT="upload-sent")
+    proc = subprocess.run(
+        [sys.executable, str(h.SCRIPTS / "submit.py"), str(src)], env=crash, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 137
+    assert emulator.stats()["files_created"] == 1
+    # killed after the batch was created but before it was recorded
+    crash = dict(env, DWB_TEST_CRASH_AT="create-sent")
+    proc = subprocess.run(
+        [sys.executable, str(h.SCRIPTS / "submit.py"), str(src)], env=crash, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 137
+    assert emulator.stats()["batches_created"] == 1
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 0, err
+    assert "found the earlier batch" in err
+    code, again, err = h.run_script("submit", str(src), env=env)
+    assert again["batches"][0]["batch_id"] == doc["batches"][0]["batch_id"]
+    stats = emulator.stats()
+    assert stats["files_created"] == 1 and stats["batches_created"] == 1
+
+
+def test_faulty_server_still_exactly_once(tmp_path, h):
+    args = (
+        "--start-delay",
+        "0",
+        "--fault-rate",
+        "0.25",
+        "--fault-retry-after",
+        "0",
+        "--seed",
+        "5",
+        "--quiet",
+    )
+    with EmulatorServer(*args, api_key=h.CANARY_KEY) as emu:
+        env = h.script_env(emu.base_url)
+        lines = h.chat_lines(20)
+        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+        for _ in range(4):  # an ambiguous failure may stop a run; re-running must converge
+            code, doc, err = h.run_script("submit", str(src), "--max-requests", "5", env=env, timeout=120)
+            if code == 0:
+                break
+            assert code == 5, err
+        assert code == 0, err
+        stats = emu.stats()
+        assert stats["files_created"] == 4 and stats["batches_created"] == 4, stats
+        manifest = doc["manifest"]
+        for _ in range(4):
+            code, doc, err = h.run_script(
+                "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.1", env=env, timeout=120
+            )
+            if code == 0:
+                break
+        assert code == 0, err
+    results = h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
+    assert [r["custom_id"] for r in results] == [line["custom_id"] for line in lines]
+    assert all(r["status"] == "completed" for r in results)
+    assert len(h.read_jsonl(tmp_path / "jobs.results" / "output.jsonl")) == 20
+
+
+def test_openai_flavoured_server(tmp_path, h):
+    args = ("--start-delay", "0", "--flavor", "openai", "--fail-rate", "0.5", "--seed", "2", "--quiet")
+    with EmulatorServer(*args, api_key=h.CANARY_KEY) as emu:
+        env = h.script_env(emu.base_url)
+        lines = h.chat_lines(20)
+        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+        code, doc, err = h.run_script("submit", str(src), env=env)
+        assert code == 0, err
+        manifest = doc["manifest"]
+        code, doc, err = h.run_script(
+            "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.1", env=env
+        )
+    assert code == 0, err
+    counts = doc["counts"]
+    assert counts["completed"] + counts["failed"] == 20 and counts["failed"] > 0
+    results = h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
+    assert [r["custom_id"] for r in results] == [line["custom_id"] for line in lines]
+    failed = [r for r in results if r["status"] == "failed"]
+    assert all(r["error"]["message"] for r in failed)
+
+
+def test_openai_flavoured_all_failed(tmp_path, h):
+    args = ("--start-delay", "0", "--flavor", "openai", "--fail-rate", "1", "--quiet")
+    with EmulatorServer(*args, api_key=h.CANARY_KEY) as emu:
+        env = h.script_env(emu.base_url)
+        src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(5))
+        code, doc, err = h.run_script("submit", str(src), env=env)
+        manifest = doc["manifest"]
+        code, doc, err = h.run_script(
+            "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.1", env=env
+        )
+    assert code == 6, err
+    assert doc["complete"] and doc["counts"]["failed"] == 5
+    assert len(h.read_jsonl(tmp_path / "jobs.results" / "retry.jsonl")) == 5
