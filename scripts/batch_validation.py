@@ -421,7 +421,7 @@ def near_miss(key: str, url: str) -> str | None:
     for k in known:
         if _norm(k) == normalised:
             return k
-    match = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.8)
+    match = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.85)
     return match[0] if match else None
 
 

@@ -1,0 +1,480 @@
+"""validate_batch_file.py and the batch_validation library: every error code and warning, good files of
+every endpoint, the CLI contract (exit codes, stdout JSON, stderr), and fast path vs schema agreement."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "batch_files"
+sys.path.insert(0, str(SCRIPTS))
+
+import batch_validation as bv  # noqa: E402
+
+CHAT = "/v1/chat/completions"
+
+
+def line(cid="q-1", *, method="POST", url=CHAT, body=None, **extra) -> str:
+    if body is None:
+        body = {"model": "Qwen/Qwen3.5-9B", "messages": [{"role": "user", "content": "hi"}]}
+    obj = {"custom_id": cid, "method": method, "url": url, "body": body, **extra}
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def chat(**fields) -> dict:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    body.update(fields)
+    return body
+
+
+def drop(key: str) -> str:
+    obj = json.loads(line("q-2"))
+    del obj[key]
+    return json.dumps(obj)
+
+
+GOOD = line("q-0")
+
+# (case id, file content, expected code, physical line, custom_id)
+ERROR_CASES = [
+    ("invalid_utf8", GOOD + "\n" + "\n", "invalid_utf8", 3, None),  # content patched below
+    ("invalid_json", GOOD + '\n{"custom_id": "q-1",\n', "invalid_json", 2, None),
+    (
+        "nan_is_not_json",
+        GOOD + "\n" + line("q-1", body=chat(temperature=1)).replace("1}", "NaN}"),
+        "invalid_json",
+        2,
+        None,
+    ),
+    ("bom", "\ufeff" + GOOD + "\n", "invalid_json", 1, None),
+    ("trailing_garbage", GOOD + "\n" + line("q-1") + " x\n", "invalid_json", 2, None),
+    ("not_object", GOOD + "\n[1, 2]\n", "not_object", 2, None),
+    ("not_object_string", GOOD + '\n"text"\n', "not_object", 2, None),
+    ("missing_custom_id", GOOD + "\n" + drop("custom_id") + "\n", "missing_field", 2, None),
+    ("missing_method", GOOD + "\n" + drop("method") + "\n", "missing_field", 2, "q-2"),
+    ("missing_url", GOOD + "\n" + drop("url") + "\n", "missing_field", 2, "q-2"),
+    ("missing_body", GOOD + "\n" + drop("body") + "\n", "missing_field", 2, "q-2"),
+    ("custom_id_number", GOOD + "\n" + line(17) + "\n", "invalid_type", 2, None),
+    ("method_not_string", GOOD + "\n" + line("q-1", method=1) + "\n", "invalid_type", 2, "q-1"),
+    ("url_not_string", GOOD + "\n" + line("q-1", url=None) + "\n", "invalid_type", 2, "q-1"),
+    ("body_not_object", GOOD + "\n" + line("q-1", body="hi") + "\n", "invalid_type", 2, "q-1"),
+    ("custom_id_control", GOOD + "\n" + line("q\u00011") + "\n", "invalid_custom_id", 2, "q\u00011"),
+    ("custom_id_del", GOOD + "\n" + line("q\u007f") + "\n", "invalid_custom_id", 2, "q\u007f"),
+    ("custom_id_newline", GOOD + "\n" + line("q\n1") + "\n", "invalid_custom_id", 2, "q\n1"),
+    ("custom_id_65_ascii", GOOD + "\n" + line("x" * 65) + "\n", "custom_id_too_long", 2, "x" * 65),
+    ("custom_id_bytes", GOOD + "\n" + line("é" * 33) + "\n", "custom_id_too_long", 2, "é" * 33),
+    ("duplicate", GOOD + "\n" + line("q-1") + "\n\n" + line("q-1") + "\n", "duplicate_custom_id", 4, "q-1"),
+    ("method_get", GOOD + "\n" + line("q-1", method="GET") + "\n", "invalid_method", 2, "q-1"),
+    ("url_unknown", GOOD + "\n" + line("q-1", url="/v1/images/generations") + "\n", "invalid_url", 2, "q-1"),
+    (
+        "url_full",
+        GOOD + "\n" + line("q-1", url="https://api.doubleword.ai/v1/chat/completions") + "\n",
+        "invalid_url",
+        2,
+        "q-1",
+    ),
+    ("url_query", GOOD + "\n" + line("q-1", url=CHAT + "?x=1") + "\n", "invalid_url", 2, "q-1"),
+    (
+        "url_mismatch",
+        GOOD + "\n" + line("q-1", url="/v1/embeddings", body={"model": "e", "input": "x"}) + "\n",
+        "url_mismatch",
+        2,
+        "q-1",
+    ),
+    (
+        "missing_model",
+        GOOD + "\n" + line("q-1", body={"messages": [{"role": "user", "content": "x"}]}) + "\n",
+        "missing_model",
+        2,
+        "q-1",
+    ),
+    ("model_number", GOOD + "\n" + line("q-1", body=chat(model=5)) + "\n", "missing_model", 2, "q-1"),
+    ("model_empty", GOOD + "\n" + line("q-1", body=chat(model="")) + "\n", "missing_model", 2, "q-1"),
+    (
+        "bad_role",
+        GOOD + "\n" + line("q-1", body=chat(messages=[{"role": "robot", "content": "x"}])) + "\n",
+        "invalid_body",
+        2,
+        "q-1",
+    ),
+    ("no_messages", GOOD + "\n" + line("q-1", body={"model": "m"}) + "\n", "invalid_body", 2, "q-1"),
+    ("empty_messages", GOOD + "\n" + line("q-1", body=chat(messages=[])) + "\n", "invalid_body", 2, "q-1"),
+    (
+        "content_number",
+        GOOD + "\n" + line("q-1", body=chat(messages=[{"role": "user", "content": 5}])) + "\n",
+        "invalid_body",
+        2,
+        "q-1",
+    ),
+    (
+        "user_content_null",
+        GOOD + "\n" + line("q-1", body=chat(messages=[{"role": "user", "content": None}])) + "\n",
+        "invalid_body",
+        2,
+        "q-1",
+    ),
+    (
+        "tool_without_id",
+        GOOD + "\n" + line("q-1", body=chat(messages=[{"role": "tool", "content": "x"}])) + "\n",
+        "invalid_body",
+        2,
+        "q-1",
+    ),
+    (
+        "bad_part",
+        GOOD
+        + "\n"
+        + line("q-1", body=chat(messages=[{"role": "user", "content": [{"type": "txt", "text": "x"}]}]))
+        + "\n",
+        "invalid_body",
+        2,
+        "q-1",
+    ),
+    ("temperature_3", GOOD + "\n" + line("q-1", body=chat(temperature=3)) + "\n", "invalid_body", 2, "q-1"),
+    (
+        "temperature_string",
+        GOOD + "\n" + line("q-1", body=chat(temperature="0.5")) + "\n",
+        "invalid_body",
+        2,
+        "q-1",
+    ),
+    ("top_p_2", GOOD + "\n" + line("q-1", body=chat(top_p=2)) + "\n", "invalid_body", 2, "q-1"),
+    ("max_tokens_0", GOOD + "\n" + line("q-1", body=chat(max_tokens=0)) + "\n", "invalid_body", 2, "q-1"),
+    (
+        "max_tokens_bool",
+        GOOD + "\n" + line("q-1", body=chat(max_tokens=True)) + "\n",
+        "invalid_body",
+        2,
+        "q-1",
+    ),
+    ("stop_5", GOOD + "\n" + line("q-1", body=chat(stop=list("abcde"))) + "\n", "invalid_body", 2, "q-1"),
+    ("penalty", GOOD + "\n" + line("q-1", body=chat(presence_penalty=-3)) + "\n", "invalid_body", 2, "q-1"),
+    (
+        "json_schema_no_name",
+        GOOD
+        + "\n"
+        + line("q-1", body=chat(response_format={"type": "json_schema", "json_schema": {"schema": {}}}))
+        + "\n",
+        "invalid_body",
+        2,
+        "q-1",
+    ),
+    (
+        "response_format_type",
+        GOOD + "\n" + line("q-1", body=chat(response_format={"type": "xml"})) + "\n",
+        "invalid_body",
+        2,
+        "q-1",
+    ),
+    (
+        "misspelt_required",
+        GOOD + "\n" + line("q-1", body={"model": "m", "mesages": []}) + "\n",
+        "invalid_body",
+        2,
+        "q-1",
+    ),
+]
+ERROR_CASES[0] = (
+    "invalid_utf8",
+    (GOOD + "\n" + line("q-1") + "\n").encode() + b'{"custom_id":"q-\xff"}\n',
+    "invalid_utf8",
+    3,
+    None,
+)
+
+ENDPOINT_ERRORS = [
+    ("/v1/embeddings", {"model": "e", "input": []}),
+    ("/v1/embeddings", {"model": "e"}),
+    ("/v1/embeddings", {"model": "e", "input": "x", "dimensions": 0}),
+    ("/v1/completions", {"model": "c"}),
+    ("/v1/completions", {"model": "c", "prompt": "x", "temperature": -1}),
+    ("/v1/responses", {"model": "r"}),
+    ("/v1/responses", {"model": "r", "input": [{"role": "robot", "content": "x"}]}),
+    ("/v1/messages", {"model": "a", "messages": [{"role": "user", "content": "x"}]}),
+    ("/v1/messages", {"model": "a", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}),
+]
+
+WARNING_CASES = [
+    ("blank_line", GOOD + "\n   \n" + line("q-1") + "\n", "blank_line", 2, None),
+    ("stream", GOOD + "\n" + line("q-1", body=chat(stream=True)) + "\n", "stream_enabled", 2, "q-1"),
+    ("priority", GOOD + "\n" + line("q-1", body=chat(priority=1)) + "\n", "priority_ignored", 2, "q-1"),
+    ("max_token", GOOD + "\n" + line("q-1", body=chat(max_token=5)) + "\n", "unknown_field", 2, "q-1"),
+    ("temprature", GOOD + "\n" + line("q-1", body=chat(temprature=0.5)) + "\n", "unknown_field", 2, "q-1"),
+    ("top-p", GOOD + "\n" + line("q-1", body=chat(**{"top-p": 0.5})) + "\n", "unknown_field", 2, "q-1"),
+    ("maxTokens", GOOD + "\n" + line("q-1", body=chat(maxTokens=5)) + "\n", "unknown_field", 2, "q-1"),
+    ("method_case", GOOD + "\n" + line("q-1", method="post") + "\n", "method_case", 2, "q-1"),
+    ("empty_custom_id", GOOD + "\n" + line("") + "\n", "empty_custom_id", 2, ""),
+]
+
+
+def write(tmp_path: Path, content: str | bytes, name: str = "batch.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return path
+
+
+def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / "validate_batch_file.py"), *args],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def find(items: list[dict], code: str) -> dict:
+    matches = [item for item in items if item["code"] == code]
+    assert matches, f"no {code} in {items}"
+    return matches[0]
+
+
+@pytest.mark.parametrize("case, content, code, lineno, cid", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+def test_each_error_is_reported_with_line_code_and_custom_id(tmp_path, case, content, code, lineno, cid):
+    report = bv.validate_batch_file(str(write(tmp_path, content)))
+    assert report["valid"] is False
+    error = find(report["errors"], code)
+    assert error["line"] == lineno
+    assert error["custom_id"] == cid
+    assert error["message"]
+    assert lineno == 1 or all(e["line"] != 1 for e in report["errors"]), "the good first line is not blamed"
+
+
+@pytest.mark.parametrize("url, body", ENDPOINT_ERRORS)
+def test_body_errors_for_other_endpoints(tmp_path, url, body):
+    content = line("q-1", url=url, body=body) + "\n"
+    report = bv.validate_batch_file(str(write(tmp_path, content)))
+    error = find(report["errors"], "invalid_body")
+    assert (error["line"], error["custom_id"]) == (1, "q-1")
+    assert url in error["message"]
+
+
+@pytest.mark.parametrize("case, content, code, lineno, cid", WARNING_CASES, ids=[c[0] for c in WARNING_CASES])
+def test_each_warning_keeps_the_file_valid(tmp_path, case, content, code, lineno, cid):
+    report = bv.validate_batch_file(str(write(tmp_path, content)))
+    assert report["valid"] is True, report["errors"]
+    warning = find(report["warnings"], code)
+    assert (warning["line"], warning["custom_id"]) == (lineno, cid)
+
+
+def test_near_miss_names_the_intended_field(tmp_path):
+    report = bv.validate_batch_file(str(write(tmp_path, line("q-1", body=chat(max_token=5)) + "\n")))
+    assert "'max_tokens'" in report["warnings"][0]["message"]
+
+
+def test_unknown_fields_that_are_not_near_misses_pass_silently(tmp_path):
+    body = chat(chat_template_kwargs={"enable_thinking": False}, top_k=20, repetition_penalty=1.1)
+    report = bv.validate_batch_file(str(write(tmp_path, line("q-1", body=body) + "\n")))
+    assert report["valid"] and report["warnings"] == []
+
+
+def test_empty_file_and_only_blank_lines(tmp_path):
+    for content in ("", "\n\n  \n"):
+        report = bv.validate_batch_file(str(write(tmp_path, content)))
+        assert report["valid"] is False
+        assert find(report["errors"], "empty_file")["line"] == 0
+
+
+def test_too_many_requests_reports_the_first_excess_line(tmp_path):
+    content = "\n".join(line(f"q-{i}") for i in range(5)) + "\n"
+    report = bv.validate_batch_file(str(write(tmp_path, content)), max_requests=3)
+    error = find(report["errors"], "too_many_requests")
+    assert error["line"] == 4
+    assert report["stats"]["requests"] == 5
+
+
+def test_file_too_large(tmp_path):
+    content = "\n".join(line(f"q-{i}") for i in range(5)) + "\n"
+    one = len(line("q-0")) + 1
+    report = bv.validate_batch_file(str(write(tmp_path, content)), max_bytes=2 * one + 5)
+    assert find(report["errors"], "file_too_large")["line"] == 3
+
+
+def test_body_too_large(tmp_path):
+    big = line("q-1", body=chat(messages=[{"role": "user", "content": "x" * (bv.MAX_BODY_BYTES + 10)}]))
+    report = bv.validate_batch_file(str(write(tmp_path, GOOD + "\n" + big + "\n")))
+    assert find(report["errors"], "body_too_large")["line"] == 2
+
+
+def test_lone_surrogate_escape_is_invalid_json(tmp_path):
+    content = GOOD + "\n" + line("q-1").replace('"hi"', '"a\\ud800b"') + "\n"
+    report = bv.validate_batch_file(str(write(tmp_path, content)))
+    assert find(report["errors"], "invalid_json")["line"] == 2
+    # a proper pair is fine
+    ok = GOOD + "\n" + line("q-1").replace('"hi"', '"\\ud83d\\ude00"') + "\n"
+    assert bv.validate_batch_file(str(write(tmp_path, ok)))["valid"]
+
+
+def test_physical_line_numbers_count_blank_lines_and_crlf(tmp_path):
+    content = GOOD + "\r\n\r\n\r\n" + line("q-0") + "\r\n"
+    report = bv.validate_batch_file(str(write(tmp_path, content)))
+    assert find(report["errors"], "duplicate_custom_id")["line"] == 4
+    assert report["stats"]["blank_lines"] == 2
+
+
+def test_all_problems_reported_and_output_bounded(tmp_path):
+    content = "\n".join(line("dup") for _ in range(30)) + "\n"
+    report = bv.validate_batch_file(str(write(tmp_path, content)), max_errors=5)
+    assert report["errors_total"] == 29
+    assert len(report["errors"]) == 5
+    assert report["errors_omitted"] == 24
+    assert "first used on line 1" in report["errors"][0]["message"]
+
+
+def test_several_problems_on_one_line_are_all_reported(tmp_path):
+    content = line("x" * 70, method="GET", body=chat(temperature=5)) + "\n"
+    codes = {e["code"] for e in bv.validate_batch_file(str(write(tmp_path, content)))["errors"]}
+    assert {"custom_id_too_long", "invalid_method", "invalid_body"} <= codes
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("good_*.jsonl")), ids=lambda p: p.name)
+def test_good_fixture_files_pass(path):
+    report = bv.validate_batch_file(str(path))
+    assert report["valid"], report["errors"]
+    assert report["stats"]["requests"] >= 2
+    assert report["stats"]["endpoint"] in bv.SCHEMA_FILES
+
+
+def test_stats(tmp_path):
+    content = "\n".join(
+        [line("a", body=chat(model="A")), line("b", body=chat(model="B")), line("c", body=chat(model="A"))]
+    )
+    report = bv.validate_batch_file(str(write(tmp_path, content)))
+    stats = report["stats"]
+    assert stats["models"] == {"A": 2, "B": 1}
+    assert stats["requests"] == 3
+    assert stats["bytes"] == len(content.encode())
+    assert stats["endpoint"] == CHAT
+    assert stats["estimated_input_tokens"] == 2  # 6 characters of prompt text / 4, rounded up
+
+
+def test_validate_line_api():
+    assert bv.validate_line(json.loads(GOOD)) == []
+    problems = bv.validate_line({"custom_id": "a", "method": "POST", "url": CHAT, "body": chat(top_p=7)})
+    assert [p["code"] for p in problems] == ["invalid_body"]
+    assert problems[0]["severity"] == "error"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_valid_file_exit_0_and_json(tmp_path):
+    path = write(tmp_path, GOOD + "\n")
+    proc = run_cli(str(path))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["ok"] is True and out["files"][0]["valid"] is True
+    assert b"valid" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("case, content, code, lineno, cid", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+def test_cli_invalid_file_exit_4(tmp_path, case, content, code, lineno, cid):
+    proc = run_cli(str(write(tmp_path, content)))
+    assert proc.returncode == 4
+    assert b"Traceback" not in proc.stderr
+    report = json.loads(proc.stdout)["files"][0]
+    assert any(e["code"] == code and e["line"] == lineno for e in report["errors"])
+    assert f"line {lineno}".encode() in proc.stderr or lineno == 0
+    assert code.encode() in proc.stderr
+
+
+def test_cli_stdin_and_missing_file(tmp_path):
+    proc = run_cli("-", str(tmp_path / "nope.jsonl"), stdin=(GOOD + "\n").encode())
+    assert proc.returncode == 4
+    out = json.loads(proc.stdout)
+    assert out["ok"] is False
+    assert out["files"][0]["valid"] is True
+    assert out["files"][1]["errors"][0]["code"] == "file_not_found"
+    assert b"does not exist" in proc.stderr
+
+
+def test_cli_usage_errors():
+    proc = run_cli()
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["ok"] is False
+    proc = run_cli("--help")
+    assert proc.returncode == 0 and b"exit codes" in proc.stdout
+
+
+def test_cli_max_errors_and_quiet(tmp_path):
+    path = write(tmp_path, "\n".join(line("dup") for _ in range(10)) + "\n")
+    proc = run_cli(str(path), "--max-errors", "2", "--quiet")
+    assert proc.returncode == 4 and proc.stderr == b""
+    report = json.loads(proc.stdout)["files"][0]
+    assert len(report["errors"]) == 2 and report["errors_omitted"] == 7
+
+
+def test_cli_surrogate_custom_id_does_not_crash(tmp_path):
+    content = (
+        GOOD
+        + '\n{"custom_id":"\\udc80\\u0001","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"x"}]}}\n'
+    )
+    proc = run_cli(str(write(tmp_path, content)))
+    assert proc.returncode == 4 and b"Traceback" not in proc.stderr
+    json.loads(proc.stdout)
+
+
+# --------------------------------------------------------------------------- fast path == schema
+
+roles = st.sampled_from(["system", "developer", "user", "assistant", "tool", "function", "robot", None])
+contents = st.one_of(
+    st.text(max_size=5),
+    st.none(),
+    st.integers(),
+    st.lists(
+        st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url"]), "text": st.text(max_size=3)})
+    ),
+)
+messages = st.lists(
+    st.fixed_dictionaries({"role": roles, "content": contents}, optional={"name": st.text(max_size=3)}),
+    max_size=3,
+)
+numbers = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(-3, 3), st.text(max_size=2))
+bodies = st.fixed_dictionaries(
+    {"model": st.one_of(st.text(max_size=3), st.integers())},
+    optional={
+        "messages": messages,
+        "temperature": numbers,
+        "top_p": numbers,
+        "max_tokens": numbers,
+        "n": numbers,
+        "presence_penalty": numbers,
+        "stop": st.one_of(st.text(max_size=2), st.lists(st.text(max_size=2), max_size=6), st.integers()),
+        "logprobs": numbers,
+        "stream": numbers,
+        "seed": numbers,
+        "reasoning_effort": st.sampled_from(["low", "high", "extreme", None]),
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(bodies)
+def test_chat_fast_path_never_accepts_what_the_schema_rejects(body):
+    checker = bv.endpoint_checker(CHAT)
+    if checker.fast_check(body) >= 0:
+        assert checker.validator.is_valid(body), body
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(sorted(bv.SCHEMA_FILES)),
+    st.one_of(st.text(max_size=3), st.lists(st.one_of(st.text(max_size=2), st.integers(-1, 3)), max_size=3)),
+    numbers,
+)
+def test_other_fast_paths_agree_with_schema(url, value, number):
+    checker = bv.endpoint_checker(url)
+    for body in (
+        {"model": "m", "input": value, "dimensions": number},
+        {"model": "m", "prompt": value, "temperature": number},
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": value}], "top_p": number},
+    ):
+        if checker.fast_check(body) >= 0:
+            assert checker.validator.is_valid(body), (url, body)
