@@ -1,0 +1,316 @@
+"""create_batch_file.py and the batch_file library: everything written validates, sharding, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import batch_file as bf  # noqa: E402
+import batch_validation as bv  # noqa: E402
+from common import InputError, UsageError  # noqa: E402
+
+MODEL = "Qwen/Qwen3.5-9B"
+
+
+def create(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / "create_batch_file.py"), *args],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(raw) for raw in path.read_text(encoding="utf-8").splitlines()]
+
+
+def assert_valid(path: Path | str) -> dict:
+    report = bv.validate_batch_file(str(path))
+    assert report["valid"], report["errors"]
+    assert report["warnings"] == []
+    return report
+
+
+# --------------------------------------------------------------------------- library
+
+
+@pytest.mark.parametrize("endpoint", sorted(bf.ENDPOINTS))
+def test_make_request_every_endpoint_validates(endpoint):
+    options = {} if endpoint == "embeddings" else {"max_tokens": 32, "temperature": 0.3}
+    request = bf.make_request("hello", model=MODEL, custom_id="a", endpoint=endpoint, **options)
+    assert request["url"] == bf.ENDPOINTS[endpoint]
+    assert bv.validate_line(request) == []
+
+
+def test_make_request_options_map_to_each_endpoint():
+    schema = {"title": "Verdict", "type": "object", "properties": {"ok": {"type": "boolean"}}}
+    chat = bf.make_request(
+        "q", model=MODEL, custom_id="a", system="s", max_tokens=5, stop="END", top_p=0.5, json_schema=schema
+    )["body"]
+    assert chat["messages"][0] == {"role": "system", "content": "s"}
+    assert chat["stop"] == ["END"] and chat["max_tokens"] == 5 and chat["top_p"] == 0.5
+    assert chat["response_format"]["json_schema"]["name"] == "Verdict"
+    responses = bf.make_request(
+        "q", model=MODEL, custom_id="a", endpoint="responses", system="s", max_tokens=5
+    )
+    assert responses["body"]["instructions"] == "s" and responses["body"]["max_output_tokens"] == 5
+    messages = bf.make_request("q", model=MODEL, custom_id="a", endpoint="messages", system="s", max_tokens=5)
+    assert messages["body"]["system"] == "s" and messages["body"]["messages"] == [
+        {"role": "user", "content": "q"}
+    ]
+    extra = bf.make_request("q", model=MODEL, custom_id="a", extra={"seed": 1, "temperature": 0})["body"]
+    assert extra["seed"] == 1 and extra["temperature"] == 0
+
+
+def test_make_request_rejects_options_that_do_not_apply():
+    with pytest.raises(UsageError):
+        bf.make_request("q", model=MODEL, custom_id="a", endpoint="embeddings", temperature=0.5)
+    with pytest.raises(UsageError):
+        bf.make_request("q", model=MODEL, custom_id="a", endpoint="messages")  # no max_tokens
+    with pytest.raises(UsageError):
+        bf.make_request("q", model=MODEL, custom_id="a", endpoint="nope")
+
+
+def test_write_batch_single_file(tmp_path):
+    requests = (bf.make_request(f"p{i}", model=MODEL, custom_id=f"r{i}") for i in range(5))
+    shards = bf.write_batch(requests, tmp_path / "out.jsonl")
+    assert shards == [
+        {"path": str(tmp_path / "out.jsonl"), "requests": 5, "bytes": (tmp_path / "out.jsonl").stat().st_size}
+    ]
+    assert_valid(tmp_path / "out.jsonl")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # no temp files left
+
+
+def test_write_batch_shards_by_count(tmp_path):
+    requests = [bf.make_request(f"p{i}", model=MODEL, custom_id=f"r{i}") for i in range(7)]
+    shards = bf.write_batch(requests, tmp_path / "out.jsonl", max_requests=3)
+    assert [Path(s["path"]).name for s in shards] == ["out-001.jsonl", "out-002.jsonl", "out-003.jsonl"]
+    assert [s["requests"] for s in shards] == [3, 3, 1]
+    ids = [line["custom_id"] for s in shards for line in read_lines(Path(s["path"]))]
+    assert ids == [f"r{i}" for i in range(7)]
+    for shard in shards:
+        assert_valid(shard["path"])
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_write_batch_shards_by_bytes_never_splitting_a_line(tmp_path):
+    requests = [bf.make_request("x" * 100, model=MODEL, custom_id=f"r{i}") for i in range(10)]
+    one = len(json.dumps(requests[0], separators=(",", ":"))) + 1
+    shards = bf.write_batch(requests, tmp_path / "out.jsonl", max_bytes=3 * one + 10)
+    assert [s["requests"] for s in shards] == [3, 3, 3, 1]
+    for shard in shards:
+        assert Path(shard["path"]).stat().st_size == shard["bytes"] <= 3 * one + 10
+        assert Path(shard["path"]).read_bytes().endswith(b"\n")
+        assert_valid(shard["path"])
+
+
+def test_write_batch_refuses_invalid_and_duplicate_requests_writing_nothing(tmp_path):
+    good = bf.make_request("p", model=MODEL, custom_id="same")
+    with pytest.raises(InputError, match="already used by request 1"):
+        bf.write_batch([good, dict(good)], tmp_path / "out.jsonl")
+    bad = bf.make_request("p", model=MODEL, custom_id="b", temperature=9)
+    with pytest.raises(InputError, match="request 2 .*invalid_body"):
+        bf.write_batch([good, bad], tmp_path / "out.jsonl")
+    with pytest.raises(InputError, match="custom_id_too_long"):
+        bf.write_batch([bf.make_request("p", model=MODEL, custom_id="x" * 65)], tmp_path / "out.jsonl")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_shard_file_splits_an_existing_file(tmp_path):
+    source = tmp_path / "big.jsonl"
+    bf.write_batch([bf.make_request(f"p{i}", model=MODEL, custom_id=f"r{i}") for i in range(10)], source)
+    shards = bf.shard_file(source, tmp_path / "parts" / "big.jsonl", max_requests=4)
+    assert [s["requests"] for s in shards] == [4, 4, 2]
+    assert b"".join(Path(s["path"]).read_bytes() for s in shards) == source.read_bytes()
+    single = bf.shard_file(source, tmp_path / "one.jsonl")
+    assert [Path(s["path"]).name for s in single] == ["one-001.jsonl"]
+
+
+# --------------------------------------------------------------------------- round trips
+
+prompts = st.text(
+    st.characters(blacklist_categories=("Cs",)),  # lone surrogates cannot be written as UTF-8
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(prompts, min_size=1, max_size=8), st.sampled_from(sorted(bf.ENDPOINTS)))
+def test_round_trip_arbitrary_prompts(tmp_path, texts, endpoint):
+    options = {} if endpoint == "embeddings" else {"max_tokens": 16}
+    requests = [
+        bf.make_request(t, model=MODEL, custom_id=f"id-{i}", endpoint=endpoint, **options)
+        for i, t in enumerate(texts)
+    ]
+    out = tmp_path / f"rt-{endpoint}.jsonl"
+    shards = bf.write_batch(requests, out, max_requests=3)
+    back = [line for s in shards for line in read_lines(Path(s["path"]))]
+    assert back == requests
+    for shard in shards:
+        assert_valid(shard["path"])
+        Path(shard["path"]).unlink()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(prompts.filter(lambda t: "\n" not in t and "\r" not in t and t.strip()), min_size=1, max_size=5)
+)
+def test_cli_round_trip_prompts_file(tmp_path, texts):
+    src = tmp_path / "prompts.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    out = tmp_path / "rt.jsonl"
+    proc = create("--model", MODEL, "--prompts", str(src), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    lines = read_lines(out)
+    assert [line["body"]["messages"][-1]["content"] for line in lines] == [t.rstrip("\r\n") for t in texts]
+    assert_valid(out)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_prompts_with_all_body_options(tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"title": "answer", "type": "object"}))
+    out = tmp_path / "b.jsonl"
+    proc = create(
+        "--model", MODEL, "--prompt", 'say "hi"\nplease', "--prompt", "two",
+        "--system", "be brief", "--temperature", "0.5", "--max-tokens", "20", "--top-p", "0.9",
+        "--stop", "END", "--stop", "STOP", "--json-schema", str(schema),
+        "--set", "seed=42", "--set", 'metadata={"k":"v"}', "-o", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ok"] and result["requests"] == 2 and result["shards"][0]["path"] == str(out)
+    first = read_lines(out)[0]
+    assert first["custom_id"] == "req-00001"
+    body = first["body"]
+    assert body["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": 'say "hi"\nplease'},
+    ]
+    assert body["stop"] == ["END", "STOP"] and body["seed"] == 42 and body["metadata"] == {"k": "v"}
+    assert body["response_format"]["type"] == "json_schema"
+    assert_valid(out)
+    assert proc.stderr == b""
+
+
+def test_cli_csv_template_and_id_field(tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text('id,text,lang\nA1,"hello, ""you""",en\nA2,bonjour,fr\n', encoding="utf-8")
+    out = tmp_path / "b.jsonl"
+    proc = create(
+        "--model",
+        MODEL,
+        "--csv",
+        str(data),
+        "--id-field",
+        "id",
+        "--template",
+        "Translate {{{lang}}}: {text}",
+        "-o",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = read_lines(out)
+    assert [line["custom_id"] for line in lines] == ["A1", "A2"]
+    assert lines[0]["body"]["messages"][0]["content"] == 'Translate {en}: hello, "you"'
+    assert_valid(out)
+
+
+def test_cli_jsonl_field_and_embeddings(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"doc": "first", "n": 1}\n\n{"doc": "second", "n": 2}\n', encoding="utf-8")
+    out = tmp_path / "e.jsonl"
+    proc = create(
+        "--model",
+        "emb",
+        "--endpoint",
+        "embeddings",
+        "--jsonl",
+        str(data),
+        "--field",
+        "doc",
+        "--id-prefix",
+        "doc",
+        "-o",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = read_lines(out)
+    assert [(line["custom_id"], line["body"]["input"], line["url"]) for line in lines] == [
+        ("doc-00001", "first", "/v1/embeddings"),
+        ("doc-00002", "second", "/v1/embeddings"),
+    ]
+    assert_valid(out)
+
+
+def test_cli_prompts_from_stdin_and_sharding(tmp_path):
+    out = tmp_path / "s.jsonl"
+    stdin = "".join(f"prompt {i}\n" for i in range(5)).encode()
+    proc = create("--model", MODEL, "--prompts", "-", "--max-requests", "2", "-o", str(out), stdin=stdin)
+    assert proc.returncode == 0, proc.stderr
+    shards = json.loads(proc.stdout)["shards"]
+    assert [s["requests"] for s in shards] == [2, 2, 1]
+    assert [Path(s["path"]).name for s in shards] == ["s-001.jsonl", "s-002.jsonl", "s-003.jsonl"]
+    for shard in shards:
+        assert_valid(shard["path"])
+
+
+def test_cli_shards_by_bytes(tmp_path):
+    out = tmp_path / "s.jsonl"
+    args = []
+    for i in range(6):
+        args += ["--prompt", f"{i}" * 500]
+    proc = create("--model", MODEL, *args, "--max-bytes", "1500", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    shards = json.loads(proc.stdout)["shards"]
+    assert len(shards) == 3 and all(s["bytes"] <= 1500 for s in shards)
+
+
+@pytest.mark.parametrize(
+    "setup, args, code, needle",
+    [
+        ("id,text\n1,a\n1,b\n", ["--id-field", "id", "--field", "text"], 4, "row 2"),
+        ("id,text\n" + "x" * 65 + ",a\n", ["--id-field", "id", "--field", "text"], 4, "row 1"),
+        ("id,text\n1,a\n2,b\n", ["--template", "{missing}"], 4, "row 1"),
+        ("id,text\n1,a\n", ["--field", "nope"], 4, "row 1"),
+        ("id,text\n1,a\n", ["--field", "text", "--set", "seed=notjson"], 2, "--set seed"),
+        ("id,text\n1,a\n", ["--field", "text", "--temperature", "5"], 4, "invalid_body"),
+        ("id,text\n1,a\n", ["--field", "text", "--template", "{text}"], 2, "exactly one"),
+        ("id,text\n1,a\n", [], 2, "exactly one"),
+    ],
+)
+def test_cli_errors_name_the_row_or_flag(tmp_path, setup, args, code, needle):
+    data = tmp_path / "d.csv"
+    data.write_text(setup, encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    proc = create("--model", MODEL, "--csv", str(data), *args, "-o", str(out))
+    assert proc.returncode == code, proc.stderr
+    assert b"Traceback" not in proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ok"] is False and needle in result["error"]["message"]
+    assert needle.encode() in proc.stderr
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["d.csv"]
+
+
+def test_cli_missing_input_and_missing_model(tmp_path):
+    proc = create("--model", MODEL, "--prompts", str(tmp_path / "none.txt"), "-o", str(tmp_path / "o.jsonl"))
+    assert proc.returncode == 4 and b"cannot open" in proc.stderr
+    proc = create("--prompt", "x", "-o", str(tmp_path / "o.jsonl"))
+    assert proc.returncode == 2 and b"--model" in proc.stderr
+    proc = create("--help")
+    assert proc.returncode == 0 and b"exit codes" in proc.stdout and b"--template" in proc.stdout
