@@ -299,20 +299,21 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     fetcher = Fetcher(client, manifest, out_dir, args.page_size)
     progress = Progress() if args.follow else None
     deadline = time.monotonic() + max(0.0, args.timeout)
+    shards = [s for s in manifest.shards if s.get("batch_id")]  # a partly submitted manifest
     try:
         while True:
             batches = {}
-            for shard in manifest.shards:
+            for shard in shards:
                 batches[shard["batch_id"]] = fetcher.refresh(shard)
             fetcher.save()
-            for shard in manifest.shards:
+            for shard in shards:
                 for kind in KINDS:
                     fetcher.download(shard, kind, batches[shard["batch_id"]])
             fetcher.save()
             complete = all(
                 is_terminal(batches[s["batch_id"]].get("status"))
                 and all(s["downloads"].get(k, {}).get("complete") for k in KINDS)
-                for s in manifest.shards
+                for s in shards
             )
             if progress is not None:
                 lines = {k: fetcher.sinks[k].state.get("lines", 0) for k in KINDS}
@@ -413,7 +414,8 @@ def write_results(
     paths = {name: out_dir / f"{name}.jsonl" for name in ("output", "errors", "results", "retry")}
     joined = join(inputs, paths["output"], paths["errors"], paths["results"], paths["retry"])
     for shard in manifest.shards:
-        shard["final_counts"] = joined["per_batch"].get(str(shard["batch_id"]))
+        if shard.get("batch_id") in batches:
+            shard["final_counts"] = joined["per_batch"].get(str(shard["batch_id"]))
     manifest.save()
     return {
         "out_dir": str(out_dir),

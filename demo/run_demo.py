@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""The whole workflow against a local emulator: build, validate, submit, wait, fetch, show answers.
+
+Starts the emulator on a free port, runs each script as a subprocess exactly as a user or an agent
+would (DOUBLEWORD_BASE_URL / DOUBLEWORD_API_KEY pointing at the emulator), prints a short summary and
+a few answers, and always stops the emulator. Output goes to demo/out/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SCRIPTS = REPO / "scripts"
+OUT = HERE / "out"
+MODEL = "Qwen/Qwen3.5-9B"
+DEMO_KEY = "sk-demo-local-emulator"
+START_TIMEOUT_S = 20
+
+
+def start_emulator() -> tuple[subprocess.Popen[str], str]:
+    """Start ``python -m emulator --port 0`` and read the base URL from its first stdout line."""
+    cmd = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", "0", "--quiet"]
+    cmd += ["--api-key", DEMO_KEY, "--start-delay", "0.5", "--rate", "4", "--fail-rate", "0.1", "--seed", "4"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    first: list[str] = []
+    reader = threading.Thread(target=lambda: first.append(proc.stdout.readline() if proc.stdout else ""))
+    reader.daemon = True
+    reader.start()
+    reader.join(START_TIMEOUT_S)
+    if not first or not first[0].startswith("http"):
+        proc.kill()
+        raise SystemExit(
+            "demo: the emulator did not start (is the virtual environment installed? make install)"
+        )
+    return proc, first[0].strip()
+
+
+def step(
+    title: str, script: str, *args: str, env: dict[str, str], ok: tuple[int, ...] = (0,)
+) -> dict[str, Any]:
+    print(f"\n== {title}: scripts/{script} {' '.join(args)}", flush=True)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), *args], env=env, cwd=OUT, capture_output=True, text=True
+    )
+    sys.stdout.write("".join(f"   | {line}\n" for line in proc.stderr.splitlines()[-6:]))
+    doc = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    print(f"   exit {proc.returncode} in {time.monotonic() - started:.1f}s", flush=True)
+    if proc.returncode not in ok:
+        raise SystemExit(f"demo: {script} failed with exit {proc.returncode}: {json.dumps(doc)[:500]}")
+    return doc
+
+
+def main() -> int:
+    started = time.monotonic()
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    emulator, base_url = start_emulator()
+    try:
+        env = dict(os.environ, DOUBLEWORD_BASE_URL=base_url, DOUBLEWORD_API_KEY=DEMO_KEY)
+        print(f"emulator running at {base_url}")
+        step(
+            "build a batch file",
+            "create_batch_file.py",
+            "--prompts",
+            str(HERE / "prompts.txt"),
+            "--model",
+            MODEL,
+            "--max-tokens",
+            "64",
+            "-o",
+            "demo.jsonl",
+            env=env,
+        )
+        step("validate it locally", "validate_batch_file.py", "demo.jsonl", env=env)
+        submitted = step("submit (upload + create the batch)", "submit.py", "demo.jsonl", env=env)
+        manifest = submitted["manifest"]
+        step("check once (non-blocking)", "poll.py", "--manifest", manifest, env=env, ok=(0, 6, 7))
+        step(
+            "wait until it finishes",
+            "poll.py",
+            "--manifest",
+            manifest,
+            "--wait",
+            "--interval",
+            "1",
+            "--timeout",
+            "45",
+            env=env,
+            ok=(0, 6),
+        )
+        fetched = step(
+            "download results and errors", "fetch_results.py", "--manifest", manifest, env=env, ok=(0, 6)
+        )
+    finally:
+        emulator.terminate()
+        try:
+            emulator.wait(10)
+        except subprocess.TimeoutExpired:
+            emulator.kill()
+
+    counts = fetched["counts"]
+    print("\n== summary")
+    print(
+        f"   {counts['requests']} requests: {counts['completed']} completed, {counts['failed']} failed, "
+        f"{counts['pending']} pending, {counts['missing']} missing; "
+        f"{fetched['usage']['total_tokens']} tokens"
+    )
+    if fetched["failures_by_type"]:
+        print(f"   failures by type: {fetched['failures_by_type']}")
+        with open(fetched["files"]["results"], encoding="utf-8") as handle:
+            failed = next((json.loads(x) for x in handle if '"status": "failed"' in x), None)
+        if failed:
+            print(f"   e.g. {failed['custom_id']}: {failed['error']['type']}: {failed['error']['message']}")
+    print(f"   results: {fetched['files']['results']}")
+    print(f"   to resubmit the failures: python3 scripts/submit.py {fetched['files']['retry']}")
+    print("\n== a few answers")
+    with open(fetched["files"]["results"], encoding="utf-8") as handle:
+        shown = 0
+        for line in handle:
+            record = json.loads(line)
+            if record["status"] == "completed" and shown < 4:
+                print(f"   {record['custom_id']}: {record['content'][:100]}")
+                shown += 1
+    print(f"\ndemo finished in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
