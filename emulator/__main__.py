@@ -9,8 +9,10 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 from aiohttp import web
 
@@ -23,7 +25,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     p.add_argument("--api-key", action="append", default=[], help="accepted key (repeatable); default: any")
-    p.add_argument("--db", default=":memory:", help="SQLite state file (default: in memory)")
+    p.add_argument(
+        "--db",
+        default=None,
+        help="SQLite state file (default: not persisted; a temporary file removed on exit, so large "
+        "uploads do not sit in RAM; ':memory:' keeps everything in RAM)",
+    )
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
     p.add_argument("--rate", type=float, default=5000.0, help="requests per second processed (0: unlimited)")
     p.add_argument("--start-delay", type=float, default=0.2, help="seconds a batch stays validating")
@@ -46,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         host=a.host,
         port=a.port,
         api_keys=a.api_key,
-        db=a.db,
+        db=a.db or "",
         models=[m.strip() for m in a.models.split(",") if m.strip()],
         rate=a.rate,
         start_delay=a.start_delay,
@@ -90,7 +97,15 @@ async def serve(cfg: Config) -> None:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="emulator: %(levelname)s %(message)s")
-    asyncio.run(serve(cfg))
+    tmpdir = None
+    if not cfg.db:
+        tmpdir = tempfile.mkdtemp(prefix="dw-emulator-")
+        cfg.db = os.path.join(tmpdir, "state.sqlite3")
+    try:
+        asyncio.run(serve(cfg))
+    finally:
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
     return 0
 
 

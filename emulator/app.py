@@ -32,6 +32,7 @@ class State:
         self.calls: list[dict] = []
         self.files_created = 0
         self.batches_created = 0
+        self.seen_bodies: dict[str, int] = {}
 
     def owner_for_key(self, key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from aiohttp import web
 
 from .files_api import _state
-from .model import builtin
+from .model import FAIL_TIMES_KEY, builtin
 from .responses import json_ok, openai_error
 
 MODEL_CREATED = 1767225600
@@ -60,7 +61,12 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         if o.failure:
             return openai_error(502, f"Upstream {o.failure}: {o.body}", "api_error", "upstream_error")
         return web.Response(status=o.status, body=o.body.encode(), content_type="application/json")
-    o = builtin(path, body, 0, state.clock.now_i())
+    attempt = 0
+    if FAIL_TIMES_KEY in body:  # count identical requests so "fail k times, then succeed" works realtime too
+        digest = hashlib.sha256(raw).hexdigest()
+        attempt = state.seen_bodies.get(digest, 0)
+        state.seen_bodies[digest] = attempt + 1
+    o = builtin(path, body, attempt, state.clock.now_i())
     if o.status != 200:
         return web.Response(status=o.status, body=o.text().encode(), content_type="application/json")
     if body.get("stream") is True and o.obj is not None and o.obj.get("object") == "chat.completion":

@@ -264,9 +264,9 @@ class Upstream:
                 pt, ct = usage_of(text) if 200 <= r.status < 300 else (0, 0)
                 return Outcome(r.status, text, prompt_tokens=pt, completion_tokens=ct)
         except asyncio.TimeoutError as exc:
-            return Outcome(0, "", failure="Timeout", body=str(exc) or "request timed out")
+            return Outcome(0, failure="Timeout", body=str(exc) or "request timed out")
         except aiohttp.ClientError as exc:
-            return Outcome(0, "", failure="NetworkError", body=str(exc) or type(exc).__name__)
+            return Outcome(0, failure="NetworkError", body=str(exc) or type(exc).__name__)
 
     async def close(self) -> None:
         if self._session is not None:

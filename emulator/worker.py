@@ -191,7 +191,10 @@ class Worker:
         if forced is not None:
             o = Outcome(forced, error_json(f"Emulated failure (status {forced})", "emulated_error"))
         else:
-            o = await self.upstream.call(r["url"], r["body"])
+            try:
+                o = await self.upstream.call(r["url"], r["body"])
+            except Exception as exc:  # any transport surprise is a network error, never a stuck row
+                o = Outcome(0, failure="NetworkError", body=f"{type(exc).__name__}: {exc}")
         try:
             self.settle([(r, o)], (time.monotonic() - start) * 1000)
         except sqlite3.Error:
