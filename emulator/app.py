@@ -8,7 +8,7 @@ import hashlib
 
 from aiohttp import web
 
-from . import batches_api, files_api, inference_api
+from . import batches_api, files_api, inference_api, responses
 from .config import Clock, Config
 from .faults import Faults, drop, status_fault, truncate
 from .model import Upstream
@@ -178,6 +178,7 @@ async def control_clock(request: web.Request) -> web.Response:
 
 
 def build_app(cfg: Config) -> web.Application:
+    responses.FLAVOR["openai"] = cfg.flavor == "openai"
     app = web.Application(middlewares=[api_middleware], client_max_size=1024**4)
     state = State(cfg)
     app[STATE] = state

@@ -8,10 +8,15 @@ import uuid
 from aiohttp import web
 
 TEXT = "text/plain; charset=utf-8"
+# The --flavor openai switch turns plain-text errors into OpenAI JSON errors (set once at start-up).
+FLAVOR = {"openai": False}
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 
 
 def text_error(status: int, message: str) -> web.Response:
     """Files/batches routes: 400/401/402/403/404/413/422/500 have a plain-text body."""
+    if FLAVOR["openai"]:
+        return openai_error(status, message, _OPENAI_TYPES.get(status, "invalid_request_error"))
     return web.Response(
         status=status, body=message.encode("utf-8"), content_type="text/plain", charset="utf-8"
     )

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS batches (
     cancelled_at INTEGER,
     finished_at REAL,
     start_after REAL NOT NULL DEFAULT 0,
+    expired INTEGER NOT NULL DEFAULT 0,  -- OpenAI flavour only: deadline passed, leftovers written off
     output_file_id TEXT,
     error_file_id TEXT,
     metadata TEXT NOT NULL,
@@ -179,7 +180,7 @@ class Store:
 
     def finish_if_done(self, b: sqlite3.Row, counts: dict[str, int] | None = None) -> sqlite3.Row:
         """Lazily stamp terminal timestamps once every row is terminal (5.2)."""
-        if b["in_progress_at"] is None or b["cancelling_at"] is not None:
+        if b["in_progress_at"] is None or b["cancelling_at"] is not None or b["expired"]:
             return b
         if b["completed_at"] is not None or b["failed_at"] is not None:
             return b
@@ -203,6 +204,8 @@ class Store:
         started = b["in_progress_at"] is not None
         if b["cancelling_at"] is not None:
             return "cancelled" if started else "cancelling"
+        if b["expired"]:
+            return "expired"
         if b["failed_at"] is not None and not started:
             return "failed"
         if not started:
@@ -216,8 +219,6 @@ class Store:
             if b["failed_at"] is not None:
                 return "failed"
             return "finalizing"
-        if self.flavor == "openai" and self.clock.now() > b["expires_at"]:
-            return "expired"
         return "in_progress"
 
     def is_finished(self, b: sqlite3.Row, c: dict[str, int]) -> bool:
@@ -335,7 +336,35 @@ class Store:
             )
             self.db.execute("UPDATE batches SET in_progress_at=? WHERE id=?", (self.clock.now_i(), b["id"]))
 
+    def write_off(self, batch_id: str, code: str, message: str) -> None:
+        """OpenAI flavour: unrun requests of a cancelled/expired batch become error lines with `code`."""
+        rows = self.q(
+            "SELECT rid, id, custom_id FROM requests WHERE batch_id=? AND state='pending'", batch_id
+        )
+        now = self.clock.now()
+        self.db.executemany(
+            "UPDATE requests SET state='failed', done_seq=?, done_at=?, line=? WHERE rid=?",
+            [
+                (
+                    self.next_done_seq(),
+                    now,
+                    json.dumps(
+                        {
+                            "id": f"batch_req_{r['id']}",
+                            "custom_id": r["custom_id"],
+                            "response": None,
+                            "error": {"code": code, "message": message},
+                        }
+                    ),
+                    r["rid"],
+                )
+                for r in rows
+            ],
+        )
+
     def cancel(self, b: sqlite3.Row) -> None:
+        if self.flavor == "openai" and b["cancelling_at"] is None:
+            self.write_off(b["id"], "batch_cancelled", "This request was cancelled before it was processed.")
         if b["cancelling_at"] is None:
             now = self.clock.now_i()
             self.db.execute(

@@ -119,6 +119,18 @@ class Worker:
             now,
         ):
             st.populate(b)
+        if self.cfg.flavor == "openai":
+            for b in st.q(
+                "SELECT id FROM batches WHERE in_progress_at IS NOT NULL AND cancelling_at IS NULL AND expired=0"
+                " AND completed_at IS NULL AND failed_at IS NULL AND expires_at < ?",
+                now,
+            ):
+                with st.db:
+                    st.db.execute("BEGIN")
+                    st.write_off(
+                        b["id"], "batch_expired", "This request could not be executed before the deadline."
+                    )
+                    st.db.execute("UPDATE batches SET expired=1, finished_at=? WHERE id=?", (now, b["id"]))
         mono = time.monotonic()
         elapsed, self.last = mono - self.last, mono
         if self.cfg.paused:
@@ -135,7 +147,7 @@ class Worker:
             return
         active = st.q(
             "SELECT id, expires_at FROM batches WHERE in_progress_at IS NOT NULL AND cancelling_at IS NULL"
-            " AND deleted=0 AND completed_at IS NULL AND failed_at IS NULL ORDER BY expires_at, seq"
+            " AND deleted=0 AND completed_at IS NULL AND failed_at IS NULL AND expired=0 ORDER BY expires_at, seq"
         )
         rows: list[sqlite3.Row] = []
         for b in active:
