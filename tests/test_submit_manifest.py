@@ -1,0 +1,45 @@
+"""The manifest: a damaged or hand-edited one is a clear error, never a second submission."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_corrupt_or_edited_manifest_is_a_clear_error(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(3))
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 0
+    manifest = tmp_path / "jobs.jsonl.manifest.json"
+    data = json.loads(manifest.read_text())
+    assert data["format"] == "doubleword-batches/manifest" and data["version"] == 1
+    shard = data["shards"][0]
+    assert shard["upload_filename"].startswith("jobs.") and shard["marker"].startswith("dwb-")
+    assert shard["sha256"] and shard["requests"] == 3 and shard["endpoint"] == "/v1/chat/completions"
+
+    data["shards"][0]["batch_id"] = None
+    manifest.write_text(json.dumps(data))
+    for script in ("submit", "poll", "fetch_results"):
+        args = [str(src)] if script == "submit" else ["--manifest", str(manifest)]
+        code, doc, err = h.run_script(script, *args, env=env)
+        assert code == 4 and "edited by hand" in doc["error"]["message"], (script, doc)
+    manifest.write_text("{ not json")
+    code, doc, err = h.run_script("poll", "--manifest", str(manifest), env=env)
+    assert code == 4 and "not readable JSON" in doc["error"]["message"]
+    assert emulator.stats()["batches_created"] == 1
+
+
+def test_changed_input_needs_force(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(3))
+    assert h.run_script("submit", str(src), env=env).code == 0
+    h.write_jsonl(src, h.chat_lines(4))
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 4 and "--force" in doc["error"]["message"]
+    assert emulator.stats()["batches_created"] == 1
+
+
+def test_usage_errors(env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(1))
+    assert h.run_script("submit", str(src), "--metadata", "novalue", env=env).code == 2
+    assert h.run_script("submit", str(src), "--window", "2h", env=env).code == 2
+    assert h.run_script("poll", env=env).code == 2
+    assert h.run_script("fetch_results", "x", "--manifest", "m.json", env=env).code == 2
