@@ -115,7 +115,8 @@ async def api_middleware(request: web.Request, handler):  # type: ignore[no-unty
         if isinstance(resp, web.Response) and not resp.prepared and resp.body is not None:
             body = resp.body if isinstance(resp.body, bytes) else b""
             return await truncate(request, resp.status, body, resp.content_type)
-        entry["fault"] = None  # already streamed: nothing left to cut
+        entry["fault"] = None  # already streamed: nothing left to cut, so no fault after all
+        state.faults.injected -= 1
     return resp
 
 

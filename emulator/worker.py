@@ -103,7 +103,9 @@ class Worker:
         while True:
             try:
                 await self.tick()
-            except sqlite3.Error:
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep processing whatever one tick hit
                 log.exception("worker tick failed")
             try:
                 await asyncio.wait_for(self.wake.wait(), TICK_S)
