@@ -81,3 +81,11 @@ def test_large_upload_is_streamed_not_held_in_memory():
         growth_mb = (vm_hwm_kb(emu.pid) - base) / 1024
         print(f"upload of {len(content) / 1e6:.0f} MB grew VmHWM by {growth_mb:.1f} MB")
         assert growth_mb < len(content) / 1e6 / 3
+
+
+def test_sigterm_shuts_down_cleanly():
+    emu = EmulatorServer()
+    assert emu.base_url.startswith("http://127.0.0.1:") and emu.base_url.endswith("/v1")
+    emu.stop()
+    assert emu.proc.returncode == 0
+    assert not any("Traceback" in line for line in emu.output)
