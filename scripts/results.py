@@ -280,7 +280,15 @@ def _result_for(
         custom_id = request.get("custom_id") if isinstance(request, dict) else None
     except ValueError:
         custom_id = None
-    record: dict[str, Any] = {"custom_id": custom_id, "batch_id": batch_id}
+    # Every record has the same keys; embeddings add "embedding" (content stays null).
+    record: dict[str, Any] = {
+        "custom_id": custom_id,
+        "batch_id": batch_id,
+        "status": None,
+        "content": None,
+        "usage": None,
+        "error": None,
+    }
     entry = index.get(custom_id) if isinstance(custom_id, str) else None
     handle = handles[entry[0]] if entry else None
     if entry is None or handle is None:
