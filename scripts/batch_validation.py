@@ -17,13 +17,12 @@ Public API:
 from __future__ import annotations
 
 import difflib
-import io
 import json
 import json.scanner
 import math
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -78,11 +77,11 @@ SCHEMA_FILES = {
 REQUIRED_FIELDS = ("custom_id", "method", "url", "body")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _MAX_MESSAGE = 300
-# A \uD800-\uDFFF escape that is not part of a surrogate pair (Python accepts it, the server does not).
-# False positives (an escaped backslash before "ud800") are settled by _has_lone_surrogate.
-_SURROGATE_ESCAPE = re.compile(
-    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<![0-9a-fA-F]{4})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-)
+# A \uD800-\uDFFF escape: Python accepts a lone one, the server does not. This finds candidates (with a
+# literal prefix, so it is a fast scan); _has_lone_surrogate settles whether one is unpaired.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+_BLOCK_SIZE = 1 << 20
 
 
 # --------------------------------------------------------------------------- schemas
@@ -614,8 +613,8 @@ def _printable(text: str) -> str:
 
 def _open_input(path: str) -> Any:
     if path == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", newline="\n")
-    return open(path, encoding="utf-8", errors="surrogateescape", newline="\n")  # noqa: SIM115
+        return sys.stdin.buffer
+    return open(path, "rb")  # noqa: SIM115 - closed by the caller
 
 
 def validate_batch_file(
@@ -685,7 +684,7 @@ _scan_once = json.scanner.make_scanner(_DECODER)
 
 
 def _scan(
-    handle: Iterable[str],
+    handle: Any,
     errors: _Collector,
     warnings: _Collector,
     stats: dict[str, Any],
@@ -704,131 +703,147 @@ def _scan(
     size_reported = False
     scan_once = _scan_once
     lineno = 0
-    # Text mode with surrogateescape: decoding in large chunks is faster than per line, and an invalid
-    # byte shows up as a lone surrogate, which only a non-ASCII line can hold. newline="\n" splits on
-    # LF only, as the server does, so physical line numbers match.
-    for lineno, text in enumerate(handle, 1):  # noqa: B007 - lineno is used after the loop
-        if text.isascii():
-            size = len(text)
+    pending = b""
+    # Read 1 MiB blocks and split them on LF (as the server does, so physical line numbers match): faster
+    # than a readline per line, and the rare surrogate-escape check can then run once per block.
+    while True:
+        block = handle.read(_BLOCK_SIZE)
+        if block:
+            if pending:
+                block = pending + block
+            lines = block.split(b"\n")
+            pending = lines.pop()
+            newline = 1
+            escapes = _SURROGATE_ESCAPE_BYTES.search(block) is not None
+        elif pending:
+            lines, pending, newline, escapes = [pending], b"", 0, True
         else:
+            break
+        for raw in lines:
+            lineno += 1
+            size = len(raw) + newline
             try:
-                size = len(text.encode("utf-8"))
-            except UnicodeEncodeError as exc:
-                size = len(text.encode("utf-8", "surrogateescape"))
-                offset = len(text[: exc.start].encode("utf-8", "surrogateescape"))
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
                 total_bytes += size
                 requests += 1
                 errors.add(
                     lineno,
                     None,
                     "invalid_utf8",
-                    f"invalid UTF-8 at byte {offset + 1} of the line (file offset {total_bytes - size + offset});"
+                    f"invalid UTF-8 at byte {exc.start + 1} of the line (file offset {total_bytes - size + exc.start});"
                     " re-save the file as UTF-8",
                 )
                 continue
-        total_bytes += size
-        if total_bytes > max_bytes and not size_reported:
-            size_reported = True
-            errors.add(
-                lineno,
-                None,
-                "file_too_large",
-                f"the file passes {max_bytes:,} bytes at this line; split it into several files "
-                "(create_batch_file.py --max-bytes, or submit.py shards automatically)",
-            )
-        try:
-            obj, end = scan_once(text, 0)
-            if end != len(text) and not text[end:].isspace():
-                raise ValueError("extra data")
-            exc = None
-        except (ValueError, StopIteration, RecursionError):
-            obj, exc = _slow_parse(text)
-        if exc is not None:
-            if not text.strip():
-                blank += 1
-                warnings.add(lineno, None, "blank_line", "blank line; the server skips it (remove it)")
+            total_bytes += size
+            if total_bytes > max_bytes and not size_reported:
+                size_reported = True
+                errors.add(
+                    lineno,
+                    None,
+                    "file_too_large",
+                    f"the file passes {max_bytes:,} bytes at this line; split it into several files "
+                    "(create_batch_file.py --max-bytes, or submit.py shards automatically)",
+                )
+            try:
+                obj, end = scan_once(text, 0)
+                if end != len(text) and not text[end:].isspace():
+                    raise ValueError("extra data")
+                exc = None
+            except (ValueError, StopIteration, RecursionError):
+                obj, exc = _slow_parse(text)
+            if exc is not None:
+                if not text.strip():
+                    blank += 1
+                    warnings.add(lineno, None, "blank_line", "blank line; the server skips it (remove it)")
+                    continue
+                requests += 1
+                if requests == max_requests + 1:
+                    _too_many(errors, lineno, max_requests)
+                message = str(exc)
+                if text.startswith("\ufeff"):
+                    message = "the file starts with a UTF-8 byte-order mark; save it without BOM"
+                errors.add(
+                    lineno,
+                    None,
+                    "invalid_json",
+                    f"not valid JSON: {_shorten(message)}; one JSON object per line",
+                )
                 continue
             requests += 1
             if requests == max_requests + 1:
                 _too_many(errors, lineno, max_requests)
-            message = str(exc)
-            if text.startswith("\ufeff"):
-                message = "the file starts with a UTF-8 byte-order mark; save it without BOM"
-            errors.add(
-                lineno, None, "invalid_json", f"not valid JSON: {_shorten(message)}; one JSON object per line"
-            )
-            continue
-        requests += 1
-        if requests == max_requests + 1:
-            _too_many(errors, lineno, max_requests)
-        if size > MAX_BODY_BYTES:
-            errors.add(
-                lineno,
-                obj.get("custom_id") if type(obj) is dict else None,
-                "body_too_large",
-                f"the line is {size:,} bytes; a request may be at most {MAX_BODY_BYTES:,}; shorten the prompt",
-            )
-        # Fast path: the common, valid shape.
-        if type(obj) is dict:
-            cid = obj.get("custom_id")
-            body = obj.get("body")
-            if (
-                fast_check is not None
-                and type(cid) is str
-                and type(body) is dict
-                and obj.get("url") == first_url
-                and obj.get("method") == "POST"
-                and 0 < len(cid) <= MAX_CUSTOM_ID_BYTES
-                and cid.isascii()
-                and cid.isprintable()
-                and ("\\" not in text or not _SURROGATE_ESCAPE.search(text))
-            ):
-                chars = fast_check(body)
-                if chars >= 0:
-                    chars_total += chars
-                    model = body["model"]
-                    models[model] = models.get(model, 0) + 1
-                    if cid in seen:
-                        _duplicate(errors, lineno, cid, seen[cid])
-                    else:
-                        seen[cid] = lineno
-                    continue
-        # Detailed path: anything unusual, and every problem.
-        line_errors, line_warnings, chars = inspect_line(obj)
-        chars_total += chars
-        if "\\" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
-            line_errors.append(
-                ("invalid_json", "the line holds a lone UTF-16 surrogate escape (\\ud800-\\udfff); remove it")
-            )
-        cid = obj.get("custom_id") if type(obj) is dict else None
-        for code, message in line_errors:
-            errors.add(lineno, cid, code, message)
-        for code, message in line_warnings:
-            warnings.add(lineno, cid, code, message)
-        if type(obj) is not dict:
-            continue
-        url = obj.get("url")
-        if type(url) is str and url in SCHEMA_FILES:
-            if first_url is None:
-                first_url, first_url_line = url, lineno
-                stats["endpoint"] = url
-                fast_check = endpoint_checker(url).fast_check
-            elif url != first_url:
+            if size > MAX_BODY_BYTES:
                 errors.add(
                     lineno,
-                    cid,
-                    "url_mismatch",
-                    f"url {url!r} differs from {first_url!r} on line {first_url_line}; "
-                    "use one endpoint per file (split the file by url)",
+                    obj.get("custom_id") if type(obj) is dict else None,
+                    "body_too_large",
+                    f"the line is {size:,} bytes; a request may be at most {MAX_BODY_BYTES:,}; shorten the prompt",
                 )
-        if type(cid) is str:
-            if cid in seen:
-                _duplicate(errors, lineno, cid, seen[cid])
-            else:
-                seen[cid] = lineno
-        body = obj.get("body")
-        if type(body) is dict and type(body.get("model")) is str:
-            models[body["model"]] = models.get(body["model"], 0) + 1
+            # Fast path: the common, valid shape.
+            if type(obj) is dict:
+                cid = obj.get("custom_id")
+                body = obj.get("body")
+                if (
+                    fast_check is not None
+                    and type(cid) is str
+                    and type(body) is dict
+                    and obj.get("url") == first_url
+                    and obj.get("method") == "POST"
+                    and 0 < len(cid) <= MAX_CUSTOM_ID_BYTES
+                    and cid.isascii()
+                    and cid.isprintable()
+                    and (not escapes or not _SURROGATE_ESCAPE.search(text))
+                ):
+                    chars = fast_check(body)
+                    if chars >= 0:
+                        chars_total += chars
+                        model = body["model"]
+                        models[model] = models.get(model, 0) + 1
+                        if cid in seen:
+                            _duplicate(errors, lineno, cid, seen[cid])
+                        else:
+                            seen[cid] = lineno
+                        continue
+            # Detailed path: anything unusual, and every problem.
+            line_errors, line_warnings, chars = inspect_line(obj)
+            chars_total += chars
+            if escapes and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
+                line_errors.append(
+                    (
+                        "invalid_json",
+                        "the line holds a lone UTF-16 surrogate escape (\\ud800-\\udfff); remove it",
+                    )
+                )
+            cid = obj.get("custom_id") if type(obj) is dict else None
+            for code, message in line_errors:
+                errors.add(lineno, cid, code, message)
+            for code, message in line_warnings:
+                warnings.add(lineno, cid, code, message)
+            if type(obj) is not dict:
+                continue
+            url = obj.get("url")
+            if type(url) is str and url in SCHEMA_FILES:
+                if first_url is None:
+                    first_url, first_url_line = url, lineno
+                    stats["endpoint"] = url
+                    fast_check = endpoint_checker(url).fast_check
+                elif url != first_url:
+                    errors.add(
+                        lineno,
+                        cid,
+                        "url_mismatch",
+                        f"url {url!r} differs from {first_url!r} on line {first_url_line}; "
+                        "use one endpoint per file (split the file by url)",
+                    )
+            if type(cid) is str:
+                if cid in seen:
+                    _duplicate(errors, lineno, cid, seen[cid])
+                else:
+                    seen[cid] = lineno
+            body = obj.get("body")
+            if type(body) is dict and type(body.get("model")) is str:
+                models[body["model"]] = models.get(body["model"], 0) + 1
     if requests == 0:
         what = "is empty" if lineno == 0 else "holds only blank lines"
         errors.add(0, None, "empty_file", f"the file {what}; add at least one request line")

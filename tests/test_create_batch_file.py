@@ -33,7 +33,8 @@ def create(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> s
 
 
 def read_lines(path: Path) -> list[dict]:
-    return [json.loads(raw) for raw in path.read_text(encoding="utf-8").splitlines()]
+    # split on LF only: str.splitlines() would also split inside a prompt holding U+0085 or U+2028
+    return [json.loads(raw) for raw in path.read_text(encoding="utf-8").split("\n") if raw]
 
 
 def assert_valid(path: Path | str) -> dict:

@@ -1,0 +1,202 @@
+"""Local benchmarks: validation vs a bare json.loads loop, building vs a bare json.dumps loop, and the
+peak memory of validation at two file sizes (it must not grow with the file).
+
+Targets (issue 2): validation <= 1.5x json.loads, build <= 1.5x json.dumps, memory flat.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import batch_file  # noqa: E402
+import batch_validation  # noqa: E402
+
+LINES = 50_000
+REPEAT = 5
+MODEL = "Qwen/Qwen3.5-9B"
+WORDS_TEXT = (
+    "the of and to in is that for it as was with be by on not he this are or his from at which but have an "
+    "they you were her she there been one all we their has would when if so no what about can out other "
+    'résumé naïve café 東京 données "quoted" it\'s tab\there'
+)
+WORDS = WORDS_TEXT.split(" ")
+
+
+def prompt(rng: random.Random, words: int) -> str:
+    text = " ".join(rng.choice(WORDS) for _ in range(words))
+    return text.replace(" so ", " so\n", 1)
+
+
+def make_prompts(count: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        f"Summarise the following support ticket #{i} in two sentences:\n" + prompt(rng, 170)
+        for i in range(count)
+    ]
+
+
+def request(i: int, text: str) -> dict[str, Any]:
+    return {
+        "custom_id": f"req-{i:05d}",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": MODEL,
+            "messages": [
+                {"role": "system", "content": "You are a concise assistant for a customer-support team."},
+                {"role": "user", "content": text},
+            ],
+            "max_tokens": 256,
+            "temperature": 0.2,
+        },
+    }
+
+
+def write_file(path: Path, count: int) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for i, text in enumerate(make_prompts(count)):
+            handle.write(json.dumps(request(i, text), ensure_ascii=False) + "\n")
+
+
+def median_time(fn: Callable[[], Any], repeat: int = REPEAT) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_kib(path: Path) -> int:
+    """Peak RSS of a fresh process that imports the validator and validates ``path``.
+
+    VmHWM rather than ru_maxrss: the latter survives exec, so a child of this big process would report
+    the parent's peak.
+    """
+    code = (
+        "import resource, sys; sys.path.insert(0, sys.argv[1]); import batch_validation as bv; "
+        "r = bv.validate_batch_file(sys.argv[2]); assert r['valid'], r['errors']; "
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]; "
+        "print(hwm[0].split()[1] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(SCRIPTS), str(path)], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout.strip())
+
+
+def traced_peak_kib(path: Path) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    batch_validation.validate_batch_file(str(path))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak // 1024
+
+
+def run() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="dw-bench-") as tmp:
+        tmpdir = Path(tmp)
+        big = tmpdir / "batch.jsonl"
+        write_file(big, LINES)
+        size_mb = big.stat().st_size / 1e6
+
+        def loads_loop() -> None:
+            with open(big, encoding="utf-8") as handle:
+                for line in handle:
+                    json.loads(line)
+
+        def validate() -> None:
+            report = batch_validation.validate_batch_file(str(big))
+            assert report["valid"], report["errors"]
+
+        validate()  # warm the schema caches once, as a long-lived process would be
+        base = median_time(loads_loop)
+        ours = median_time(validate)
+        rows.append(
+            _ratio_row(f"validate {LINES:,} lines / {size_mb:.0f} MB", "json.loads loop", base, ours, 1.5)
+        )
+
+        prompts = make_prompts(LINES)
+        requests = [request(i, text) for i, text in enumerate(prompts)]
+        out = tmpdir / "out.jsonl"
+
+        def dumps_loop() -> None:
+            with open(out, "w", encoding="utf-8") as handle:
+                for item in requests:
+                    handle.write(json.dumps(item) + "\n")
+
+        def write_prebuilt() -> None:
+            batch_file.write_batch(requests, out)
+
+        def build_from_prompts() -> None:
+            options = {
+                "max_tokens": 256,
+                "temperature": 0.2,
+                "system": requests[0]["body"]["messages"][0]["content"],
+            }
+            batch_file.write_batch(
+                (
+                    batch_file.make_request(text, model=MODEL, custom_id=f"req-{i:05d}", **options)
+                    for i, text in enumerate(prompts)
+                ),
+                out,
+            )
+
+        base = median_time(dumps_loop)
+        rows.append(
+            _ratio_row(
+                "write_batch (validated, atomic)", "json.dumps loop", base, median_time(write_prebuilt), 1.5
+            )
+        )
+        rows.append(
+            _ratio_row(
+                "make_request + write_batch", "json.dumps loop", base, median_time(build_from_prompts), 1.5
+            )
+        )
+
+        small = tmpdir / "small.jsonl"
+        write_file(small, LINES // 5)
+        rss_small, rss_big = peak_rss_kib(small), peak_rss_kib(big)
+        rows.append(_memory_row(f"peak RSS {LINES // 5:,} vs {LINES:,} lines", rss_small, rss_big))
+        traced_small, traced_big = traced_peak_kib(small), traced_peak_kib(big)
+        rows.append(_memory_row("peak Python heap (tracemalloc)", traced_small, traced_big))
+    return rows
+
+
+def _ratio_row(name: str, baseline: str, base: float, ours: float, target: float) -> dict[str, Any]:
+    ratio = ours / base
+    return {
+        "benchmark": name,
+        "baseline": f"{baseline} {base:.3f}s",
+        "measured": f"{ours:.3f}s",
+        "ratio": round(ratio, 2),
+        "target": f"<= {target}x",
+        "ok": ratio <= target,
+    }
+
+
+def _memory_row(name: str, small_kib: int, big_kib: int) -> dict[str, Any]:
+    # "Flat": the 5x larger file may cost only the custom_id index (about 100 bytes per request).
+    return {
+        "benchmark": name,
+        "baseline": f"{small_kib / 1024:.1f} MiB",
+        "measured": f"{big_kib / 1024:.1f} MiB",
+        "ratio": round(big_kib / max(small_kib, 1), 2),
+        "target": "flat (file 5x larger)",
+        "ok": big_kib - small_kib < 16 * 1024,
+    }
