@@ -181,15 +181,16 @@ class Fetcher:
         if not isinstance(cursor, dict) or cursor.get("file_id") != file_id:
             cursor = {"file_id": file_id, "skip": 0, "complete": False}
             downloads[kind] = cursor
-        if not terminal:
-            cursor["complete"] = False  # e.g. a /retry made the batch run again
+        counts = batch.get("request_counts") or {}
+        served = counts.get("completed" if kind == "output" else "failed")
+        if not terminal or (isinstance(served, int) and served != cursor["skip"]):
+            # Still running, or the counts moved since (a /retry ran, perhaps already finished).
+            cursor["complete"] = False
         if cursor["complete"]:
             return
         if not file_id:  # OpenAI: no file yet, or never (output of an all-failed batch)
             cursor["complete"] = terminal
             return
-        counts = batch.get("request_counts") or {}
-        served = counts.get("completed" if kind == "output" else "failed")
         if kind == "errors" and isinstance(served, int) and cursor["skip"] > served:
             info(f"batch {shard['batch_id']}: the error file shrank (a retry?); reading it again from 0")
             cursor["skip"] = 0

@@ -174,3 +174,32 @@ def test_openai_flavoured_all_failed(tmp_path, h):
     assert code == 6, err
     assert doc["complete"] and doc["counts"]["failed"] == 5
     assert len(h.read_jsonl(tmp_path / "jobs.results" / "retry.jsonl")) == 5
+
+
+def test_fetch_after_server_side_retry(tmp_path, h):
+    """/retry shrinks the error file; the next fetch re-reads it and the successes win."""
+    import requests
+
+    with EmulatorServer("--start-delay", "0", "--fail-rate", "1", "--quiet", api_key=h.CANARY_KEY) as emu:
+        env = h.script_env(emu.base_url)
+        lines = h.chat_lines(6)
+        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+        code, doc, err = h.run_script("submit", str(src), env=env)
+        batch_id, manifest = doc["batches"][0]["batch_id"], doc["manifest"]
+        code, doc, err = h.run_script(
+            "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.1", env=env
+        )
+        assert code == 6 and doc["counts"]["failed"] == 6
+        emu.configure(fail_rate=0)
+        reply = requests.post(
+            f"{emu.base_url}/batches/{batch_id}/retry",
+            headers={"Authorization": f"Bearer {h.CANARY_KEY}"},
+            timeout=10,
+        )
+        assert reply.status_code == 200, reply.text
+        code, doc, err = h.run_script(
+            "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.1", env=env
+        )
+    assert code == 0, err
+    assert doc["counts"]["completed"] == 6 and doc["counts"]["failed"] == 0, doc
+    assert (tmp_path / "jobs.results" / "retry.jsonl").read_bytes() == b""
