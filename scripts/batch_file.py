@@ -165,6 +165,15 @@ class _ShardWriter:
         self._handle: IO[bytes] | None = None
         out_path.parent.mkdir(parents=True, exist_ok=True)
 
+    def account(self, requests: int, size: int) -> None:
+        """Record the counts of the current shard (for writers that keep them in locals)."""
+        if self.shards:
+            self.shards[-1]["requests"] = requests
+            self.shards[-1]["bytes"] = size
+
+    def new_shard(self) -> IO[bytes]:
+        return self._new_shard()
+
     def _new_shard(self) -> IO[bytes]:
         self._close_current()
         fd, tmp = tempfile.mkstemp(prefix=f".{self.out_path.name}.", suffix=".tmp", dir=self.out_path.parent)
@@ -241,10 +250,13 @@ def write_batch(
     seen: dict[str, int] = {}
     url0: str | None = None
     fast_check = None
+    encode = _encode
+    # The current shard's handle and counters are kept in locals: this loop runs once per request.
+    handle: Any = None
+    count = size_total = 0
     try:
         for number, request in enumerate(requests, 1):
             cid = request.get("custom_id") if isinstance(request, dict) else None
-            where = f"request {number}" + (f" (custom_id {cid!r})" if isinstance(cid, str) else "")
             if check:
                 url = request.get("url") if isinstance(request, dict) else None
                 if url0 is None and isinstance(url, str) and url in _URL_TO_NAME:
@@ -261,23 +273,41 @@ def write_batch(
                     and fast_check(request["body"]) >= 0
                 )
                 if not ok:
-                    _check_slow(request, where, url0)
+                    _check_slow(request, _where(number, cid), url0)
                 if cid in seen:
-                    raise InputError(f"{where}: custom_id {cid!r} is already used by request {seen[cid]}")
+                    raise InputError(
+                        f"{_where(number, cid)}: custom_id {cid!r} is already used by request {seen[cid]}"
+                    )
                 seen[cid] = number  # type: ignore[index]
             try:
-                line = (_encode(request) + "\n").encode("utf-8")
+                line = (encode(request) + "\n").encode("utf-8")
             except (TypeError, ValueError) as exc:
-                raise InputError(f"{where} cannot be written as JSON: {exc}")
-            if len(line) > MAX_BODY_BYTES:
+                raise InputError(f"{_where(number, cid)} cannot be written as JSON: {exc}")
+            size = len(line)
+            if size > MAX_BODY_BYTES:
                 raise InputError(
-                    f"{where} is {len(line):,} bytes; a request may be at most {MAX_BODY_BYTES:,}"
+                    f"{_where(number, cid)} is {size:,} bytes; a request may be at most {MAX_BODY_BYTES:,}"
                 )
-            writer.write(line, where)
+            if handle is None or count >= max_requests or size_total + size > max_bytes:
+                if size > max_bytes:
+                    raise InputError(
+                        f"{_where(number, cid)} is {size:,} bytes, more than --max-bytes {max_bytes:,}"
+                    )
+                writer.account(count, size_total)
+                handle = writer.new_shard()
+                count = size_total = 0
+            handle.write(line)
+            count += 1
+            size_total += size
+        writer.account(count, size_total)
         return writer.finish(numbered=False)
     except BaseException:
         writer.abort()
         raise
+
+
+def _where(number: int, cid: Any) -> str:
+    return f"request {number}" + (f" (custom_id {cid!r})" if isinstance(cid, str) else "")
 
 
 def _check_slow(request: Any, where: str, url0: str | None) -> None:
