@@ -49,8 +49,6 @@ so that running the same command again reports the existing batches instead of c
 Prints the manifest path and each batch's id, input file id, shard, request count and status."""
 
 MAX_ATTEMPTS = 3
-# Test hook: exit abruptly right after a creating call succeeded, before it is recorded.
-CRASH_ENV = "DWB_TEST_CRASH_AT"
 
 
 def build_parser() -> Any:
@@ -357,13 +355,6 @@ def all_created(manifest: Manifest) -> bool:
 # --------------------------------------------------------------------------- exactly-once steps
 
 
-def _crash_point(name: str) -> None:
-    if os.environ.get(CRASH_ENV) == name:
-        sys.stderr.write(f"{CRASH_ENV}={name}: exiting abruptly (test hook)\n")
-        sys.stderr.flush()
-        os._exit(137)
-
-
 def ensure_uploaded(client: ApiClient, manifest: Manifest, shard: dict[str, Any]) -> None:
     """Upload a shard once: a possibly-sent upload is looked up by its unique filename first."""
     if shard["upload_state"] == "done":
@@ -396,7 +387,6 @@ def ensure_uploaded(client: ApiClient, manifest: Manifest, shard: dict[str, Any]
             shard["upload_state"] = "pending"  # a definite refusal: nothing was stored
             manifest.save()
             raise
-        _crash_point("upload-sent")
         _adopt_file(manifest, shard, uploaded)
         return
 
@@ -438,7 +428,6 @@ def ensure_created(client: ApiClient, manifest: Manifest, shard: dict[str, Any])
             shard["create_state"] = "pending"
             manifest.save()
             raise
-        _crash_point("create-sent")
         _adopt_batch(manifest, shard, batch)
         info(f"shard {shard['index']}: batch {batch['id']} created ({batch.get('status')})")
         return 1
