@@ -253,7 +253,16 @@ def _never_reached(exc: requests.exceptions.ConnectionError) -> bool:
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return True
     text = str(exc)
-    return any(s in text for s in ("Connection refused", "NewConnectionError", "Name or service not known"))
+    # Failures before a connection exists: nothing was sent, so even a create call may be retried.
+    before_connect = (
+        "Connection refused",
+        "NewConnectionError",
+        "NameResolutionError",
+        "Failed to resolve",
+        "Name or service not known",
+        "Temporary failure in name resolution",
+    )
+    return any(s in text for s in before_connect)
 
 
 def _short(exc: BaseException) -> str:
