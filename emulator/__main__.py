@@ -78,6 +78,11 @@ async def serve(cfg: Config) -> None:
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port)
     await site.start()
+    # Handlers first: a SIGTERM sent as soon as the URL line is read must still shut down cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     port = runner.addresses[0][1]
     host = "127.0.0.1" if cfg.host in ("", "0.0.0.0") else cfg.host
     if ":" in host:
@@ -86,10 +91,6 @@ async def serve(cfg: Config) -> None:
     if not cfg.quiet:
         key = cfg.api_keys[0] if cfg.api_keys else "any key, e.g. sk-local"
         print(f"emulator: serving on http://{host}:{port}/v1 (also /ai/v1); API key: {key}", file=sys.stderr)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
 

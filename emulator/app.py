@@ -68,9 +68,26 @@ def is_mutating(request: web.Request) -> bool:
     return request.method in ("POST", "DELETE")
 
 
+# The server's CORS layer (tower-http) answers every OPTIONS request itself, before routing or auth: 200,
+# empty body, Vary on the preflight headers. Allowed origins are deployment config, so none are echoed.
+PREFLIGHT_VARY = "origin, access-control-request-method, access-control-request-headers"
+
+
 @web.middleware
 async def api_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
     path = request.path
+    if request.method == "OPTIONS":
+        if not path.startswith("/_emulator"):
+            request.app[STATE].calls.append(
+                {
+                    "method": "OPTIONS",
+                    "path": path,
+                    "query": request.query_string,
+                    "status": 200,
+                    "fault": None,
+                }
+            )
+        return web.Response(status=200, headers={"Vary": PREFLIGHT_VARY})
     if path == "/healthz" or path.startswith("/_emulator"):
         try:
             return await handler(request)
@@ -183,7 +200,7 @@ def build_app(cfg: Config) -> web.Application:
     app = web.Application(middlewares=[api_middleware], client_max_size=1024**4)
     state = State(cfg)
     app[STATE] = state
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz", healthz)  # add_get also routes HEAD
     app.router.add_get("/_emulator/requests", control_requests)
     app.router.add_get("/_emulator/stats", control_stats)
     app.router.add_get("/_emulator/config", control_config)
@@ -196,6 +213,8 @@ def build_app(cfg: Config) -> web.Application:
             *inference_api.ROUTES,
         ):
             app.router.add_route(method, prefix + path, handler)
+            if method == "GET":  # axum's get() also answers HEAD: same status and headers, no body
+                app.router.add_route("HEAD", prefix + path, handler)
 
     async def start_worker(app: web.Application):  # type: ignore[no-untyped-def]
         task = asyncio.ensure_future(state.worker.run())

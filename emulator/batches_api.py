@@ -44,6 +44,12 @@ def lookup_batch(state, owner: str, raw: str):  # type: ignore[no-untyped-def]
     return b
 
 
+def is_json_content_type(mime: str) -> bool:
+    """axum's Json extractor: `application/json` or any `application/*+json`, parameters ignored."""
+    kind, _, sub = mime.lower().partition("/")
+    return kind == "application" and (sub == "json" or sub.endswith("+json"))
+
+
 def _unprocessable(detail: str, text: str) -> Reject:
     return Reject(
         text_error(
@@ -56,7 +62,7 @@ def _unprocessable(detail: str, text: str) -> Reject:
 async def create_batch(request: web.Request) -> web.Response:
     state = _state(request)
     owner = state.auth_files(request)
-    if request.content_type != "application/json":
+    if not is_json_content_type(request.content_type):
         return text_error(415, "Expected request with `Content-Type: application/json`")
     raw = await request.text()
     try:
@@ -252,6 +258,8 @@ async def retry_requests(request: web.Request) -> web.Response:
     owner = state.auth_files(request)
     b = lookup_batch(state, owner, request.match_info["batch_id"])
     st = state.store
+    if not is_json_content_type(request.content_type):
+        return text_error(415, "Expected request with `Content-Type: application/json`")
     try:
         body = await request.json()
     except ValueError as exc:

@@ -13,6 +13,18 @@ FLAVOR = {"openai": False}
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 
 
+def compact(obj: object, sort_keys: bool = False) -> str:
+    """JSON as the server's serde_json writes it: no spaces, non-ASCII as raw UTF-8 (escaped only when the
+    text holds lone surrogates, which cannot be encoded)."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(obj, separators=(",", ":"), sort_keys=sort_keys)
+    return text
+
+
 def text_error(status: int, message: str) -> web.Response:
     """Files/batches routes: 400/401/402/403/404/413/422/500 have a plain-text body."""
     if FLAVOR["openai"]:
@@ -27,6 +39,7 @@ def dw_json_error(status: int, error: str, message: str, retry_after: float) -> 
     secs = int(retry_after) if float(retry_after).is_integer() else retry_after
     return web.json_response(
         {"error": error, "message": message, "retry_after_seconds": secs},
+        dumps=compact,
         status=status,
         headers={"Retry-After": str(secs)},
     )
@@ -42,6 +55,7 @@ def capacity_429(window: str, models: list[str]) -> web.Response:
         },
         status=429,
         headers={"Retry-After": "60"},
+        dumps=compact,
     )
     return r
 
@@ -50,12 +64,14 @@ def openai_error(
     status: int, message: str, etype: str = "invalid_request_error", code: str | None = None
 ) -> web.Response:
     return web.json_response(
-        {"error": {"message": message, "type": etype, "param": None, "code": code}}, status=status
+        {"error": {"message": message, "type": etype, "param": None, "code": code}},
+        status=status,
+        dumps=compact,
     )
 
 
 def json_ok(obj: object, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=json.dumps(obj).encode("utf-8"), content_type="application/json")
+    return web.Response(status=status, body=compact(obj).encode("utf-8"), content_type="application/json")
 
 
 class Reject(Exception):

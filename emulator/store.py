@@ -7,6 +7,7 @@ import sqlite3
 import uuid
 
 from .config import WINDOWS, Clock
+from .responses import compact
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -315,7 +316,7 @@ class Store:
                     now + WINDOWS[window],
                     out_id,
                     err_id,
-                    json.dumps(metadata),
+                    json.dumps(metadata, ensure_ascii=False),
                     f["lines"],
                     self.clock.now() + start_delay,
                 ),
@@ -348,7 +349,7 @@ class Store:
                 (
                     self.next_done_seq(),
                     now,
-                    json.dumps(
+                    compact(
                         {
                             "id": f"batch_req_{r['id']}",
                             "custom_id": r["custom_id"],

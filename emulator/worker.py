@@ -12,6 +12,7 @@ import time
 
 from .config import Config
 from .model import Outcome, Upstream, builtin, error_json
+from .responses import compact
 from .store import Store
 
 log = logging.getLogger("emulator.worker")
@@ -36,21 +37,21 @@ def output_line(req_id: str, custom_id: str, o: Outcome) -> str:
         except ValueError:
             body = o.body
     return (
-        f'{{"id":"batch_req_{req_id}","custom_id":{json.dumps(custom_id)},"response":{{"status_code":'
-        f'{o.status or 200},"request_id":null,"body":{json.dumps(body, sort_keys=True, separators=(",", ":"))}}},"error":null}}'
+        f'{{"id":"batch_req_{req_id}","custom_id":{compact(custom_id)},"response":{{"status_code":'
+        f'{o.status or 200},"request_id":null,"body":{compact(body, sort_keys=True)}}},"error":null}}'
     )
 
 
 def failure_reason(o: Outcome) -> str:
     """7.2: the FailureReason serialised as a JSON string."""
     if o.failure:
-        return json.dumps({"type": o.failure, "details": {"error": o.body}})
+        return compact({"type": o.failure, "details": {"error": o.body}})
     kind = "RetriableHttpStatus" if is_retriable(o) else "NonRetriableHttpStatus"
-    return json.dumps({"type": kind, "details": {"status": o.status, "body": o.text()}})
+    return compact({"type": kind, "details": {"status": o.status, "body": o.text()}})
 
 
 def error_line(req_id: str, custom_id: str, message: str) -> str:
-    return json.dumps(
+    return compact(
         {
             "id": f"batch_req_{req_id}",
             "custom_id": custom_id,
@@ -63,7 +64,7 @@ def error_line(req_id: str, custom_id: str, message: str) -> str:
 def openai_failure_line(req_id: str, custom_id: str, o: Outcome) -> str:
     """OpenAI flavour: a failed call is a response line with status_code >= 400."""
     if o.failure:
-        return json.dumps(
+        return compact(
             {
                 "id": f"batch_req_{req_id}",
                 "custom_id": custom_id,
@@ -75,7 +76,7 @@ def openai_failure_line(req_id: str, custom_id: str, o: Outcome) -> str:
         body = json.loads(o.text())
     except ValueError:
         body = o.text()
-    return json.dumps(
+    return compact(
         {
             "id": f"batch_req_{req_id}",
             "custom_id": custom_id,
