@@ -65,12 +65,17 @@ def _summarise(report: dict[str, Any]) -> None:
             f"{name}: {report['errors_omitted']} more errors and {report['warnings_omitted']} more warnings "
             "not listed (raise --max-errors to see them)"
         )
-    verdict = "valid" if report["valid"] else f"INVALID ({report['errors_total']} errors)"
+    verdict = "valid" if report["valid"] else f"INVALID ({_count(report['errors_total'], 'error')})"
+    endpoint = f", endpoint {stats['endpoint']}" if stats["endpoint"] else ""
+    warnings = f", {_count(report['warnings_total'], 'warning')}" if report["warnings_total"] else ""
     _err(
-        f"{name}: {verdict}; {stats['requests']} requests, {stats['bytes']:,} bytes, "
-        f"endpoint {stats['endpoint']}, ~{stats['estimated_input_tokens']:,} input tokens"
-        + (f", {report['warnings_total']} warnings" if report["warnings_total"] else "")
+        f"{name}: {verdict}; {_count(stats['requests'], 'request')}, {stats['bytes']:,} bytes{endpoint}, "
+        f"~{stats['estimated_input_tokens']:,} input tokens{warnings}"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def _err(text: str) -> None:
