@@ -169,7 +169,11 @@ async def list_batches(request: web.Request) -> web.Response:
         windows = [w.strip() for w in q["completion_window"].split(",") if w.strip()]
         where.append(f"completion_window IN ({','.join('?' * len(windows))})")
         args += windows
-    rows = st.q(f"SELECT * FROM batches WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC", *args)
+    # The server sorts by its microsecond created_at (then id); whole seconds here, so creation order
+    # (seq) breaks ties: two batches made in the same second still list newest first.
+    rows = st.q(
+        f"SELECT * FROM batches WHERE {' AND '.join(where)} ORDER BY created_at DESC, seq DESC", *args
+    )
     now = st.clock.now()
     items = []
     for b in rows:

@@ -61,8 +61,11 @@ def test_batch_list_filters(fresh):
         fresh.wait(b["id"])
     failed = fresh.wait(fresh.batch([chat_line(1, x_emulator_status=400)])["id"])
     listed = fresh.get("/batches", params={"limit": 101}).json()["data"]
-    keys = [(b["created_at"], b["id"]) for b in listed]
-    assert keys == sorted(keys, reverse=True)
+    # Newest first by creation time; within one second, the later-created batch first (the server's
+    # created_at has microseconds), not by id.
+    assert [b["created_at"] for b in listed] == sorted((b["created_at"] for b in listed), reverse=True)
+    mine = [b["id"] for b in listed if b["id"] in {x["id"] for x in made} | {failed["id"]}]
+    assert mine == [failed["id"]] + [b["id"] for b in reversed(made)]
     assert listed[0]["metadata"]["context_type"] == "personal"
     r = fresh.get("/batches", params={"status": "running"})
     assert (r.status_code, r.text) == (
