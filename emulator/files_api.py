@@ -185,14 +185,15 @@ async def list_files(request: web.Request) -> web.Response:
     after = request.query.get("after")
     if after:
         aid = parse_uuid(after, "file-")
-        cur = st.q1("SELECT created_at, id FROM files WHERE id=? AND owner=?", aid, owner) if aid else None
+        cur = st.q1("SELECT created_at, seq FROM files WHERE id=? AND owner=?", aid, owner) if aid else None
         if cur is not None:
             op = "<" if order == "desc" else ">"
-            where.append(f"(created_at {op} ? OR (created_at = ? AND id {op} ?))")
-            args += [cur["created_at"], cur["created_at"], cur["id"]]
+            where.append(f"(created_at {op} ? OR (created_at = ? AND seq {op} ?))")
+            args += [cur["created_at"], cur["created_at"], cur["seq"]]
     direction = "DESC" if order == "desc" else "ASC"
+    # created_at is whole seconds here (microseconds on the server): creation order (seq) breaks ties.
     rows = st.q(
-        f"SELECT * FROM files WHERE {' AND '.join(where)} ORDER BY created_at {direction}, id {direction} LIMIT ?",
+        f"SELECT * FROM files WHERE {' AND '.join(where)} ORDER BY created_at {direction}, seq {direction} LIMIT ?",
         *args,
         limit + 1,
     )
