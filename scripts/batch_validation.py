@@ -890,3 +890,16 @@ def _has_lone_surrogate(obj: Any) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def invalid_summary(reports: list[dict[str, Any]]) -> str:
+    """One sentence for the ``error.message`` of a failed validation: how many problems, and the first."""
+    invalid = [r for r in reports if not r.get("valid")]
+    total = sum(r.get("errors_total", len(r.get("errors") or [])) for r in invalid)
+    text = f"{total} problem(s) in {len(invalid)} file(s)"
+    first = next(((r, r["errors"][0]) for r in invalid if r.get("errors")), None)
+    if first is not None:
+        report, item = first
+        where = f"line {item['line']}" if item.get("line") else "file"
+        text += f"; first: {report['file']} {where}: {item['code']}: {item['message']}"
+    return text

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
+import math
 import os
 import sys
 import tempfile
@@ -159,7 +161,11 @@ def make_parser(prog: str, description: str, examples: str, *, network: bool = T
 def base_url_from(args: argparse.Namespace) -> str:
     """The API base URL from ``--base-url``, the environment or the default, checked for safety."""
     url = (getattr(args, "base_url", None) or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise ConfigError(f"base URL {url!r} is not a valid URL ({exc}); set {BASE_URL_ENV} or --base-url")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"base URL {url!r} is not an http(s) URL; set {BASE_URL_ENV} or --base-url")
     if parts.scheme == "http" and not _is_loopback(parts.hostname) and not args.allow_insecure:
@@ -183,7 +189,24 @@ def api_key_from_env() -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """Only ``localhost`` and loopback IP literals (``127.evil.example`` is a name, not a loopback)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def seconds(value: str) -> float:
+    """An argparse type: a finite, non-negative number of seconds."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}")
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {value!r}")
+    return number
 
 
 # --------------------------------------------------------------------------- the error boundary
@@ -203,14 +226,28 @@ def run(main: Callable[[list[str]], tuple[dict[str, Any], int]], argv: list[str]
         _print_err("error: interrupted; state saved, re-run the same command to resume")
     except BrokenPipeError:
         return int(ExitCode.INTERNAL)
+    except OSError as exc:
+        if exc.filename is None:  # not about a path (a socket, say): an unexpected failure
+            result, code = _unexpected(exc, debug)
+        else:  # a path the user gave (or its folder) cannot be read or written
+            where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
+            message = f"cannot use {where}: {exc.strerror or exc}; check the path and its permissions"
+            result, code = _error_result("invalid_input", message), int(ExitCode.INVALID_INPUT)
+            if debug:
+                _print_err(traceback.format_exc())
+            _print_err(f"error: {message}")
     except Exception as exc:  # the last line of defence: never a bare traceback unless asked
-        message = f"unexpected {type(exc).__name__}: {exc}"
-        result, code = _error_result("internal_error", message), int(ExitCode.INTERNAL)
-        if debug:
-            _print_err(traceback.format_exc())
-        _print_err(f"error: {message} (re-run with --debug for a traceback)")
+        result, code = _unexpected(exc, debug)
     emit(result)
     return code
+
+
+def _unexpected(exc: BaseException, debug: bool) -> tuple[dict[str, Any], int]:
+    message = f"unexpected {type(exc).__name__}: {exc}"
+    if debug:
+        _print_err(traceback.format_exc())
+    _print_err(f"error: {message} (re-run with --debug for a traceback)")
+    return _error_result("internal_error", message), int(ExitCode.INTERNAL)
 
 
 def _error_result(kind: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -13,7 +13,18 @@ from typing import Any
 import requests
 
 from batch_api import content_response, describe_batch, download_file, get_batch, is_terminal
-from common import ExitCode, InputError, Progress, ServiceError, UsageError, info, make_parser, run, warn
+from common import (
+    ExitCode,
+    InputError,
+    Progress,
+    ServiceError,
+    UsageError,
+    info,
+    make_parser,
+    run,
+    seconds,
+    warn,
+)
 from http_client import ApiClient, client_from_args
 from manifest import Manifest, add_target_args, load_targets, new_shard, record_batch
 from results import join
@@ -32,10 +43,9 @@ and retry.jsonl (the original request lines that failed or were never answered, 
 --follow keeps downloading until every batch is terminal (bounded by --timeout)."""
 
 KINDS = {"output": ("output_file_id", "output.jsonl"), "errors": ("error_file_id", "errors.jsonl")}
-COMMIT_LINES = 10_000  # save the cursor at least this often (and at least every COMMIT_SECONDS)
+COMMIT_LINES = 1000  # save the cursor at least this often
 COMMIT_SECONDS = 1.0
 STREAM_RETRIES = 5
-DOWNLOAD_CHUNK = 1 << 18  # bytes per read of a streamed body
 UNSUCCESSFUL = ("failed", "cancelled", "expired")
 STATE_NAME = "fetch.manifest.json"
 
@@ -48,10 +58,10 @@ def build_parser() -> Any:
         "--follow", action="store_true", help="keep downloading until every batch is terminal"
     )
     parser.add_argument(
-        "--timeout", type=float, default=3600.0, help="with --follow: give up after SECONDS (default 3600)"
+        "--timeout", type=seconds, default=3600.0, help="with --follow: give up after SECONDS (default 3600)"
     )
     parser.add_argument(
-        "--interval", type=float, default=10.0, help="with --follow: seconds between checks (default 10)"
+        "--interval", type=seconds, default=10.0, help="with --follow: seconds between checks (default 10)"
     )
     parser.add_argument(
         "--page-size",
@@ -120,22 +130,9 @@ class Sink:
 
     def close(self) -> None:
         self.handle.close()
-        self.seen = set()  # the ids are not needed after the download: free them before the join
-
-
-_ID_HEAD = b'{"id":"'
 
 
 def _line_id(raw: bytes) -> str | None:
-    # Servers write the id first ({"id":"batch_req_...",...}): read it without parsing the whole line,
-    # which was most of the download's CPU time. Anything else (escapes, other layouts) is parsed.
-    if raw.startswith(_ID_HEAD):
-        end = raw.find(b'"', len(_ID_HEAD))
-        if end > 0 and b"\\" not in raw[len(_ID_HEAD) : end] and raw.rstrip().endswith(b"}"):
-            try:
-                return raw[len(_ID_HEAD) : end].decode("utf-8")
-            except UnicodeDecodeError:
-                pass
     try:
         line = json.loads(raw)
     except ValueError:
@@ -270,7 +267,7 @@ class Fetcher:
             last_commit = time.monotonic()
 
         try:
-            for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK):
+            for chunk in response.iter_content(chunk_size=1 << 16):
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for raw in lines:
@@ -317,7 +314,6 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     shards = [s for s in manifest.shards if s.get("batch_id")]  # a partly submitted manifest
     try:
         while True:
-            checked_at = time.monotonic()
             batches = {}
             for shard in shards:
                 batches[shard["batch_id"]] = fetcher.refresh(shard)
@@ -339,10 +335,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
                 )
             if complete or not args.follow or time.monotonic() >= deadline:
                 break
-            # One check every --interval (not --interval after each check's downloads): a line is on
-            # disk at most one interval after it completed.
-            now = time.monotonic()
-            time.sleep(max(0.0, min(checked_at + args.interval - now, deadline - now)))
+            time.sleep(max(0.0, min(args.interval, deadline - time.monotonic())))
     finally:
         fetcher.close()
         if progress is not None:

@@ -21,6 +21,7 @@ from typing import IO, Any
 import requests
 
 from common import (
+    API_KEY_ENV,
     CliError,
     ConfigError,
     ExitCode,
@@ -46,7 +47,8 @@ class ApiError(CliError):
 
     def __init__(self, status: int, message: str, *, method: str = "", path: str = "") -> None:
         where = f"{method} {path}: " if method else ""
-        super().__init__(f"{where}HTTP {status}: {message}", details={"status": status})
+        hint = _STATUS_HINTS.get(status, "")
+        super().__init__(f"{where}HTTP {status}: {message}{hint}", details={"status": status})
         self.status = status
         self.server_message = message
         self.code = _exit_code_for_status(status)
@@ -54,6 +56,12 @@ class ApiError(CliError):
             ExitCode.AUTH: "auth_error",
             ExitCode.INVALID_INPUT: "invalid_input",
         }.get(self.code, "service_error")
+
+
+_STATUS_HINTS = {
+    401: f" (the API key was refused: check {API_KEY_ENV})",
+    403: f" (the API key in {API_KEY_ENV} is not allowed to do this)",
+}
 
 
 class AmbiguousRequest(ServiceError):

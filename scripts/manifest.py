@@ -170,10 +170,27 @@ def _problem(data: Any) -> str | None:
         return "'shards' is not a list"
     if not isinstance(data.get("metadata", {}), dict):
         return "'metadata' is not an object"
+    inputs = data.get("inputs", [])
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+        return "'inputs' is not a list of objects"
+    if inputs and not shards:
+        return "'shards' is empty although the manifest has inputs"
     for i, shard in enumerate(shards):
         where = f"shards[{i}]"
         if not isinstance(shard, dict):
             return f"{where} is not an object"
+        if not isinstance(shard.get("index"), int) or isinstance(shard.get("index"), bool):
+            return f"{where}.index is not a number"
+        if not isinstance(shard.get("times", {}), dict):
+            return f"{where}.times is not an object"
+        needed = []
+        if shard.get("upload_state") != "done":
+            needed += ["path", "sha256", "upload_filename"]
+        if shard.get("create_state") != "done":
+            needed += ["marker", "endpoint"]
+        for key in needed:
+            if not isinstance(shard.get(key), str) or not shard[key]:
+                return f"{where}.{key} is missing (needed to finish submitting this shard)"
         for key in ("upload_state", "create_state"):
             if shard.get(key) not in STATES:
                 return f"{where}.{key} is {shard.get(key)!r}, expected one of {', '.join(STATES)}"
@@ -196,6 +213,8 @@ def _problem(data: Any) -> str | None:
     if fetch is not None:
         if not isinstance(fetch, dict) or not isinstance(fetch.get("files", {}), dict):
             return "'fetch' is not an object"
+        if not isinstance(fetch.get("out_dir"), str) or not fetch["out_dir"]:
+            return "fetch.out_dir is not a path"
         for kind, info in fetch.get("files", {}).items():
             if not isinstance(info, dict) or not isinstance(info.get("bytes", 0), int) or info["bytes"] < 0:
                 return f"fetch.files.{kind} has no valid byte count"

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from batch_api import describe_batch, get_batch, next_check_seconds
-from common import ExitCode, Progress, UsageError, info, make_parser, run
+from common import ExitCode, Progress, UsageError, info, make_parser, run, seconds
 from http_client import ApiClient, client_from_args
 from manifest import Manifest, add_target_args, load_targets, record_batch
 
@@ -31,11 +31,11 @@ def build_parser() -> Any:
     add_target_args(parser)
     parser.add_argument("--wait", action="store_true", help="block until every batch is terminal")
     parser.add_argument(
-        "--timeout", type=float, default=3600.0, help="with --wait: give up after SECONDS (default 3600)"
+        "--timeout", type=seconds, default=3600.0, help="with --wait: give up after SECONDS (default 3600)"
     )
     parser.add_argument(
         "--interval",
-        type=float,
+        type=seconds,
         default=None,
         help="with --wait: seconds between checks (default: the suggested next check, at most 30)",
     )

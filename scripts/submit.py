@@ -93,6 +93,8 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         raise UsageError("--max-requests must be >= 1 and --max-bytes >= 1024")
     inputs = [Path(p) for p in args.inputs]
     for path in inputs:
+        if path.is_dir():
+            raise InputError(f"input {path} is a directory, not a batch file; give the .jsonl file(s) in it")
         if not path.is_file():
             raise InputError(f"input file {path} does not exist")
     manifest_path = Path(args.manifest) if args.manifest else default_manifest_path(inputs[0])
@@ -108,14 +110,16 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         reports = [] if args.no_validate else validate_inputs(inputs)
         invalid = [r for r in reports if not r.get("valid")]
         if invalid:
-            errors = sum(r.get("errors_total", len(r.get("errors", []))) for r in invalid)
-            message = f"{errors} problem(s) in {len(invalid)} file(s); nothing was uploaded"
+            from batch_validation import invalid_summary
+
+            message = f"{invalid_summary(reports)}; nothing was uploaded"
             result = {"ok": False, "error": {"type": "invalid_input", "message": message}}
             result["validation"] = reports
             info(f"error: {message} (details in the 'validation' member of stdout)")
             return result, int(ExitCode.INVALID_INPUT)
         if args.dry_run:
             return dry_run_plan(inputs, reports, args, manifest_path), int(ExitCode.OK)
+        client_from_args(args)  # a missing key or an unsafe URL stops here, before any file is written
         manifest = plan_manifest(inputs, reports, args, metadata, manifest_path)
         manifest.save()
     elif args.dry_run:
@@ -128,6 +132,9 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         return summary(manifest, created=0), int(ExitCode.OK)
 
     client = client_from_args(args)
+    for shard in manifest.shards:  # every shard still to upload is there and unchanged, before any upload
+        if shard["upload_state"] == "pending":
+            check_shard_file(manifest, shard)
     for shard in manifest.shards:
         ensure_uploaded(client, manifest, shard)
 
@@ -366,8 +373,7 @@ def ensure_uploaded(client: ApiClient, manifest: Manifest, shard: dict[str, Any]
             info(f"shard {shard['index']}: found the earlier upload {found['id']} ({name})")
             _adopt_file(manifest, shard, found)
             return
-    if sha256_file(shard["path"]) != shard["sha256"]:
-        raise InputError(f"shard {shard['path']} changed since it was planned; re-run with --force")
+    check_shard_file(manifest, shard)
     for attempt in range(1, MAX_ATTEMPTS + 1):
         shard["upload_state"] = "sending"
         manifest.save()
@@ -389,6 +395,20 @@ def ensure_uploaded(client: ApiClient, manifest: Manifest, shard: dict[str, Any]
             raise
         _adopt_file(manifest, shard, uploaded)
         return
+
+
+def check_shard_file(manifest: Manifest, shard: dict[str, Any]) -> None:
+    """A shard file recorded in the manifest must still exist with the content that was planned."""
+    if not Path(shard["path"]).is_file():
+        raise InputError(
+            f"shard {shard['path']} (recorded in manifest {manifest.path}) is missing; nothing was "
+            "uploaded for it: restore the file, or re-run with --force to plan the shards afresh"
+        )
+    if sha256_file(shard["path"]) != shard["sha256"]:
+        raise InputError(
+            f"shard {shard['path']} changed since it was planned (manifest {manifest.path}); "
+            "re-run with --force to plan the shards afresh"
+        )
 
 
 def _adopt_file(manifest: Manifest, shard: dict[str, Any], file_obj: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from batch_validation import validate_batch_file
+from batch_validation import invalid_summary, validate_batch_file
 from common import ExitCode, UsageError, make_parser, run
 
 DESCRIPTION = """\
@@ -48,7 +48,10 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     if not args.quiet:
         for report in reports:
             _summarise(report)
-    return {"ok": ok, "files": reports}, int(ExitCode.OK if ok else ExitCode.INVALID_INPUT)
+    result: dict[str, Any] = {"ok": ok, "files": reports}
+    if not ok:
+        result["error"] = {"type": "invalid_input", "message": invalid_summary(reports)}
+    return result, int(ExitCode.OK if ok else ExitCode.INVALID_INPUT)
 
 
 def _summarise(report: dict[str, Any]) -> None:
