@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import marshal
 import tempfile
 from decimal import Decimal
 
@@ -120,8 +120,8 @@ async def _upload(request: web.Request, state, owner: str, spool) -> web.Respons
                 ),
             )
             rows = []
-            for i, raw in enumerate(spool):
-                rows.append((fid, i, *json.loads(raw)))
+            for i in range(validator.count):  # one marshalled row per counted line
+                rows.append((fid, i, *marshal.load(spool)))
                 if len(rows) >= INSERT_BATCH:
                     st.db.executemany("INSERT INTO input_lines VALUES (?,?,?,?,?,?,?)", rows)
                     rows = []
@@ -163,7 +163,8 @@ async def _read_file_part(part, validator: LineValidator, spool, limit: int) -> 
 def _check(validator: LineValidator, raw: bytes, offset: int, spool) -> None:  # type: ignore[no-untyped-def]
     row = validator.check(raw, offset)
     if row is not None:
-        spool.write(json.dumps(row).encode() + b"\n")
+        # marshal, not JSON: re-encoding each (already validated) body cost a third of the upload time
+        marshal.dump(row, spool)
 
 
 async def list_files(request: web.Request) -> web.Response:
@@ -184,14 +185,15 @@ async def list_files(request: web.Request) -> web.Response:
     after = request.query.get("after")
     if after:
         aid = parse_uuid(after, "file-")
-        cur = st.q1("SELECT created_at, id FROM files WHERE id=? AND owner=?", aid, owner) if aid else None
+        cur = st.q1("SELECT created_at, seq FROM files WHERE id=? AND owner=?", aid, owner) if aid else None
         if cur is not None:
             op = "<" if order == "desc" else ">"
-            where.append(f"(created_at {op} ? OR (created_at = ? AND id {op} ?))")
-            args += [cur["created_at"], cur["created_at"], cur["id"]]
+            where.append(f"(created_at {op} ? OR (created_at = ? AND seq {op} ?))")
+            args += [cur["created_at"], cur["created_at"], cur["seq"]]
     direction = "DESC" if order == "desc" else "ASC"
+    # created_at is whole seconds here (microseconds on the server): creation order (seq) breaks ties.
     rows = st.q(
-        f"SELECT * FROM files WHERE {' AND '.join(where)} ORDER BY created_at {direction}, id {direction} LIMIT ?",
+        f"SELECT * FROM files WHERE {' AND '.join(where)} ORDER BY created_at {direction}, seq {direction} LIMIT ?",
         *args,
         limit + 1,
     )

@@ -20,6 +20,8 @@ from common import atomic_writer
 
 NOT_RUN_CODES = frozenset({"batch_cancelled", "batch_expired"})
 _RANK = {"completed": 3, "failed": 2, "missing": 1}
+# json.dumps(record, ensure_ascii=False) builds a new encoder on every call; one is enough.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
 
 
 # --------------------------------------------------------------------------- line interpretation
@@ -190,9 +192,12 @@ def _iter_lines_with_offsets(path: Path) -> Iterator[tuple[int, bytes]]:
             offset += len(raw)
 
 
-def build_index(output_path: Path, errors_path: Path) -> dict[str, tuple[int, int, int]]:
-    """custom_id -> (file number 0=output 1=errors, byte offset, rank); the best line wins."""
-    index: dict[str, tuple[int, int, int]] = {}
+def build_index(output_path: Path, errors_path: Path) -> dict[str, int]:
+    """custom_id -> ``offset << 3 | file << 2 | rank`` (file 0=output 1=errors); the best line wins.
+
+    One int per request rather than a tuple: the index is what grows with the batch.
+    """
+    index: dict[str, int] = {}
     for number, path in ((1, errors_path), (0, output_path)):
         for offset, raw in _iter_lines_with_offsets(path):
             try:
@@ -206,9 +211,27 @@ def build_index(output_path: Path, errors_path: Path) -> dict[str, tuple[int, in
                 continue
             rank = _RANK[line_status(line)]
             current = index.get(custom_id)
-            if current is None or rank >= current[2]:
-                index[custom_id] = (number, offset, rank)
+            if current is None or rank >= current & 3:
+                index[custom_id] = offset << 3 | number << 2 | rank
     return index
+
+
+_CUSTOM_ID_HEAD = b'{"custom_id":"'
+
+
+def _leading_custom_id(raw: bytes) -> str | None:
+    """The custom_id of a compact line that starts with it (as create_batch_file.py writes them), without
+    parsing the whole request; None when the line has another layout (the caller then parses it)."""
+    if not raw.startswith(_CUSTOM_ID_HEAD):
+        return None
+    start = len(_CUSTOM_ID_HEAD)
+    end = raw.find(b'"', start)
+    if end < 0 or b"\\" in raw[start:end] or not raw.rstrip().endswith(b"}"):
+        return None
+    try:
+        return raw[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _read_at(handle: IO[bytes], offset: int) -> dict[str, Any]:
@@ -258,7 +281,7 @@ def join(
                         usage["prompt_tokens"] += p
                         usage["completion_tokens"] += c
                         usage["total_tokens"] += t
-                        results.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+                        results.write(_encode(record).encode("utf-8") + b"\n")
                         if status in ("failed", "missing"):
                             retry.write(raw.rstrip(b"\r\n") + b"\n")
     finally:
@@ -270,16 +293,18 @@ def join(
 
 def _result_for(
     raw: bytes,
-    index: dict[str, tuple[int, int, int]],
+    index: dict[str, int],
     handles: list[IO[bytes] | None],
     terminal: bool,
     batch_id: str | None,
 ) -> dict[str, Any]:
-    try:
-        request = json.loads(raw)
-        custom_id = request.get("custom_id") if isinstance(request, dict) else None
-    except ValueError:
-        custom_id = None
+    custom_id = _leading_custom_id(raw)
+    if custom_id is None:
+        try:
+            request = json.loads(raw)
+            custom_id = request.get("custom_id") if isinstance(request, dict) else None
+        except ValueError:
+            custom_id = None
     # Every record has the same keys; embeddings add "embedding" (content stays null).
     record: dict[str, Any] = {
         "custom_id": custom_id,
@@ -290,7 +315,7 @@ def _result_for(
         "error": None,
     }
     entry = index.get(custom_id) if isinstance(custom_id, str) else None
-    handle = handles[entry[0]] if entry else None
+    handle = handles[entry >> 2 & 1] if entry is not None else None
     if entry is None or handle is None:
         record["status"] = "missing" if terminal else "pending"
         record["error"] = None
@@ -302,7 +327,7 @@ def _result_for(
                 "message": "the batch ended without an output or error line for this request",
             }
         return record
-    line = _read_at(handle, entry[1])
+    line = _read_at(handle, entry >> 3)
     status = line_status(line)
     record["status"] = status
     record["line_id"] = line.get("id")
