@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from batch_validation import MAX_BODY_BYTES, endpoint_checker, inspect_line
-from common import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, InputError, UsageError
+from common import (
+    MAX_CUSTOM_ID_BYTES,
+    MAX_FILE_BYTES,
+    MAX_REQUESTS_PER_FILE,
+    InputError,
+    UsageError,
+    remove_stale_temps,
+)
 
 ENDPOINTS = {
     "chat": "/v1/chat/completions",
@@ -164,6 +171,7 @@ class _ShardWriter:
         self.shards: list[dict[str, Any]] = []  # {"tmp", "requests", "bytes"}
         self._handle: IO[bytes] | None = None
         out_path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out_path)  # shards a killed run was writing
 
     def account(self, requests: int, size: int) -> None:
         """Record the counts of the current shard (for writers that keep them in locals)."""
@@ -176,7 +184,8 @@ class _ShardWriter:
 
     def _new_shard(self) -> IO[bytes]:
         self._close_current()
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.out_path.name}.", suffix=".tmp", dir=self.out_path.parent)
+        prefix = f".{self.out_path.name}.{os.getpid()}."  # the pid lets a later run remove it if we die
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=self.out_path.parent)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a batch file is an ordinary file
         self._handle = os.fdopen(fd, "wb", buffering=1024 * 1024)
         self.shards.append({"tmp": tmp, "requests": 0, "bytes": 0})

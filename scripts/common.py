@@ -333,7 +333,9 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
 @contextlib.contextmanager
 def _atomic_target(target: Path) -> Iterator[IO[bytes]]:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temps(target)
+    pid = os.getpid()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{pid}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -344,6 +346,42 @@ def _atomic_target(target: Path) -> Iterator[IO[bytes]]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+_SWEPT: set[Path] = set()
+
+
+def remove_stale_temps(target: Path) -> None:
+    """Delete temp files a killed run (SIGKILL, power loss) left beside ``target``, once per process.
+
+    Temp names carry the writer's pid: only files whose writer is gone are removed, so a run working
+    on the same folder at the same time keeps its own."""
+    if target in _SWEPT:
+        return
+    _SWEPT.add(target)
+    prefix = f".{target.name}."
+    try:
+        names = [n for n in os.listdir(target.parent) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid_text = name[len(prefix) :].split(".", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(target.parent / name)
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
