@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from .config import BATCH_URLS, MAX_BODY_BYTES, MAX_CUSTOM_ID_BYTES, is_embedding_model
 
@@ -62,6 +63,24 @@ def sanitise_body(body: object) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+_LONE_SURROGATE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _reject_lone_surrogates(obj: object, text: str, n: int) -> None:
+    """Python's json accepts an unpaired \\uD800-\\uDFFF escape; serde_json (the server) rejects the line."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        m = _LONE_SURROGATE.search(text)
+        col = m.end() if m else len(text)
+        raise UploadError(
+            400, f"Invalid JSON on line {n}: lone leading surrogate in hex escape at line 1 column {col}"
+        )
+
+
 class LineValidator:
     """Validates non-blank lines in order; `check` returns the row to store or raises UploadError."""
 
@@ -94,6 +113,8 @@ class LineValidator:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise UploadError(400, f"Invalid JSON on line {n}: {json_error_text(exc)}")
+        if "\\ud" in text or "\\uD" in text:  # surrogate escapes are rare: astral characters only
+            _reject_lone_surrogates(obj, text, n)
         end = f"at line 1 column {len(text)}"
         if not isinstance(obj, dict):
             raise UploadError(

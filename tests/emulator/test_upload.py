@@ -223,3 +223,19 @@ def test_size_limits_and_request_cap():
         assert (r.status_code, r.text) == (413, "File exceeds the maximum allowed size of 2000 bytes")
         assert api.get("/files").json()["data"] == []
         assert emu.stats()["files_created"] == 0
+
+
+def test_surrogate_escapes(api):
+    """A paired escape (an emoji) is fine and comes back as raw UTF-8; a lone one is a JSON error, as
+    serde_json reports it, not a crash."""
+    paired = json.dumps(chat_line("emoji", "smile \U0001f600"))  # ensure_ascii: "\ud83d\ude00"
+    assert "\\ud83d\\ude00" in paired
+    f = api.upload(paired + "\n")
+    assert f.status_code == 201, f.text
+    assert "smile \U0001f600" in api.get(f"/files/{f.json()['id']}/content").content.decode("utf-8")
+    for lone in ("\\ud800", "\\udc00", "\\ud800\\u0041"):
+        good = json.dumps(chat_line("s", "x_LONE_y"))
+        r = api.upload(good.replace("_LONE_", lone) + "\n")
+        assert r.status_code == 400 and r.text.startswith(
+            "Invalid JSON on line 1: lone leading surrogate in hex escape at line 1 column "
+        ), r.text
