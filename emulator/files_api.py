@@ -15,6 +15,7 @@ from .validation import LineValidator, UploadError
 
 CHUNK = 256 * 1024
 INSERT_BATCH = 5000
+INSERT_BYTES = 8 * 1024 * 1024
 
 
 def _state(request: web.Request):  # type: ignore[no-untyped-def]
@@ -119,12 +120,14 @@ async def _upload(request: web.Request, state, owner: str, spool) -> web.Respons
                     validator.count,
                 ),
             )
-            rows = []
+            rows, held = [], 0
             for i in range(validator.count):  # one marshalled row per counted line
-                rows.append((fid, i, *marshal.load(spool)))
-                if len(rows) >= INSERT_BATCH:
+                row = marshal.load(spool)
+                rows.append((fid, i, *row))
+                held += sum(len(v) for v in row if isinstance(v, (str, bytes)))
+                if len(rows) >= INSERT_BATCH or held >= INSERT_BYTES:  # large lines: bounded by bytes too
                     st.db.executemany("INSERT INTO input_lines VALUES (?,?,?,?,?,?,?)", rows)
-                    rows = []
+                    rows, held = [], 0
             st.db.executemany("INSERT INTO input_lines VALUES (?,?,?,?,?,?,?)", rows)
         state.files_created += 1
         f = st.q1("SELECT * FROM files WHERE id=?", fid)

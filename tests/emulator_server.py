@@ -34,8 +34,10 @@ class EmulatorServer:
         api_key: str | None = "sk-test",
         db: str | None = None,
         env: dict | None = None,
+        port: int = 0,
     ) -> None:
         self.args = list(args)
+        self.port = port  # 0: a free port; a fixed one lets a restarted server keep its URL
         self.api_key = api_key
         self.db = db
         self.env = env
@@ -49,7 +51,7 @@ class EmulatorServer:
     # -- process control -------------------------------------------------------------------------
     def start(self) -> None:
         """Start the subprocess and wait for the base URL on its first stdout line."""
-        cmd = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", "0", *self.args]
+        cmd = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         if self.api_key is not None:
             cmd += ["--api-key", self.api_key]
         if self.db is not None:
