@@ -15,7 +15,7 @@ from .validation import LineValidator, UploadError
 
 CHUNK = 256 * 1024
 INSERT_BATCH = 5000
-INSERT_BYTES = 8 * 1024 * 1024
+INSERT_BYTES = 2 * 1024 * 1024
 
 
 def _state(request: web.Request):  # type: ignore[no-untyped-def]

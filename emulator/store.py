@@ -325,15 +325,17 @@ class Store:
 
     def populate(self, b: sqlite3.Row) -> None:
         """Copy the input lines into request rows and mark the batch started (validating -> in_progress)."""
-        rows = self.q(
-            "SELECT line_no, custom_id, model, url, body FROM input_lines WHERE file_id=?", b["input_file_id"]
-        )
         with self.db:
             self.db.execute("BEGIN")
+            # Streamed from a cursor: a 200 MB input file is never held in memory.
+            source = self.db.execute(
+                "SELECT line_no, custom_id, model, url, body FROM input_lines WHERE file_id=?",
+                (b["input_file_id"],),
+            )
             self.db.executemany(
                 "INSERT INTO requests (id, batch_id, line_no, custom_id, model, url, body, state)"
                 " VALUES (?,?,?,?,?,?,?,'pending')",
-                [(new_id(), b["id"], r[0], r[1], r[2], r[3], r[4]) for r in rows],
+                ((new_id(), b["id"], r[0], r[1], r[2], r[3], r[4]) for r in source),
             )
             self.db.execute("UPDATE batches SET in_progress_at=? WHERE id=?", (self.clock.now_i(), b["id"]))
 

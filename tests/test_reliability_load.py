@@ -195,9 +195,10 @@ def run_uploads(tmp_path: Path, h, small_size: int, large_size: int) -> dict[str
     print(f"uploads: {figures}")
     assert figures["submit_large_mb"] < 80, figures  # well under 100 MB with a ~200 MB file
     assert figures["submit_large_mb"] - figures["submit_small_mb"] < 10, figures
-    # the emulator streams the upload to its SQLite file: its peak memory does not follow the file size
+    # the emulator streams the upload to its SQLite file and populates the batch from a cursor: its peak
+    # memory does not follow the file size (measured: +0.3 MB from 5 MB to 40 MB)
     grown = figures["emulator_large_mb"] - figures["emulator_small_mb"]
-    assert grown < 0.25 * (figures["large_file_mb"] - figures["small_file_mb"]) + 20, figures
+    assert grown < 10, figures
     return figures
 
 
