@@ -9,7 +9,7 @@ from typing import Any
 from batch_api import cancel_batch, get_batch, is_terminal
 from common import ExitCode, info, make_parser, run
 from http_client import client_from_args
-from manifest import add_target_args, load_targets, record_batch
+from manifest import add_target_args, load_targets
 
 EXAMPLES = """\
   python3 scripts/cancel_batch.py 0b6c5f1e-2a8d-4c1b-9e37-5d2f8a1c4b90
@@ -34,6 +34,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     client = client_from_args(args)
     outcomes = []
     refused = []
+    seen = []
     for batch_id in ids:
         batch = get_batch(client, batch_id)
         before = batch.get("status")
@@ -51,12 +52,9 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
                     "cancelled": True,
                 }
             )
-        if manifest is not None:
-            shard = manifest.shard_for_batch(batch_id)
-            if shard is not None:
-                record_batch(shard, batch)
+        seen.append(batch)
     if manifest is not None:
-        manifest.save()
+        manifest.record_batches(seen)
     result: dict[str, Any] = {"ok": not refused, "batches": outcomes}
     if refused:
         message = "refusing to cancel finished batches (use --force to cancel anyway): " + "; ".join(refused)

@@ -102,6 +102,13 @@ class InputError(CliError):
     kind = "invalid_input"
 
 
+class BusyError(CliError):
+    """Another run is already doing this work; running again later carries on from where it stops."""
+
+    code = ExitCode.NOT_FINISHED
+    kind = "busy"
+
+
 class ServiceError(CliError):
     code = ExitCode.SERVICE
     kind = "service_error"

@@ -14,6 +14,7 @@ import requests
 
 from batch_api import content_response, describe_batch, download_file, get_batch, is_terminal
 from common import (
+    BusyError,
     ExitCode,
     InputError,
     Progress,
@@ -26,7 +27,7 @@ from common import (
     warn,
 )
 from http_client import ApiClient, client_from_args
-from manifest import Manifest, add_target_args, load_targets, new_shard, record_batch
+from manifest import Manifest, add_target_args, exclusive_lock, load_targets, new_shard, record_batch
 from results import join
 
 EXAMPLES = """\
@@ -40,9 +41,11 @@ where the last run stopped, even while the batches run (partial results). Writes
 errors.jsonl (raw lines as served, de-duplicated by line id), results.jsonl (one line per input request,
 in input order: custom_id, status completed|failed|pending|missing, content or embedding, usage, error)
 and retry.jsonl (the original request lines that failed or were never answered, ready for submit.py).
---follow keeps downloading until every batch is terminal (bounded by --timeout)."""
+--follow keeps downloading until every batch is terminal (bounded by --timeout). One fetch runs per output
+directory at a time: a second one exits 7 at once (poll.py may run alongside)."""
 
 KINDS = {"output": ("output_file_id", "output.jsonl"), "errors": ("error_file_id", "errors.jsonl")}
+RUN_LOCK = ".fetch.lock"  # one fetch per output directory: two would append to the same files
 COMMIT_LINES = 10_000  # save the cursor at least this often (and at least every COMMIT_SECONDS)
 COMMIT_SECONDS = 1.0
 STREAM_RETRIES = 5
@@ -324,6 +327,17 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     else:
         out_dir = Path(args.out) if args.out else default_out_dir(manifest)
     out_dir = out_dir.resolve()
+    with exclusive_lock(out_dir / RUN_LOCK, wait=False) as mine:
+        if not mine:
+            raise BusyError(
+                f"another fetch_results.py is already downloading into {out_dir}; let it finish "
+                "(or stop it), then run this again; it resumes where the other stopped"
+            )
+        return fetch(args, client, manifest, out_dir)
+
+
+def fetch(args: Any, client: ApiClient, manifest: Manifest, out_dir: Path) -> tuple[dict[str, Any], int]:
+    """The download loop, run while holding the output directory's lock."""
     fetcher = Fetcher(client, manifest, out_dir, args.page_size)
     progress = Progress() if args.follow else None
     deadline = time.monotonic() + max(0.0, args.timeout)

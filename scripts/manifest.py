@@ -20,13 +20,20 @@ up by its marker (upload filename / ``dwb_marker`` metadata) before sending agai
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from common import InputError, atomic_write_json, read_json_file
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so concurrent runs on one manifest are unguarded
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT = "doubleword-batches/manifest"
 VERSION = 1
@@ -134,8 +141,51 @@ class Manifest:
         return next((s for s in self.shards if s.get("batch_id") == batch_id), None)
 
     def save(self) -> None:
+        with exclusive_lock(self._lock_path):
+            self._write()
+
+    def record_batches(self, batches: list[dict[str, Any]]) -> None:
+        """Record what the server says about these batches, keeping what other runs saved meanwhile.
+
+        poll and cancel may run while fetch_results is downloading on the same manifest: they re-read
+        the file under the lock and change only the batch fields, so fetch's cursors are never lost.
+        """
+        with exclusive_lock(self._lock_path):
+            if self.path.is_file():
+                self.data = Manifest.load(self.path).data
+            for batch in batches:
+                shard = self.shard_for_batch(batch.get("id", ""))
+                if shard is not None:
+                    record_batch(shard, batch)
+            self._write()
+
+    @property
+    def _lock_path(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.lock")
+
+    def _write(self) -> None:
         self.data["updated_at"] = int(time.time())
         atomic_write_json(self.path, self.data)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an advisory lock on ``path`` (created if needed); yields False when ``wait`` is False and
+    another process holds it. Locks die with their process, so a killed run never blocks the next."""
+    if fcntl is None:
+        yield True
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def record_batch(shard: dict[str, Any], batch: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from batch_api import describe_batch, get_batch, next_check_seconds
 from common import ExitCode, Progress, UsageError, info, make_parser, run, seconds
 from http_client import ApiClient, client_from_args
-from manifest import Manifest, add_target_args, load_targets, record_batch
+from manifest import Manifest, add_target_args, load_targets
 
 EXAMPLES = """\
   python3 scripts/poll.py --manifest jobs.jsonl.manifest.json
@@ -44,16 +44,9 @@ def build_parser() -> Any:
 
 def check(client: ApiClient, manifest: Manifest | None, ids: list[str]) -> list[dict[str, Any]]:
     """GET every batch once; record what the server says in the manifest."""
-    batches = []
-    for batch_id in ids:
-        batch = get_batch(client, batch_id)
-        batches.append(batch)
-        if manifest is not None:
-            shard = manifest.shard_for_batch(batch_id)
-            if shard is not None:
-                record_batch(shard, batch)
+    batches = [get_batch(client, batch_id) for batch_id in ids]
     if manifest is not None:
-        manifest.save()
+        manifest.record_batches(batches)
     return batches
 
 

@@ -1,0 +1,68 @@
+"""Two scripts on one manifest at once: poll beside a running fetch keeps fetch's cursors, and a second
+fetch into the same folder is turned away instead of appending to the same files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+
+def _fetch_cursor(manifest_path) -> int:
+    data = json.loads(manifest_path.read_text())
+    return data["shards"][0]["downloads"].get("output", {}).get("skip", 0)
+
+
+def test_poll_beside_fetch_follow_keeps_the_download_cursor(emulator, env, tmp_path, h):
+    lines = h.chat_lines(300)
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+    emulator.configure(rate=40)  # about 7 s of work: fetch --follow and poll overlap
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 0, err
+    manifest = tmp_path / "jobs.jsonl.manifest.json"
+
+    follower = subprocess.Popen(
+        [sys.executable, str(h.SCRIPTS / "fetch_results.py"), "--manifest", str(manifest), "--follow"]
+        + ["--interval", "0.2", "--timeout", "60"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # wait until fetch has saved a cursor, then let poll write the manifest several times
+        deadline = time.monotonic() + 30
+        while _fetch_cursor(manifest) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _fetch_cursor(manifest) > 0
+        for _ in range(5):
+            before = _fetch_cursor(manifest)
+            code, doc, err = h.run_script("poll", "--manifest", str(manifest), env=env)
+            assert code in (0, 7), err
+            assert _fetch_cursor(manifest) >= before  # poll never rolls fetch's cursor back
+
+            # a second fetch into the same folder is refused at once, touching nothing
+            code, doc, err = h.run_script("fetch_results", "--manifest", str(manifest), env=env)
+            assert code == 7 and doc["error"]["type"] == "busy", doc
+            assert "already downloading" in doc["error"]["message"]
+            time.sleep(0.3)
+        out, err = follower.communicate(timeout=90)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    assert json.loads(out)["counts"]["completed"] == 300
+
+    # output.jsonl was downloaded once: the requests the emulator served cover each line once
+    content_lines = (tmp_path / "jobs.results" / "output.jsonl").read_text().splitlines()
+    ids = [json.loads(line)["id"] for line in content_lines]
+    assert len(ids) == len(set(ids)) == 300
+    results = h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
+    assert [r["custom_id"] for r in results] == [line["custom_id"] for line in lines]
+    skips = [
+        int(q.split("skip=")[1].split("&")[0])
+        for q in (r["query"] or "" for r in emulator.requests_log() if r["path"].endswith("/content"))
+        if "skip=" in q
+    ]
+    assert skips == sorted(skips), "a download restarted from an earlier line"
