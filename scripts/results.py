@@ -12,6 +12,7 @@ JSON string) and OpenAI's (``response.status_code >= 400`` lines, ``batch_cancel
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -192,27 +193,48 @@ def _iter_lines_with_offsets(path: Path) -> Iterator[tuple[int, bytes]]:
             offset += len(raw)
 
 
-def build_index(output_path: Path, errors_path: Path) -> dict[str, int]:
+class LineIndex:
     """custom_id -> ``offset << 3 | file << 2 | rank`` (file 0=output 1=errors); the best line wins.
 
-    One int per request rather than a tuple: the index is what grows with the batch.
+    Kept in a private temporary SQLite database (deleted on close) rather than a dict: a manifest of
+    many 50,000-request shards is joined in the same small memory as one request.
     """
-    index: dict[str, int] = {}
+
+    def __init__(self) -> None:
+        self.db = sqlite3.connect("")  # "": a temporary on-disk database that SQLite removes itself
+        self.db.execute("CREATE TABLE idx (custom_id TEXT PRIMARY KEY, entry INTEGER) WITHOUT ROWID")
+
+    def add_file(self, path: Path, number: int) -> None:
+        def rows() -> Iterator[tuple[str, int]]:
+            for offset, raw in _iter_lines_with_offsets(path):
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    continue
+                custom_id = line.get("custom_id") if isinstance(line, dict) else None
+                if isinstance(custom_id, str):
+                    yield custom_id, offset << 3 | number << 2 | _RANK[line_status(line)]
+
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO idx VALUES (?, ?) ON CONFLICT (custom_id) DO UPDATE SET entry = excluded.entry"
+                " WHERE (excluded.entry & 3) >= (idx.entry & 3)",
+                rows(),
+            )
+
+    def get(self, custom_id: str) -> int | None:
+        row = self.db.execute("SELECT entry FROM idx WHERE custom_id = ?", (custom_id,)).fetchone()
+        return row[0] if row else None
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def build_index(output_path: Path, errors_path: Path) -> LineIndex:
+    """The index of every output and error line; errors first so a later success wins a tie."""
+    index = LineIndex()
     for number, path in ((1, errors_path), (0, output_path)):
-        for offset, raw in _iter_lines_with_offsets(path):
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(line, dict):
-                continue
-            custom_id = line.get("custom_id")
-            if not isinstance(custom_id, str):
-                continue
-            rank = _RANK[line_status(line)]
-            current = index.get(custom_id)
-            if current is None or rank >= current & 3:
-                index[custom_id] = offset << 3 | number << 2 | rank
+        index.add_file(path, number)
     return index
 
 
@@ -285,6 +307,7 @@ def join(
                         if status in ("failed", "missing"):
                             retry.write(raw.rstrip(b"\r\n") + b"\n")
     finally:
+        index.close()
         for handle in handles:
             if handle is not None:
                 handle.close()
@@ -293,7 +316,7 @@ def join(
 
 def _result_for(
     raw: bytes,
-    index: dict[str, int],
+    index: LineIndex,
     handles: list[IO[bytes] | None],
     terminal: bool,
     batch_id: str | None,
