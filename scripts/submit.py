@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -244,10 +245,17 @@ def needs_sharding(stats: dict[str, Any], args: Any) -> bool:
 def split(path: Path, out_dir: Path, args: Any) -> list[dict[str, Any]]:
     from batch_file import shard_file
 
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
-    return shard_file(
-        str(path), str(out_dir / path.name), max_requests=args.max_requests, max_bytes=args.max_bytes
-    )
+    try:
+        return shard_file(
+            str(path), str(out_dir / path.name), max_requests=args.max_requests, max_bytes=args.max_bytes
+        )
+    except BaseException:
+        for folder in created:  # leave no empty shard folders behind (e.g. a line over --max-bytes)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def shard_dir(manifest_path: Path) -> Path:

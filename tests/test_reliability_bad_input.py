@@ -639,6 +639,7 @@ def test_bad_input(case: Case, emu, finished, tmp_path, h) -> None:
     env = case.env(ctx) if case.env is not None else ctx.env
     args = [a.format(**ctx.vars) for a in case.args]
     before_files = snapshot(tmp_path)
+    before_dirs = [p for p in tmp_path.rglob("*") if p.is_dir()]
     before_stats = emu.stats()
     before_calls = len(emu.requests_log())
     time.sleep(0.01)  # a rewrite within the same clock tick would keep the mtime
@@ -647,7 +648,9 @@ def test_bad_input(case: Case, emu, finished, tmp_path, h) -> None:
 
     check_failure(result, case.code, [m.format(**ctx.vars) for m in case.mentions])
     after_files = snapshot(tmp_path)
+    after_dirs = [p for p in tmp_path.rglob("*") if p.is_dir()]
     assert sorted(after_files) == sorted(before_files), "files were created or removed"
+    assert sorted(after_dirs) == sorted(before_dirs), "folders were created or removed"
     changed = [name for name in before_files if after_files[name] != before_files[name]]
     assert not changed, f"files were rewritten: {changed}"
     stats = emu.stats()
