@@ -42,11 +42,7 @@ def find_file_by_name(client: ApiClient, filename: str) -> dict[str, Any] | None
     """The uploaded file whose filename is exactly ``filename`` (a unique marker), or None."""
     page = client.get_json("files", params={"search": filename, "limit": LIST_PAGE})
     matches = [f for f in page.get("data") or [] if f.get("filename") == filename]
-    if len(matches) > 1:
-        warn(f"{len(matches)} uploads named {filename} exist; adopting the oldest")
-    if not matches:
-        return None
-    return min(matches, key=lambda f: (f.get("created_at") or 0, str(f.get("id"))))
+    return _oldest(matches, f"uploads named {filename}")
 
 
 def get_file(client: ApiClient, file_id: str) -> dict[str, Any]:
@@ -116,11 +112,16 @@ def find_batch_by_marker(client: ApiClient, marker: str) -> dict[str, Any] | Non
     matches = [
         b for b in page.get("data") or [] if str((b.get("metadata") or {}).get(MARKER_KEY, "")) == marker
     ]
+    return _oldest(matches, f"batches with marker {marker}")
+
+
+def _oldest(matches: list[dict[str, Any]], what: str) -> dict[str, Any] | None:
+    """The object to adopt after an ambiguous create: the first one made (normally the only one)."""
     if len(matches) > 1:
-        warn(f"{len(matches)} batches carry marker {marker}; adopting the oldest")
+        warn(f"{len(matches)} {what} exist; adopting the oldest")
     if not matches:
         return None
-    return min(matches, key=lambda b: (b.get("created_at") or 0, str(b.get("id"))))
+    return min(matches, key=lambda o: (o.get("created_at") or 0, str(o.get("id"))))
 
 
 def get_batch(client: ApiClient, batch_id: str) -> dict[str, Any]:
