@@ -19,10 +19,34 @@ from aiohttp import web
 from .app import build_app
 from .config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUESTS, DEFAULT_MODELS, Config
 
+DESCRIPTION = """\
+A local server that behaves like Doubleword's batch API (files, batches, models, realtime chat and
+embeddings under /v1 and /ai/v1), for tests, demos and offline dry runs of the scripts. Requests are
+answered by a deterministic built-in model (or forwarded with --upstream). The first line on stdout is
+the base URL to use as DOUBLEWORD_BASE_URL."""
+
+EPILOG = """\
+examples:
+  python -m emulator --port 8765 --db state.sqlite3
+  python -m emulator --port 0 --rate 50 --fail-rate 0.1 --fault-rate 0.2 --seed 7
+  python -m emulator --upstream http://localhost:8000/v1
+
+test control endpoints (no auth, never faulted):
+  GET  /_emulator/requests   every API call received: method, path, query, status, fault
+  GET  /_emulator/stats      files_created, batches_created, api_calls, faults_injected
+  POST /_emulator/config     {"rate", "fail_rate", "fault_rate", "start_delay", "paused", ...}
+  POST /_emulator/clock      {"advance_seconds": N} moves the clock (deadlines, expired_at)
+"""
+
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    p = argparse.ArgumentParser(prog="python -m emulator", description="Local Doubleword batch API emulator.")
-    p.add_argument("--host", default="127.0.0.1")
+    p = argparse.ArgumentParser(
+        prog="python -m emulator",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     p.add_argument("--api-key", action="append", default=[], help="accepted key (repeatable); default: any")
     p.add_argument(
@@ -32,19 +56,46 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "uploads do not sit in RAM; ':memory:' keeps everything in RAM)",
     )
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
-    p.add_argument("--rate", type=float, default=5000.0, help="requests per second processed (0: unlimited)")
-    p.add_argument("--start-delay", type=float, default=0.2, help="seconds a batch stays validating")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=5000.0,
+        help="requests per second processed (default 5000; 0: unlimited)",
+    )
+    p.add_argument(
+        "--start-delay", type=float, default=0.2, help="seconds a batch stays validating (default 0.2)"
+    )
     p.add_argument("--fail-rate", type=float, default=0.0, help="fraction of batch requests that fail")
     p.add_argument("--fault-rate", type=float, default=0.0, help="fraction of API calls given an HTTP fault")
-    p.add_argument("--fault-retry-after", type=float, default=1.0, help="Retry-After of injected 429/503")
+    p.add_argument(
+        "--fault-retry-after",
+        type=float,
+        default=1.0,
+        help="Retry-After seconds of injected 429/503 (default 1)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for failures and faults")
     p.add_argument("--upstream", default=None, help="forward requests to this OpenAI-compatible base URL")
     p.add_argument(
         "--upstream-key", default=os.environ.get("EMULATOR_UPSTREAM_KEY"), help="Bearer key for --upstream"
     )
-    p.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
-    p.add_argument("--max-requests", type=int, default=DEFAULT_MAX_REQUESTS, help="0: no cap")
-    p.add_argument("--flavor", choices=("doubleword", "openai"), default="doubleword")
+    p.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=DEFAULT_MAX_FILE_BYTES,
+        help="upload size limit (default 200 MiB)",
+    )
+    p.add_argument(
+        "--max-requests",
+        type=int,
+        default=DEFAULT_MAX_REQUESTS,
+        help="requests per file (default 50,000; 0: no cap)",
+    )
+    p.add_argument(
+        "--flavor",
+        choices=("doubleword", "openai"),
+        default="doubleword",
+        help="doubleword (default), or openai: prefixed ids, OpenAI failure lines, `expired` status",
+    )
     p.add_argument("--retry-base", type=float, default=0.05, help="first retry backoff in seconds")
     p.add_argument("--max-retries", type=int, default=5, help="retries of transient upstream failures")
     p.add_argument("--quiet", action="store_true", help="print only the base URL")
