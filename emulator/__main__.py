@@ -140,8 +140,15 @@ async def serve(cfg: Config) -> None:
         host = f"[{host}]"
     print(f"http://{host}:{port}/v1", flush=True)
     if not cfg.quiet:
-        key = cfg.api_keys[0] if cfg.api_keys else "any key, e.g. sk-local"
-        print(f"emulator: serving on http://{host}:{port}/v1 (also /ai/v1); API key: {key}", file=sys.stderr)
+        key = cfg.api_keys[0] if cfg.api_keys else "sk-local"
+        accepted = "the key given with --api-key" if cfg.api_keys else "any key is accepted"
+        print(
+            f"emulator: serving on http://{host}:{port}/v1 (also /ai/v1); use it with:\n"
+            f"  export DOUBLEWORD_BASE_URL=http://{host}:{port}/v1\n"
+            f"  export DOUBLEWORD_API_KEY={key}   # {accepted}\n"
+            "Ctrl-C stops it.",
+            file=sys.stderr,
+        )
     await stop.wait()
     await runner.cleanup()
 
