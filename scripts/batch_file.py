@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +28,7 @@ from common import (
     InputError,
     UsageError,
     remove_stale_temps,
+    temp_file_beside,
 )
 
 ENDPOINTS = {
@@ -184,8 +184,7 @@ class _ShardWriter:
 
     def _new_shard(self) -> IO[bytes]:
         self._close_current()
-        prefix = f".{self.out_path.name}.{os.getpid()}."  # the pid lets a later run remove it if we die
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=self.out_path.parent)
+        fd, tmp = temp_file_beside(self.out_path)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a batch file is an ordinary file
         self._handle = os.fdopen(fd, "wb", buffering=1024 * 1024)
         self.shards.append({"tmp": tmp, "requests": 0, "bytes": 0})

@@ -341,8 +341,7 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
 def _atomic_target(target: Path) -> Iterator[IO[bytes]]:
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
-    pid = os.getpid()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{pid}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = temp_file_beside(target)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -353,6 +352,15 @@ def _atomic_target(target: Path) -> Iterator[IO[bytes]]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def temp_file_beside(target: Path) -> tuple[int, str]:
+    """A new temp file in ``target``'s folder, named so a later run can remove it if this one dies."""
+    prefix = f".{target.name}.{os.getpid()}."
+    try:
+        return tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # name the file the user asked for, not our temp file
+        raise OSError(exc.errno, f"{exc.strerror} (cannot create files in {target.parent})", str(target))
 
 
 _SWEPT: set[Path] = set()

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common import InputError, atomic_write_json, read_json_file
+from common import InputError, atomic_write_json, read_json_file, warn
 
 try:
     import fcntl
@@ -150,14 +150,17 @@ class Manifest:
         poll and cancel may run while fetch_results is downloading on the same manifest: they re-read
         the file under the lock and change only the batch fields, so fetch's cursors are never lost.
         """
-        with exclusive_lock(self._lock_path):
-            if self.path.is_file():
-                self.data = Manifest.load(self.path).data
-            for batch in batches:
-                shard = self.shard_for_batch(batch.get("id", ""))
-                if shard is not None:
-                    record_batch(shard, batch)
-            self._write()
+        try:
+            with exclusive_lock(self._lock_path):
+                if self.path.is_file():
+                    self.data = Manifest.load(self.path).data
+                for batch in batches:
+                    shard = self.shard_for_batch(batch.get("id", ""))
+                    if shard is not None:
+                        record_batch(shard, batch)
+                self._write()
+        except OSError as exc:  # the status is still worth reporting; the manifest is only a cache of it
+            warn(f"could not update the manifest {self.path}: {exc.strerror or exc}; its status may be stale")
 
     @property
     def _lock_path(self) -> Path:
@@ -176,7 +179,11 @@ def exclusive_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
         yield True
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    try:
+        handle = open(path, "a")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror} (cannot create files in {path.parent})", str(path.parent))
+    with handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:

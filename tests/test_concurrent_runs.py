@@ -66,3 +66,18 @@ def test_poll_beside_fetch_follow_keeps_the_download_cursor(emulator, env, tmp_p
         if "skip=" in q
     ]
     assert skips == sorted(skips), "a download restarted from an earlier line"
+
+
+def test_poll_reports_status_even_when_the_manifest_cannot_be_updated(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(3))
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 0, err
+    manifest = tmp_path / "jobs.jsonl.manifest.json"
+    before = manifest.read_bytes()
+    lock = tmp_path / ".jobs.jsonl.manifest.json.lock"
+    lock.unlink(missing_ok=True)
+    lock.mkdir()  # the manifest's lock cannot be taken, as in a folder the user may not write to
+    code, doc, err = h.run_script("poll", "--manifest", str(manifest), "--wait", "--interval", "0.1", env=env)
+    assert code == 0 and doc["batches"][0]["status"] == "completed", err
+    assert "could not update the manifest" in err and "Traceback" not in err
+    assert manifest.read_bytes() == before
