@@ -52,6 +52,14 @@ def test_frontmatter_keys_and_name():
     assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", meta["name"]) and len(meta["name"]) <= 64
 
 
+def test_optional_fields_rules():
+    raw, meta = _frontmatter()
+    assert isinstance(meta["compatibility"], str) and 1 <= len(meta["compatibility"]) <= 500
+    assert isinstance(meta["license"], str) and (ROOT / "LICENSE").is_file()
+    assert "<" not in raw and ">" not in raw, "no angle brackets anywhere in the frontmatter"
+    assert "--" not in meta["name"] and not meta["name"].startswith("-")
+
+
 def test_description_rules():
     _, meta = _frontmatter()
     description = meta["description"]
