@@ -21,9 +21,10 @@ install: $(STAMP) ## create .venv and install runtime + dev dependencies
 test: $(STAMP) lint ## run lint and the test suite
 	$(PY) -m pytest -q -m "not soak"
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff check, format check and mypy on scripts/
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(PY) -m ruff check --fix .

@@ -142,7 +142,7 @@ def _scalar_checker(sub: dict[str, Any]) -> Callable[[Any], int] | None:
         return None
     types = frozenset(t for n in names for t in _PY_TYPES[n])
     enum = sub.get("enum")
-    enum_set = frozenset(v for v in enum if isinstance(v, str)) if enum is not None else None
+    enum_set = frozenset(v for v in enum if isinstance(v, str)) if enum is not None else frozenset()
     enum_null = enum is not None and None in enum
     lo, hi, min_len = sub.get("minimum"), sub.get("maximum"), sub.get("minLength")
 
@@ -680,7 +680,7 @@ _NOT_JSON = object()
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _decode = _DECODER.decode
 # The C scanner without decode()'s two whitespace regex passes; decode() still gives the error messages.
-_scan_once = json.scanner.make_scanner(_DECODER)
+_scan_once = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]  # the decoder is its context
 
 
 def _scan(
@@ -749,10 +749,10 @@ def _scan(
                 obj, end = scan_once(text, 0)
                 if end != len(text) and not text[end:].isspace():
                     raise ValueError("extra data")
-                exc = None
+                problem = None
             except (ValueError, StopIteration, RecursionError):
-                obj, exc = _slow_parse(text)
-            if exc is not None:
+                obj, problem = _slow_parse(text)
+            if problem is not None:
                 if not text.strip():
                     blank += 1
                     warnings.add(lineno, None, "blank_line", "blank line; the server skips it (remove it)")
@@ -760,7 +760,7 @@ def _scan(
                 requests += 1
                 if requests == max_requests + 1:
                     _too_many(errors, lineno, max_requests)
-                message = str(exc)
+                message = str(problem)
                 if text.startswith("\ufeff"):
                     message = "the file starts with a UTF-8 byte-order mark; save it without BOM"
                 errors.add(

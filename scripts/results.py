@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -80,7 +80,7 @@ def normalise_error(line: dict[str, Any]) -> dict[str, Any] | None:
         raw = error.get("message")
         parsed = _parse_json(raw)
         if isinstance(parsed, dict):  # Doubleword: a serialised failure reason
-            details = parsed.get("details") if isinstance(parsed.get("details"), dict) else {}
+            details: dict[str, Any] = parsed["details"] if isinstance(parsed.get("details"), dict) else {}
             message = _message_from_body(details.get("body")) or details.get("error") or parsed.get("type")
             return {
                 "type": str(parsed.get("type") or code or "error"),
@@ -112,7 +112,7 @@ def normalise_error(line: dict[str, Any]) -> dict[str, Any] | None:
 
 def extract(line: dict[str, Any]) -> dict[str, Any]:
     """``content`` (chat/completions/responses/messages text) or ``embedding``, plus ``usage``."""
-    response = line.get("response") if isinstance(line.get("response"), dict) else {}
+    response: dict[str, Any] = line["response"] if isinstance(line.get("response"), dict) else {}
     body = response.get("body")
     if isinstance(body, str):
         parsed = _parse_json(body)
@@ -317,7 +317,7 @@ def join(
 def _result_for(
     raw: bytes,
     index: LineIndex,
-    handles: list[IO[bytes] | None],
+    handles: Sequence[IO[bytes] | None],
     terminal: bool,
     batch_id: str | None,
 ) -> dict[str, Any]:

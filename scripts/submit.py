@@ -311,7 +311,7 @@ def plan_manifest(
 
 def dry_run_plan(inputs: list[Path], reports: list[dict[str, Any]], args: Any, path: Path) -> dict[str, Any]:
     """The plan without network calls and without leaving files behind."""
-    shards = []
+    shards: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp(prefix="dwb-dry-run-"))
     try:
         for i, source in enumerate(inputs):
