@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import marshal
 import tempfile
 from decimal import Decimal
@@ -14,6 +15,7 @@ from .store import new_id
 from .validation import LineValidator, UploadError
 
 CHUNK = 256 * 1024
+log = logging.getLogger("emulator.files")
 INSERT_BATCH = 5000
 INSERT_BYTES = 2 * 1024 * 1024
 
@@ -56,7 +58,11 @@ async def upload(request: web.Request) -> web.Response:
             400, "Invalid multipart request: Invalid `boundary` for `multipart/form-data` request"
         )
     with tempfile.TemporaryFile() as spool:
-        return await _upload(request, state, owner, spool)
+        try:
+            return await _upload(request, state, owner, spool)
+        except ConnectionResetError:  # the client went away mid-upload: nothing was stored
+            log.info("upload abandoned by the client; nothing stored")
+            return text_error(400, "Invalid multipart request: connection lost")
 
 
 async def _upload(request: web.Request, state, owner: str, spool) -> web.Response:  # type: ignore[no-untyped-def]
