@@ -85,6 +85,65 @@ def _reply(model: str, user_text: str, max_tokens: object) -> tuple[str, str]:
     return text, finish
 
 
+def _structured_format(body: dict) -> dict | None:
+    """The requested JSON output format, if any: chat `response_format` or responses `text.format`."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict):
+        text = body.get("text")
+        fmt = text.get("format") if isinstance(text, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object"):
+        return fmt
+    return None
+
+
+def _structured_reply(fmt: dict, model: str, user_text: str) -> str:
+    """A JSON answer that fits the requested schema, derived from the prompt (like guided decoding)."""
+    echo = f"Echo from {model}: {user_text}"[:MAX_REPLY_CHARS]
+    if fmt.get("type") == "json_object":
+        return json.dumps({"answer": echo}, ensure_ascii=False)
+    spec = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), dict) else fmt
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    seed = int(hashlib.sha256(user_text.encode()).hexdigest()[:8], 16)
+    return json.dumps(
+        _instance(schema if isinstance(schema, dict) else {}, echo, seed, 0), ensure_ascii=False
+    )
+
+
+def _instance(schema: dict, echo: str, seed: int, depth: int) -> object:
+    """A deterministic value valid for the common JSON Schema keywords (enum, const, type, properties...)."""
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][seed % len(schema["enum"])]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key] and isinstance(schema[key][0], dict):
+            return _instance(schema[key][0], echo, seed, depth + 1)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if depth > 8:
+        return None
+    if kind == "object":
+        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        return {
+            name: _instance(sub if isinstance(sub, dict) else {}, echo, seed + i, depth + 1)
+            for i, (name, sub) in enumerate(props.items())
+        }
+    if kind == "array":
+        items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        count = max(1, int(schema.get("minItems", 1) or 1))
+        return [_instance(items, echo, seed + i, depth + 1) for i in range(count)]
+    if kind == "integer":
+        return int(schema.get("minimum", 0)) + seed % 10
+    if kind == "number":
+        return float(schema.get("minimum", 0)) + (seed % 100) / 10
+    if kind == "boolean":
+        return seed % 2 == 0
+    if kind == "null":
+        return None
+    return echo
+
+
 def _digest_id(prefix: str, body: dict) -> str:
     raw = json.dumps(body, sort_keys=True).encode()
     return prefix + hashlib.sha256(raw).hexdigest()[:24]
@@ -132,6 +191,9 @@ def builtin(path: str, body: object, attempt: int = 0, now: int | None = None) -
     if endpoint == "/chat/completions":
         user, whole = _last_user_text(body.get("messages"))
         text, finish = _reply(model, user, max_tokens)
+        fmt = _structured_format(body)
+        if fmt is not None:
+            text, finish = _structured_reply(fmt, model, user), "stop"
         pt, ct = _tokens(whole), _tokens(text)
         resp = {
             "id": _digest_id("chatcmpl-", body),
@@ -164,6 +226,9 @@ def builtin(path: str, body: object, attempt: int = 0, now: int | None = None) -
     elif endpoint == "/responses":
         user, whole = _last_user_text(body.get("input"))
         text, finish = _reply(model, user, max_tokens)
+        fmt = _structured_format(body)
+        if fmt is not None:
+            text, finish = _structured_reply(fmt, model, user), "stop"
         pt, ct = _tokens(whole), _tokens(text)
         resp = {
             "id": _digest_id("resp_", body),
