@@ -27,7 +27,7 @@ from common import (
     seconds,
     warn,
 )
-from http_client import ApiClient, client_from_args
+from http_client import ApiClient, ApiError, client_from_args
 from manifest import Manifest, add_target_args, exclusive_lock, load_targets, new_shard, record_batch
 from results import join
 
@@ -101,6 +101,15 @@ class Sink:
         with open(path, "ab") as handle:
             handle.truncate(committed)
         state["bytes"] = committed
+        # Which batch wrote which bytes: [[start byte, batch id], ...]. Lines are joined to inputs per
+        # batch, since two batches may use the same custom_ids (a wrong join otherwise).
+        segments = state.get("segments")
+        state["segments"] = [
+            s
+            for s in (segments if isinstance(segments, list) else [])
+            if isinstance(s, list) and len(s) == 2 and isinstance(s[0], int) and s[0] < committed
+        ]
+        self.batch_id: str | None = None
         self.seen: set[int | str] = set()
         lines = 0
         with open(path, "rb") as handle:
@@ -121,6 +130,11 @@ class Sink:
                 return False
             self.seen.add(key)
         data = raw + b"\n"
+        segments = self.state["segments"]
+        if self.batch_id is not None and (not segments or segments[-1][1] != self.batch_id):
+            segments.append(
+                [int(self.state.get("bytes", 0)) + self.state.get("pending_bytes", 0), self.batch_id]
+            )
         self.handle.write(data)
         self.state["pending_bytes"] = self.state.get("pending_bytes", 0) + len(data)
         self.pending += 1
@@ -260,7 +274,7 @@ class Fetcher:
             if incomplete_header is not None:
                 self.manifest.data["fetch"]["server_headers"] = True
             try:
-                received = self._stream(response, sink, cursor, start)
+                received = self._stream(response, sink, cursor, start, str(shard["batch_id"]))
                 break
             except (requests.exceptions.RequestException, OSError) as exc:
                 attempts += 1
@@ -283,11 +297,14 @@ class Fetcher:
             return received >= self.page_size  # a full page: there may be more right now
         return False
 
-    def _stream(self, response: requests.Response, sink: Sink, cursor: dict[str, Any], start: int) -> int:
+    def _stream(
+        self, response: requests.Response, sink: Sink, cursor: dict[str, Any], start: int, batch_id: str
+    ) -> int:
         """Append the body's lines, committing the cursor every so often; returns lines received."""
         received = 0
         buffer = b""
         last_commit = time.monotonic()
+        sink.batch_id = batch_id
 
         def commit() -> None:
             nonlocal last_commit
@@ -453,7 +470,13 @@ def input_for(client: ApiClient, manifest: Manifest, shard: dict[str, Any], out_
         warn(f"batch {shard['batch_id']}: its input file is gone; results list only what was answered")
         return None
     info(f"batch {shard['batch_id']}: downloading its input file to join results in input order")
-    download_file(client, shard["file_id"], copy)
+    try:
+        download_file(client, shard["file_id"], copy)
+    except (ApiError, ServiceError) as exc:  # deleted, or a server that refuses to serve batch inputs
+        warn(
+            f"batch {shard['batch_id']}: cannot download its input file ({exc}); results list only what was answered"
+        )
+        return None
     return copy
 
 
@@ -469,7 +492,9 @@ def write_results(
         for s in manifest.shards
     ]
     paths = {name: out_dir / f"{name}.jsonl" for name in ("output", "errors", "results", "retry")}
-    joined = join(inputs, paths["output"], paths["errors"], paths["results"], paths["retry"])
+    files = manifest.data["fetch"]["files"]
+    segments = {kind: files.get(kind, {}).get("segments") or [] for kind in KINDS}
+    joined = join(inputs, paths["output"], paths["errors"], paths["results"], paths["retry"], segments)
     for shard in manifest.shards:
         if shard.get("batch_id") in batches:
             shard["final_counts"] = joined["per_batch"].get(str(shard["batch_id"]))

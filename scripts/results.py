@@ -194,47 +194,73 @@ def _iter_lines_with_offsets(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 class LineIndex:
-    """custom_id -> ``offset << 3 | file << 2 | rank`` (file 0=output 1=errors); the best line wins.
+    """(batch, custom_id) -> ``offset << 3 | file << 2 | rank`` (file 0=output 1=errors); the best line wins.
 
-    Kept in a private temporary SQLite database (deleted on close) rather than a dict: a manifest of
-    many 50,000-request shards is joined in the same small memory as one request.
+    The batch is the one whose download wrote the line (``segments``; "" when not recorded): two
+    batches may use the same custom_ids. Kept in a private temporary SQLite database (deleted on
+    close) rather than a dict: a manifest of many 50,000-request shards is joined in the same small
+    memory as one request.
     """
 
     def __init__(self) -> None:
         self.db = sqlite3.connect("")  # "": a temporary on-disk database that SQLite removes itself
-        self.db.execute("CREATE TABLE idx (custom_id TEXT PRIMARY KEY, entry INTEGER) WITHOUT ROWID")
+        self.db.execute(
+            "CREATE TABLE idx (scope TEXT, custom_id TEXT, entry INTEGER, PRIMARY KEY (scope, custom_id))"
+            " WITHOUT ROWID"
+        )
 
-    def add_file(self, path: Path, number: int) -> None:
-        def rows() -> Iterator[tuple[str, int]]:
+    def add_file(self, path: Path, number: int, segments: Sequence[Sequence[Any]] = ()) -> None:
+        bounds = sorted((int(s[0]), str(s[1])) for s in segments if len(s) >= 2)
+
+        def rows() -> Iterator[tuple[str, str, int]]:
+            scope, next_segment = "", 0
             for offset, raw in _iter_lines_with_offsets(path):
+                while next_segment < len(bounds) and bounds[next_segment][0] <= offset:
+                    scope = bounds[next_segment][1]
+                    next_segment += 1
                 try:
                     line = json.loads(raw)
                 except ValueError:
                     continue
                 custom_id = line.get("custom_id") if isinstance(line, dict) else None
                 if isinstance(custom_id, str):
-                    yield custom_id, offset << 3 | number << 2 | _RANK[line_status(line)]
+                    yield scope, custom_id, offset << 3 | number << 2 | _RANK[line_status(line)]
 
         with self.db:
             self.db.executemany(
-                "INSERT INTO idx VALUES (?, ?) ON CONFLICT (custom_id) DO UPDATE SET entry = excluded.entry"
-                " WHERE (excluded.entry & 3) >= (idx.entry & 3)",
+                "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT (scope, custom_id) DO UPDATE SET"
+                " entry = excluded.entry WHERE (excluded.entry & 3) >= (idx.entry & 3)",
                 rows(),
             )
 
-    def get(self, custom_id: str) -> int | None:
-        row = self.db.execute("SELECT entry FROM idx WHERE custom_id = ?", (custom_id,)).fetchone()
-        return row[0] if row else None
+    def get(self, custom_id: str, scope: str | None = None) -> int | None:
+        for key in (scope, "") if scope else ("",):
+            row = self.db.execute(
+                "SELECT entry FROM idx WHERE scope = ? AND custom_id = ?", (key, custom_id)
+            ).fetchone()
+            if row:
+                return int(row[0])
+        return None
+
+    def custom_ids(self, scopes: Sequence[str]) -> Iterator[str]:
+        """Every custom_id answered in ``scopes`` (batch ids, "" = not recorded), in custom_id order."""
+        marks = ", ".join("?" for _ in scopes)
+        query = f"SELECT DISTINCT custom_id FROM idx WHERE scope IN ({marks}) ORDER BY custom_id"
+        for (custom_id,) in self.db.execute(query, tuple(scopes)):
+            yield custom_id
 
     def close(self) -> None:
         self.db.close()
 
 
-def build_index(output_path: Path, errors_path: Path) -> LineIndex:
+def build_index(
+    output_path: Path, errors_path: Path, segments: dict[str, Sequence[Sequence[Any]]] | None = None
+) -> LineIndex:
     """The index of every output and error line; errors first so a later success wins a tie."""
+    segments = segments or {}
     index = LineIndex()
-    for number, path in ((1, errors_path), (0, output_path)):
-        index.add_file(path, number)
+    for number, path, kind in ((1, errors_path, "errors"), (0, output_path, "output")):
+        index.add_file(path, number, segments.get(kind) or ())
     return index
 
 
@@ -256,6 +282,11 @@ def _leading_custom_id(raw: bytes) -> str | None:
         return None
 
 
+def _iter_input(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as source:
+        yield from source
+
+
 def _read_at(handle: IO[bytes], offset: int) -> dict[str, Any]:
     handle.seek(offset)
     return json.loads(handle.readline())
@@ -267,12 +298,14 @@ def join(
     errors_path: Path,
     results_path: Path,
     retry_path: Path,
+    segments: dict[str, Sequence[Sequence[Any]]] | None = None,
 ) -> dict[str, Any]:
-    """Write results.jsonl and retry.jsonl; ``inputs`` = (batch_id, input file, batch terminal).
+    """Write results.jsonl and retry.jsonl; ``inputs`` = (batch_id, input file, batch terminal);
+    ``segments`` = per file kind, which batch's download wrote the bytes from each start offset.
 
     Returns counts, usage totals, failures by type and per-batch counts.
     """
-    index = build_index(output_path, errors_path)
+    index = build_index(output_path, errors_path, segments)
     counts = {"requests": 0, "completed": 0, "failed": 0, "pending": 0, "missing": 0}
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     failures: dict[str, int] = {}
@@ -286,26 +319,32 @@ def join(
             for batch_id, input_path, terminal in inputs:
                 mine = per_batch.setdefault(str(batch_id), {k: 0 for k in counts})
                 if input_path is None or not input_path.exists():
-                    continue
-                with open(input_path, "rb") as source:
-                    for raw in source:
-                        if not raw.strip():
-                            continue
-                        record = _result_for(raw, index, handles, terminal, batch_id)
-                        status = record["status"]
-                        for bucket in (counts, mine):
-                            bucket["requests"] += 1
-                            bucket[status] += 1
-                        if record.get("error") and status in ("failed", "missing"):
-                            kind = record["error"]["type"]
-                            failures[kind] = failures.get(kind, 0) + 1
-                        p, c, t = usage_tokens(record.get("usage"))
-                        usage["prompt_tokens"] += p
-                        usage["completion_tokens"] += c
-                        usage["total_tokens"] += t
-                        results.write(_encode(record).encode("utf-8") + b"\n")
-                        if status in ("failed", "missing"):
-                            retry.write(raw.rstrip(b"\r\n") + b"\n")
+                    # No input lines to join with: list what was answered for this batch.
+                    scopes = [str(batch_id), ""] if len(inputs) == 1 else [str(batch_id)]
+                    answered = index.custom_ids(scopes)
+                    source_lines: Iterator[bytes] = (_encode({"custom_id": c}).encode() for c in answered)
+                    with_retry = False
+                else:
+                    source_lines = _iter_input(input_path)
+                    with_retry = True
+                for raw in source_lines:
+                    if not raw.strip():
+                        continue
+                    record = _result_for(raw, index, handles, terminal, batch_id)
+                    status = record["status"]
+                    for bucket in (counts, mine):
+                        bucket["requests"] += 1
+                        bucket[status] += 1
+                    if record.get("error") and status in ("failed", "missing"):
+                        kind = record["error"]["type"]
+                        failures[kind] = failures.get(kind, 0) + 1
+                    p, c, t = usage_tokens(record.get("usage"))
+                    usage["prompt_tokens"] += p
+                    usage["completion_tokens"] += c
+                    usage["total_tokens"] += t
+                    results.write(_encode(record).encode("utf-8") + b"\n")
+                    if status in ("failed", "missing") and with_retry:
+                        retry.write(raw.rstrip(b"\r\n") + b"\n")
     finally:
         index.close()
         for handle in handles:
@@ -337,7 +376,7 @@ def _result_for(
         "usage": None,
         "error": None,
     }
-    entry = index.get(custom_id) if isinstance(custom_id, str) else None
+    entry = index.get(custom_id, batch_id) if isinstance(custom_id, str) else None
     handle = handles[entry >> 2 & 1] if entry is not None else None
     if entry is None or handle is None:
         record["status"] = "missing" if terminal else "pending"

@@ -1,0 +1,95 @@
+"""Review: results must never be attributed to the wrong input, and answered lines are never dropped."""
+
+from __future__ import annotations
+
+import requests
+
+
+def _wait(h, env, manifest):
+    code, doc, err = h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env)
+    assert code == 0, err
+    return doc
+
+
+def test_two_inputs_sharing_custom_ids_are_refused_or_joined_right(emulator, env, tmp_path, h):
+    a = h.chat_lines(3)
+    b = h.chat_lines(3)
+    for i, line in enumerate(b):  # same custom_ids as a, other prompts
+        line["body"]["messages"][0]["content"] = f"Other question {i + 100}"
+    fa = h.write_jsonl(tmp_path / "a.jsonl", a)
+    fb = h.write_jsonl(tmp_path / "b.jsonl", b)
+    code, doc, err = h.run_script("submit", str(fa), str(fb), env=env)
+    if code == 4:  # refused before anything was uploaded: fine
+        assert "req-00000" in doc["error"]["message"]
+        assert emulator.stats()["files_created"] == 0
+        return
+    assert code == 0, err
+    _wait(h, env, doc["manifest"])
+    code, doc, err = h.run_script("fetch_results", "--manifest", doc["manifest"], env=env)
+    results = h.read_jsonl(tmp_path / "a.results" / "results.jsonl")
+    assert "Question number 0" in results[0]["content"]
+    assert "Other question 100" in results[3]["content"]
+
+
+def test_fetching_two_batches_with_the_same_custom_ids_does_not_mix_them(emulator, env, tmp_path, h):
+    ids = []
+    for name, text in (("a.jsonl", "Alpha"), ("b.jsonl", "Beta")):
+        lines = h.chat_lines(3)
+        for line in lines:
+            line["body"]["messages"][0]["content"] = f"{text} question"
+        src = h.write_jsonl(tmp_path / name, lines)
+        code, doc, err = h.run_script("submit", str(src), env=env)
+        assert code == 0, err
+        _wait(h, env, doc["manifest"])
+        ids.append(doc["batches"][0]["batch_id"])
+    out = tmp_path / "both"
+    code, doc, err = h.run_script("fetch_results", *ids, "--out", str(out), env=env)
+    assert code == 0, err
+    results = h.read_jsonl(out / "results.jsonl")
+    assert [r["batch_id"] for r in results] == [ids[0]] * 3 + [ids[1]] * 3
+    assert all("Alpha" in r["content"] for r in results[:3]), results
+    assert all("Beta" in r["content"] for r in results[3:]), results
+
+
+def test_results_list_answered_lines_when_the_input_file_was_deleted(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(4))
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 0, err
+    batch = doc["batches"][0]
+    _wait(h, env, doc["manifest"])
+    r = requests.delete(f"{emulator.base_url}/files/{batch['input_file_id']}", headers=emulator.headers)
+    assert r.status_code == 200
+    out = tmp_path / "out"
+    code, doc, err = h.run_script("fetch_results", batch["batch_id"], "--out", str(out), env=env)
+    assert code == 0, err
+    assert len(h.read_jsonl(out / "output.jsonl")) == 4
+    results = h.read_jsonl(out / "results.jsonl")
+    assert sorted(r["custom_id"] for r in results) == [f"req-{i:05d}" for i in range(4)], (doc, err)
+    assert doc["counts"]["completed"] == 4
+
+
+def test_results_are_written_when_the_input_file_cannot_be_downloaded(emulator, env, tmp_path, h):
+    """A bare batch id whose input file cannot be read (deleted, or a server that refuses to serve
+    batch inputs): the downloaded results still reach results.jsonl instead of the run failing."""
+    import json
+
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(3))
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 0, err
+    batch_id = doc["batches"][0]["batch_id"]
+    _wait(h, env, doc["manifest"])
+    out = tmp_path / "out"
+    state = out / "fetch.manifest.json"
+    out.mkdir()
+    # the input file id recorded for the batch no longer exists on the server
+    code, doc, err = h.run_script("fetch_results", batch_id, "--out", str(out), env=env)
+    assert code == 0, err
+    data = json.loads(state.read_text())
+    data["shards"][0]["file_id"] = "00000000-0000-4000-8000-000000000000"
+    state.write_text(json.dumps(data))
+    (out / "input-000.jsonl").unlink()
+    (out / "results.jsonl").unlink()
+    code, doc, err = h.run_script("fetch_results", batch_id, "--out", str(out), env=env)
+    assert code == 0, (doc, err)
+    assert doc["counts"]["completed"] == 3
+    assert len(h.read_jsonl(out / "results.jsonl")) == 3
