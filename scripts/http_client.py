@@ -9,6 +9,7 @@ object up before trying again (doubleword-api.md, client pitfall 9).
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 import os
@@ -102,8 +103,13 @@ def retry_after_seconds(response: requests.Response) -> float | None:
         try:
             return max(0.0, float(header))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(header) if header else None
+            try:  # an HTTP date; garbage raises ValueError (3.11+) or TypeError (3.10)
+                parsed = email.utils.parsedate_to_datetime(header)
+            except (TypeError, ValueError, OverflowError, IndexError):
+                parsed = None
             if parsed is not None:
+                if parsed.tzinfo is None:  # "-0000": UTC, not local time
+                    parsed = parsed.replace(tzinfo=datetime.timezone.utc)
                 return max(0.0, parsed.timestamp() - time.time())
     try:
         body = response.json()
