@@ -10,7 +10,9 @@ from scripted_server import ScriptedServer, Seen
 LIST = json.dumps({"object": "list", "data": [], "has_more": False})
 
 
-@pytest.mark.parametrize("value", ["soon", "Wed, 99 Foo 2015 07:28:00 GMT", "Wed, 21 Oct 2015 07:28:00 -0000"])
+@pytest.mark.parametrize(
+    "value", ["soon", "Wed, 99 Foo 2015 07:28:00 GMT", "Wed, 21 Oct 2015 07:28:00 -0000"]
+)
 def test_unparsable_or_odd_retry_after_is_retried_not_a_crash(h, value):
     calls: list[Seen] = []
 
