@@ -329,7 +329,7 @@ class Fetcher:
             tail = buffer.strip()
             if tail:
                 try:  # a last line without "\n" counts only if it is whole JSON
-                    json.loads(tail)
+                    json.loads(tail.decode("utf-8", "replace"))
                 except ValueError:
                     raise requests.exceptions.ChunkedEncodingError("the body ended inside a line")
                 received += 1

@@ -28,6 +28,15 @@ _encode = json.JSONEncoder(ensure_ascii=False).encode
 # --------------------------------------------------------------------------- line interpretation
 
 
+def loads_line(raw: bytes) -> Any:
+    """A served line as JSON; bytes that are not UTF-8 (a sloppy server) become U+FFFD, so the answer
+    still counts instead of being reported missing and resubmitted."""
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        return json.loads(raw.decode("utf-8", "replace"))
+
+
 def _parse_json(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -219,7 +228,7 @@ class LineIndex:
                     scope = bounds[next_segment][1]
                     next_segment += 1
                 try:
-                    line = json.loads(raw)
+                    line = loads_line(raw)
                 except ValueError:
                     continue
                 custom_id = line.get("custom_id") if isinstance(line, dict) else None
@@ -289,7 +298,7 @@ def _iter_input(path: Path) -> Iterator[bytes]:
 
 def _read_at(handle: IO[bytes], offset: int) -> dict[str, Any]:
     handle.seek(offset)
-    return json.loads(handle.readline())
+    return loads_line(handle.readline())
 
 
 def join(
