@@ -38,7 +38,10 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     for batch_id in ids:
         batch = get_batch(client, batch_id)
         before = batch.get("status")
-        if is_terminal(before) and not args.force:
+        if before in ("cancelled", "cancelling"):  # nothing to do: report it, not an error
+            info(f"batch {batch_id} is already {before}")
+            outcomes.append({"batch_id": batch_id, "status": before, "cancelled": True, "already": True})
+        elif is_terminal(before) and not args.force:
             refused.append(f"{batch_id} is already {before}")
             outcomes.append({"batch_id": batch_id, "status": before, "cancelled": False, "refused": True})
         else:

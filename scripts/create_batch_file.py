@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from batch_file import ENDPOINTS, endpoint_url, make_request, write_batch
-from batch_validation import custom_id_problems
+from batch_validation import custom_id_problems, inspect_line
 from common import (
     MAX_CUSTOM_ID_BYTES,
     MAX_FILE_BYTES,
@@ -22,6 +22,7 @@ from common import (
     UsageError,
     make_parser,
     run,
+    warn,
 )
 
 DESCRIPTION = """\
@@ -38,7 +39,8 @@ Sources (one kind): --prompt TEXT (repeatable); --prompts FILE (one prompt per l
 - for stdin); --csv FILE or --jsonl FILE with --field NAME (that column is the prompt; in JSONL a list value
 is used as the messages/inputs) or --template "... {column} ..." ({{ and }} for literal braces).
 
-stdout: {"ok", "output", "endpoint", "url", "model", "requests", "shards": [{"path","requests","bytes"}]}."""
+stdout: {"ok", "output", "endpoint", "url", "model", "requests", "shards": [{"path","requests","bytes"}],
+"warnings" (only when there are some, e.g. a --set name that looks like a typo)}."""
 
 EXAMPLES = """\
   python3 scripts/create_batch_file.py --model Qwen/Qwen3.5-9B --prompt "Say hi" --prompt "Say bye" -o batch.jsonl
@@ -54,8 +56,12 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     endpoint = args.endpoint
     url = endpoint_url(endpoint)
     options = _body_options(args)
-    # Fail on option combinations (e.g. --system with embeddings) before reading any input.
-    make_request("probe", model=args.model, endpoint=endpoint, custom_id="probe", **options)
+    # Fail on option combinations (e.g. --system with embeddings) before reading any input; the
+    # probe also shows warnings every request would share (a near-miss name given with --set).
+    probe = make_request("probe", model=args.model, endpoint=endpoint, custom_id="probe", **options)
+    notes = [f"{code}: {message}" for code, message in inspect_line(probe)[1]]
+    for note in notes:
+        warn(note)
     requests = _requests(args, options)
     shards = write_batch(requests, args.output, max_requests=args.max_requests, max_bytes=args.max_bytes)
     total = sum(shard["requests"] for shard in shards)
@@ -72,6 +78,8 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         "requests": total,
         "shards": shards,
     }
+    if notes:
+        result["warnings"] = notes
     return result, int(ExitCode.OK)
 
 

@@ -505,6 +505,7 @@ def write_results(
         "counts": joined["counts"],
         "usage": joined["usage"],
         "failures_by_type": joined["failures_by_type"],
+        "failure_groups": joined["failure_groups"],
         "lines_on_disk": {k: manifest.data["fetch"]["files"][k].get("lines", 0) for k in KINDS},
     }
 

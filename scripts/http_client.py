@@ -48,7 +48,7 @@ class ApiError(CliError):
 
     def __init__(self, status: int, message: str, *, method: str = "", path: str = "") -> None:
         where = f"{method} {path}: " if method else ""
-        hint = _STATUS_HINTS.get(status, "")
+        hint = _MODEL_HINT if status == 403 and "Model '" in message else _STATUS_HINTS.get(status, "")
         super().__init__(f"{where}HTTP {status}: {message}{hint}", details={"status": status})
         self.status = status
         self.server_message = message
@@ -59,6 +59,7 @@ class ApiError(CliError):
         }.get(self.code, "service_error")
 
 
+_MODEL_HINT = " (use a model your key can use: GET /models lists them)"
 _STATUS_HINTS = {
     401: f" (the API key was refused: check {API_KEY_ENV})",
     403: f" (the API key in {API_KEY_ENV} is not allowed to do this)",

@@ -55,8 +55,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
                 "metadata": batch.get("metadata") or {},
             }
         )
-    if args.all:
-        has_more = False
+    # With --all, has_more stays true only if the walk had to stop early (the server repeated a page).
     return {"ok": True, "count": len(batches), "has_more": has_more, "batches": batches}, 0
 
 

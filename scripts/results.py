@@ -318,6 +318,7 @@ def join(
     counts = {"requests": 0, "completed": 0, "failed": 0, "pending": 0, "missing": 0}
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     failures: dict[str, int] = {}
+    groups: dict[tuple[str, Any], dict[str, Any]] = {}  # (type, HTTP status) -> count and one example
     per_batch: dict[str, dict[str, int]] = {}
     handles = [
         open(output_path, "rb") if output_path.exists() else None,  # noqa: SIM115 - closed below
@@ -345,8 +346,18 @@ def join(
                         bucket["requests"] += 1
                         bucket[status] += 1
                     if record.get("error") and status in ("failed", "missing"):
-                        kind = record["error"]["type"]
-                        failures[kind] = failures.get(kind, 0) + 1
+                        error = record["error"]
+                        failures[error["type"]] = failures.get(error["type"], 0) + 1
+                        group = groups.setdefault(
+                            (str(error["type"]), error.get("status")),
+                            {
+                                "type": error["type"],
+                                "status": error.get("status"),
+                                "count": 0,
+                                "example": {"custom_id": record["custom_id"], "message": _short(error)},
+                            },
+                        )
+                        group["count"] += 1
                     p, c, t = usage_tokens(record.get("usage"))
                     usage["prompt_tokens"] += p
                     usage["completion_tokens"] += c
@@ -359,7 +370,18 @@ def join(
         for handle in handles:
             if handle is not None:
                 handle.close()
-    return {"counts": counts, "usage": usage, "failures_by_type": failures, "per_batch": per_batch}
+    return {
+        "counts": counts,
+        "usage": usage,
+        "failures_by_type": failures,
+        "failure_groups": sorted(groups.values(), key=lambda g: -g["count"]),
+        "per_batch": per_batch,
+    }
+
+
+def _short(error: dict[str, Any], limit: int = 300) -> str:
+    message = str(error.get("message") or "")
+    return message if len(message) <= limit else message[:limit] + "..."
 
 
 def _result_for(

@@ -101,14 +101,31 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     manifest_path = Path(args.manifest) if args.manifest else default_manifest_path(inputs[0])
 
     manifest: Manifest | None = None
+    notes: list[str] = []  # warnings, also returned in the JSON so an agent sees them
     if Manifest.exists(manifest_path) and not args.force:
         manifest = Manifest.load(manifest_path)
-        check_same_inputs(manifest, inputs)
-        if manifest.data.get("window") != args.window and not all_created(manifest):
-            warn(f"the manifest was made with --window {manifest.data.get('window')}; keeping that")
+        if not same_inputs(manifest, inputs):
+            if not nothing_sent(manifest):
+                raise InputError(
+                    f"manifest {manifest.path} was made for other inputs (or they changed since) and "
+                    "its batches were submitted; pass --force to submit these as new batches, or "
+                    "--manifest NEW_PATH"
+                )
+            # An earlier attempt stopped before anything reached the server (e.g. a rejected
+            # upload that the user has since fixed): plan afresh; nothing can be duplicated.
+            info(f"{manifest.path}: nothing was submitted from it; planning afresh for these inputs")
+            os.unlink(manifest.path)
+            manifest = None
+        elif manifest.data.get("window") != args.window:
+            notes.append(
+                f"the batches in {manifest.path} use --window {manifest.data.get('window')}; "
+                f"--window {args.window} was ignored (--force submits new batches)"
+            )
+            warn(notes[-1])
 
     if manifest is None:
         reports = [] if args.no_validate else validate_inputs(inputs)
+        notes += validation_warnings(reports)
         invalid = [r for r in reports if not r.get("valid")]
         if invalid:
             from batch_validation import invalid_summary
@@ -119,7 +136,10 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
             info(f"error: {message} (details in the 'validation' member of stdout)")
             return result, int(ExitCode.INVALID_INPUT)
         if args.dry_run:
-            return dry_run_plan(inputs, reports, args, manifest_path), int(ExitCode.OK)
+            plan = dry_run_plan(inputs, reports, args, manifest_path)
+            if notes:
+                plan["warnings"] = notes
+            return plan, int(ExitCode.OK)
         client_from_args(args)  # a missing key or an unsafe URL stops here, before any file is written
         manifest = plan_manifest(inputs, reports, args, metadata, manifest_path)
         manifest.save()
@@ -130,7 +150,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         info(
             f"all {len(manifest.shards)} batch(es) already exist (see {manifest.path}); use --force to resubmit"
         )
-        return summary(manifest, created=0), int(ExitCode.OK)
+        return summary(manifest, created=0, notes=notes), int(ExitCode.OK)
 
     client = client_from_args(args)
     for shard in manifest.shards:  # every shard still to upload is there and unchanged, before any upload
@@ -143,23 +163,23 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         total = estimate_cost(client, manifest)
         if total > max_cost:
             message = (
-                f"the estimated cost ${total} exceeds --max-cost ${max_cost}; no batch was created "
+                f"the estimated cost ${_usd(total)} exceeds --max-cost ${_usd(max_cost)}; no batch was created "
                 f"(files are uploaded; re-run with a higher --max-cost to go ahead)"
             )
             info(f"error: {message}")
-            result = summary(manifest, created=0)
+            result = summary(manifest, created=0, notes=notes)
             result.update(
                 ok=False,
                 error={"type": "cost_limit", "message": message},
-                estimated_cost_usd=str(total),
-                max_cost_usd=str(max_cost),
+                estimated_cost_usd=_usd(total),
+                max_cost_usd=_usd(max_cost),
             )
             return result, int(ExitCode.INVALID_INPUT)
 
     created = 0
     for shard in manifest.shards:
         created += ensure_created(client, manifest, shard)
-    result = summary(manifest, created=created)
+    result = summary(manifest, created=created, notes=notes)
     result["api_calls"] = client.calls
     return result, int(ExitCode.OK)
 
@@ -179,6 +199,11 @@ def parse_metadata(pairs: list[str]) -> dict[str, str]:
     return metadata
 
 
+def _usd(amount: Decimal) -> str:
+    """A plain decimal string (never 1E-7)."""
+    return format(amount.normalize(), "f")
+
+
 def parse_cost(value: str | None) -> Decimal | None:
     if value is None:
         return None
@@ -194,17 +219,20 @@ def parse_cost(value: str | None) -> Decimal | None:
 def validate_inputs(inputs: list[Path]) -> list[dict[str, Any]]:
     from batch_validation import validate_batch_file
 
-    reports = []
-    for path in inputs:
-        report = validate_batch_file(str(path))
-        for warning in report.get("warnings") or []:
-            text = warning.get("message", warning) if isinstance(warning, dict) else warning
-            line = (
-                f"line {warning.get('line')}: " if isinstance(warning, dict) and warning.get("line") else ""
-            )
-            warn(f"{path}: {line}{text}")
-        reports.append(report)
+    reports = [validate_batch_file(str(path)) for path in inputs]
+    for text in validation_warnings(reports):
+        warn(text)
     return reports
+
+
+def validation_warnings(reports: list[dict[str, Any]]) -> list[str]:
+    """One line per warning of the validation reports (they are bounded by --max-errors there)."""
+    lines = []
+    for report in reports:
+        for warning in report.get("warnings") or []:
+            where = f"line {warning['line']}: " if warning.get("line") else ""
+            lines.append(f"{report['file']}: {where}{warning.get('message')}")
+    return lines
 
 
 def count_file(path: Path) -> tuple[int, int, str | None]:
@@ -353,14 +381,17 @@ def existing_plan(manifest: Manifest) -> dict[str, Any]:
     return result
 
 
-def check_same_inputs(manifest: Manifest, inputs: list[Path]) -> None:
+def same_inputs(manifest: Manifest, inputs: list[Path]) -> bool:
     recorded = [(i.get("path"), i.get("sha256")) for i in manifest.data.get("inputs", [])]
-    current = [(str(p.resolve()), sha256_file(p)) for p in inputs]
-    if recorded != current:
-        raise InputError(
-            f"manifest {manifest.path} was made for other inputs (or they changed since); pass --force "
-            "to submit these as new batches, or --manifest NEW_PATH"
-        )
+    return recorded == [(str(p.resolve()), sha256_file(p)) for p in inputs]
+
+
+def nothing_sent(manifest: Manifest) -> bool:
+    """True when no upload or batch creation from this manifest can have reached the server."""
+    return all(
+        s["upload_state"] == "pending" and s["create_state"] == "pending" and not s.get("file_id")
+        for s in manifest.shards
+    )
 
 
 def all_created(manifest: Manifest) -> bool:
@@ -485,7 +516,7 @@ def estimate_cost(client: ApiClient, manifest: Manifest) -> Decimal:
 # --------------------------------------------------------------------------- output
 
 
-def summary(manifest: Manifest, *, created: int) -> dict[str, Any]:
+def summary(manifest: Manifest, *, created: int, notes: list[str] | None = None) -> dict[str, Any]:
     batches = [
         {
             "batch_id": s.get("batch_id"),
@@ -504,6 +535,7 @@ def summary(manifest: Manifest, *, created: int) -> dict[str, Any]:
         "existing": sum(1 for s in manifest.shards if s["create_state"] == "done") - created,
         "window": manifest.data.get("window"),
         "batches": batches,
+        **({"warnings": notes} if notes else {}),
     }
 
 

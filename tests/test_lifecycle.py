@@ -184,9 +184,11 @@ def test_cancel_running_and_refuse_finished(emulator, env, tmp_path, h):
     code, doc, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
     assert code == 6 and doc["complete"] and doc["counts"]["missing"] == 5
     assert len(h.read_jsonl(tmp_path / "jobs.results" / "retry.jsonl")) == 5
-    # a finished batch is refused, naming its status
+    # cancelling it again is a no-op success, and sends no second cancel
+    before = len([r for r in emulator.requests_log() if r["path"].endswith("/cancel")])
     code, doc, err = h.run_script("cancel_batch", batch_id, env=env)
-    assert code == 4 and "cancelled" in doc["error"]["message"]
+    assert code == 0 and doc["batches"][0]["already"] is True, doc
+    assert len([r for r in emulator.requests_log() if r["path"].endswith("/cancel")]) == before
 
     emulator.configure(paused=False)
     src2 = h.write_jsonl(tmp_path / "done.jsonl", h.chat_lines(3))

@@ -1,0 +1,68 @@
+"""Things an agent following SKILL.md ran into: warnings it can see in the JSON, errors that point at
+the real cause, and re-runs that do the obvious thing."""
+
+from __future__ import annotations
+
+
+def test_submit_after_fixing_a_rejected_file_just_works(emulator, env, tmp_path, h):
+    lines = h.chat_lines(3)
+    lines[1]["body"]["model"] = "no-such/model"
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 3 and "no-such/model" in doc["error"]["message"]
+    assert "GET /models" in doc["error"]["message"]  # points at the model, not at the key
+
+    lines[1]["body"]["model"] = h.CHAT_MODEL
+    h.write_jsonl(src, lines)  # fixed; nothing was ever stored on the server
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 0 and doc["created"] == 1, err
+    assert emulator.stats()["files_created"] == 1 and emulator.stats()["batches_created"] == 1
+
+
+def test_changed_inputs_after_a_real_submission_still_need_force(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(2))
+    assert h.run_script("submit", str(src), env=env).code == 0
+    h.write_jsonl(src, h.chat_lines(3))
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 4 and "--force" in doc["error"]["message"]
+    assert emulator.stats()["batches_created"] == 1
+
+
+def test_submit_reports_an_ignored_window_and_validation_warnings_in_json(emulator, env, tmp_path, h):
+    lines = h.chat_lines(2)
+    lines[0]["body"]["max_token"] = 5
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 0 and any("max_tokens" in w for w in doc["warnings"]), doc
+    code, doc, err = h.run_script("submit", str(src), "--window", "1h", env=env)
+    assert code == 0 and doc["created"] == 0
+    assert any("--window 1h was ignored" in w for w in doc["warnings"]), doc
+
+
+def test_create_batch_file_warns_about_a_near_miss_set_name(tmp_path, h):
+    out = tmp_path / "b.jsonl"
+    args = ["--model", h.CHAT_MODEL, "--prompt", "hi", "--set", "max_token=10", "-o", str(out)]
+    code, doc, err = h.run_script("create_batch_file", *args)
+    assert code == 0 and "max_tokens" in doc["warnings"][0] and "max_tokens" in err
+
+
+def test_fetch_groups_failures_by_type_and_status_with_an_example(emulator, env, tmp_path, h):
+    lines = h.chat_lines(4)
+    lines[2]["body"]["x_emulator_status"] = 400  # the emulator's hook: this request fails with a 400
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+    assert h.run_script("submit", str(src), env=env).code == 0
+    manifest = str(tmp_path / "jobs.jsonl.manifest.json")
+    assert h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env).code == 0
+    code, doc, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
+    assert code == 0, err
+    [group] = doc["failure_groups"]
+    assert group["type"] == "NonRetriableHttpStatus" and group["status"] == 400 and group["count"] == 1
+    assert group["example"]["custom_id"] == lines[2]["custom_id"] and group["example"]["message"]
+
+
+def test_cost_limit_message_uses_plain_decimals(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(2))
+    code, doc, err = h.run_script("submit", str(src), "--max-cost", "0.0000001", env=env)
+    assert code == 4 and doc["error"]["type"] == "cost_limit"
+    assert "E-" not in doc["error"]["message"] and "$0.0000001" in doc["error"]["message"]
+    assert emulator.stats()["batches_created"] == 0
