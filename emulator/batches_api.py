@@ -11,7 +11,17 @@ from aiohttp import web
 
 from .config import BATCH_URLS, FALLBACK_PRICE, PRICES, WINDOWS
 from .files_api import _state, decimal_str, list_envelope, ndjson, stream_ndjson
-from .responses import Reject, _default, capacity_429, json_ok, parse_uuid, query_int, text_error
+from .responses import (
+    Reject,
+    _default,
+    capacity_429,
+    found_or_404,
+    id_or_400,
+    json_ok,
+    parse_uuid,
+    query_int,
+    text_error,
+)
 from .store import TERMINAL, owner_email
 from .validation import serde_kind
 
@@ -31,17 +41,11 @@ STATUS_FILTERS = ("in_progress", "completed", "failed", "cancelled", "expired")
 
 
 def batch_id_or_400(state, raw: str) -> str:  # type: ignore[no-untyped-def]
-    bid = parse_uuid(raw, "batch_" if state.cfg.flavor == "openai" else "")
-    if bid is None:
-        raise Reject(text_error(400, "Invalid batch ID format"))
-    return bid
+    return id_or_400(raw, "batch_" if state.cfg.flavor == "openai" else "", "batch")
 
 
 def lookup_batch(state, owner: str, raw: str):  # type: ignore[no-untyped-def]
-    b = state.store.get_batch(owner, batch_id_or_400(state, raw))
-    if b is None:
-        raise Reject(text_error(404, f"Batch with ID {raw} not found"))
-    return b
+    return found_or_404(state.store.get_batch(owner, batch_id_or_400(state, raw)), "Batch", raw)
 
 
 def is_json_content_type(mime: str) -> bool:

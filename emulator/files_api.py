@@ -10,7 +10,15 @@ from decimal import Decimal
 from aiohttp import web
 
 from .config import FALLBACK_PRICE, FILE_TTL_S, MULTIPART_OVERHEAD, PRICES, is_embedding_model
-from .responses import Reject, _default, json_ok, parse_uuid, query_int, text_error
+from .responses import (
+    _default,
+    found_or_404,
+    id_or_400,
+    json_ok,
+    parse_uuid,
+    query_int,
+    text_error,
+)
 from .store import new_id
 from .validation import LineValidator, UploadError
 
@@ -27,17 +35,11 @@ def _state(request: web.Request):  # type: ignore[no-untyped-def]
 
 
 def file_id_or_400(state, raw: str) -> str:  # type: ignore[no-untyped-def]
-    fid = parse_uuid(raw, "file-" if state.cfg.flavor == "openai" else "")
-    if fid is None:
-        raise Reject(text_error(400, "Invalid file ID format"))
-    return fid
+    return id_or_400(raw, "file-" if state.cfg.flavor == "openai" else "", "file")
 
 
 def lookup_file(state, owner: str, raw: str):  # type: ignore[no-untyped-def]
-    f = state.store.get_file(owner, file_id_or_400(state, raw))
-    if f is None:
-        raise Reject(text_error(404, f"File with ID {raw} not found"))
-    return f
+    return found_or_404(state.store.get_file(owner, file_id_or_400(state, raw)), "File", raw)
 
 
 def too_big(limit: int) -> UploadError:

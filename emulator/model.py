@@ -85,6 +85,14 @@ def _reply(model: str, user_text: str, max_tokens: object) -> tuple[str, str]:
     return text, finish
 
 
+def _answer(body: dict, model: str, user_text: str, max_tokens: object) -> tuple[str, str]:
+    """(text, finish_reason): JSON for a structured-output request, else the echo reply."""
+    fmt = _structured_format(body)
+    if fmt is not None:
+        return _structured_reply(fmt, model, user_text), "stop"
+    return _reply(model, user_text, max_tokens)
+
+
 def _structured_format(body: dict) -> dict | None:
     """The requested JSON output format, if any: chat `response_format` or responses `text.format`."""
     fmt = body.get("response_format")
@@ -190,10 +198,7 @@ def builtin(path: str, body: object, attempt: int = 0, now: int | None = None) -
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens", body.get("max_output_tokens")))
     if endpoint == "/chat/completions":
         user, whole = _last_user_text(body.get("messages"))
-        text, finish = _reply(model, user, max_tokens)
-        fmt = _structured_format(body)
-        if fmt is not None:
-            text, finish = _structured_reply(fmt, model, user), "stop"
+        text, finish = _answer(body, model, user, max_tokens)
         pt, ct = _tokens(whole), _tokens(text)
         resp = {
             "id": _digest_id("chatcmpl-", body),
@@ -225,10 +230,7 @@ def builtin(path: str, body: object, attempt: int = 0, now: int | None = None) -
         }
     elif endpoint == "/responses":
         user, whole = _last_user_text(body.get("input"))
-        text, finish = _reply(model, user, max_tokens)
-        fmt = _structured_format(body)
-        if fmt is not None:
-            text, finish = _structured_reply(fmt, model, user), "stop"
+        text, finish = _answer(body, model, user, max_tokens)
         pt, ct = _tokens(whole), _tokens(text)
         resp = {
             "id": _digest_id("resp_", body),

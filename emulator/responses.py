@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 from aiohttp import web
 
@@ -90,6 +91,21 @@ def parse_uuid(raw: str, prefix: str = "") -> str | None:
         return str(uuid.UUID(raw))
     except (ValueError, AttributeError, TypeError):
         return None
+
+
+def id_or_400(raw: str, prefix: str, noun: str) -> str:
+    """A path id as the server parses it, or its 400 `Invalid <noun> ID format` (plain text)."""
+    parsed = parse_uuid(raw, prefix)
+    if parsed is None:
+        raise Reject(text_error(400, f"Invalid {noun} ID format"))
+    return parsed
+
+
+def found_or_404(obj: Any, noun: str, raw: str) -> Any:
+    """The object, or the server's 404 `<Noun> with ID <id as sent> not found` (plain text)."""
+    if obj is None:
+        raise Reject(text_error(404, f"{noun} with ID {raw} not found"))
+    return obj
 
 
 def query_int(request: web.Request, name: str) -> int | None:
