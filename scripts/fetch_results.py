@@ -153,6 +153,11 @@ class Sink:
         self.seen = set()  # the ids are not needed after the download: free them before the join
 
 
+def _finish_stamp(batch: dict[str, Any]) -> str:
+    """When and how a batch finished; it changes only if the batch runs again (a /retry) and re-finishes."""
+    return "|".join(f"{key}={batch.get(key)}" for key in ("completed_at", "failed_at", "cancelled_at"))
+
+
 _ID_HEAD = b'{"id":"'
 _REQUEST_ID = re.compile(r"batch_req_([0-9a-f]{8})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{12})")
 
@@ -234,6 +239,16 @@ class Fetcher:
         if not isinstance(cursor, dict) or cursor.get("file_id") != file_id:
             cursor = {"file_id": file_id, "skip": 0, "complete": False}
             downloads[kind] = cursor
+        finished = _finish_stamp(batch) if terminal else None
+        if finished and cursor.get("finished") not in (None, finished):
+            # The batch finished again since we last saw it finished: a /retry ran in between. Failed
+            # rows left the error file and new ones were appended, so positions shifted under the cursor.
+            cursor["complete"] = False
+            if kind == "errors":
+                info(f"batch {shard['batch_id']}: finished again after a retry; re-reading its error file")
+                cursor["skip"] = 0
+        if finished:
+            cursor["finished"] = finished
         counts = batch.get("request_counts") or {}
         served = counts.get("completed" if kind == "output" else "failed")
         if not terminal or (isinstance(served, int) and served != cursor["skip"]):
