@@ -42,7 +42,10 @@ BATCH_ENDPOINTS = (
     "/v1/responses",
     "/v1/messages",
 )
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
+# "deleted" is ours, not the server's: a batch that 404s while its recorded output files remain.
+DELETED = "deleted"
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired", DELETED})
+UNSUCCESSFUL_STATUSES = frozenset({"failed", "cancelled", "expired", DELETED})
 
 
 class ExitCode(IntEnum):

@@ -15,6 +15,8 @@ import requests
 
 from batch_api import content_response, describe_batch, download_file, get_batch, is_terminal
 from common import (
+    DELETED,
+    UNSUCCESSFUL_STATUSES,
     BusyError,
     ExitCode,
     InputError,
@@ -51,7 +53,6 @@ COMMIT_LINES = 10_000  # save the cursor at least this often (and at least every
 COMMIT_SECONDS = 1.0
 STREAM_RETRIES = 5
 DOWNLOAD_CHUNK = 1 << 18  # bytes per read of a streamed body
-UNSUCCESSFUL = ("failed", "cancelled", "expired")
 STATE_NAME = "fetch.manifest.json"
 
 
@@ -225,7 +226,25 @@ class Fetcher:
         self.manifest.save()
 
     def refresh(self, shard: dict[str, Any]) -> dict[str, Any]:
-        batch = get_batch(self.client, shard["batch_id"])
+        try:
+            batch = get_batch(self.client, shard["batch_id"])
+        except ApiError as exc:
+            # A batch deleted on the server keeps its output and error files: fetch what it produced.
+            if exc.status != 404 or not (shard.get("output_file_id") or shard.get("error_file_id")):
+                raise
+            if shard.get("status") != DELETED:
+                warn(
+                    f"batch {shard['batch_id']} no longer exists on the server (deleted?); downloading "
+                    "the output and error files recorded in the manifest"
+                )
+            shard["status"] = DELETED
+            return {
+                "id": shard["batch_id"],
+                "status": DELETED,
+                "output_file_id": shard.get("output_file_id"),
+                "error_file_id": shard.get("error_file_id"),
+                "request_counts": shard.get("request_counts"),
+            }
         record_batch(shard, batch)
         return batch
 
@@ -421,7 +440,7 @@ def fetch(args: Any, client: ApiClient, manifest: Manifest, out_dir: Path) -> tu
     statuses = [b.get("status") for b in batches.values()]
     if not complete:
         code = ExitCode.NOT_FINISHED
-    elif any(s in UNSUCCESSFUL for s in statuses):
+    elif any(s in UNSUCCESSFUL_STATUSES for s in statuses):
         code = ExitCode.BATCH_UNSUCCESSFUL
     else:
         code = ExitCode.OK

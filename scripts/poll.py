@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from batch_api import describe_batch, get_batch, next_check_seconds
-from common import ExitCode, Progress, UsageError, info, make_parser, run, seconds
+from common import UNSUCCESSFUL_STATUSES, ExitCode, Progress, UsageError, info, make_parser, run, seconds
 from http_client import ApiClient, client_from_args
 from manifest import Manifest, add_target_args, load_targets
 
@@ -22,8 +22,6 @@ Check the status of batches: one check by default (so an agent never sits in a l
 block until every batch is terminal or --timeout passes. Prints per batch: status, request counts,
 percent done, output/error file ids, created/expires/expired times, overdue, terminal; plus a
 suggested next_check_seconds. Updates the manifest when one is given."""
-
-UNSUCCESSFUL = ("failed", "cancelled", "expired")
 
 
 def build_parser() -> Any:
@@ -55,7 +53,7 @@ def exit_code_for(statuses: list[str | None]) -> int:
 
     if not all(is_terminal(s) for s in statuses):
         return int(ExitCode.NOT_FINISHED)
-    if any(s in UNSUCCESSFUL for s in statuses):
+    if any(s in UNSUCCESSFUL_STATUSES for s in statuses):
         return int(ExitCode.BATCH_UNSUCCESSFUL)
     return int(ExitCode.OK)
 

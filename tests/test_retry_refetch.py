@@ -54,3 +54,28 @@ def test_refetch_after_cancel_retry_and_second_finish(tmp_path, h):
     assert [r["custom_id"] for r in h.read_jsonl(tmp_path / "jobs.results" / "retry.jsonl")] == [
         lines[1]["custom_id"]
     ]
+
+
+def test_fetch_collects_what_a_batch_deleted_on_the_server_produced(emulator, env, tmp_path, h):
+    lines = h.chat_lines(4)
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    batch_id, manifest = doc["batches"][0]["batch_id"], doc["manifest"]
+    assert h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env).code == 0
+    auth = {"Authorization": f"Bearer {h.CANARY_KEY}"}
+    assert (
+        requests.delete(f"{emulator.base_url}/batches/{batch_id}", headers=auth, timeout=10).status_code
+        == 204
+    )
+
+    code, doc, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
+    assert code == 6 and doc["complete"] is True, doc  # ended unsuccessfully: it is gone
+    assert doc["counts"]["completed"] == 4 and "no longer exists" in err
+    results = h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
+    assert [r["custom_id"] for r in results] == [line["custom_id"] for line in lines]
+    assert all("Question number" in r["content"] for r in results)
+    # a bare id that never had a manifest still gets the server's 404
+    code, doc, err = h.run_script(
+        "fetch_results", "00000000-0000-4000-8000-000000000000", env=env, cwd=tmp_path
+    )
+    assert code == 4 and "not found" in doc["error"]["message"]
