@@ -20,8 +20,8 @@ from typing import Any
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-import batch_file  # noqa: E402
-import batch_validation  # noqa: E402
+from doubleword import build as batch_file  # noqa: E402
+from doubleword import validation as batch_validation  # noqa: E402
 
 LINES = 50_000
 REPEAT = 5
@@ -89,7 +89,7 @@ def peak_rss_kib(path: Path) -> int:
     the parent's peak.
     """
     code = (
-        "import resource, sys; sys.path.insert(0, sys.argv[1]); import batch_validation as bv; "
+        "import resource, sys; sys.path.insert(0, sys.argv[1]); from doubleword import validation as bv; "
         "r = bv.validate_batch_file(sys.argv[2]); assert r['valid'], r['errors']; "
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]; "
         "print(hwm[0].split()[1] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"

@@ -49,8 +49,8 @@ def main(argv: list[str]) -> int:
     report_path, script, *args = argv
     sys.path.insert(0, str(SCRIPTS))
     phases: dict[str, list[float]] = {}
-    import http_client
-    import results
+    from doubleword import client as http_client
+    from doubleword import results
 
     timed(http_client.ApiClient, "upload_file", phases, "upload")
     timed(results, "join", phases, "join")

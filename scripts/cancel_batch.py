@@ -6,10 +6,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from batch_api import cancel_batch, get_batch, is_terminal
-from common import ExitCode, info, make_parser, run
-from http_client import client_from_args
-from manifest import add_target_args, load_targets
+from doubleword.api import cancel_batch, get_batch, is_terminal
+from doubleword.cli import info, make_parser, run
+from doubleword.client import client_from_args
+from doubleword.errors import ExitCode
+from doubleword.manifest import add_target_args, load_targets
 
 EXAMPLES = """\
   python3 scripts/cancel_batch.py 0b6c5f1e-2a8d-4c1b-9e37-5d2f8a1c4b90

@@ -11,19 +11,11 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from batch_file import ENDPOINTS, endpoint_url, make_request, write_batch
-from batch_validation import custom_id_problems, inspect_line
-from common import (
-    MAX_CUSTOM_ID_BYTES,
-    MAX_FILE_BYTES,
-    MAX_REQUESTS_PER_FILE,
-    ExitCode,
-    InputError,
-    UsageError,
-    make_parser,
-    run,
-    warn,
-)
+from doubleword.build import ENDPOINTS, endpoint_url, make_request, write_batch
+from doubleword.cli import make_parser, run, warn
+from doubleword.config import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from doubleword.errors import ExitCode, InputError, UsageError
+from doubleword.validation import custom_id_problems, inspect_line
 
 DESCRIPTION = """\
 Build a batch input file for Doubleword's batch API: one request line per prompt, CSV row or JSONL row.

@@ -13,25 +13,20 @@ from typing import Any
 
 import requests
 
-from batch_api import content_response, describe_batch, download_file, get_batch, is_terminal
-from common import (
-    DELETED,
-    UNSUCCESSFUL_STATUSES,
-    BusyError,
-    ExitCode,
-    InputError,
-    Progress,
-    ServiceError,
-    UsageError,
-    info,
-    make_parser,
-    run,
-    seconds,
-    warn,
+from doubleword.api import content_response, describe_batch, download_file, get_batch, is_terminal
+from doubleword.cli import Progress, info, make_parser, run, seconds, warn
+from doubleword.client import ApiClient, ApiError, client_from_args
+from doubleword.config import DELETED, UNSUCCESSFUL_STATUSES
+from doubleword.errors import BusyError, ExitCode, InputError, ServiceError, UsageError
+from doubleword.manifest import (
+    Manifest,
+    add_target_args,
+    exclusive_lock,
+    load_targets,
+    new_shard,
+    record_batch,
 )
-from http_client import ApiClient, ApiError, client_from_args
-from manifest import Manifest, add_target_args, exclusive_lock, load_targets, new_shard, record_batch
-from results import join
+from doubleword.results import join
 
 EXAMPLES = """\
   python3 scripts/fetch_results.py --manifest jobs.jsonl.manifest.json

@@ -6,9 +6,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from batch_api import iter_batches
-from common import UsageError, make_parser, run
-from http_client import client_from_args
+from doubleword.api import iter_batches
+from doubleword.cli import make_parser, run
+from doubleword.client import client_from_args
+from doubleword.errors import UsageError
 
 EXAMPLES = """\
   python3 scripts/list_batches.py

@@ -7,10 +7,12 @@ import sys
 import time
 from typing import Any
 
-from batch_api import describe_batch, get_batch, next_check_seconds
-from common import UNSUCCESSFUL_STATUSES, ExitCode, Progress, UsageError, info, make_parser, run, seconds
-from http_client import ApiClient, client_from_args
-from manifest import Manifest, add_target_args, load_targets
+from doubleword.api import describe_batch, get_batch, next_check_seconds
+from doubleword.cli import Progress, info, make_parser, run, seconds
+from doubleword.client import ApiClient, client_from_args
+from doubleword.config import UNSUCCESSFUL_STATUSES
+from doubleword.errors import ExitCode, UsageError
+from doubleword.manifest import Manifest, add_target_args, load_targets
 
 EXAMPLES = """\
   python3 scripts/poll.py --manifest jobs.jsonl.manifest.json
@@ -49,7 +51,7 @@ def check(client: ApiClient, manifest: Manifest | None, ids: list[str]) -> list[
 
 
 def exit_code_for(statuses: list[str | None]) -> int:
-    from batch_api import is_terminal
+    from doubleword.api import is_terminal
 
     if not all(is_terminal(s) for s in statuses):
         return int(ExitCode.NOT_FINISHED)

@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from batch_api import (
+from doubleword.api import (
     MARKER_KEY,
     cost_estimate,
     create_batch,
@@ -22,21 +22,11 @@ from batch_api import (
     find_file_by_name,
     upload_file,
 )
-from common import (
-    COMPLETION_WINDOWS,
-    MAX_FILE_BYTES,
-    MAX_REQUESTS_PER_FILE,
-    ExitCode,
-    InputError,
-    ServiceError,
-    UsageError,
-    info,
-    make_parser,
-    run,
-    warn,
-)
-from http_client import AmbiguousRequest, ApiClient, ApiError, client_from_args
-from manifest import Manifest, default_manifest_path, new_shard, record_batch, sha256_file
+from doubleword.cli import info, make_parser, run, warn
+from doubleword.client import AmbiguousRequest, ApiClient, ApiError, client_from_args
+from doubleword.config import COMPLETION_WINDOWS, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from doubleword.errors import ExitCode, InputError, ServiceError, UsageError
+from doubleword.manifest import Manifest, default_manifest_path, new_shard, record_batch, sha256_file
 
 EXAMPLES = """\
   python3 scripts/submit.py jobs.jsonl
@@ -128,7 +118,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         notes += validation_warnings(reports)
         invalid = [r for r in reports if not r.get("valid")]
         if invalid:
-            from batch_validation import invalid_summary
+            from doubleword.validation import invalid_summary
 
             message = f"{invalid_summary(reports)}; nothing was uploaded"
             result = {"ok": False, "error": {"type": "invalid_input", "message": message}}
@@ -217,7 +207,7 @@ def parse_cost(value: str | None) -> Decimal | None:
 
 
 def validate_inputs(inputs: list[Path]) -> list[dict[str, Any]]:
-    from batch_validation import validate_batch_file
+    from doubleword.validation import validate_batch_file
 
     reports = [validate_batch_file(str(path)) for path in inputs]
     for text in validation_warnings(reports):
@@ -271,7 +261,7 @@ def needs_sharding(stats: dict[str, Any], args: Any) -> bool:
 
 
 def split(path: Path, out_dir: Path, args: Any) -> list[dict[str, Any]]:
-    from batch_file import shard_file
+    from doubleword.build import shard_file
 
     created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)

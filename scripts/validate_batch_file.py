@@ -6,8 +6,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from batch_validation import invalid_summary, validate_batch_file
-from common import ExitCode, UsageError, make_parser, run
+from doubleword.cli import make_parser, run
+from doubleword.errors import ExitCode, UsageError
+from doubleword.validation import invalid_summary, validate_batch_file
 
 DESCRIPTION = """\
 Validate Doubleword batch input files (JSONL) against references/schemas/ and the file rules: valid UTF-8,

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from doubleword import build as bf
+from doubleword import validation as bv
+from doubleword.errors import InputError, UsageError
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
-sys.path.insert(0, str(SCRIPTS))
 
-import batch_file as bf  # noqa: E402
-import batch_validation as bv  # noqa: E402
-from common import InputError, UsageError  # noqa: E402
 
 MODEL = "Qwen/Qwen3.5-9B"
 

@@ -86,7 +86,7 @@ def test_metadata_is_block_yaml_with_version_and_declared_env():
 def environment_variables_read() -> set[str]:
     """Every environment variable any script reads (literals and *_ENV constants passed to os.environ)."""
     names: set[str] = set()
-    for path in SCRIPTS.glob("*.py"):
+    for path in SCRIPTS.rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         constants = {
             target.id: node.value.value

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-
-from results import extract, join, line_status, normalise_error, usage_tokens  # noqa: E402
+from doubleword.results import extract, join, line_status, normalise_error, usage_tokens
 
 DW_ERROR = {
     "id": "batch_req_1",

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 FAST_BACKOFF = """
 import runpy, sys
 sys.path.insert(0, sys.argv[1])
-import http_client
+from doubleword import client as http_client
 http_client.BACKOFF_BASE, http_client.BACKOFF_CAP = 0.001, 0.005  # same code path, shorter sleeps
 script = sys.argv[2]
 sys.argv = [script, *sys.argv[3:]]

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from doubleword import validation as bv
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "batch_files"
-sys.path.insert(0, str(SCRIPTS))
 
-import batch_validation as bv  # noqa: E402
 
 CHAT = "/v1/chat/completions"
 

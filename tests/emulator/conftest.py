@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from emulator_server import EmulatorServer  # noqa: E402
+from emulator_server import EmulatorServer
 
 CHAT = "Qwen/Qwen3.5-9B"
 EMBED = "Qwen/Qwen3-Embedding-8B"

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from common import atomic_writer
+from doubleword.files import atomic_writer
 
 NOT_RUN_CODES = frozenset({"batch_cancelled", "batch_expired"})
 _RANK = {"completed": 3, "failed": 2, "missing": 1}

@@ -8,21 +8,17 @@ from __future__ import annotations
 import email.utils
 import io
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-
-import common  # noqa: E402
-import http_client  # noqa: E402
+from doubleword import cli, config, errors, files
+from doubleword import client as http_client
 
 # --------------------------------------------------------------------------- error boundary
 
@@ -30,7 +26,7 @@ import http_client  # noqa: E402
 def _run(main, argv=None):
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        code = common.run(main, argv or [])
+        code = cli.run(main, argv or [])
     return code, json.loads(out.getvalue()), err.getvalue()
 
 
@@ -42,10 +38,10 @@ def test_success_prints_one_json_document():
 @pytest.mark.parametrize(
     "exc, expected",
     [
-        (common.UsageError("bad flag"), 2),
-        (common.ConfigError("no key"), 3),
-        (common.InputError("bad line"), 4),
-        (common.ServiceError("down"), 5),
+        (errors.UsageError("bad flag"), 2),
+        (errors.ConfigError("no key"), 3),
+        (errors.InputError("bad line"), 4),
+        (errors.ServiceError("down"), 5),
     ],
 )
 def test_expected_errors_map_to_documented_codes(exc, expected):
@@ -79,7 +75,7 @@ def test_ctrl_c_exits_130_with_json():
 
 def test_argparse_errors_are_usage_errors_with_json():
     def main(argv):
-        parser = common.make_parser("x", "test", "  x --n 1")
+        parser = cli.make_parser("x", "test", "  x --n 1")
         parser.add_argument("--n", type=int, required=True)
         parser.parse_args(argv)
         return {"ok": True}, 0
@@ -89,7 +85,7 @@ def test_argparse_errors_are_usage_errors_with_json():
 
 
 def test_help_lists_examples_and_exit_codes():
-    parser = common.make_parser("x", "Does a thing.", "  x --flag")
+    parser = cli.make_parser("x", "Does a thing.", "  x --flag")
     text = parser.format_help()
     assert "examples:" in text and "x --flag" in text
     for code in range(8):
@@ -104,39 +100,39 @@ def _args(**kw):
 
 
 def test_plain_http_to_remote_host_is_refused(monkeypatch):
-    monkeypatch.delenv(common.BASE_URL_ENV, raising=False)
-    with pytest.raises(common.ConfigError, match="--allow-insecure"):
-        common.base_url_from(_args(base_url="http://api.example.com/v1"))
-    assert common.base_url_from(_args(base_url="http://api.example.com/v1", allow_insecure=True))
-    assert common.base_url_from(_args(base_url="http://127.0.0.1:9/v1/")) == "http://127.0.0.1:9/v1"
-    assert common.base_url_from(_args(base_url="http://localhost:9/v1"))
+    monkeypatch.delenv(config.BASE_URL_ENV, raising=False)
+    with pytest.raises(errors.ConfigError, match="--allow-insecure"):
+        config.base_url_from(_args(base_url="http://api.example.com/v1"))
+    assert config.base_url_from(_args(base_url="http://api.example.com/v1", allow_insecure=True))
+    assert config.base_url_from(_args(base_url="http://127.0.0.1:9/v1/")) == "http://127.0.0.1:9/v1"
+    assert config.base_url_from(_args(base_url="http://localhost:9/v1"))
 
 
 def test_base_url_precedence(monkeypatch):
-    monkeypatch.setenv(common.BASE_URL_ENV, "https://env.example/v1")
-    assert common.base_url_from(_args()) == "https://env.example/v1"
-    assert common.base_url_from(_args(base_url="https://flag.example/v1")) == "https://flag.example/v1"
-    monkeypatch.delenv(common.BASE_URL_ENV)
-    assert common.base_url_from(_args()) == common.DEFAULT_BASE_URL
+    monkeypatch.setenv(config.BASE_URL_ENV, "https://env.example/v1")
+    assert config.base_url_from(_args()) == "https://env.example/v1"
+    assert config.base_url_from(_args(base_url="https://flag.example/v1")) == "https://flag.example/v1"
+    monkeypatch.delenv(config.BASE_URL_ENV)
+    assert config.base_url_from(_args()) == config.DEFAULT_BASE_URL
 
 
 def test_missing_key_names_the_variable(monkeypatch):
-    monkeypatch.delenv(common.API_KEY_ENV, raising=False)
-    with pytest.raises(common.ConfigError, match="DOUBLEWORD_API_KEY"):
-        common.api_key_from_env()
+    monkeypatch.delenv(config.API_KEY_ENV, raising=False)
+    with pytest.raises(errors.ConfigError, match="DOUBLEWORD_API_KEY"):
+        config.api_key_from_env()
 
 
 def test_registered_key_is_redacted_everywhere(monkeypatch, tmp_path):
     canary = "sk-canary-core-0123456789"
-    monkeypatch.setenv(common.API_KEY_ENV, canary)
-    common.api_key_from_env()
+    monkeypatch.setenv(config.API_KEY_ENV, canary)
+    config.api_key_from_env()
 
     def main(argv):
-        raise common.ServiceError(f"server echoed {canary}")
+        raise errors.ServiceError(f"server echoed {canary}")
 
     code, doc, err = _run(main)
     assert canary not in json.dumps(doc) and canary not in err and "<hidden>" in err
-    common.atomic_write_json(tmp_path / "m.json", {"note": canary})
+    files.atomic_write_json(tmp_path / "m.json", {"note": canary})
     assert canary not in (tmp_path / "m.json").read_text()
 
 
@@ -145,8 +141,8 @@ def test_registered_key_is_redacted_everywhere(monkeypatch, tmp_path):
 
 def test_atomic_write_keeps_old_file_when_interrupted(tmp_path):
     target = tmp_path / "out.json"
-    common.atomic_write_text(target, "old\n")
-    with pytest.raises(RuntimeError), common.atomic_writer(target) as handle:
+    files.atomic_write_text(target, "old\n")
+    with pytest.raises(RuntimeError), files.atomic_writer(target) as handle:
         handle.write(b"half")
         raise RuntimeError("crash")
     assert target.read_text() == "old\n"
@@ -156,10 +152,10 @@ def test_atomic_write_keeps_old_file_when_interrupted(tmp_path):
 def test_read_json_file_reports_damage(tmp_path):
     bad = tmp_path / "m.json"
     bad.write_text("{not json")
-    with pytest.raises(common.InputError, match="not readable JSON"):
-        common.read_json_file(bad, "manifest")
-    with pytest.raises(common.InputError, match="does not exist"):
-        common.read_json_file(tmp_path / "nope.json", "manifest")
+    with pytest.raises(errors.InputError, match="not readable JSON"):
+        files.read_json_file(bad, "manifest")
+    with pytest.raises(errors.InputError, match="does not exist"):
+        files.read_json_file(tmp_path / "nope.json", "manifest")
 
 
 # --------------------------------------------------------------------------- HTTP client
@@ -234,9 +230,9 @@ def test_gives_up_after_retries_with_service_error(server):
     base, script = server
     script.replies = [(500, {}, b"Internal server error")] * 5
     sleeps: list[float] = []
-    with pytest.raises(common.ServiceError, match="gave up after 4 attempts") as info:
+    with pytest.raises(errors.ServiceError, match="gave up after 4 attempts") as info:
         _client(base, sleeps).get_json("batches")
-    assert info.value.code == common.ExitCode.SERVICE and len(sleeps) == 3
+    assert info.value.code == errors.ExitCode.SERVICE and len(sleeps) == 3
 
 
 @pytest.mark.parametrize(
@@ -280,7 +276,7 @@ def test_create_call_is_retried_after_a_refusal(server):
 def test_connection_refused_is_retried_even_for_creates():
     sleeps: list[float] = []
     client = _client("http://127.0.0.1:9/v1", sleeps)  # port 9 (discard) is closed on loopback
-    with pytest.raises(common.ServiceError, match="gave up"):
+    with pytest.raises(errors.ServiceError, match="gave up"):
         client.post_json("batches", {}, creates=True)
     assert len(sleeps) == 3
 

@@ -27,7 +27,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-from common import (
+from doubleword.config import (
     BATCH_ENDPOINTS,
     MAX_CUSTOM_ID_BYTES,
     MAX_FILE_BYTES,

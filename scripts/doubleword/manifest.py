@@ -28,7 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common import InputError, atomic_write_json, read_json_file, warn
+from doubleword.cli import warn
+from doubleword.errors import InputError
+from doubleword.files import atomic_write_json, read_json_file
 
 try:
     import fcntl
@@ -286,7 +288,7 @@ def add_target_args(parser: Any, *, what: str = "batch") -> None:
 
 def load_targets(args: Any) -> tuple[Manifest | None, list[str]]:
     """The manifest (if any) and the batch ids to work on, from ``add_target_args`` flags."""
-    from common import UsageError
+    from doubleword.errors import UsageError
 
     if args.manifest and args.batch_ids:
         raise UsageError("give batch ids or --manifest, not both")

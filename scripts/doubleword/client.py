@@ -21,16 +21,9 @@ from typing import IO, Any
 
 import requests
 
-from common import (
-    API_KEY_ENV,
-    CliError,
-    ConfigError,
-    ExitCode,
-    InputError,
-    ServiceError,
-    info,
-    redact,
-)
+from doubleword.cli import info
+from doubleword.config import API_KEY_ENV, redact
+from doubleword.errors import CliError, ConfigError, ExitCode, InputError, ServiceError
 
 USER_AGENT = "doubleword-batches/1.0 (+python-requests)"
 CONNECT_TIMEOUT = 10.0
@@ -345,7 +338,7 @@ class MultipartFile:
 
 def client_from_args(args: Any) -> ApiClient:
     """An :class:`ApiClient` configured from the shared flags and the environment."""
-    from common import api_key_from_env, base_url_from
+    from doubleword.config import api_key_from_env, base_url_from
 
     base_url = base_url_from(args)
     key = api_key_from_env()

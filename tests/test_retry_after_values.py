@@ -1,4 +1,4 @@
-"""Review: odd Retry-After values from a proxy or another server are a wait, never a crash."""
+"""odd Retry-After values from a proxy or another server are a wait, never a crash."""
 
 from __future__ import annotations
 

@@ -17,8 +17,10 @@ from urllib.parse import quote
 
 import requests
 
-from common import TERMINAL_STATUSES, ServiceError, warn
-from http_client import ApiClient
+from doubleword.cli import warn
+from doubleword.client import ApiClient
+from doubleword.config import TERMINAL_STATUSES
+from doubleword.errors import ServiceError
 
 MARKER_KEY = "dwb_marker"
 LIST_PAGE = 100  # the server clamps to 1..101; the docs promise 100
@@ -74,7 +76,7 @@ def content_response(
 
 def download_file(client: ApiClient, file_id: str, dest: str | os.PathLike[str]) -> int:
     """Stream a whole file's content to ``dest`` (atomically); returns the byte count."""
-    from common import atomic_writer
+    from doubleword.files import atomic_writer
 
     response = client.request("GET", f"files/{_id(file_id)}/content", stream=True)
     total = 0

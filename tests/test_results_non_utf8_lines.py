@@ -1,14 +1,10 @@
-"""Review: a served line with bytes that are not UTF-8 is still an answer (never resubmitted)."""
+"""a served line with bytes that are not UTF-8 is still an answer (never resubmitted)."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-
-from results import join  # noqa: E402
+from doubleword.results import join
 
 
 def test_output_line_with_invalid_utf8_is_completed_not_missing(tmp_path):

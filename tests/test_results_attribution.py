@@ -1,4 +1,4 @@
-"""Review: results must never be attributed to the wrong input, and answered lines are never dropped."""
+"""results must never be attributed to the wrong input, and answered lines are never dropped."""
 
 from __future__ import annotations
 

@@ -20,16 +20,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from batch_validation import MAX_BODY_BYTES, endpoint_checker, inspect_line
-from common import (
-    MAX_CUSTOM_ID_BYTES,
-    MAX_FILE_BYTES,
-    MAX_REQUESTS_PER_FILE,
-    InputError,
-    UsageError,
-    remove_stale_temps,
-    temp_file_beside,
-)
+from doubleword.config import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from doubleword.errors import InputError, UsageError
+from doubleword.files import remove_stale_temps, temp_file_beside
+from doubleword.validation import MAX_BODY_BYTES, endpoint_checker, inspect_line
 
 ENDPOINTS = {
     "chat": "/v1/chat/completions",
