@@ -21,17 +21,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from doubleword.config import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from doubleword.endpoints import ENDPOINTS as TABLE
+from doubleword.endpoints import endpoint_named
 from doubleword.errors import InputError, UsageError
 from doubleword.files import remove_stale_temps, temp_file_beside
 from doubleword.validation import MAX_BODY_BYTES, endpoint_checker, inspect_line
 
-ENDPOINTS = {
-    "chat": "/v1/chat/completions",
-    "embeddings": "/v1/embeddings",
-    "responses": "/v1/responses",
-    "completions": "/v1/completions",
-    "messages": "/v1/messages",
-}
+# name -> url, kept for callers of this module (the facts live in doubleword.endpoints).
+ENDPOINTS = {name: e.url for name, e in TABLE.items()}
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _URL_TO_NAME = {url: name for name, url in ENDPOINTS.items()}
@@ -42,11 +39,7 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=
 
 def endpoint_url(endpoint: str) -> str:
     """``chat`` -> ``/v1/chat/completions``; a full batchable path is accepted as it is."""
-    if endpoint in ENDPOINTS:
-        return ENDPOINTS[endpoint]
-    if endpoint in _URL_TO_NAME:
-        return endpoint
-    raise UsageError(f"unknown endpoint {endpoint!r}; use one of {', '.join(ENDPOINTS)}")
+    return endpoint_named(endpoint).url
 
 
 def json_schema_format(schema: dict[str, Any], name: str | None = None) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from doubleword.config import (
     MAX_REQUESTS_PER_FILE,
     SCHEMA_DIR,
 )
+from doubleword.endpoints import ENDPOINTS
 
 # Doubleword's default per-line limit on the request body (doubleword-api.md section 1).
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -67,13 +68,7 @@ WARNING_CODES = {
     "empty_custom_id": "custom_id is the empty string",
 }
 
-SCHEMA_FILES = {
-    "/v1/chat/completions": "chat_completions.body.schema.json",
-    "/v1/completions": "completions.body.schema.json",
-    "/v1/embeddings": "embeddings.body.schema.json",
-    "/v1/responses": "responses.body.schema.json",
-    "/v1/messages": "messages.body.schema.json",
-}
+SCHEMA_FILES = {e.url: e.schema_file for e in ENDPOINTS.values()}
 REQUIRED_FIELDS = ("custom_id", "method", "url", "body")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _MAX_MESSAGE = 300
@@ -245,12 +240,15 @@ def _first_of(fast: Callable[[Any], int], scalar: Callable[[Any], int]) -> Calla
     return check
 
 
+# The fast-check kinds named by the endpoint table (Endpoint.fast_paths).
+_FAST_KINDS: dict[str, Callable[[Any], int]] = {
+    "chat_messages": _fast_messages(_SIMPLE_ROLES),
+    "anthropic_messages": _fast_messages(_ANTHROPIC_ROLES),
+    "text_input": _fast_text_input,
+    "string": _fast_string,
+}
 _HOT_PATHS: dict[str, dict[str, Callable[[Any], int]]] = {
-    "/v1/chat/completions": {"messages": _fast_messages(_SIMPLE_ROLES)},
-    "/v1/completions": {"prompt": _fast_text_input},
-    "/v1/embeddings": {"input": _fast_text_input},
-    "/v1/responses": {"input": _fast_string, "instructions": _fast_string},
-    "/v1/messages": {"messages": _fast_messages(_ANTHROPIC_ROLES), "system": _fast_string},
+    e.url: {key: _FAST_KINDS[kind] for key, kind in e.fast_paths} for e in ENDPOINTS.values()
 }
 # Keys whose string content counts towards the input-token estimate.
 _TEXT_KEYS = ("messages", "input", "prompt", "system", "instructions")
