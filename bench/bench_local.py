@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
+
+from harness import paired, timed  # noqa: E402
 
 from doubleword import build as batch_file  # noqa: E402
 from doubleword import validation as batch_validation  # noqa: E402
@@ -70,18 +69,6 @@ def write_file(path: Path, count: int) -> None:
             handle.write(json.dumps(request(i, text), ensure_ascii=False) + "\n")
 
 
-def paired(baseline: Callable[[], Any], *candidates: Callable[[], Any], repeat: int = REPEAT) -> list[float]:
-    """Median times of a baseline and candidates run in alternation, so that load from other processes
-    affects both sides alike. Returns [baseline, candidate...]."""
-    times: list[list[float]] = [[] for _ in range(1 + len(candidates))]
-    for _ in range(repeat):
-        for index, fn in enumerate((baseline, *candidates)):
-            start = time.perf_counter()
-            fn()
-            times[index].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
-
-
 def peak_rss_kib(path: Path) -> int:
     """Peak RSS of a fresh process that imports the validator and validates ``path``.
 
@@ -128,7 +115,7 @@ def run() -> list[dict[str, Any]]:
             assert report["valid"], report["errors"]
 
         validate()  # warm the schema caches once, as a long-lived process would be
-        base, ours = paired(loads_loop, validate)
+        base, ours = paired(timed(loads_loop), timed(validate), repeat=REPEAT)
         rows.append(
             _ratio_row(f"validate {LINES:,} lines / {size_mb:.0f} MB", "json.loads loop", base, ours, 1.5)
         )
@@ -166,7 +153,9 @@ def run() -> list[dict[str, Any]]:
                 for item in requests:
                     handle.write(json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n")
 
-        base, same, wrote, built = paired(dumps_loop, dumps_same_format, write_prebuilt, build_from_prompts)
+        base, same, wrote, built = paired(
+            *map(timed, (dumps_loop, dumps_same_format, write_prebuilt, build_from_prompts)), repeat=REPEAT
+        )
         # The target compares the same bytes (compact, UTF-8 kept); json.dumps' defaults write other bytes
         # (spaces, \u escapes) and are shown for information only.
         rows.append(_ratio_row("make_request + write_batch", "same-format dumps loop", same, built, 1.5))

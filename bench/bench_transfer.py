@@ -2,9 +2,9 @@
 
 - upload: submit.py's upload phase (and the whole command) vs ``curl -F`` of the same ~150 MB file;
   peak RSS of submit.py (validation included) must stay under 100 MiB;
-- download: fetch_results.py vs ``curl`` GET of the same output content (50,000 results), the download
-  phase (everything but the join, interpreter start-up included) and the whole command; peak RSS flat
-  between 1,000 and 50,000 results;
+- download: the whole fetch_results.py (download + results.jsonl, interpreter start-up included) vs
+  ``curl`` GET of the same output content (50,000 results), target >= 0.8x curl's throughput; peak RSS
+  flat between 1,000 and 50,000 results;
 - latency: a 10,000-request batch, ``poll.py --wait`` then ``fetch_results.py``, and
   ``fetch_results.py --follow``: how long after completing each result reaches the disk;
 - API economy: the calls each flow made, from the emulator's call log.
@@ -16,33 +16,33 @@ Scripts run as subprocesses through bench/probe.py, which times their phases and
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import random
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
-
-BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
-SCRIPTS = ROOT / "scripts"
-sys.path.insert(0, str(ROOT / "tests"))
-
-from emulator_server import EmulatorServer  # noqa: E402
+from harness import (
+    KEY,
+    EmulatorServer,
+    calls_summary,
+    curl,
+    emulator,
+    growth_row,
+    info,
+    paired,
+    probe,
+    script_calls,
+    throughput_row,
+    wait_terminal,
+    write_requests,
+)
 
 REPEAT = 3
-KEY = "sk-bench"
-MODEL = "Qwen/Qwen3.5-9B"
 UPLOAD_LINES = 50_000
 UPLOAD_WORDS = 600  # about 3 KB a line: 150 MB
 DOWNLOAD_LINES = 50_000
@@ -52,132 +52,10 @@ LATENCY_RATE = 2_000.0  # requests/s: the batch takes about 5 s
 POLL_INTERVAL = 2.0
 FOLLOW_INTERVAL = 1.0
 SAMPLE_S = 0.05
-WORDS_TEXT = (
-    "the of and to in is that for it as was with be by on not he this are or his from at which but have an "
-    'they you were her she there been one all we their résumé naïve café 東京 données "quoted" tab\there'
-)
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def write_requests(path: Path, count: int, words: int) -> None:
-    """``count`` chat requests of about ``words`` words each (a pool of prompts, each id unique)."""
-    rng = random.Random(11)
-    words_list = WORDS_TEXT.split(" ")
-    pool = [" ".join(rng.choice(words_list) for _ in range(words)) for _ in range(256)]
-    with open(path, "w", encoding="utf-8") as handle:
-        for i in range(count):
-            line = {
-                "custom_id": f"req-{i:05d}",
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {
-                    "model": MODEL,
-                    "messages": [{"role": "user", "content": f"Ticket {i}: {pool[i % len(pool)]}"}],
-                    "max_tokens": 256,
-                },
-            }
-            handle.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def env_for(emu: EmulatorServer) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"DOUBLEWORD_API_KEY": KEY, "DOUBLEWORD_BASE_URL": emu.base_url, "NO_PROXY": "*"})
-    return env
-
-
-def probe(emu: EmulatorServer, tmp: Path, script: str, *args: str) -> dict[str, Any]:
-    """Run scripts/<script> through probe.py; its report plus stdout parsed as JSON."""
-    report = tmp / "probe.json"
-    cmd = [sys.executable, str(BENCH_DIR / "probe.py"), str(report), str(SCRIPTS / script), *args]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, env=env_for(emu), capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{script} exited {done.returncode}: {done.stderr[-2000:]}")
-    result = json.loads(report.read_text())
-    result["wall"] = wall
-    result["stdout"] = json.loads(done.stdout) if done.stdout.strip() else {}
-    return result
-
-
-def curl(*args: str) -> float:
-    """Wall time of one curl run (process start to exit, as for the scripts)."""
-    cmd = [
-        "curl",
-        "--silent",
-        "--show-error",
-        "--fail",
-        "--noproxy",
-        "*",
-        "-H",
-        f"Authorization: Bearer {KEY}",
-    ]
-    start = time.perf_counter()
-    subprocess.run([*cmd, *args], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
-
-
-def wait_terminal(emu: EmulatorServer, batch_id: str, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = batch_now(emu, batch_id)
-        if batch["status"] in ("completed", "failed", "cancelled", "expired"):
-            return batch
-        time.sleep(0.1)
-    raise RuntimeError(f"batch {batch_id} did not finish within {timeout:g}s")
-
-
-def batch_now(emu: EmulatorServer, batch_id: str) -> dict[str, Any]:
-    # The bench's own look-ups go through /ai/v1 so the call log tells them apart from the scripts'.
-    url = f"{emu.root_url}/ai/v1/batches/{batch_id}"
-    response = requests.get(url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
-    response.raise_for_status()
-    return response.json()
-
-
-def script_calls(emu: EmulatorServer, since: int) -> list[dict[str, Any]]:
-    return [c for c in emu.requests_log()[since:] if c["path"].startswith("/v1/")]
-
-
-# --------------------------------------------------------------------------- rows
-
-
-def throughput_row(name: str, baseline: str, base_s: float, ours_s: float, mbytes: float) -> dict[str, Any]:
-    ratio = base_s / ours_s  # throughput ratio: ours / curl's
-    return {
-        "benchmark": name,
-        "baseline": f"{baseline} {base_s:.2f}s ({mbytes / base_s:.0f} MB/s)",
-        "measured": f"{ours_s:.2f}s ({mbytes / ours_s:.0f} MB/s)",
-        "ratio": round(ratio, 2),
-        "target": ">= 0.8x",
-        "ok": ratio >= 0.8,
-    }
-
-
-def info_row(name: str, baseline: str, base_s: float, ours_s: float, mbytes: float) -> dict[str, Any]:
-    row = throughput_row(name, baseline, base_s, ours_s, mbytes)
-    row.update(target="(info)", ok=True)
-    return row
 
 
 def skip_rows(reason: str) -> list[dict[str, Any]]:
-    return [
-        {"benchmark": f"transfer benchmarks skipped: {reason}", "ok": True},
-    ]
-
-
-def paired(*fns: Callable[[], float], repeat: int = REPEAT) -> list[float]:
-    """Median of each measurement, the candidates run in alternation so load affects all alike."""
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeat):
-        for index, fn in enumerate(fns):
-            times[index].append(fn())
-    return [statistics.median(t) for t in times]
+    return [{"benchmark": f"transfer benchmarks skipped: {reason}", "ok": True}]
 
 
 # --------------------------------------------------------------------------- upload
@@ -189,7 +67,7 @@ def bench_upload(tmp: Path) -> list[dict[str, Any]]:
     mbytes = source.stat().st_size / 1e6
     runs: list[dict[str, Any]] = []
     # paused: the created batches must not be processed while the next upload is measured
-    with EmulatorServer("--rate", "0", "--start-delay", "0", "--quiet", api_key=KEY) as emu:
+    with emulator("--rate", "0", "--start-delay", "0") as emu:
         emu.configure(paused=True)
 
         def with_curl() -> float:
@@ -200,14 +78,16 @@ def bench_upload(tmp: Path) -> list[dict[str, Any]]:
         def with_submit() -> float:
             manifest = tmp / f"upload-{len(runs)}.manifest.json"
             runs.append(probe(emu, tmp, "submit.py", str(source), "--manifest", str(manifest)))
-            return float(runs[-1]["phases"]["upload"])
+            return float(runs[-1]["phases"].get("upload", runs[-1]["wall"]))
 
         base, upload = paired(with_curl, with_submit)
     whole = statistics.median(r["wall"] for r in runs)
     rss = max(r["peak_rss_kib"] for r in runs) / 1024
     return [
         throughput_row(f"upload {mbytes:.0f} MB: submit.py upload phase", "curl -F", base, upload, mbytes),
-        info_row("upload: whole submit.py (validate+upload+create)", "curl -F", base, whole, mbytes),
+        info(
+            throughput_row("upload: whole submit.py (validate+upload+create)", "curl -F", base, whole, mbytes)
+        ),
         {
             "benchmark": "upload: peak RSS of submit.py (validating)",
             "baseline": "",
@@ -225,7 +105,7 @@ def bench_upload(tmp: Path) -> list[dict[str, Any]]:
 def submit_and_finish(emu: EmulatorServer, tmp: Path, source: Path) -> tuple[Path, dict[str, Any]]:
     manifest = tmp / f"{source.stem}.manifest.json"
     result = probe(emu, tmp, "submit.py", str(source), "--manifest", str(manifest), "--no-validate")
-    batch = wait_terminal(emu, result["stdout"]["batches"][0]["batch_id"])
+    (batch,) = wait_terminal(emu, [result["stdout"]["batches"][0]["batch_id"]])
     return manifest, batch
 
 
@@ -245,7 +125,7 @@ def bench_download(tmp: Path) -> list[dict[str, Any]]:
     write_requests(big, DOWNLOAD_LINES, 100)
     write_requests(small, SMALL_LINES, 100)
     runs: list[dict[str, Any]] = []
-    with EmulatorServer("--rate", "0", "--start-delay", "0", "--quiet", api_key=KEY) as emu:
+    with emulator("--rate", "0", "--start-delay", "0") as emu:
         manifest, batch = submit_and_finish(emu, tmp, big)
         small_manifest, _ = submit_and_finish(emu, tmp, small)
         content = f"{emu.base_url}/files/{batch['output_file_id']}/content"
@@ -261,32 +141,36 @@ def bench_download(tmp: Path) -> list[dict[str, Any]]:
         base, _ = paired(with_curl, with_fetch)
         mbytes = fetched.stat().st_size / 1e6
         small_runs = [fetch_fresh(emu, tmp, small_manifest, f"small-{i}") for i in range(REPEAT)]
-    download = statistics.median(r["wall"] - r["phases"].get("join", 0.0) for r in runs)
     whole = statistics.median(r["wall"] for r in runs)
     join = statistics.median(r["phases"].get("join", 0.0) for r in runs)
     rss_small = statistics.median(r["peak_rss_kib"] for r in small_runs) / 1024
     rss_big = statistics.median(r["peak_rss_kib"] for r in runs) / 1024
-    growth = rss_big / rss_small
-    return [
+    label = f"{DOWNLOAD_LINES:,} results / {mbytes:.0f} MB"
+    rows = [
         throughput_row(
-            f"download {DOWNLOAD_LINES:,} results / {mbytes:.0f} MB: fetch_results.py (no join)",
+            f"fetch {label}: whole fetch_results.py (download + results.jsonl)",
             "curl GET content",
             base,
-            download,
+            whole,
             mbytes,
-        ),
-        info_row(
-            f"download: whole fetch_results.py (join {join:.2f}s)", "curl GET content", base, whole, mbytes
-        ),
-        {
-            "benchmark": f"download: peak RSS {SMALL_LINES:,} vs {DOWNLOAD_LINES:,} results",
-            "baseline": f"{rss_small:.1f} MiB",
-            "measured": f"{rss_big:.1f} MiB",
-            "ratio": round(growth, 2),
-            "target": "<= 1.2x (flat)",
-            "ok": growth <= 1.2,
-        },
+        )
     ]
+    if join:  # a separate join pass after the download (before issue 15): its share, for information
+        rows.append(
+            info(
+                throughput_row(
+                    f"fetch: without its join pass ({join:.2f}s)",
+                    "curl GET content",
+                    base,
+                    whole - join,
+                    mbytes,
+                )
+            )
+        )
+    rows.append(
+        growth_row(f"fetch: peak RSS {SMALL_LINES:,} vs {DOWNLOAD_LINES:,} results", rss_small, rss_big, 1.2)
+    )
+    return rows
 
 
 # --------------------------------------------------------------------------- latency and API economy
@@ -350,30 +234,12 @@ class Watcher:
         return worst
 
 
-def calls_summary(calls: list[dict[str, Any]]) -> tuple[dict[str, int], str]:
-    kinds: dict[str, int] = {}
-    for call in calls:
-        path = call["path"]
-        if call["method"] == "POST" and path.endswith("/files"):
-            kind = "upload"
-        elif call["method"] == "POST" and path.endswith("/batches"):
-            kind = "create"
-        elif path.endswith("/content"):
-            kind = "content"
-        elif "/batches/" in path:
-            kind = "status"
-        else:
-            kind = f"{call['method']} {path}"
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return kinds, ", ".join(f"{v} {k}" for k, v in kinds.items())
-
-
 def bench_latency(tmp: Path) -> list[dict[str, Any]]:
     source = tmp / "latency.jsonl"
     write_requests(source, LATENCY_LINES, 60)
     rows: list[dict[str, Any]] = []
     rate = str(LATENCY_RATE)
-    with EmulatorServer("--rate", rate, "--start-delay", "0.5", "--quiet", api_key=KEY) as emu:
+    with emulator("--rate", rate, "--start-delay", "0.5") as emu:
         # 1. submit, poll --wait, fetch: results.jsonl on disk after the last completion
         mark = len(emu.requests_log())
         manifest = tmp / "latency-poll.manifest.json"
@@ -467,7 +333,6 @@ def run() -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(BENCH_DIR))
-    from run import print_table
+    from run import print_tables  # bench/ is sys.path[0] when this file runs
 
-    print_table(run())
+    print_tables(run())

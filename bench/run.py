@@ -1,44 +1,96 @@
 #!/usr/bin/env python3
-"""Run every bench/bench_*.py module (each exposes ``run() -> list of row dicts``) and print a table.
+"""Run every bench/bench_*.py module (each exposes ``run() -> list of row dicts``) and print its tables.
 
-Usage: python3 bench/run.py [NAME ...]   (e.g. `local` runs bench_local.py only). Exit 1 if a row misses
-its target, so `make bench` can gate on it.
+Usage: python3 bench/run.py [--full] [--json FILE] [NAME ...]   (e.g. `local` runs bench_local.py only).
+--full (or BENCH_FULL=1 in the environment, e.g. `BENCH_FULL=1 make bench`) adds the slow rows: the
+1,000,000-request row of the growth table. --json FILE also writes every row, with the run's date and
+duration, to FILE. Exit 1 if a row misses its target (``"ok": false``), so `make bench` can gate on it.
+
+Rows with the same keys, one after the other, print as one table: the target rows have the columns
+benchmark, baseline, measured, ratio, target, ok; other tables (the growth table) bring their own.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import json
+import os
+import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
-COLUMNS = ("benchmark", "baseline", "measured", "ratio", "target", "ok")
 
 
 def main(argv: list[str]) -> int:
-    sys.path.insert(0, str(BENCH_DIR))
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
+    parser.add_argument("--full", action="store_true", help="add the 1,000,000-request growth row")
+    parser.add_argument("--json", metavar="FILE", help="also write every row to FILE")
+    args = parser.parse_args(argv)
+    if args.full:
+        os.environ["BENCH_FULL"] = "1"
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
     names = sorted(p.stem for p in BENCH_DIR.glob("bench_*.py"))
-    wanted = [f"bench_{n}" if not n.startswith("bench_") else n for n in argv]
+    wanted = [n if n.startswith("bench_") else f"bench_{n}" for n in args.names]
     unknown = [n for n in wanted if n not in names]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(names)}", file=sys.stderr)
         return 2
+    started = time.time()
+    report: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started))}
+    report.update(machine=f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}")
     all_ok = True
     for name in wanted or names:
         print(f"== {name}", flush=True)
+        begin = time.perf_counter()
         rows = importlib.import_module(name).run()
-        print_table(rows)
+        print_tables(rows)
+        print(f"({name}: {time.perf_counter() - begin:.0f}s)", flush=True)
+        report[name] = {"seconds": round(time.perf_counter() - begin, 1), "rows": rows}
         all_ok &= all(row.get("ok", True) for row in rows)
+    report["seconds"] = round(time.time() - started, 1)
+    report["ok"] = all_ok
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    missed = [r for n in (wanted or names) for r in report[n]["rows"] if not r.get("ok", True)]
+    print(
+        f"== {report['seconds']:.0f}s; "
+        + (f"{len(missed)} target(s) missed" if missed else "every target met")
+    )
     return 0 if all_ok else 1
 
 
+def print_tables(rows: list[dict[str, Any]]) -> None:
+    group: list[dict[str, Any]] = []
+    for row in rows:
+        if group and list(row) != list(group[0]):
+            print_table(group)
+            group = []
+        group.append(row)
+    if group:
+        print_table(group)
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    cells = [[str(row.get(c, "")) for c in COLUMNS] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(COLUMNS)]
-    print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    columns = list(rows[0])
+    cells = [[_cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)), flush=True)
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), flush=True)
+
+
+def _cell(value: Any) -> str:
+    if value is True:
+        return "ok"
+    if value is False:
+        return "MISSED"
+    return str(value)
 
 
 if __name__ == "__main__":
