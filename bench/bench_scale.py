@@ -1,0 +1,307 @@
+"""Scale benchmarks (issue 15): how each command grows with the job, and the pipelining targets.
+
+- growth table: 10,000 / 20,000 / 100,000 / 200,000 requests (1,000,000 with --full or BENCH_FULL=1) x
+  create_batch_file.py, validate_batch_file.py, submit.py, fetch_results.py: wall time, peak memory
+  (VmHWM of the command's own process) and the API calls the emulator logged for it. The emulator is
+  paused while submit.py runs (so the two do not share the 2 cores) and its processing time is shown as
+  a row of its own;
+- flat memory: create and fetch peak memory at 200,000 requests within 1.25x of 20,000 (at 1,000,000
+  within 1.25x of 100,000 for every command, with --full);
+- first batch: in a 4-shard submit the first batch is created before the last upload has finished
+  (seen by the emulator: its counts of files and batches, sampled every 5 ms);
+- poll --wait: four batches that finish at different times; each finished batch is read at most once
+  more (the read that sees it finished), counted from the emulator's call log.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from harness import (
+    FULL,
+    TERMINAL,
+    EmulatorServer,
+    calls_summary,
+    emulator,
+    growth_row,
+    probe,
+    script_calls,
+    wait_terminal,
+    write_prompts,
+    write_requests,
+)
+
+SIZES = (10_000, 20_000, 100_000, 200_000, *((1_000_000,) if FULL else ()))
+if os.environ.get("BENCH_SIZES"):  # e.g. BENCH_SIZES=10000,20000 for a quick look (pairs left out skip)
+    SIZES = tuple(int(n) for n in os.environ["BENCH_SIZES"].split(","))
+MEMORY_PAIRS = ((20_000, 200_000, ("create", "fetch")),) + (
+    ((100_000, 1_000_000, ("create", "validate", "submit", "fetch")),) if FULL else ()
+)
+MEMORY_LIMIT = 1.25
+PROMPT_WORDS = 30  # about 250 bytes a request line
+MODEL = "Qwen/Qwen3.5-9B"
+SHARDS = 4
+SHARD_LINES = 25_000
+SHARD_WORDS = 150  # about 1 KB a line: 4 x 25 MB
+POLL_SIZES = (500, 1_500, 3_000, 6_000)  # at POLL_RATE: done after about 0.2, 0.8, 2 and 4.4 s
+POLL_RATE = 2_500
+POLL_INTERVAL = 0.5
+
+
+# --------------------------------------------------------------------------- growth
+
+
+def growth_rows(tmp: Path) -> tuple[list[dict[str, Any]], dict[tuple[int, str], dict[str, Any]]]:
+    rows: list[dict[str, Any]] = []
+    runs: dict[tuple[int, str], dict[str, Any]] = {}
+    with emulator("--rate", "0", "--start-delay", "0") as emu:
+        for size in SIZES:
+            work = tmp / f"growth-{size}"
+            work.mkdir()
+            for phase, run in one_job(emu, work, size):
+                runs[(size, phase)] = run
+                rows.append(growth_line(size, phase, run))
+            shutil.rmtree(work, ignore_errors=True)
+    return rows, runs
+
+
+def one_job(emu: EmulatorServer, work: Path, size: int) -> Any:
+    """create, validate, submit (emulator paused), the emulator's processing, fetch: one job of ``size``."""
+    prompts = work / "prompts.txt"
+    write_prompts(prompts, size, PROMPT_WORDS)
+    out = work / "batch.jsonl"
+    run = probe(
+        None, work, "create_batch_file.py", "--prompts", str(prompts), "--model", MODEL, "-o", str(out)
+    )
+    yield "create", {**run, "calls": []}
+    shards = [s["path"] for s in run["stdout"]["shards"]]
+    prompts.unlink()
+    run = probe(None, work, "validate_batch_file.py", "--quiet", *shards)
+    yield "validate", {**run, "calls": []}
+
+    emu.configure(paused=True)
+    mark = len(emu.requests_log())
+    manifest = work / "job.manifest.json"
+    run = probe(emu, work, "submit.py", *shards, "--manifest", str(manifest))
+    yield "submit", {**run, "calls": script_calls(emu, mark)}
+    batch_ids = [b["batch_id"] for b in run["stdout"]["batches"]]
+    start = time.perf_counter()
+    emu.configure(paused=False)
+    wait_terminal(emu, batch_ids)
+    wall = time.perf_counter() - start
+    yield "(emulator)", {"wall": wall, "peak_rss_kib": 0, "calls": []}
+
+    mark = len(emu.requests_log())
+    run = probe(emu, work, "fetch_results.py", "--manifest", str(manifest), "--out", str(work / "out"))
+    yield "fetch", {**run, "calls": script_calls(emu, mark)}
+
+
+def growth_line(size: int, phase: str, run: dict[str, Any]) -> dict[str, Any]:
+    kinds, text = calls_summary(run["calls"])
+    return {
+        "requests": f"{size:,}",
+        "phase": phase,
+        "seconds": f"{run['wall']:.2f}",
+        "requests/s": f"{size / run['wall']:,.0f}",
+        "peak MiB": f"{run['peak_rss_kib'] / 1024:.1f}" if run["peak_rss_kib"] else "",
+        "API calls": f"{sum(kinds.values())} ({text})" if kinds else "0",
+    }
+
+
+def memory_rows(runs: dict[tuple[int, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for small, big, phases in MEMORY_PAIRS:
+        for phase in phases if small in SIZES and big in SIZES else ():
+            small_mib = runs[(small, phase)]["peak_rss_kib"] / 1024
+            big_mib = runs[(big, phase)]["peak_rss_kib"] / 1024
+            name = f"{phase}: peak memory {big:,} vs {small:,} requests"
+            rows.append(growth_row(name, small_mib, big_mib, MEMORY_LIMIT))
+    return rows
+
+
+# --------------------------------------------------------------------------- first batch
+
+
+class Counts:
+    """Samples the emulator's files/batches counts every 5 ms: when each count was first reached."""
+
+    def __init__(self, emu: EmulatorServer) -> None:
+        self.url = emu.root_url + "/_emulator/stats"
+        base = emu.stats()
+        self.base = (base["files_created"], base["batches_created"])
+        self.files: list[float] = []  # time each new file was first seen
+        self.batches: list[float] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        session = requests.Session()
+        while not self.stop.is_set():
+            stats = session.get(self.url, timeout=10).json()
+            now = time.perf_counter()
+            files, batches = stats["files_created"] - self.base[0], stats["batches_created"] - self.base[1]
+            self.files += [now] * (files - len(self.files))
+            self.batches += [now] * (batches - len(self.batches))
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def first_batch_rows(tmp: Path) -> list[dict[str, Any]]:
+    shards = []
+    for i in range(SHARDS):
+        shard = tmp / f"shard-{i + 1:03d}.jsonl"
+        write_requests(shard, SHARD_LINES, SHARD_WORDS, start=i * SHARD_LINES)
+        shards.append(str(shard))
+    mbytes = sum(Path(s).stat().st_size for s in shards) / 1e6
+    with emulator("--rate", "0", "--start-delay", "0") as emu:
+        emu.configure(paused=True)  # the batches wait: only the submit runs
+        counts = Counts(emu)
+        start = time.perf_counter()
+        try:
+            run = probe(emu, tmp, "submit.py", *shards, "--manifest", str(tmp / "shards.manifest.json"))
+        finally:
+            end = time.perf_counter()
+            counts.close()
+    if len(counts.files) < SHARDS or not counts.batches:
+        raise RuntimeError(f"submit made {len(counts.files)} files and {len(counts.batches)} batches")
+    first_batch, last_upload = counts.batches[0] - start, counts.files[SHARDS - 1] - start
+    label = f"{SHARDS}-shard submit ({SHARDS} x {SHARD_LINES:,} requests, {mbytes:.0f} MB)"
+    return [
+        {
+            "benchmark": f"{label}: first batch created",
+            "baseline": f"last upload done {last_upload:.2f}s",
+            "measured": f"{first_batch:.2f}s",
+            "ratio": round(first_batch / last_upload, 2),
+            "target": "before the last upload",
+            "ok": first_batch < last_upload,
+        },
+        {
+            "benchmark": f"{label}: whole submit.py",
+            "baseline": f"first upload done {counts.files[0] - start:.2f}s",
+            "measured": f"{end - start:.2f}s",
+            "ratio": "",
+            "target": "(info)",
+            "ok": run["exit"] == 0,
+        },
+    ]
+
+
+# --------------------------------------------------------------------------- poll --wait
+
+
+class Finishes:
+    """Samples each batch's status (via /ai/v1, not the scripts' /v1) every 20 ms; for each batch, the
+    length of the emulator's call log just before the read that first saw it terminal: a script read
+    logged at or after that index came after the batch had finished (strict: at most one read's time
+    early)."""
+
+    def __init__(self, emu: EmulatorServer, batch_ids: list[str]) -> None:
+        self.emu, self.batch_ids = emu, batch_ids
+        self.index: dict[str, int] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        session = requests.Session()
+        root, headers = self.emu.root_url, self.emu.headers
+        while not self.stop.is_set() and len(self.index) < len(self.batch_ids):
+            for batch_id in self.batch_ids:
+                if batch_id in self.index:
+                    continue
+                before = len(session.get(root + "/_emulator/requests", timeout=10).json()["requests"])
+                batch = session.get(f"{root}/ai/v1/batches/{batch_id}", headers=headers, timeout=10).json()
+                if batch["status"] in TERMINAL:
+                    self.index[batch_id] = before
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def poll_rows(tmp: Path) -> list[dict[str, Any]]:
+    shards = []
+    start = 0
+    for i, size in enumerate(POLL_SIZES):
+        shard = tmp / f"poll-{i + 1:03d}.jsonl"
+        write_requests(shard, size, 20, start=start)
+        start += size
+        shards.append(str(shard))
+    manifest = tmp / "poll.manifest.json"
+    with emulator("--rate", str(POLL_RATE), "--start-delay", "0") as emu:
+        emu.configure(paused=True)
+        submitted = probe(emu, tmp, "submit.py", *shards, "--manifest", str(manifest))
+        batch_ids = [b["batch_id"] for b in submitted["stdout"]["batches"]]
+        finishes = Finishes(emu, batch_ids)
+        mark = len(emu.requests_log())
+        emu.configure(paused=False)
+        try:
+            args = (
+                "--manifest",
+                str(manifest),
+                "--wait",
+                "--interval",
+                str(POLL_INTERVAL),
+                "--timeout",
+                "120",
+            )
+            probe(emu, tmp, "poll.py", *args)
+        finally:
+            finishes.close()
+        log = emu.requests_log()
+    after = reads_after_finish(log, mark, finishes.index)
+    total_reads = sum(1 for c in log[mark:] if c["path"].startswith("/v1/batches"))
+    worst = max(after.values())
+    return [
+        {
+            "benchmark": f"poll --wait --interval {POLL_INTERVAL:g}, {len(POLL_SIZES)} batches ending apart",
+            "baseline": f"{total_reads} batch reads in all",
+            "measured": "reads after finishing: " + ", ".join(str(after[b]) for b in batch_ids),
+            "ratio": "",
+            "target": "<= 1 per batch",
+            "ok": worst <= 1,
+        }
+    ]
+
+
+def reads_after_finish(log: list[dict[str, Any]], mark: int, finished_at: dict[str, int]) -> dict[str, int]:
+    """Per batch: the scripts' reads of it (GET /v1/batches/ID, or a GET /v1/batches list, which reads
+    them all) logged after it had finished."""
+    after = dict.fromkeys(finished_at, 0)
+    for index, call in enumerate(log[mark:], start=mark):
+        if call["method"] != "GET" or not call["path"].startswith("/v1/batches"):
+            continue
+        tail = call["path"][len("/v1/batches") :].strip("/")
+        for batch_id, finished in finished_at.items():
+            if index >= finished and tail in ("", batch_id):
+                after[batch_id] += 1
+    return after
+
+
+def run() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="dw-bench-scale-") as tmp:
+        growth, runs = growth_rows(Path(tmp))
+        rows += growth
+        rows += memory_rows(runs)
+        rows += first_batch_rows(Path(tmp))
+        rows += poll_rows(Path(tmp))
+    return rows
+
+
+if __name__ == "__main__":
+    from run import print_tables  # bench/ is sys.path[0] when this file runs
+
+    print_tables(run())
