@@ -227,6 +227,8 @@ class Finishes:
             time.sleep(0.02)
 
     def close(self) -> None:
+        """Let it see the batches that have just finished, then stop it."""
+        self.thread.join(5.0)
         self.stop.set()
         self.thread.join()
 
@@ -261,6 +263,10 @@ def poll_rows(tmp: Path) -> list[dict[str, Any]]:
         finally:
             finishes.close()
         log = emu.requests_log()
+    if len(finishes.index) < len(batch_ids):
+        raise RuntimeError(
+            f"poll.py exited before batches finished: {sorted(set(batch_ids) - set(finishes.index))}"
+        )
     after = reads_after_finish(log, mark, finishes.index)
     total_reads = sum(1 for c in log[mark:] if c["path"].startswith("/v1/batches"))
     worst = max(after.values())
