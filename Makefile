@@ -9,7 +9,8 @@ PORT   ?= 8765
 .PHONY: help install test lint format demo serve bench soak package clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}' \
+		| sed 's/$$(PORT)/$(PORT)/g'
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,8 +43,8 @@ bench: $(STAMP) ## print benchmark ratios against same-run baselines
 soak: $(STAMP) ## long fault and crash soak tests
 	$(PY) -m pytest -q -m soak
 
-package: $(STAMP) ## build dist/doubleword-batches.zip as it would be published
-	$(PY) tools/package.py
+package: ## build dist/doubleword-batches.zip as it would be published (standard library only)
+	$(PYTHON) tools/package.py
 
 clean: ## remove the virtual environment, caches and build output
 	rm -rf $(VENV) dist .pytest_cache .ruff_cache .hypothesis

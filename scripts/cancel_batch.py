@@ -23,7 +23,12 @@ batch as cancelled) unless --force."""
 
 
 def build_parser() -> Any:
-    parser = make_parser("cancel_batch.py", DESCRIPTION, EXAMPLES)
+    parser = make_parser(
+        "cancel_batch.py",
+        DESCRIPTION,
+        EXAMPLES,
+        exit_codes=(ExitCode.OK, ExitCode.AUTH, ExitCode.INVALID_INPUT, ExitCode.SERVICE),
+    )
     add_target_args(parser)
     parser.add_argument("--force", action="store_true", help="cancel even a batch that already finished")
     return parser

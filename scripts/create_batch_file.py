@@ -76,7 +76,13 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
 
 
 def _parse(argv: list[str]) -> Any:
-    parser = make_parser("create_batch_file.py", DESCRIPTION, EXAMPLES, network=False)
+    parser = make_parser(
+        "create_batch_file.py",
+        DESCRIPTION,
+        EXAMPLES,
+        network=False,
+        exit_codes=(ExitCode.OK, ExitCode.INVALID_INPUT),
+    )
     source = parser.add_argument_group("sources (use one kind)")
     source.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeatable)")
     source.add_argument("--prompts", metavar="FILE", help="a file with one prompt per line (- for stdin)")

@@ -52,7 +52,7 @@ STATE_NAME = "fetch.manifest.json"
 
 
 def build_parser() -> Any:
-    parser = make_parser("fetch_results.py", DESCRIPTION, EXAMPLES)
+    parser = make_parser("fetch_results.py", DESCRIPTION, EXAMPLES, exit_codes=tuple(ExitCode))
     add_target_args(parser)
     parser.add_argument("--out", help="output directory (default: beside the manifest)")
     parser.add_argument(

@@ -9,7 +9,7 @@ from typing import Any
 from doubleword.api import iter_batches
 from doubleword.cli import make_parser, run
 from doubleword.client import client_from_args
-from doubleword.errors import UsageError
+from doubleword.errors import ExitCode, UsageError
 
 EXAMPLES = """\
   python3 scripts/list_batches.py
@@ -24,7 +24,12 @@ STATUSES = ("in_progress", "completed", "failed", "cancelled", "expired")
 
 
 def build_parser() -> Any:
-    parser = make_parser("list_batches.py", DESCRIPTION, EXAMPLES)
+    parser = make_parser(
+        "list_batches.py",
+        DESCRIPTION,
+        EXAMPLES,
+        exit_codes=(ExitCode.OK, ExitCode.AUTH, ExitCode.INVALID_INPUT, ExitCode.SERVICE),
+    )
     parser.add_argument("--limit", type=int, default=20, help="how many batches (default 20)")
     parser.add_argument(
         "--status",

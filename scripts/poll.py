@@ -27,7 +27,7 @@ suggested next_check_seconds. Updates the manifest when one is given."""
 
 
 def build_parser() -> Any:
-    parser = make_parser("poll.py", DESCRIPTION, EXAMPLES)
+    parser = make_parser("poll.py", DESCRIPTION, EXAMPLES, exit_codes=tuple(ExitCode))
     add_target_args(parser)
     parser.add_argument("--wait", action="store_true", help="block until every batch is terminal")
     parser.add_argument(

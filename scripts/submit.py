@@ -43,7 +43,9 @@ MAX_ATTEMPTS = 3
 
 
 def build_parser() -> Any:
-    parser = make_parser("submit.py", DESCRIPTION, EXAMPLES)
+    parser = make_parser(
+        "submit.py", DESCRIPTION, EXAMPLES, exit_codes=set(ExitCode) - {ExitCode.BATCH_UNSUCCESSFUL}
+    )
     parser.add_argument("inputs", nargs="+", metavar="FILE", help="batch JSONL file(s) to submit")
     parser.add_argument("--manifest", help="manifest path (default: <first input>.manifest.json)")
     parser.add_argument(

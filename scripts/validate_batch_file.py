@@ -29,7 +29,13 @@ EXAMPLES = """\
 
 
 def main(argv: list[str]) -> tuple[dict[str, Any], int]:
-    parser = make_parser("validate_batch_file.py", DESCRIPTION, EXAMPLES, network=False)
+    parser = make_parser(
+        "validate_batch_file.py",
+        DESCRIPTION,
+        EXAMPLES,
+        network=False,
+        exit_codes=(ExitCode.OK, ExitCode.INVALID_INPUT),
+    )
     parser.add_argument("files", nargs="+", metavar="FILE", help="batch files to check; - reads stdin")
     parser.add_argument(
         "--max-errors",

@@ -31,8 +31,12 @@ def _run(main, argv=None):
 
 
 def test_success_prints_one_json_document():
+    cli.summary("did 3 things")
     code, doc, err = _run(lambda argv: ({"ok": True, "n": 3}, 0))
-    assert (code, doc, err) == (0, {"ok": True, "n": 3}, "")
+    assert (code, doc) == (0, {"ok": True, "n": 3})
+    assert err.endswith(": success (exit 0)\n") and err.count("\n") == 1  # run() resets the summary
+    code, doc, err = _run(lambda argv: (cli.summary("did   3\nthings") or {"ok": True}, 0))
+    assert err.endswith(": did 3 things (exit 0)\n") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(

@@ -1,52 +1,128 @@
 """The command-line boundary: parsers with the shared flags, the error boundary, output and progress.
 
 Each command is a thin ``main(argv)`` that builds a parser with :func:`make_parser`, does its work and
-returns ``(result_dict, exit_code)``; :func:`run` is the one error boundary that turns exceptions into
-``error: ...`` on stderr, a JSON document on stdout and the documented exit code.
+returns ``(result_dict, exit_code)``; :func:`run` is the one error boundary that turns exceptions and
+termination signals into ``error: ...`` on stderr, a JSON document on stdout, a one-line summary on
+stderr and the documented exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
+import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import FrameType
 from typing import IO, Any, NoReturn
 
-from doubleword.config import BASE_URL_ENV, DEFAULT_BASE_URL, redact
+from doubleword.config import BASE_URL_ENV, DEFAULT_BASE_URL, redact, skill_version
 from doubleword.errors import CliError, ExitCode, UsageError
 
-EXIT_CODE_HELP = """\
-exit codes:
-  0  success (poll/fetch: every batch finished and every result is on disk)
-  1  unexpected internal error (traceback only with --debug)
-  2  usage error
-  3  authentication or configuration error (no key, 401, 403)
-  4  invalid input (local validation failed, or the server rejected the input)
-  5  service or network failure after retries
-  6  a batch ended unsuccessfully (failed, cancelled, expired)
-  7  not finished yet (a batch is still running; partial results may be on disk)
-"""
+EXIT_MEANINGS = {
+    ExitCode.OK: "success",
+    ExitCode.INTERNAL: "unexpected internal error (traceback only with --debug)",
+    ExitCode.USAGE: "usage error",
+    ExitCode.AUTH: "authentication or configuration error (no key, 401, 403)",
+    ExitCode.INVALID_INPUT: "invalid input (local validation failed, or the server rejected the input)",
+    ExitCode.SERVICE: "service or network failure after retries",
+    ExitCode.BATCH_UNSUCCESSFUL: "finished, but not every input has a usable answer",
+    ExitCode.NOT_FINISHED: "not finished yet (a batch is still running; partial results may be on disk)",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM or SIGHUP); state saved, re-run to resume",
+}
+# Every command can end these ways, whatever it does: the boundary's own outcomes.
+_ALWAYS = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.INTERRUPTED)
+ExitCodes = Iterable["ExitCode | tuple[ExitCode, str]"]
+
+
+def exit_code_help(codes: ExitCodes | None = None) -> str:
+    """The ``exit codes:`` section of ``--help``: the codes given (with their meaning) plus 1, 2, 130."""
+    meanings: dict[int, str] = {}
+    for item in EXIT_MEANINGS if codes is None else codes:
+        code, text = item if isinstance(item, tuple) else (item, EXIT_MEANINGS[item])
+        meanings[int(code)] = text
+    for code in _ALWAYS:
+        meanings.setdefault(int(code), EXIT_MEANINGS[code])
+    lines = [f"  {code:<3} {meanings[code]}" for code in sorted(meanings)]
+    return "exit codes:\n" + "\n".join(lines) + "\n"
 
 
 class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors become a :class:`UsageError` (JSON on stdout, exit 2)."""
+    """ArgumentParser whose errors become a :class:`UsageError` (JSON on stdout, exit 2).
+
+    Options that take a value and name no metavar get the shared ones: ``N`` for counts, ``SECONDS``
+    for durations, ``PATH`` for files and folders, ``URL`` for addresses."""
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see --help)")
 
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        if args and str(args[0]).startswith("-") and "metavar" not in kwargs and "choices" not in kwargs:
+            metavar = _default_metavar(args, kwargs)
+            if metavar:
+                kwargs["metavar"] = metavar
+        return super().add_argument(*args, **kwargs)
 
-def make_parser(prog: str, description: str, examples: str, *, network: bool = True) -> Parser:
-    """A parser with the shared flags, the examples and the exit-code table in ``--help``."""
+
+_PATH_WORDS = ("path", "file", "dir", "manifest", "out", "output", "db")
+
+
+def _default_metavar(names: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
+    if kwargs.get("action") not in (None, "store", "append") or kwargs.get("nargs") == 0:
+        return None
+    kind = kwargs.get("type")
+    long_name = next((str(n) for n in names if str(n).startswith("--")), str(names[0]))
+    word = long_name.lstrip("-").replace("-", "_")
+    if kind is int or getattr(kind, "metavar", None) == "N":
+        return "N"
+    if kind is seconds or word in ("timeout", "interval", "wait_seconds"):
+        return "SECONDS"
+    if kind is Path or word in _PATH_WORDS or word.endswith(("_path", "_file", "_dir")):
+        return "PATH"
+    if word.endswith("url"):
+        return "URL"
+    return None
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the skill's version from SKILL.md, read only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the skill's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        raise VersionRequested(f"{parser.prog} {skill_version()}")
+
+
+class VersionRequested(Exception):
+    """Raised by ``--version``; :func:`run` prints it (plain text, as every CLI does) and exits 0."""
+
+
+def make_parser(
+    prog: str,
+    description: str,
+    examples: str,
+    *,
+    network: bool = True,
+    exit_codes: ExitCodes | None = None,
+) -> Parser:
+    """A parser with the shared flags, the examples and this command's exit codes in ``--help``.
+
+    ``exit_codes`` lists the codes the command can return (an ``ExitCode``, or ``(code, meaning)`` to say
+    what it means for this command); 1, 2 and 130 are added. Without it the whole table is shown."""
     parser = Parser(
         prog=prog,
         description=description,
-        epilog=f"examples:\n{examples.rstrip()}\n\n{EXIT_CODE_HELP}",
+        epilog=f"examples:\n{examples.rstrip()}\n\n{exit_code_help(exit_codes)}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors")
     if network:
         parser.add_argument(
@@ -72,34 +148,100 @@ def seconds(value: str) -> float:
     return number
 
 
+# -- the error boundary
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so the run ends like a Ctrl-C (JSON, state saved)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
+_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _set_handlers(handler: Any) -> dict[int, Any]:
+    """Set ``handler`` (one for all, or a dict by signal) for SIGINT, SIGTERM and SIGHUP; return the old ones."""
+    previous = {}
+    for signum in _SIGNALS:
+        wanted = handler.get(signum) if isinstance(handler, dict) else handler
+        if wanted is None:
+            continue
+        try:
+            previous[signum] = signal.signal(signum, wanted)
+        except (ValueError, OSError):  # not the main thread, or not allowed here
+            pass
+    return previous
+
+
 def run(main: Callable[[list[str]], tuple[dict[str, Any], int]], argv: list[str] | None = None) -> int:
     """Run a script's ``main`` and turn its outcome into one JSON document on stdout and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    terminate = {signal.SIGTERM: _raise_terminated}
+    if hasattr(signal, "SIGHUP"):
+        terminate[signal.SIGHUP] = _raise_terminated
+    previous = _set_handlers(terminate)
+    _STATE.summary = None
+    try:
+        return _run(main, args, debug)
+    finally:
+        _set_handlers(previous)  # a caller in the same process (a test) gets its handlers back
+
+
+def _run(main: Callable[[list[str]], tuple[dict[str, Any], int]], args: list[str], debug: bool) -> int:
     try:
         result, code = main(args)
+    except VersionRequested as exc:
+        return _write_stdout(f"{exc}\n", int(ExitCode.OK))
     except CliError as exc:
         result, code = _error_result(exc.kind, exc.message, exc.details), int(exc.code)
         _print_err(f"error: {exc.message}")
-    except KeyboardInterrupt:
-        result, code = _error_result("interrupted", "interrupted; state saved, re-run to resume"), 130
-        _print_err("error: interrupted; state saved, re-run the same command to resume")
+    except KeyboardInterrupt as exc:
+        what = f"stopped by {exc}" if isinstance(exc, Terminated) else "interrupted"
+        message = f"{what}; state saved, re-run the same command to resume"
+        result, code = _error_result("interrupted", message), int(ExitCode.INTERRUPTED)
+        _print_err(f"error: {message}")
     except BrokenPipeError:
+        _silence_stdout()
         return int(ExitCode.INTERNAL)
     except OSError as exc:
-        if exc.filename is None:  # not about a path (a socket, say): an unexpected failure
-            result, code = _unexpected(exc, debug)
-        else:  # a path the user gave (or its folder) cannot be read or written
-            where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
-            message = f"cannot use {where}: {exc.strerror or exc}; check the path and its permissions"
-            result, code = _error_result("invalid_input", message), int(ExitCode.INVALID_INPUT)
-            if debug:
-                _print_err(traceback.format_exc())
-            _print_err(f"error: {message}")
+        result, code = _os_error(exc, debug)
     except Exception as exc:  # the last line of defence: never a bare traceback unless asked
         result, code = _unexpected(exc, debug)
-    emit(result)
+    previous = _set_handlers(signal.SIG_IGN)  # the JSON and summary are written whole, whatever comes
+    try:
+        finish_progress()
+        code = _write_stdout(_dump(result), code)
+        _print_err(_summary_line(result, code))
+    finally:
+        _set_handlers(previous)
     return code
+
+
+def _os_error(exc: OSError, debug: bool) -> tuple[dict[str, Any], int]:
+    if exc.filename is None and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return _unexpected(exc, debug)  # not about a path (a socket, say): an unexpected failure
+    if exc.filename is None:
+        message = f"cannot write: {exc.strerror or exc}; free some space and re-run (it resumes)"
+    else:  # a path the user gave (or its folder) cannot be read or written
+        where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
+        advice = (
+            "free some space and re-run (it resumes)"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "check the path and its permissions"
+        )
+        message = f"cannot use {where}: {exc.strerror or exc}; {advice}"
+    if debug:
+        _print_err(traceback.format_exc())
+    _print_err(f"error: {message}")
+    return _error_result("invalid_input", message), int(ExitCode.INVALID_INPUT)
 
 
 def _unexpected(exc: BaseException, debug: bool) -> tuple[dict[str, Any], int]:
@@ -117,49 +259,192 @@ def _error_result(kind: str, message: str, details: dict[str, Any] | None = None
     return {"ok": False, "error": error}
 
 
+def _dump(result: dict[str, Any]) -> str:
+    return redact(json.dumps(result, indent=2, ensure_ascii=False)) + "\n"
+
+
 def emit(result: dict[str, Any]) -> None:
     """Print the run's single JSON document on stdout (secrets removed)."""
-    sys.stdout.write(redact(json.dumps(result, indent=2, ensure_ascii=False)) + "\n")
-    sys.stdout.flush()
+    _write_stdout(_dump(result), 0)
+
+
+def _write_stdout(text: str, code: int) -> int:
+    """Write to stdout; a full device or closed pipe is reported on stderr, never as a traceback."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except (OSError, ValueError) as exc:
+        _silence_stdout()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if not isinstance(exc, BrokenPipeError):
+            _print_err(f"error: cannot write the result to stdout: {reason}")
+        return code or int(ExitCode.INTERNAL)
+    return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _print_err(text: str) -> None:
-    sys.stderr.write(redact(text).rstrip("\n") + "\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(redact(text).rstrip("\n") + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr gone: nothing useful left to do
+        pass
 
 
 def warn(message: str) -> None:
     """A warning for humans on stderr."""
+    _clear_progress_line()
     _print_err(f"warning: {message}")
 
 
 def info(message: str) -> None:
     """A progress or status line for humans on stderr."""
+    _clear_progress_line()
     _print_err(message)
 
 
+# -- the closing summary
+
+
+class _State:
+    summary: str | None = None
+    progress: list[Progress] = []
+
+
+_STATE = _State()
+
+
+def summary(text: str) -> None:
+    """Set the one-line human summary :func:`run` prints on stderr at the end (include failures)."""
+    _STATE.summary = " ".join(text.split())
+
+
+def _summary_line(result: dict[str, Any], code: int) -> str:
+    prog = os.path.basename(sys.argv[0]) or "doubleword"
+    meaning = EXIT_MEANINGS.get(ExitCode(code), "") if code in set(ExitCode) else ""
+    if result.get("ok") is False:
+        error = result.get("error") or {}
+        text = _STATE.summary or str(error.get("message") or meaning)
+        return f"{prog}: failed (exit {code}, {error.get('type', 'error')}): {text}"
+    text = _STATE.summary or meaning
+    return f"{prog}: {text} (exit {code})"
+
+
+# -- progress
+
+
+def _use_escapes(stream: IO[str]) -> bool:
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+    return tty and os.environ.get("TERM", "") not in ("dumb", "")
+
+
 class Progress:
-    """A progress display on stderr: one updating line on a TTY, an occasional plain line otherwise."""
+    """A progress display on stderr: one updating line on a terminal, an occasional plain line otherwise.
+
+    No terminal escapes when stderr is not a terminal or ``TERM=dumb``. The updating line is erased when
+    the display ends (and before any other message), so no stale line is left behind."""
 
     def __init__(self, stream: IO[str] | None = None, plain_every: float = 10.0) -> None:
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        self.tty = _use_escapes(self.stream)
         self.plain_every = plain_every
-        self._last = 0.0
+        self._last = -math.inf
         self._shown = False
+        _STATE.progress.append(self)
 
     def update(self, text: str, *, force: bool = False) -> None:
         now = time.monotonic()
-        if self.tty:
-            self.stream.write("\r\x1b[K" + redact(text))
-            self._shown = True
-        elif force or now - self._last >= self.plain_every:
-            self.stream.write(redact(text) + "\n")
-            self._last = now
-        self.stream.flush()
+        try:
+            if self.tty:
+                self.stream.write("\r\x1b[K" + redact(text))
+                self._shown = True
+            elif force or now - self._last >= self.plain_every:
+                self.stream.write(redact(text) + "\n")
+                self._last = now
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def clear(self) -> None:
+        """Erase the updating line (a terminal only); the next update draws it again."""
+        if self.tty and self._shown:
+            try:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+            self._shown = False
 
     def done(self) -> None:
-        if self.tty and self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._shown = False
+        self.clear()
+        if self in _STATE.progress:
+            _STATE.progress.remove(self)
+
+
+def _clear_progress_line() -> None:
+    for progress in _STATE.progress:
+        progress.clear()
+
+
+def finish_progress() -> None:
+    """End every progress display still open (the error boundary does this before the summary)."""
+    for progress in list(_STATE.progress):
+        progress.done()
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(count) < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"  # pragma: no cover
+
+
+class Transfer:
+    """Byte progress with rate for one upload or download: ``meter.add(len(chunk))`` as bytes move.
+
+    ``total`` may be None (unknown size). Shows e.g. ``uploading jobs.jsonl: 45.2 MB / 109.0 MB (41%),
+    12.3 MB/s``; on a terminal at most ten updates a second, otherwise a plain line every 10 s."""
+
+    def __init__(self, label: str, total: int | None = None, *, progress: Progress | None = None) -> None:
+        self.label = label
+        self.total = total
+        self.done_bytes = 0
+        self.started = time.monotonic()
+        self._progress = progress or Progress()
+        self._drawn = -math.inf
+
+    def add(self, count: int) -> None:
+        self.done_bytes += count
+        now = time.monotonic()
+        if self._progress.tty and now - self._drawn < 0.1:
+            return
+        self._drawn = now
+        self._progress.update(self.line(now))
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = max(1e-6, (time.monotonic() if now is None else now) - self.started)
+        rate = f"{human_bytes(self.done_bytes / elapsed)}/s"
+        if self.total:
+            pct = 100.0 * self.done_bytes / self.total
+            return f"{self.label}: {human_bytes(self.done_bytes)} / {human_bytes(self.total)} ({pct:.0f}%), {rate}"
+        return f"{self.label}: {human_bytes(self.done_bytes)}, {rate}"
+
+    def finish(self) -> str:
+        """End the display; returns a line for a summary (bytes moved, time, rate)."""
+        self._progress.done()
+        elapsed = time.monotonic() - self.started
+        rate = human_bytes(self.done_bytes / max(elapsed, 1e-6))
+        return f"{self.label}: {human_bytes(self.done_bytes)} in {elapsed:.1f}s ({rate}/s)"

@@ -4,7 +4,7 @@ Retries follow the server's advice: connection errors, 408, 429 and 5xx are retr
 backoff and jitter, honouring ``Retry-After`` (seconds or an HTTP date) and a JSON body's
 ``retry_after_seconds``. Calls that create something (upload, batch creation) are not replayed blindly:
 when their outcome is unknown the client raises :class:`AmbiguousRequest` so the caller can look the
-object up before trying again (doubleword-api.md, client pitfall 9).
+object up before trying again (references/api_reference.md section 9).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import IO, Any
 import requests
 
 from doubleword.cli import info
-from doubleword.config import API_KEY_ENV, redact
-from doubleword.errors import CliError, ConfigError, ExitCode, InputError, ServiceError
+from doubleword.config import redact
+from doubleword.errors import AmbiguousRequest, ApiError, ServiceError
 
 USER_AGENT = "doubleword-batches/1.0 (+python-requests)"
 CONNECT_TIMEOUT = 10.0
@@ -36,43 +36,8 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 UPLOAD_CHUNK = 1024 * 1024
 
 
-class ApiError(CliError):
-    """The server answered with an error status; ``status`` and the server's ``message`` are kept."""
-
-    def __init__(self, status: int, message: str, *, method: str = "", path: str = "") -> None:
-        where = f"{method} {path}: " if method else ""
-        hint = _MODEL_HINT if status == 403 and "Model '" in message else _STATUS_HINTS.get(status, "")
-        super().__init__(f"{where}HTTP {status}: {message}{hint}", details={"status": status})
-        self.status = status
-        self.server_message = message
-        self.code = _exit_code_for_status(status)
-        self.kind = {
-            ExitCode.AUTH: "auth_error",
-            ExitCode.INVALID_INPUT: "invalid_input",
-        }.get(self.code, "service_error")
-
-
-_MODEL_HINT = " (use a model your key can use: GET /models lists them)"
-_STATUS_HINTS = {
-    401: f" (the API key was refused: check {API_KEY_ENV})",
-    403: f" (the API key in {API_KEY_ENV} is not allowed to do this)",
-}
-
-
-class AmbiguousRequest(ServiceError):
-    """A creating call failed in a way that leaves its effect unknown (reply lost or server error)."""
-
-
-def _exit_code_for_status(status: int) -> ExitCode:
-    if status in (401, 402, 403):
-        return ExitCode.AUTH
-    if 400 <= status < 500 and status not in (408, 429):
-        return ExitCode.INVALID_INPUT
-    return ExitCode.SERVICE
-
-
 def error_message(response: requests.Response) -> str:
-    """The server's message from a plain-text or JSON error body (doubleword-api.md section 8)."""
+    """The server's message from a plain-text or JSON error body (references/api_reference.md section 9)."""
     text = response.text.strip()
     try:
         body = json.loads(text)
@@ -345,13 +310,11 @@ def client_from_args(args: Any) -> ApiClient:
     return ApiClient(base_url, key)
 
 
+# The HTTP errors live in doubleword.errors; these names stay importable from here too.
 __all__ = [
     "AmbiguousRequest",
     "ApiClient",
     "ApiError",
-    "ConfigError",
-    "InputError",
-    "MultipartFile",
     "client_from_args",
     "error_message",
     "retry_after_seconds",

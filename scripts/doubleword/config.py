@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import os
 from pathlib import Path
@@ -12,12 +13,13 @@ from doubleword.errors import ConfigError
 
 SKILL_DIR = Path(__file__).resolve().parent.parent.parent
 SCHEMA_DIR = SKILL_DIR / "references" / "schemas"
+SKILL_FILE = SKILL_DIR / "SKILL.md"
 
 API_KEY_ENV = "DOUBLEWORD_API_KEY"
 BASE_URL_ENV = "DOUBLEWORD_BASE_URL"
 DEFAULT_BASE_URL = "https://api.doubleword.ai/v1"
 
-# Documented Doubleword limits, enforced on the client side (doubleword-api.md section 1).
+# Documented Doubleword limits, enforced on the client side (references/api_reference.md section 10).
 MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_REQUESTS_PER_FILE = 50_000
 MAX_CUSTOM_ID_BYTES = 64
@@ -33,6 +35,29 @@ BATCH_ENDPOINTS = (
 DELETED = "deleted"
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired", DELETED})
 UNSUCCESSFUL_STATUSES = frozenset({"failed", "cancelled", "expired", DELETED})
+
+
+@functools.cache
+def skill_version() -> str:
+    """The skill's version: ``metadata.version`` in SKILL.md's frontmatter (the one place it is set)."""
+    try:
+        lines = SKILL_FILE.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return "unknown"
+    in_metadata, indent = False, None
+    for line in lines[1:]:
+        if line.strip() == "---":
+            break
+        if not line.startswith((" ", "\t")):
+            in_metadata = line.rstrip() == "metadata:"
+            continue
+        if in_metadata and line.strip():
+            depth = len(line) - len(line.lstrip())
+            indent = depth if indent is None else indent
+            key, _, value = line.strip().partition(":")
+            if depth == indent and key == "version":
+                return value.split("#", 1)[0].strip().strip("\"'") or "unknown"
+    return "unknown"
 
 
 _SECRETS: set[str] = set()

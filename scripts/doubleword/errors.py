@@ -1,4 +1,8 @@
-"""One hierarchy of expected failures, each with its exit code; the CLI boundary turns them into JSON."""
+"""One hierarchy of expected failures, each with its exit code; the CLI boundary turns them into JSON.
+
+Exit codes are those of the table in SKILL.md; HTTP statuses map to them as in
+``references/api_reference.md`` section 9.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 
 class ExitCode(IntEnum):
-    """Exit codes shared by all scripts (SPEC section 3)."""
+    """Exit codes shared by all scripts (the table in SKILL.md)."""
 
     OK = 0
     INTERNAL = 1
@@ -38,6 +42,8 @@ class UsageError(CliError):
 
 
 class ConfigError(CliError):
+    """No key, a key that cannot be sent, an unsafe or unreadable base URL."""
+
     code = ExitCode.AUTH
     kind = "auth_error"
 
@@ -55,5 +61,49 @@ class BusyError(CliError):
 
 
 class ServiceError(CliError):
+    """The service or the network failed (after retries, or in a way retrying cannot fix)."""
+
     code = ExitCode.SERVICE
     kind = "service_error"
+
+
+class AmbiguousRequest(ServiceError):
+    """A creating call failed in a way that leaves its effect unknown (reply lost or server error)."""
+
+
+class DeadlineExceeded(ServiceError):
+    """The command's ``--timeout`` ran out while a request was waiting on the server."""
+
+    kind = "timeout"
+
+
+class ApiError(CliError):
+    """The server answered with an error status; ``status`` and the server's ``message`` are kept."""
+
+    def __init__(self, status: int, message: str, *, method: str = "", path: str = "") -> None:
+        where = f"{method} {path}: " if method else ""
+        hint = MODEL_HINT if status == 403 and "Model '" in message else STATUS_HINTS.get(status, "")
+        super().__init__(f"{where}HTTP {status}: {message}{hint}", details={"status": status})
+        self.status = status
+        self.server_message = message
+        self.code = exit_code_for_status(status)
+        self.kind = {
+            ExitCode.AUTH: "auth_error",
+            ExitCode.INVALID_INPUT: "invalid_input",
+        }.get(self.code, "service_error")
+
+
+MODEL_HINT = " (use a model your key can use: scripts/list_models.py lists them, from GET /models)"
+STATUS_HINTS = {
+    401: " (the API key was refused: check DOUBLEWORD_API_KEY)",
+    403: " (the API key in DOUBLEWORD_API_KEY is not allowed to do this)",
+}
+
+
+def exit_code_for_status(status: int) -> ExitCode:
+    """The exit code for an HTTP error status (references/api_reference.md section 9)."""
+    if status in (401, 402, 403):
+        return ExitCode.AUTH
+    if 400 <= status < 500 and status not in (408, 429):
+        return ExitCode.INVALID_INPUT
+    return ExitCode.SERVICE

@@ -1,0 +1,249 @@
+"""Everyday CLI behaviour every command shares (--version, per-command exit codes, metavars, summaries,
+progress) and the published package (stands alone, reproducible, passes the skills validator)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from scripted_server import ScriptedServer
+
+REPO = Path(__file__).resolve().parent.parent
+COMMANDS = sorted(p.name for p in (REPO / "scripts").glob("*.py"))
+
+
+def _skill_version() -> str:
+    front = (REPO / "SKILL.md").read_text(encoding="utf-8").split("\n---", 1)[0]
+    match = re.search(r"^  version:\s*\"?([^\"\s]+)", front, re.M)
+    assert match, "SKILL.md has no metadata.version"
+    return match.group(1)
+
+
+def _run(*cmd: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, **kw)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_answers_version_with_the_skill_version(command: str) -> None:
+    proc = _run(sys.executable, str(REPO / "scripts" / command), "--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{command} {_skill_version()}"
+
+
+def _help_codes(command: str) -> set[int]:
+    proc = _run(sys.executable, str(REPO / "scripts" / command), "--help")
+    assert proc.returncode == 0, proc.stderr
+    section = proc.stdout.split("exit codes:\n", 1)[1]
+    return {int(m) for m in re.findall(r"^  (\d+) ", section, re.M)}
+
+
+def test_help_lists_only_the_exit_codes_the_command_can_return() -> None:
+    local = {0, 1, 2, 4, 130}
+    assert _help_codes("validate_batch_file.py") == local
+    assert _help_codes("create_batch_file.py") == local
+    assert _help_codes("list_models.py") == {0, 1, 2, 3, 4, 5, 130}
+    assert _help_codes("list_batches.py") == {0, 1, 2, 3, 4, 5, 130}
+    assert 6 not in _help_codes("submit.py") and 7 in _help_codes("submit.py")
+    assert {0, 6, 7} <= _help_codes("poll.py") and {0, 6, 7} <= _help_codes("fetch_results.py")
+
+
+@pytest.mark.parametrize("command", ["poll.py", "fetch_results.py", "list_batches.py"])
+def test_shared_metavars(command: str) -> None:
+    usage = _run(sys.executable, str(REPO / "scripts" / command), "--help").stdout.split("\n\n", 1)[0]
+    assert "--base-url URL" in usage
+    for bad in ("TIMEOUT", "INTERVAL", "MANIFEST", "LIMIT", "BASE_URL"):
+        assert f" {bad}]" not in usage, usage
+    if "--timeout" in usage:
+        assert "--timeout SECONDS" in usage
+    if "--manifest" in usage:
+        assert "--manifest PATH" in usage
+
+
+def test_every_command_file_is_executable_or_has_no_shebang() -> None:
+    for path in (REPO / "scripts").rglob("*.py"):
+        if path.read_bytes().startswith(b"#!"):
+            assert os.access(path, os.X_OK), f"{path} has a shebang but is not executable"
+    tracked = _run("git", "-C", str(REPO), "ls-files", "-s", "scripts").stdout
+    for line in tracked.splitlines():
+        mode, _, _, name = line.split(maxsplit=3)
+        if (REPO / name).read_bytes().startswith(b"#!"):
+            assert mode == "100755", f"{name} is committed without its executable bit"
+
+
+def test_make_help_expands_the_port() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = _run("make", "-s", "-C", str(REPO), "help", "PORT=9911").stdout
+    assert "127.0.0.1:9911" in out and "$(PORT)" not in out
+
+
+# -- summaries and progress
+
+
+def test_a_failing_command_ends_with_a_one_line_summary_on_stderr(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n", encoding="utf-8")
+    proc = _run(sys.executable, str(REPO / "scripts" / "validate_batch_file.py"), str(bad))
+    assert proc.returncode == 4
+    assert json.loads(proc.stdout)["ok"] in (False, True)
+    last = proc.stderr.rstrip("\n").splitlines()[-1]
+    assert last.startswith("validate_batch_file.py: ") and "exit 4" in last
+
+
+def test_list_models_summary_and_a_usage_error_summary(h, emulator) -> None:  # type: ignore[no-untyped-def]
+    result = h.run_script("list_models", env=h.script_env(emulator.base_url))
+    assert result.stderr.rstrip("\n").splitlines()[-1].startswith("list_models.py: ")
+    result = h.run_script("list_models", "--bogus", env=h.script_env(emulator.base_url))
+    assert result.code == 2 and result.doc["error"]["type"] == "usage_error"
+    assert result.stderr.rstrip("\n").splitlines()[-1].startswith("list_models.py: failed (exit 2")
+
+
+def test_progress_without_a_terminal_or_with_term_dumb_writes_no_escapes(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from doubleword import cli
+
+    class FakeTTY(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for term, stream in (("xterm", io.StringIO()), ("dumb", FakeTTY())):
+        monkeypatch.setenv("TERM", term)
+        progress = cli.Progress(stream=stream, plain_every=0)
+        meter = cli.Transfer("uploading x.jsonl", 2_000_000, progress=progress)
+        for _ in range(4):
+            meter.add(500_000)
+        meter.finish()
+        text = stream.getvalue()
+        assert "\x1b" not in text and "\r" not in text
+        assert "uploading x.jsonl: 2.0 MB / 2.0 MB (100%)" in text and "/s" in text
+
+
+def test_progress_on_a_terminal_updates_one_line_and_leaves_no_stale_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from doubleword import cli
+
+    class FakeTTY(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("TERM", "xterm-256color")
+    stream = FakeTTY()
+    progress = cli.Progress(stream=stream)
+    progress.update("3/10 batches terminal")
+    progress.update("9/10 batches terminal")
+    progress.done()
+    text = stream.getvalue()
+    assert text.count("\n") == 0 and text.endswith("\r\x1b[K")
+
+
+# -- list_models.py
+
+
+def test_list_models_lists_the_emulators_models(h, emulator) -> None:  # type: ignore[no-untyped-def]
+    result = h.run_script("list_models", env=h.script_env(emulator.base_url))
+    assert result.code == 0, result
+    ids = [m["id"] for m in result.doc["models"]]
+    assert h.CHAT_MODEL in ids and h.EMBED_MODEL in ids and ids == sorted(ids)
+    assert result.doc["count"] == len(ids)
+
+
+def test_list_models_reports_reasoning_efforts_where_the_server_lists_them(h) -> None:  # type: ignore[no-untyped-def]
+    body = {
+        "object": "list",
+        "data": [
+            {"id": "openai/gpt-oss-20b", "object": "model", "supported_reasoning_efforts": ["low", "high"]},
+            {"id": "Qwen/Qwen3.5-9B", "object": "model"},
+        ],
+    }
+    with ScriptedServer(lambda seen: (200, {"Content-Type": "application/json"}, json.dumps(body))) as server:
+        result = h.run_script("list_models", env=h.script_env(server.base_url))
+        assert server.seen[0].path == "/v1/models"
+        assert "include_reasoning_capabilities=true" in server.seen[0].query
+        assert server.seen[0].headers["Authorization"] == f"Bearer {h.CANARY_KEY}"
+    assert result.code == 0, result
+    efforts = {m["id"]: m["reasoning_efforts"] for m in result.doc["models"]}
+    assert efforts == {"Qwen/Qwen3.5-9B": None, "openai/gpt-oss-20b": ["low", "high"]}
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, 3), (403, 3), (404, 4)])
+def test_list_models_maps_http_errors_to_exit_codes(h, status: int, code: int) -> None:  # type: ignore[no-untyped-def]
+    with ScriptedServer(lambda seen: (status, {}, "Authentication required")) as server:
+        result = h.run_script("list_models", env=h.script_env(server.base_url))
+    assert result.code == code and result.doc["ok"] is False
+
+
+def test_list_models_rejects_a_reply_without_a_model_list(h) -> None:  # type: ignore[no-untyped-def]
+    with ScriptedServer(lambda seen: (200, {"Content-Type": "text/html"}, "<html>proxy</html>")) as server:
+        result = h.run_script("list_models", env=h.script_env(server.base_url))
+    assert result.code == 5 and "not JSON" in result.doc["error"]["message"]
+
+
+# -- the package
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pkg") / "doubleword-batches.zip"
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONNOUSERSITE": "1"}
+    # Standard library only: the system python with -I -S (no site-packages at all), no venv.
+    proc = _run(sys.executable, "-I", "-S", str(REPO / "tools" / "package.py"), "--out", str(out), env=env)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_package_is_reproducible(package: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again.zip"
+    proc = _run(sys.executable, "-I", "-S", str(REPO / "tools" / "package.py"), "--out", str(again))
+    assert proc.returncode == 0, proc.stderr
+    assert hashlib.sha256(package.read_bytes()).digest() == hashlib.sha256(again.read_bytes()).digest()
+    with zipfile.ZipFile(package) as archive:
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_package_readme_is_for_skill_users_and_nothing_mentions_what_is_left_out(package: Path) -> None:
+    with zipfile.ZipFile(package) as archive:
+        names = set(archive.namelist())
+        readme = archive.read("doubleword-batches/README.md").decode()
+        texts = {n: archive.read(n).decode("utf-8", "replace") for n in names if n.endswith((".md", ".py"))}
+        modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in archive.infolist()}
+    assert not any("/tests/" in n or "/emulator/" in n or n.endswith(("Makefile", "/.git")) for n in names)
+    assert "pip install -r requirements.txt" in readme and "SKILL.md" in readme
+    for name, text in texts.items():
+        for word in ("make demo", "make test", "emulator", "pytest"):
+            assert word not in text.lower(), f"{name} mentions {word!r}"
+    assert modes["doubleword-batches/scripts/submit.py"] == 0o755
+    assert modes["doubleword-batches/SKILL.md"] == 0o644
+
+
+def test_package_refuses_text_that_refers_to_missing_files() -> None:
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import package as packager  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    files = {
+        "SKILL.md": b"# Skill\n## Exit codes\nRun scripts/gone.py; see [x](README.md#nope), `make demo`.\n",
+        "README.md": b"# Readme\n[ok](SKILL.md#exit-codes)\n",
+    }
+    problems = packager.dangling_references(files)
+    assert any("scripts/gone.py" in p for p in problems)
+    assert any("README.md#nope" in p for p in problems)
+    assert any("make demo" in p for p in problems)
+    assert not any(p.startswith("README.md") for p in problems)
+
+
+def test_unpacked_package_passes_skills_ref_validate(package: Path, tmp_path: Path) -> None:
+    validator = shutil.which("agentskills") or str(Path(sys.executable).with_name("agentskills"))
+    if not Path(validator).exists():
+        pytest.skip("skills-ref is not installed (pip install -r requirements-dev.txt)")
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(tmp_path)
+    proc = _run(validator, "validate", str(tmp_path / "doubleword-batches"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
