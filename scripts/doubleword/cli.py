@@ -184,6 +184,7 @@ def run(main: Callable[[list[str]], tuple[dict[str, Any], int]], argv: list[str]
     """Run a script's ``main`` and turn its outcome into one JSON document on stdout and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    _STATE.quiet = "--quiet" in args  # a command's --quiet silences the closing summary too
     terminate = {signal.SIGTERM: _raise_terminated}
     if hasattr(signal, "SIGHUP"):
         terminate[signal.SIGHUP] = _raise_terminated
@@ -219,7 +220,8 @@ def _run(main: Callable[[list[str]], tuple[dict[str, Any], int]], args: list[str
     try:
         finish_progress()
         code = _write_stdout(_dump(result), code)
-        _print_err(_summary_line(result, code))
+        if not _STATE.quiet:
+            _print_err(_summary_line(result, code))
     finally:
         _set_handlers(previous)
     return code
@@ -317,6 +319,7 @@ def info(message: str) -> None:
 
 class _State:
     summary: str | None = None
+    quiet = False
     progress: list[Progress] = []
 
 
