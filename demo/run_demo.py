@@ -9,11 +9,9 @@ a few answers, and always stops the emulator. Output goes to demo/out/ (git-igno
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,25 +22,20 @@ SCRIPTS = REPO / "scripts"
 OUT = HERE / "out"
 MODEL = "Qwen/Qwen3.5-9B"
 DEMO_KEY = "sk-demo-local-emulator"
-START_TIMEOUT_S = 20
+# A slow, slightly faulty model, so the demo shows a batch in progress and a few failed requests.
+EMULATOR_FLAGS = ("--quiet", "--start-delay", "0.5", "--rate", "4", "--fail-rate", "0.1", "--seed", "4")
+
+sys.path.insert(0, str(REPO))  # the emulator package beside demo/
+from emulator.launcher import EmulatorServer  # noqa: E402
 
 
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
-    """Start ``python -m emulator --port 0`` and read the base URL from its first stdout line."""
-    cmd = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", "0", "--quiet"]
-    cmd += ["--api-key", DEMO_KEY, "--start-delay", "0.5", "--rate", "4", "--fail-rate", "0.1", "--seed", "4"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    first: list[str] = []
-    reader = threading.Thread(target=lambda: first.append(proc.stdout.readline() if proc.stdout else ""))
-    reader.daemon = True
-    reader.start()
-    reader.join(START_TIMEOUT_S)
-    if not first or not first[0].startswith("http"):
-        proc.kill()
+def start_emulator() -> EmulatorServer:
+    try:
+        return EmulatorServer(*EMULATOR_FLAGS, api_key=DEMO_KEY)
+    except RuntimeError as exc:
         raise SystemExit(
-            "demo: the emulator did not start (is the virtual environment installed? make install)"
+            f"demo: the emulator did not start (is the virtual environment installed? make install): {exc}"
         )
-    return proc, first[0].strip()
 
 
 def step(
@@ -65,10 +58,9 @@ def main() -> int:
     started = time.monotonic()
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
-    emulator, base_url = start_emulator()
-    try:
-        env = dict(os.environ, DOUBLEWORD_BASE_URL=base_url, DOUBLEWORD_API_KEY=DEMO_KEY)
-        print(f"emulator running at {base_url}")
+    with start_emulator() as emulator:
+        env = emulator.env_for_scripts()
+        print(f"emulator running at {emulator.base_url}")
         step(
             "build a batch file",
             "create_batch_file.py",
@@ -102,12 +94,6 @@ def main() -> int:
         fetched = step(
             "download results and errors", "fetch_results.py", "--manifest", manifest, env=env, ok=(0, 6)
         )
-    finally:
-        emulator.terminate()
-        try:
-            emulator.wait(10)
-        except subprocess.TimeoutExpired:
-            emulator.kill()
 
     counts = fetched["counts"]
     print("\n== summary")

@@ -1,8 +1,14 @@
 """A local emulator of Doubleword's OpenAI-compatible batch API (``python -m emulator``).
 
-It reproduces the real server's observable behaviour as described in ``doubleword-api.md``: upload-time
-validation with exact error texts, bare-UUID ids, batch status rules, paged content with
-``X-Incomplete``/``X-Last-Line``, plain-text error bodies, and a deterministic built-in model.
+It reproduces the real server's observable behaviour as ``references/api_reference.md`` describes it:
+upload-time validation with exact error texts (section 3), bare-UUID ids and objects (4), output and
+error lines (5), batch status rules (6), paged content with ``X-Incomplete``/``X-Last-Line`` (7), lists
+(8), plain-text error bodies (9), and a deterministic built-in model.
+
+Layout: ``__main__`` (command line) -> ``app`` (middleware, routes) -> ``files_api``/``upload``,
+``batches_api``, ``inference_api`` and ``control`` (handlers) -> ``state`` (what handlers share) ->
+``store`` (all SQL), ``worker`` (background processing) -> ``model`` (built-in model) or ``upstream``.
+``responses`` holds the response helpers; ``launcher`` starts the emulator as a subprocess.
 
 Test-control endpoints (unauthenticated, never faulted, not logged):
 

@@ -39,88 +39,145 @@ test control endpoints (no auth, never faulted):
 """
 
 
-def parse_args(argv: list[str] | None = None) -> Config:
+def build_parser() -> argparse.ArgumentParser:
+    """Every flag with its default in the help text (`%(default)s` keeps the two in step)."""
     p = argparse.ArgumentParser(
         prog="python -m emulator",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    p.add_argument("--api-key", action="append", default=[], help="accepted key (repeatable); default: any")
-    p.add_argument(
+    add_server_flags(p.add_argument_group("server"))
+    add_model_flags(p.add_argument_group("processing and the built-in model"))
+    add_fault_flags(p.add_argument_group("failures and faults"))
+    return p
+
+
+def add_server_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    g.add_argument(
+        "--port", type=int, default=8765, metavar="N", help="0 picks a free port (default: %(default)s)"
+    )
+    g.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="accepted key, repeatable (default: any Bearer key is accepted)",
+    )
+    g.add_argument(
         "--db",
         default=None,
-        help="SQLite state file (default: not persisted; a temporary file removed on exit, so large "
-        "uploads do not sit in RAM; ':memory:' keeps everything in RAM)",
+        metavar="PATH",
+        help="SQLite state file, so a restarted emulator carries on (default: a temporary file removed on "
+        "exit; ':memory:' keeps everything in RAM)",
     )
-    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
-    p.add_argument(
-        "--rate",
-        type=float,
-        default=5000.0,
-        help="requests per second processed (default 5000; 0: unlimited)",
-    )
-    p.add_argument(
-        "--start-delay", type=float, default=0.2, help="seconds a batch stays validating (default 0.2)"
-    )
-    p.add_argument("--fail-rate", type=float, default=0.0, help="fraction of batch requests that fail")
-    p.add_argument("--fault-rate", type=float, default=0.0, help="fraction of API calls given an HTTP fault")
-    p.add_argument(
-        "--fault-retry-after",
-        type=float,
-        default=1.0,
-        help="Retry-After seconds of injected 429/503 (default 1)",
-    )
-    p.add_argument("--seed", type=int, default=None, help="seed for failures and faults")
-    p.add_argument("--upstream", default=None, help="forward requests to this OpenAI-compatible base URL")
-    p.add_argument(
-        "--upstream-key", default=os.environ.get("EMULATOR_UPSTREAM_KEY"), help="Bearer key for --upstream"
-    )
-    p.add_argument(
+    g.add_argument(
         "--max-file-bytes",
         type=int,
         default=DEFAULT_MAX_FILE_BYTES,
-        help="upload size limit (default 200 MiB)",
+        metavar="N",
+        help="upload size limit (default: %(default)s, 200 MiB)",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-requests",
         type=int,
         default=DEFAULT_MAX_REQUESTS,
-        help="requests per file (default 50,000; 0: no cap)",
+        metavar="N",
+        help="requests per file, 0 for no cap (default: %(default)s)",
     )
-    p.add_argument(
+    g.add_argument(
         "--flavor",
         choices=("doubleword", "openai"),
         default="doubleword",
-        help="doubleword (default), or openai: prefixed ids, OpenAI failure lines, `expired` status",
+        help="openai: prefixed ids, OpenAI failure lines, `expired` status (default: %(default)s)",
     )
-    p.add_argument("--retry-base", type=float, default=0.05, help="first retry backoff in seconds")
-    p.add_argument("--max-retries", type=int, default=5, help="retries of transient upstream failures")
-    p.add_argument("--quiet", action="store_true", help="print only the base URL")
-    a = p.parse_args(argv)
-    return Config(
-        host=a.host,
-        port=a.port,
-        api_keys=a.api_key,
-        db=a.db or "",
-        models=[m.strip() for m in a.models.split(",") if m.strip()],
-        rate=a.rate,
-        start_delay=a.start_delay,
-        fail_rate=a.fail_rate,
-        fault_rate=a.fault_rate,
-        fault_retry_after=a.fault_retry_after,
-        seed=a.seed,
-        upstream=a.upstream,
-        upstream_key=a.upstream_key,
-        max_file_bytes=a.max_file_bytes,
-        max_requests=a.max_requests,
-        flavor=a.flavor,
-        retry_base=a.retry_base,
-        max_retries=a.max_retries,
-        quiet=a.quiet,
+    g.add_argument("--quiet", action="store_true", help="print only the base URL (default: off)")
+
+
+def add_model_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        metavar="LIST",
+        help="comma-separated model names served (default: %(default)s)",
     )
+    g.add_argument(
+        "--rate",
+        type=float,
+        default=5000.0,
+        metavar="N",
+        help="requests processed per second, 0 for unlimited (default: %(default)s)",
+    )
+    g.add_argument(
+        "--start-delay",
+        type=float,
+        default=0.2,
+        metavar="SECONDS",
+        help="how long a batch stays validating (default: %(default)s)",
+    )
+    g.add_argument(
+        "--upstream",
+        default=None,
+        metavar="URL",
+        help="forward requests to this OpenAI-compatible base URL (default: the built-in model)",
+    )
+    g.add_argument(
+        "--upstream-key",
+        default=os.environ.get("EMULATOR_UPSTREAM_KEY"),
+        metavar="KEY",
+        help="Bearer key for --upstream (default: $EMULATOR_UPSTREAM_KEY, else none)",
+    )
+    g.add_argument(
+        "--retry-base",
+        type=float,
+        default=0.05,
+        metavar="SECONDS",
+        help="first backoff of a retried request (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="retries of a transient failure (default: %(default)s)",
+    )
+
+
+def add_fault_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--fail-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of batch requests that fail (default: %(default)s)",
+    )
+    g.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of API calls given an HTTP fault (default: %(default)s)",
+    )
+    g.add_argument(
+        "--fault-retry-after",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="Retry-After of injected 429/503 (default: %(default)s)",
+    )
+    g.add_argument(
+        "--seed", type=int, default=None, metavar="N", help="seed for failures and faults (default: random)"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    a = build_parser().parse_args(argv)
+    values = vars(a)
+    values["api_keys"] = values.pop("api_key")
+    values["db"] = a.db or ""
+    values["models"] = [m.strip() for m in a.models.split(",") if m.strip()]
+    return Config(**values)
 
 
 async def serve(cfg: Config) -> None:

@@ -1,4 +1,4 @@
-"""Emulator settings, defaults, the served models and the batch price table."""
+"""Emulator settings and defaults, the served models, limits and the price table."""
 
 from __future__ import annotations
 
@@ -22,22 +22,43 @@ DEFAULT_MAX_FILE_BYTES = 200 * 1024 * 1024
 DEFAULT_MAX_REQUESTS = 50_000
 MAX_CUSTOM_ID_BYTES = 64
 
-# USD per 1M tokens (input, output) by completion window; section 10 of doubleword-api.md.
+# USD per 1M tokens (input, output) by completion window and realtime (references/api_reference.md
+# section 10). A model without a realtime price is priced at its 1h rate for an unknown window.
 PRICES: dict[str, dict[str, tuple[str, str]]] = {
     "Qwen/Qwen3.5-4B": {"1h": ("0.05", "0.08"), "24h": ("0.04", "0.06")},
-    "Qwen/Qwen3.5-9B": {"1h": ("0.04", "0.35"), "24h": ("0.03", "0.29")},
-    "Qwen/Qwen3-14B-FP8": {"1h": ("0.03", "0.30"), "24h": ("0.02", "0.20")},
-    "Qwen/Qwen3.5-35B-A3B-FP8": {"1h": ("0.07", "0.30"), "24h": ("0.05", "0.20")},
-    "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8": {"1h": ("0.07", "0.30"), "24h": ("0.05", "0.20")},
-    "Qwen/Qwen3-VL-235B-A22B-Instruct-FP8": {"1h": ("0.15", "0.55"), "24h": ("0.10", "0.40")},
-    "Qwen/Qwen3.5-397B-A17B": {"1h": ("0.30", "1.80"), "24h": ("0.15", "1.20")},
-    "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-NVFP4": {"1h": ("0.23", "0.56"), "24h": ("0.15", "0.38")},
-    "openai/gpt-oss-20b": {"1h": ("0.03", "0.20"), "24h": ("0.02", "0.15")},
+    "Qwen/Qwen3.5-9B": {"realtime": ("0.08", "0.70"), "1h": ("0.04", "0.35"), "24h": ("0.03", "0.29")},
+    "Qwen/Qwen3-14B-FP8": {"realtime": ("0.05", "0.60"), "1h": ("0.03", "0.30"), "24h": ("0.02", "0.20")},
+    "Qwen/Qwen3.5-35B-A3B-FP8": {
+        "realtime": ("0.25", "2.00"),
+        "1h": ("0.07", "0.30"),
+        "24h": ("0.05", "0.20"),
+    },
+    "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8": {
+        "realtime": ("0.16", "0.80"),
+        "1h": ("0.07", "0.30"),
+        "24h": ("0.05", "0.20"),
+    },
+    "Qwen/Qwen3-VL-235B-A22B-Instruct-FP8": {
+        "realtime": ("0.60", "1.20"),
+        "1h": ("0.15", "0.55"),
+        "24h": ("0.10", "0.40"),
+    },
+    "Qwen/Qwen3.5-397B-A17B": {
+        "realtime": ("0.60", "3.60"),
+        "1h": ("0.30", "1.80"),
+        "24h": ("0.15", "1.20"),
+    },
+    "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-NVFP4": {
+        "realtime": ("0.30", "0.75"),
+        "1h": ("0.23", "0.56"),
+        "24h": ("0.15", "0.38"),
+    },
+    "openai/gpt-oss-20b": {"realtime": ("0.04", "0.30"), "1h": ("0.03", "0.20"), "24h": ("0.02", "0.15")},
     "allenai/olmOCR-2-7B-1025-FP8": {"1h": ("0.15", "0.15"), "24h": ("0.10", "0.10")},
     "lightonai/LightOnOCR-2-1B-bbox-soup": {"1h": ("0.08", "0.08"), "24h": ("0.05", "0.05")},
-    "Qwen/Qwen3-Embedding-8B": {"1h": ("0.03", "0"), "24h": ("0.02", "0")},
+    "Qwen/Qwen3-Embedding-8B": {"realtime": ("0.04", "0"), "1h": ("0.03", "0"), "24h": ("0.02", "0")},
 }
-FALLBACK_PRICE = {"1h": ("0.05", "0.30"), "24h": ("0.03", "0.20")}
+FALLBACK_PRICE = {"realtime": ("0.08", "0.60"), "1h": ("0.05", "0.30"), "24h": ("0.03", "0.20")}
 
 
 def is_embedding_model(name: str) -> bool:

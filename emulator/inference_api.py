@@ -8,9 +8,9 @@ import json
 
 from aiohttp import web
 
-from .files_api import _state
 from .model import FAIL_TIMES_KEY, builtin
 from .responses import json_ok, openai_error
+from .state import state_of
 
 MODEL_CREATED = 1767225600
 
@@ -20,13 +20,13 @@ def model_object(name: str) -> dict:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    state = _state(request)
+    state = state_of(request)
     state.auth_openai(request)
     return json_ok({"object": "list", "data": [model_object(m) for m in sorted(state.cfg.models)]})
 
 
 async def get_model(request: web.Request) -> web.Response:
-    state = _state(request)
+    state = state_of(request)
     state.auth_openai(request)
     name = request.match_info["model"]
     if name not in state.cfg.models:
@@ -37,7 +37,7 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 async def realtime(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
+    state = state_of(request)
     state.auth_openai(request)
     raw = await request.read()
     try:

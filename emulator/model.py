@@ -1,18 +1,14 @@
-"""The deterministic built-in model (chat, completions, embeddings, responses, messages) and upstream
-forwarding to any OpenAI-compatible server."""
+"""The deterministic built-in model: chat, completions, embeddings, responses and messages."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
-
-import aiohttp
 
 from .config import is_embedding_model
+from .outcome import Outcome, error_json
 
 DEFAULT_DIMENSIONS = 8
 MAX_REPLY_CHARS = 2000
@@ -20,23 +16,6 @@ MAX_REPLY_CHARS = 2000
 # part of any real API): x_emulator_status = N, x_emulator_fail_times = k (fail k attempts, then 200).
 STATUS_KEY = "x_emulator_status"
 FAIL_TIMES_KEY = "x_emulator_fail_times"
-
-
-@dataclass
-class Outcome:
-    """One upstream answer: an HTTP status and body text, or a transport failure kind."""
-
-    status: int = 200
-    body: str = ""
-    failure: str | None = None  # None, "NetworkError" or "Timeout"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    obj: dict | None = None  # the parsed body when the built-in model produced it
-
-    def text(self) -> str:
-        if self.obj is not None and not self.body:
-            self.body = json.dumps(self.obj)
-        return self.body
 
 
 def _tokens(text: str) -> int:
@@ -170,10 +149,6 @@ def embedding_vector(text: str, dims: int) -> list[float]:
     return [round(v / norm, 6) for v in vals]
 
 
-def error_json(message: str, etype: str = "invalid_request_error", code: str | None = None) -> str:
-    return json.dumps({"error": {"message": message, "type": etype, "param": None, "code": code}})
-
-
 def builtin(path: str, body: object, attempt: int = 0, now: int | None = None) -> Outcome:
     """Answer one request as a deterministic model would. `path` is e.g. /v1/chat/completions."""
     if not isinstance(body, dict):
@@ -195,77 +170,99 @@ def builtin(path: str, body: object, attempt: int = 0, now: int | None = None) -
         return _embeddings(body, model)
     if is_embedding_model(model):
         return Outcome(400, error_json(f"Model '{model}' does not support {endpoint}"))
-    max_tokens = body.get("max_tokens", body.get("max_completion_tokens", body.get("max_output_tokens")))
-    if endpoint == "/chat/completions":
-        user, whole = _last_user_text(body.get("messages"))
-        text, finish = _answer(body, model, user, max_tokens)
-        pt, ct = _tokens(whole), _tokens(text)
-        resp = {
-            "id": _digest_id("chatcmpl-", body),
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
-        }
-    elif endpoint == "/completions":
-        prompt = body.get("prompt", "")
-        ptext = prompt if isinstance(prompt, str) else _text_of(prompt)
-        text, finish = _reply(model, ptext, max_tokens)
-        pt, ct = _tokens(ptext), _tokens(text)
-        resp = {
-            "id": _digest_id("cmpl-", body),
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
-            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
-        }
-    elif endpoint == "/responses":
-        user, whole = _last_user_text(body.get("input"))
-        text, finish = _answer(body, model, user, max_tokens)
-        pt, ct = _tokens(whole), _tokens(text)
-        resp = {
-            "id": _digest_id("resp_", body),
-            "object": "response",
-            "created_at": created,
-            "status": "completed" if finish == "stop" else "incomplete",
-            "model": model,
-            "output": [
-                {
-                    "type": "message",
-                    "id": _digest_id("msg_", body),
-                    "status": "completed",
-                    "role": "assistant",
-                    "content": [{"type": "output_text", "text": text, "annotations": []}],
-                }
-            ],
-            "usage": {"input_tokens": pt, "output_tokens": ct, "total_tokens": pt + ct},
-        }
-    elif endpoint == "/messages":
-        user, whole = _last_user_text(body.get("messages"))
-        text, finish = _reply(model, user, max_tokens)
-        pt, ct = _tokens(whole), _tokens(text)
-        resp = {
-            "id": _digest_id("msg_", body),
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn" if finish == "stop" else "max_tokens",
-            "stop_sequence": None,
-            "usage": {"input_tokens": pt, "output_tokens": ct},
-        }
-    else:
+    answer = ANSWERS.get(endpoint)
+    if answer is None:
         return Outcome(404, error_json(f"Unknown endpoint {path}", "not_found_error"))
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens", body.get("max_output_tokens")))
+    resp, pt, ct = answer(body, model, max_tokens, created)
     return Outcome(200, prompt_tokens=pt, completion_tokens=ct, obj=resp)
+
+
+def _chat(body: dict, model: str, max_tokens: object, created: int) -> tuple[dict, int, int]:
+    user, whole = _last_user_text(body.get("messages"))
+    text, finish = _answer(body, model, user, max_tokens)
+    pt, ct = _tokens(whole), _tokens(text)
+    resp = {
+        "id": _digest_id("chatcmpl-", body),
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        ],
+        "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+    }
+    return resp, pt, ct
+
+
+def _completion(body: dict, model: str, max_tokens: object, created: int) -> tuple[dict, int, int]:
+    prompt = body.get("prompt", "")
+    ptext = prompt if isinstance(prompt, str) else _text_of(prompt)
+    text, finish = _reply(model, ptext, max_tokens)
+    pt, ct = _tokens(ptext), _tokens(text)
+    resp = {
+        "id": _digest_id("cmpl-", body),
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+        "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+    }
+    return resp, pt, ct
+
+
+def _response(body: dict, model: str, max_tokens: object, created: int) -> tuple[dict, int, int]:
+    user, whole = _last_user_text(body.get("input"))
+    text, finish = _answer(body, model, user, max_tokens)
+    pt, ct = _tokens(whole), _tokens(text)
+    resp = {
+        "id": _digest_id("resp_", body),
+        "object": "response",
+        "created_at": created,
+        "status": "completed" if finish == "stop" else "incomplete",
+        "model": model,
+        "output": [
+            {
+                "type": "message",
+                "id": _digest_id("msg_", body),
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "usage": {"input_tokens": pt, "output_tokens": ct, "total_tokens": pt + ct},
+    }
+    return resp, pt, ct
+
+
+def _message(body: dict, model: str, max_tokens: object, created: int) -> tuple[dict, int, int]:
+    user, whole = _last_user_text(body.get("messages"))
+    text, finish = _reply(model, user, max_tokens)
+    pt, ct = _tokens(whole), _tokens(text)
+    resp = {
+        "id": _digest_id("msg_", body),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn" if finish == "stop" else "max_tokens",
+        "stop_sequence": None,
+        "usage": {"input_tokens": pt, "output_tokens": ct},
+    }
+    return resp, pt, ct
+
+
+ANSWERS = {
+    "/chat/completions": _chat,
+    "/completions": _completion,
+    "/responses": _response,
+    "/messages": _message,
+}
 
 
 def _embeddings(body: dict, model: str) -> Outcome:
@@ -294,47 +291,3 @@ def _embeddings(body: dict, model: str) -> Outcome:
         "usage": {"prompt_tokens": pt, "total_tokens": pt},
     }
     return Outcome(200, prompt_tokens=pt, completion_tokens=0, obj=resp)
-
-
-def usage_of(body_text: str) -> tuple[int, int]:
-    """(prompt, completion) tokens from an upstream JSON body, 0 when absent."""
-    try:
-        usage = json.loads(body_text).get("usage") or {}
-    except (ValueError, AttributeError):
-        return 0, 0
-    pt = usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0
-    ct = usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0
-    return int(pt), int(ct)
-
-
-class Upstream:
-    """Forwards a request to `base + <path without /v1>` of an OpenAI-compatible server."""
-
-    def __init__(self, base: str, key: str | None, timeout_s: float = 120.0) -> None:
-        self.base = base.rstrip("/")
-        self.key = key
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def call(self, path: str, body_text: str) -> Outcome:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        endpoint = path.removeprefix("/ai").removeprefix("/v1")
-        headers = {"Content-Type": "application/json"}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        try:
-            async with self._session.post(
-                self.base + endpoint, data=body_text.encode(), headers=headers
-            ) as r:
-                text = await r.text()
-                pt, ct = usage_of(text) if 200 <= r.status < 300 else (0, 0)
-                return Outcome(r.status, text, prompt_tokens=pt, completion_tokens=ct)
-        except asyncio.TimeoutError as exc:
-            return Outcome(0, failure="Timeout", body=str(exc) or "request timed out")
-        except aiohttp.ClientError as exc:
-            return Outcome(0, failure="NetworkError", body=str(exc) or type(exc).__name__)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()

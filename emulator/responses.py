@@ -1,10 +1,12 @@
-"""Response helpers: the server's plain-text errors, its JSON 409/429/503 bodies, OpenAI JSON errors."""
+"""Response helpers: the server's plain-text errors, its JSON 409/429/503 bodies, OpenAI JSON errors
+(references/api_reference.md section 9), list envelopes (section 8) and NDJSON content, whole or
+streamed (section 7)."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -121,5 +123,59 @@ def query_int(request: web.Request, name: str) -> int | None:
         )
 
 
-def _default(value: int | None, default: int) -> int:
+def or_default(value: int | None, default: int) -> int:
     return default if value is None else value
+
+
+def list_envelope(data: list[dict], has_more: bool) -> dict:
+    """The list object: `first_id`/`last_id` only when there is data."""
+    env: dict = {"object": "list", "data": data}
+    if data:
+        env["first_id"] = data[0]["id"]
+        env["last_id"] = data[-1]["id"]
+    env["has_more"] = has_more
+    return env
+
+
+def ndjson(lines: list[str], headers: dict[str, str], openai: bool = False) -> web.Response:
+    """A whole NDJSON body, a newline after every line (no paging headers in the OpenAI flavour)."""
+    body = "".join(line + "\n" for line in lines).encode("utf-8")
+    return web.Response(body=body, headers={} if openai else headers, content_type="application/x-ndjson")
+
+
+class Pages(Protocol):
+    def page(self, offset: int, n: int) -> list[str]: ...
+
+
+STREAM_PAGE = 2000
+
+
+async def stream_ndjson(
+    request: web.Request, lines: Pages, skip: int, cap: int | None, headers: dict, openai: bool = False
+) -> web.StreamResponse:
+    """Up to `cap` lines from `skip`: small bodies whole, larger ones streamed page by page (never built
+    whole in memory)."""
+    first = lines.page(skip, STREAM_PAGE if cap is None else min(STREAM_PAGE, cap))
+    if len(first) < STREAM_PAGE:
+        return ndjson(first, headers, openai)
+    resp = web.StreamResponse(headers={} if openai else headers)
+    resp.content_type = "application/x-ndjson"
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    sent, rows = 0, first
+    while rows:
+        await resp.write("".join(r + "\n" for r in rows).encode("utf-8"))
+        sent += len(rows)
+        n = STREAM_PAGE if cap is None else min(STREAM_PAGE, cap - sent)
+        if n <= 0:
+            break
+        rows = lines.page(skip + sent, n)
+    await resp.write_eof()
+    return resp
+
+
+def paging(request: web.Request) -> tuple[int, int | None]:
+    """`skip` (negative -> 0) and `limit` (clamped to 1..101, None when absent) of a content request."""
+    skip = max(0, query_int(request, "skip") or 0)
+    limit = query_int(request, "limit")
+    return skip, None if limit is None else max(1, min(101, limit))

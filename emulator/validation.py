@@ -1,4 +1,5 @@
-"""Upload-time checks of 4.3, one line at a time, with the server's exact messages and statuses."""
+"""Upload-time checks, one line at a time, with the server's exact messages and statuses, in its order
+(references/api_reference.md section 3)."""
 
 from __future__ import annotations
 
@@ -109,6 +110,11 @@ class LineValidator:
             raise UploadError(
                 400, f"File contains {n} requests, which exceeds the maximum of {self.max_requests}"
             )
+        obj = self._parse(text, n)
+        return self._check_request(obj, n)
+
+    def _parse(self, text: str, n: int) -> dict:
+        """The line as a JSON object holding the four fields of the right types (check 9)."""
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -128,6 +134,10 @@ class LineValidator:
                     400,
                     f"Invalid JSON on line {n}: invalid type: {serde_kind(obj[key])}, expected a string {end}",
                 )
+        return obj
+
+    def _check_request(self, obj: dict, n: int) -> tuple[str, str, str, str, str]:
+        """Checks 10-18 of one parsed line; the row to store."""
         custom_id, method, url, body = obj["custom_id"], obj["method"], obj["url"], obj["body"]
         cid_len = len(custom_id.encode("utf-8"))
         if cid_len > MAX_CUSTOM_ID_BYTES:

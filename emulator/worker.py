@@ -1,5 +1,6 @@
-"""Background processing: populate batches after the start delay, run pending requests at the configured
-rate through the built-in model or the upstream, retry transient failures, stamp finished batches."""
+"""Background processing (references/api_reference.md section 6): start batches after the start delay,
+run pending requests at the configured rate through the built-in model or the upstream, retry transient
+failures, write the output and error lines of section 5, stamp finished batches."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import sqlite3
 import time
 
 from .config import Config
-from .model import Outcome, Upstream, builtin, error_json
+from .model import builtin
+from .outcome import Outcome, error_json
 from .responses import compact
 from .store import Store
+from .upstream import Upstream
 
 log = logging.getLogger("emulator.worker")
 
@@ -116,29 +119,42 @@ class Worker:
 
     async def tick(self) -> None:
         st, now = self.store, self.store.clock.now()
-        for b in st.q(
-            "SELECT * FROM batches WHERE in_progress_at IS NULL AND cancelling_at IS NULL AND deleted=0"
-            " AND start_after <= ? ORDER BY seq",
-            now,
-        ):
+        for b in st.due_batches(now):
             st.populate(b)
         if self.cfg.flavor == "openai":
-            for b in st.q(
-                "SELECT id FROM batches WHERE in_progress_at IS NOT NULL AND cancelling_at IS NULL AND expired=0"
-                " AND completed_at IS NULL AND failed_at IS NULL AND expires_at < ?",
-                now,
-            ):
-                with st.db:
-                    st.db.execute("BEGIN")
-                    st.write_off(
-                        b["id"], "batch_expired", "This request could not be executed before the deadline."
-                    )
-                    st.db.execute("UPDATE batches SET expired=1, finished_at=? WHERE id=?", (now, b["id"]))
+            for b in st.overdue_batches(now):
+                st.expire(b["id"], now)
+        want = self.allowance()
+        if want <= 0:
+            return
+        active = st.active_batches()
+        rows: list[sqlite3.Row] = []
+        for b in active:
+            if len(rows) >= want:
+                break
+            rows += st.pending_requests(b, now, want - len(rows))
+        if rows:
+            self.budget -= len(rows)
+            if self.upstream is None:
+                self.settle([(r, self.call_builtin(r)) for r in rows])
+            else:
+                st.mark_in_progress([r["rid"] for r in rows])
+                for r in rows:
+                    task = asyncio.ensure_future(self.call_upstream(r))
+                    self.inflight.add(task)
+                    task.add_done_callback(self.inflight.discard)
+        for b in active:
+            row = st.batch_row(b["id"])
+            if row is not None:
+                st.finish_if_done(row)
+
+    def allowance(self) -> int:
+        """How many requests this tick may run: the rate's budget, bounded per tick and by concurrency."""
         mono = time.monotonic()
         elapsed, self.last = mono - self.last, mono
         if self.cfg.paused:
             self.budget = 0.0
-            return
+            return 0
         if self.cfg.rate <= 0:
             self.budget = float(CHUNK)
         else:
@@ -146,43 +162,7 @@ class Worker:
         want = min(int(self.budget), CHUNK)
         if self.upstream is not None:
             want = min(want, self.cfg.upstream_concurrency - len(self.inflight))
-        if want <= 0:
-            return
-        active = st.q(
-            "SELECT id, expires_at FROM batches WHERE in_progress_at IS NOT NULL AND cancelling_at IS NULL"
-            " AND deleted=0 AND completed_at IS NULL AND failed_at IS NULL AND expired=0 ORDER BY expires_at, seq"
-        )
-        rows: list[sqlite3.Row] = []
-        for b in active:
-            if len(rows) >= want:
-                break
-            rows += st.q(
-                "SELECT r.rid, r.id, r.custom_id, r.url, r.body, r.attempts, r.batch_id, ? AS expires_at"
-                " FROM requests r WHERE r.batch_id=? AND r.state='pending' AND r.next_at<=? ORDER BY r.rid LIMIT ?",
-                b["expires_at"],
-                b["id"],
-                now,
-                want - len(rows),
-            )
-        touched = {b["id"] for b in active}
-        if rows:
-            self.budget -= len(rows)
-            if self.upstream is None:
-                self.settle([(r, self.call_builtin(r)) for r in rows])
-            else:
-                with st.db:
-                    st.db.execute("BEGIN")
-                    st.db.executemany(
-                        "UPDATE requests SET state='in_progress' WHERE rid=?", [(r["rid"],) for r in rows]
-                    )
-                for r in rows:
-                    task = asyncio.ensure_future(self.call_upstream(r))
-                    self.inflight.add(task)
-                    task.add_done_callback(self.inflight.discard)
-        for bid in touched:
-            b = st.q1("SELECT * FROM batches WHERE id=?", bid)
-            if b is not None:
-                st.finish_if_done(b)
+        return want
 
     def forced_status(self, r: sqlite3.Row) -> int | None:
         if r["attempts"] == 0 and self.cfg.fail_rate > 0 and self.rng.random() < self.cfg.fail_rate:
@@ -240,24 +220,20 @@ class Worker:
             else:
                 line = error_line(r["id"], r["custom_id"], failure_reason(o))
             updates.append(("failed", attempts, 0, st.next_done_seq(), now, line, None, rid))
-        with st.db:
-            st.db.execute("BEGIN")
-            st.db.executemany(
-                "UPDATE requests SET state=?, attempts=?, next_at=?, done_seq=?, done_at=?, line=?,"
-                " prompt_tokens=?, completion_tokens=?, duration_ms=? WHERE rid=?",
-                [
-                    (
-                        s,
-                        a,
-                        n,
-                        seq,
-                        at,
-                        line,
-                        o.prompt_tokens if o else 0,
-                        o.completion_tokens if o else 0,
-                        duration_ms if line else None,
-                        rid,
-                    )
-                    for s, a, n, seq, at, line, o, rid in updates
-                ],
-            )
+        st.save_outcomes(
+            [
+                (
+                    s,
+                    a,
+                    n,
+                    seq,
+                    at,
+                    line,
+                    o.prompt_tokens if o else 0,
+                    o.completion_tokens if o else 0,
+                    duration_ms if line else None,
+                    rid,
+                )
+                for s, a, n, seq, at, line, o, rid in updates
+            ]
+        )

@@ -29,7 +29,7 @@ def test_upload_response_shape(api):
 
 def test_upload_purpose_and_expiry_variants(api):
     r = api.upload(jsonl([chat_line(1)]), purpose="Batch")
-    assert r.status_code == 201 and r.json()["purpose"] == "Batch"
+    assert r.status_code == 201 and r.json()["purpose"] == "batch"  # shown lower case (12.29)
     r = api.upload(jsonl([chat_line(1)]), purpose=None)
     assert r.status_code == 201 and r.json()["purpose"] == "batch"
     r = api.post(

@@ -1,173 +1,32 @@
-"""SQLite state: files, input lines, batches and their request rows, plus the status rules of 5.1."""
+"""Batches and their request rows: the status rules (references/api_reference.md section 6), the batch
+object (section 4), create, cancel, retry, delete, list, results and analytics queries."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 
-from .config import WINDOWS, Clock
-from .responses import compact
+from ..config import WINDOWS
+from ..responses import compact
+from .base import Database, Lines
+from .schema import TERMINAL, new_id
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS files (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT UNIQUE NOT NULL,
-    owner TEXT NOT NULL,
-    kind TEXT NOT NULL,              -- input | output | error
-    bytes INTEGER NOT NULL,
-    created_at INTEGER NOT NULL,
-    filename TEXT NOT NULL,
-    purpose TEXT NOT NULL,
-    expires_at INTEGER,
-    batch_id TEXT,
-    lines INTEGER NOT NULL DEFAULT 0,
-    deleted INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS input_lines (
-    file_id TEXT NOT NULL,
-    line_no INTEGER NOT NULL,
-    custom_id TEXT NOT NULL,
-    method TEXT NOT NULL,
-    url TEXT NOT NULL,
-    model TEXT NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (file_id, line_no)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS batches (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT UNIQUE NOT NULL,
-    owner TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    input_file_id TEXT NOT NULL,
-    input_filename TEXT NOT NULL,
-    completion_window TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    in_progress_at INTEGER,
-    finalizing_at INTEGER,
-    completed_at INTEGER,
-    failed_at INTEGER,
-    cancelling_at INTEGER,
-    cancelled_at INTEGER,
-    finished_at REAL,
-    start_after REAL NOT NULL DEFAULT 0,
-    expired INTEGER NOT NULL DEFAULT 0,  -- OpenAI flavour only: deadline passed, leftovers written off
-    output_file_id TEXT,
-    error_file_id TEXT,
-    metadata TEXT NOT NULL,
-    total INTEGER NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS requests (
-    rid INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL,
-    batch_id TEXT NOT NULL,
-    line_no INTEGER NOT NULL,
-    custom_id TEXT NOT NULL,
-    model TEXT NOT NULL,
-    url TEXT NOT NULL,
-    body TEXT NOT NULL,
-    state TEXT NOT NULL,             -- pending | in_progress | completed | failed
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL NOT NULL DEFAULT 0,
-    done_seq INTEGER,
-    done_at REAL,
-    line TEXT,                       -- the output or error line, as served
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
-    duration_ms REAL
-);
-CREATE INDEX IF NOT EXISTS requests_by_state ON requests (batch_id, state, done_seq);
-CREATE INDEX IF NOT EXISTS requests_pending ON requests (batch_id, state, next_at);
-CREATE INDEX IF NOT EXISTS requests_by_line ON requests (batch_id, line_no);
-CREATE UNIQUE INDEX IF NOT EXISTS requests_by_id ON requests (id);
-"""
-
-TERMINAL = ("completed", "failed", "cancelled", "expired")
+RESULTS_SQL = (
+    "SELECT json_object('id', id, 'custom_id', custom_id, 'model', model, 'input_body', json(body),"
+    " 'response_body', CASE WHEN state='completed' THEN json_extract(line, '$.response.body') END,"
+    " 'error', CASE WHEN state='failed' THEN json_extract(line, '$.error.message') END,"
+    " 'status', state) FROM requests"
+)
+RESET_SQL = (
+    "UPDATE requests SET state='pending', attempts=0, next_at=0, done_seq=NULL, done_at=NULL, line=NULL"
+    " WHERE batch_id=? AND state='failed'"
+)
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
+class BatchQueries(Database):
+    def batch_row(self, bid: str) -> sqlite3.Row | None:
+        return self.q1("SELECT * FROM batches WHERE id=?", bid)
 
-
-class Store:
-    """All persistent state. Synchronous sqlite3 on the event loop thread: short statements only."""
-
-    def __init__(self, path: str, clock: Clock, flavor: str = "doubleword") -> None:
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.clock = clock
-        self.flavor = flavor
-        if path != ":memory:":
-            self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        row = self.db.execute("SELECT value FROM meta WHERE key='clock_offset'").fetchone()
-        if row:
-            clock.offset = float(row[0])
-        # In-flight work of a previous process resumes: back to pending.
-        self.db.execute("UPDATE requests SET state='pending', next_at=0 WHERE state='in_progress'")
-        row = self.db.execute("SELECT max(done_seq) FROM requests").fetchone()
-        self.done_seq = int(row[0] or 0)
-
-    # -- helpers ---------------------------------------------------------------------------------
-    def q(self, sql: str, *args: object) -> list[sqlite3.Row]:
-        return self.db.execute(sql, args).fetchall()
-
-    def q1(self, sql: str, *args: object) -> sqlite3.Row | None:
-        return self.db.execute(sql, args).fetchone()
-
-    def save_clock(self) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('clock_offset', ?)", (str(self.clock.offset),)
-        )
-
-    def next_done_seq(self) -> int:
-        self.done_seq += 1
-        return self.done_seq
-
-    # -- files -----------------------------------------------------------------------------------
-    def get_file(self, owner: str, file_id: str) -> sqlite3.Row | None:
-        return self.q1("SELECT * FROM files WHERE id=? AND owner=? AND deleted=0", file_id, owner)
-
-    def file_object(self, f: sqlite3.Row, full: bool = True) -> dict:
-        """The file object; GET and list add the creator/context fields, the upload response does not."""
-        nbytes = f["bytes"]
-        if f["kind"] != "input":
-            col = "completed" if f["kind"] == "output" else "failed"
-            row = self.q1(
-                "SELECT count(*), coalesce(sum(length(line)), 0) FROM requests WHERE batch_id=? AND state=?",
-                f["batch_id"],
-                col,
-            )
-            nbytes = int(row[1]) + 50 * int(row[0]) if row[0] else 0
-        obj: dict = {
-            "id": self.ext_id("file", f["id"]),
-            "object": "file",
-            "bytes": nbytes,
-            "created_at": f["created_at"],
-            "filename": f["filename"],
-            "purpose": f["purpose"],
-        }
-        if f["expires_at"] is not None:
-            obj["expires_at"] = f["expires_at"]
-        if self.flavor == "openai":
-            obj["status"] = "processed"
-        elif full:
-            obj["created_by_email"] = owner_email(f["owner"])
-            obj["context_name"] = "Personal"
-            obj["context_type"] = "personal"
-        return obj
-
-    def ext_id(self, kind: str, raw: str) -> str:
-        """Ids as clients see them: bare UUIDs, or prefixed in the OpenAI flavour."""
-        if self.flavor != "openai" or not raw:
-            return raw
-        return ("file-" if kind == "file" else "batch_") + raw
-
-    # -- batches ---------------------------------------------------------------------------------
     def get_batch(self, owner: str, batch_id: str) -> sqlite3.Row | None:
         return self.q1("SELECT * FROM batches WHERE id=? AND owner=? AND deleted=0", batch_id, owner)
 
@@ -198,7 +57,7 @@ class Store:
             self.db.execute(
                 "UPDATE batches SET failed_at=?, finished_at=? WHERE id=?", (now, self.clock.now(), b["id"])
             )
-        return self.q1("SELECT * FROM batches WHERE id=?", b["id"])  # type: ignore[return-value]
+        return self.batch_row(b["id"])  # type: ignore[return-value]
 
     def status(self, b: sqlite3.Row, c: dict[str, int]) -> str:
         """Section 5.1, first matching rule wins."""
@@ -323,22 +182,6 @@ class Store:
             )
         return self.q1("SELECT * FROM batches WHERE id=?", bid)  # type: ignore[return-value]
 
-    def populate(self, b: sqlite3.Row) -> None:
-        """Copy the input lines into request rows and mark the batch started (validating -> in_progress)."""
-        with self.db:
-            self.db.execute("BEGIN")
-            # Streamed from a cursor: a 200 MB input file is never held in memory.
-            source = self.db.execute(
-                "SELECT line_no, custom_id, model, url, body FROM input_lines WHERE file_id=?",
-                (b["input_file_id"],),
-            )
-            self.db.executemany(
-                "INSERT INTO requests (id, batch_id, line_no, custom_id, model, url, body, state)"
-                " VALUES (?,?,?,?,?,?,?,'pending')",
-                ((new_id(), b["id"], r[0], r[1], r[2], r[3], r[4]) for r in source),
-            )
-            self.db.execute("UPDATE batches SET in_progress_at=? WHERE id=?", (self.clock.now_i(), b["id"]))
-
     def write_off(self, batch_id: str, code: str, message: str) -> None:
         """OpenAI flavour: unrun requests of a cancelled/expired batch become error lines with `code`."""
         rows = self.q(
@@ -376,6 +219,79 @@ class Store:
                 (now, now, self.clock.now(), b["id"]),
             )
 
+    def cancel_if_running(self, b: sqlite3.Row) -> None:
+        if self.status(self.finish_if_done(b), self.counts(b["id"])) not in TERMINAL:
+            self.cancel(b)
 
-def owner_email(owner: str) -> str:
-    return f"user-{owner[:8]}@example.com"
+    def delete_batch(self, b: sqlite3.Row) -> None:
+        self.cancel_if_running(b)
+        self.db.execute("UPDATE batches SET deleted=1 WHERE id=?", (b["id"],))
+
+    def retry_failed(self, bid: str, request_ids: list[str] | None = None) -> None:
+        """Failed requests (all, or those listed) back to pending; the batch runs again."""
+        with self.db:
+            self.db.execute("BEGIN")
+            if request_ids is None:
+                self.db.execute(RESET_SQL, (bid,))
+            else:
+                self.db.executemany(RESET_SQL + " AND id=?", [(bid, i) for i in request_ids])
+            self.db.execute(
+                "UPDATE batches SET finalizing_at=NULL, completed_at=NULL, failed_at=NULL, cancelling_at=NULL,"
+                " cancelled_at=NULL, finished_at=NULL WHERE id=?",
+                (bid,),
+            )
+
+    def list_batches(
+        self,
+        owner: str,
+        search: str | None,
+        created_after: int | None,
+        created_before: int | None,
+        windows: list[str],
+    ) -> list[sqlite3.Row]:
+        """The owner's batches matching the stored-field filters, newest first."""
+        where, args = ["owner=?", "deleted=0"], [owner]
+        if search:
+            where.append(
+                "(instr(lower(metadata), lower(?)) > 0 OR instr(lower(input_filename), lower(?)) > 0"
+                " OR instr(lower(id), lower(?)) > 0)"
+            )
+            args += [search] * 3
+        if created_after is not None:
+            where.append("created_at > ?")
+            args.append(created_after)
+        if created_before is not None:
+            where.append("created_at < ?")
+            args.append(created_before)
+        if windows:
+            where.append(f"completion_window IN ({','.join('?' * len(windows))})")
+            args += windows
+        # The server sorts by its microsecond created_at (then id); whole seconds here, so creation order
+        # (seq) breaks ties: two batches made in the same second still list newest first.
+        return self.q(
+            f"SELECT * FROM batches WHERE {' AND '.join(where)} ORDER BY created_at DESC, seq DESC", *args
+        )
+
+    def results(self, bid: str, search: str | None, state: str | None) -> tuple[Lines, int]:
+        """`/results` lines in input order, and how many there are."""
+        where, args = "batch_id=?", [bid]
+        if search:
+            where += " AND instr(lower(custom_id), lower(?)) > 0"
+            args.append(search)
+        if state:
+            where += " AND state=?"
+            args.append(state)
+        row = self.q1(f"SELECT count(*) FROM requests WHERE {where}", *args)
+        return Lines(self, f"{RESULTS_SQL} WHERE {where} ORDER BY line_no", args), int(row[0]) if row else 0
+
+    def usage_by_model(self, bid: str) -> list[sqlite3.Row]:
+        """Per model of a batch's completed requests: prompt and completion tokens."""
+        return self.q(
+            "SELECT model, coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0) FROM requests"
+            " WHERE batch_id=? AND state='completed' GROUP BY model",
+            bid,
+        )
+
+    def avg_duration_ms(self, bid: str) -> float | None:
+        row = self.q1("SELECT avg(duration_ms) FROM requests WHERE batch_id=? AND state='completed'", bid)
+        return row[0] if row else None

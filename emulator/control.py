@@ -1,0 +1,73 @@
+"""The test-control endpoints under /_emulator/ (no auth, never faulted, not logged): the call log,
+counters, the runtime configuration and the clock. They are part of the emulator's contract."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .config import Config
+from .responses import json_ok
+from .state import state_of
+
+
+async def control_requests(request: web.Request) -> web.Response:
+    return json_ok({"requests": state_of(request).calls})
+
+
+async def control_stats(request: web.Request) -> web.Response:
+    s = state_of(request)
+    return json_ok(
+        {
+            "files_created": s.files_created,
+            "batches_created": s.batches_created,
+            "api_calls": len(s.calls),
+            "faults_injected": s.faults.injected,
+        }
+    )
+
+
+async def control_config(request: web.Request) -> web.Response:
+    s = state_of(request)
+    if request.method == "POST":
+        try:
+            changes = await request.json()
+        except ValueError:
+            return json_ok({"error": "body must be a JSON object"}, 400)
+        if not isinstance(changes, dict):
+            return json_ok({"error": "body must be a JSON object"}, 400)
+        unknown = sorted(set(changes) - set(Config.RUNTIME_KEYS))
+        if unknown:
+            return json_ok({"error": f"unknown keys: {unknown}", "allowed": list(Config.RUNTIME_KEYS)}, 400)
+        for key, value in changes.items():
+            current = getattr(s.cfg, key)
+            if isinstance(current, bool) or key == "paused":
+                value = bool(value)
+            elif isinstance(current, float):
+                value = float(value)
+            elif isinstance(current, int):
+                value = int(value)
+            setattr(s.cfg, key, value)
+        s.worker.wake.set()
+    return json_ok(s.cfg.runtime())
+
+
+async def control_clock(request: web.Request) -> web.Response:
+    s = state_of(request)
+    try:
+        body = await request.json()
+        secs = float(body.get("advance_seconds", 0))
+    except (ValueError, AttributeError, TypeError):
+        return json_ok({"error": 'expected {"advance_seconds": N}'}, 400)
+    s.clock.offset += secs
+    s.store.save_clock()
+    s.worker.wake.set()
+    return json_ok({"now": s.clock.now(), "offset": s.clock.offset})
+
+
+ROUTES = (
+    ("GET", "/_emulator/requests", control_requests),
+    ("GET", "/_emulator/stats", control_stats),
+    ("GET", "/_emulator/config", control_config),
+    ("POST", "/_emulator/config", control_config),
+    ("POST", "/_emulator/clock", control_clock),
+)

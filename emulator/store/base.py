@@ -1,0 +1,65 @@
+"""The connection and query helpers every part of the Store shares."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..config import Clock
+from .schema import SCHEMA
+
+
+class Database:
+    """One sqlite3 connection used on the event loop thread: short statements only."""
+
+    def __init__(self, path: str, clock: Clock, flavor: str = "doubleword") -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.clock = clock
+        self.flavor = flavor
+        if path != ":memory:":
+            self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        row = self.db.execute("SELECT value FROM meta WHERE key='clock_offset'").fetchone()
+        if row:
+            clock.offset = float(row[0])
+        # In-flight work of a previous process resumes: back to pending.
+        self.db.execute("UPDATE requests SET state='pending', next_at=0 WHERE state='in_progress'")
+        row = self.db.execute("SELECT max(done_seq) FROM requests").fetchone()
+        self.done_seq = int(row[0] or 0)
+
+    def q(self, sql: str, *args: object) -> list[sqlite3.Row]:
+        return self.db.execute(sql, args).fetchall()
+
+    def q1(self, sql: str, *args: object) -> sqlite3.Row | None:
+        return self.db.execute(sql, args).fetchone()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def save_clock(self) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('clock_offset', ?)", (str(self.clock.offset),)
+        )
+
+    def next_done_seq(self) -> int:
+        self.done_seq += 1
+        return self.done_seq
+
+    def ext_id(self, kind: str, raw: str) -> str:
+        """Ids as clients see them: bare UUIDs, or prefixed in the OpenAI flavour."""
+        if self.flavor != "openai" or not raw:
+            return raw
+        return ("file-" if kind == "file" else "batch_") + raw
+
+
+class Lines:
+    """A query of ready-made NDJSON lines (one text column), read page by page."""
+
+    def __init__(self, db: Database, sql: str, args: list) -> None:
+        self.db = db
+        self.sql = sql
+        self.args = args
+
+    def page(self, offset: int, n: int) -> list[str]:
+        return [r[0] for r in self.db.q(self.sql + " LIMIT ? OFFSET ?", *self.args, n, offset)]
