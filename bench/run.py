@@ -44,6 +44,7 @@ def main(argv: list[str]) -> int:
     started = time.time()
     report: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started))}
     report.update(machine=f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    report["load_before"] = [round(x, 2) for x in os.getloadavg()]  # how busy the machine was: the noise
     all_ok = True
     for name in wanted or names:
         print(f"== {name}", flush=True)
@@ -54,6 +55,7 @@ def main(argv: list[str]) -> int:
         report[name] = {"seconds": round(time.perf_counter() - begin, 1), "rows": rows}
         all_ok &= all(row.get("ok", True) for row in rows)
     report["seconds"] = round(time.time() - started, 1)
+    report["load_after"] = [round(x, 2) for x in os.getloadavg()]
     report["ok"] = all_ok
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str) + "\n")
