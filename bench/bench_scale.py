@@ -41,6 +41,10 @@ from harness import (
 )
 
 SIZES = (10_000, 20_000, 100_000, 200_000, *((1_000_000,) if FULL else ()))
+# BENCH_PROFILE=fetch,submit: run those phases of the largest size under cProfile (their figures are then
+# not comparable), stats to BENCH_PROFILE_DIR (default .) as profile-PHASE-SIZE.prof.
+PROFILE = {p for p in os.environ.get("BENCH_PROFILE", "").split(",") if p}
+PROFILE_DIR = Path(os.environ.get("BENCH_PROFILE_DIR", ".")).resolve()
 if os.environ.get("BENCH_SIZES"):  # e.g. BENCH_SIZES=10000,20000 for a quick look (pairs left out skip)
     SIZES = tuple(int(n) for n in os.environ["BENCH_SIZES"].split(","))
 MEMORY_PAIRS = ((20_000, 200_000, ("create", "fetch")),) + (
@@ -81,19 +85,18 @@ def one_job(emu: EmulatorServer, work: Path, size: int) -> Any:
     prompts = work / "prompts.txt"
     write_prompts(prompts, size, PROMPT_WORDS)
     out = work / "batch.jsonl"
-    run = probe(
-        None, work, "create_batch_file.py", "--prompts", str(prompts), "--model", MODEL, "-o", str(out)
-    )
+    args = ("--prompts", str(prompts), "--model", MODEL, "-o", str(out))
+    run = probe(None, work, "create_batch_file.py", *args, profile=profile(size, "create"))
     yield "create", {**run, "calls": []}
     shards = [s["path"] for s in run["stdout"]["shards"]]
     prompts.unlink()
-    run = probe(None, work, "validate_batch_file.py", "--quiet", *shards)
+    run = probe(None, work, "validate_batch_file.py", "--quiet", *shards, profile=profile(size, "validate"))
     yield "validate", {**run, "calls": []}
 
     emu.configure(paused=True)
     mark = len(emu.requests_log())
     manifest = work / "job.manifest.json"
-    run = probe(emu, work, "submit.py", *shards, "--manifest", str(manifest))
+    run = probe(emu, work, "submit.py", *shards, "--manifest", str(manifest), profile=profile(size, "submit"))
     yield "submit", {**run, "calls": script_calls(emu, mark)}
     batch_ids = [b["batch_id"] for b in run["stdout"]["batches"]]
     start = time.perf_counter()
@@ -103,8 +106,22 @@ def one_job(emu: EmulatorServer, work: Path, size: int) -> Any:
     yield "(emulator)", {"wall": wall, "peak_rss_kib": 0, "calls": []}
 
     mark = len(emu.requests_log())
-    run = probe(emu, work, "fetch_results.py", "--manifest", str(manifest), "--out", str(work / "out"))
+    out_dir = str(work / "out")
+    run = probe(
+        emu,
+        work,
+        "fetch_results.py",
+        "--manifest",
+        str(manifest),
+        "--out",
+        out_dir,
+        profile=profile(size, "fetch"),
+    )
     yield "fetch", {**run, "calls": script_calls(emu, mark)}
+
+
+def profile(size: int, phase: str) -> Path | None:
+    return PROFILE_DIR / f"profile-{phase}-{size}.prof" if phase in PROFILE and size == max(SIZES) else None
 
 
 def growth_line(size: int, phase: str, run: dict[str, Any]) -> dict[str, Any]:

@@ -109,14 +109,25 @@ def env_for(emu: EmulatorServer | None) -> dict[str, str]:
     return env
 
 
-def probe(emu: EmulatorServer | None, tmp: Path, script: str, *args: str, ok: tuple[int, ...] = (0,)) -> dict:
+def probe(
+    emu: EmulatorServer | None,
+    tmp: Path,
+    script: str,
+    *args: str,
+    ok: tuple[int, ...] = (0,),
+    profile: Path | None = None,
+) -> dict:
     """Run scripts/<script> through probe.py as its own process: probe's report (seconds, phases,
-    exit, peak_rss_kib = the child's VmHWM) plus ``wall`` (process start to exit) and parsed stdout."""
+    exit, peak_rss_kib = the child's VmHWM) plus ``wall`` (process start to exit) and parsed stdout.
+    With ``profile`` the command runs under cProfile (slower) and its stats are written there."""
     report = tmp / "probe.json"
     report.unlink(missing_ok=True)
     cmd = [sys.executable, str(BENCH_DIR / "probe.py"), str(report), str(SCRIPTS / script), *args]
+    env = env_for(emu)
+    if profile is not None:
+        env["PROBE_PROFILE"] = str(profile)
     start = time.perf_counter()
-    done = subprocess.run(cmd, env=env_for(emu), capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode not in ok:
         raise RuntimeError(f"{script} exited {done.returncode}: {done.stderr[-2000:]}")

@@ -77,12 +77,32 @@ def run_script(script: str) -> Any:
         runpy.run_path(script, run_name="__main__")
         return None
     import cProfile
+    import pstats
+    import threading
 
+    # One profiler per thread (cProfile sees only the thread that enabled it), merged at the end, so
+    # that work done in download or upload threads is in the profile too.
+    threads: list[cProfile.Profile] = []
+
+    def in_thread(*_: Any) -> None:
+        threading.setprofile(None)
+        sys.setprofile(None)
+        thread_profiler = cProfile.Profile()
+        threads.append(thread_profiler)
+        thread_profiler.enable()
+
+    threading.setprofile(in_thread)
     profiler = cProfile.Profile()
     try:
         profiler.runcall(runpy.run_path, script, run_name="__main__")
     finally:
-        profiler.dump_stats(profile_to)
+        threading.setprofile(None)
+        stats = pstats.Stats(profiler)
+        for thread_profiler in threads:
+            thread_profiler.create_stats()
+            if thread_profiler.stats:  # type: ignore[attr-defined]
+                stats.add(thread_profiler)
+        stats.dump_stats(profile_to)
     return None
 
 
