@@ -270,9 +270,139 @@ def test_near_miss_names_the_intended_field(tmp_path):
 
 
 def test_unknown_fields_that_are_not_near_misses_pass_silently(tmp_path):
-    body = chat(chat_template_kwargs={"enable_thinking": False}, top_k=20, repetition_penalty=1.1)
+    body = chat(top_k=20, repetition_penalty=1.1, my_extension={"a": 1})
     report = bv.validate_batch_file(str(write(tmp_path, line("q-1", body=body) + "\n")))
     assert report["valid"] and report["warnings"] == []
+
+
+# --------------------------------------------------------------------------- reasoning rules (server 4.5)
+
+RESPONSES = "/v1/responses"
+COMPLETIONS = "/v1/completions"
+
+
+def responses(**fields) -> dict:
+    return {"model": "m", "input": "hi", **fields}
+
+
+def completions(**fields) -> dict:
+    return {"model": "m", "prompt": "hi", **fields}
+
+
+@pytest.mark.parametrize(
+    "url, body, field, fix",
+    [
+        (CHAT, chat(chat_template_kwargs={"enable_thinking": False}), "chat_template_kwargs.enable_thinking", "'reasoning_effort'"),
+        (CHAT, chat(chat_template_kwargs={"thinking": True}), "chat_template_kwargs.thinking", "'reasoning_effort'"),
+        (CHAT, chat(chat_template_kwargs={}), "chat_template_kwargs", "'reasoning_effort'"),
+        (CHAT, chat(thinking={"type": "enabled"}), "thinking", "'reasoning_effort'"),
+        (CHAT, chat(thinking_token_budget=100), "thinking_token_budget", "'reasoning_effort'"),
+        (CHAT, chat(reasoning={"effort": "low"}), "reasoning", "'reasoning_effort'"),
+        (RESPONSES, responses(reasoning_effort="low"), "reasoning_effort", "'reasoning.effort'"),
+        (RESPONSES, responses(chat_template_kwargs={"enable_thinking": True}), "chat_template_kwargs.enable_thinking", "'reasoning.effort'"),
+        (RESPONSES, responses(thinking_token_budget=5), "thinking_token_budget", "'reasoning.effort'"),
+        (COMPLETIONS, completions(reasoning_effort="none"), "reasoning_effort", "/v1/chat/completions"),
+        (COMPLETIONS, completions(reasoning={"effort": "low"}), "reasoning", "/v1/responses"),
+        (COMPLETIONS, completions(thinking=True), "thinking", "/v1/chat/completions"),
+        (COMPLETIONS, completions(thinking_token_budget=1), "thinking_token_budget", "/v1/chat/completions"),
+        (COMPLETIONS, completions(chat_template_kwargs={}), "chat_template_kwargs", "/v1/chat/completions"),
+    ],
+)  # fmt: skip
+def test_refused_reasoning_fields_give_the_server_message_and_the_fix(tmp_path, url, body, field, fix):
+    report = bv.validate_batch_file(str(write(tmp_path, line("q-1", url=url, body=body) + "\n")))
+    assert report["valid"] is False
+    codes = [e["code"] for e in report["errors"]]
+    assert codes == ["unsupported_parameter"], report["errors"]
+    message = report["errors"][0]["message"]
+    assert f"'{field}'" in message and fix in message
+
+
+@pytest.mark.parametrize("effort", ["none", "minimal", "low", "medium", "high", "xhigh", "max"])
+def test_every_server_effort_is_accepted_on_chat_and_responses(tmp_path, effort):
+    content = line("c", body=chat(reasoning_effort=effort)) + "\n"
+    assert bv.validate_batch_file(str(write(tmp_path, content)))["valid"]
+    content = line("r", url=RESPONSES, body=responses(reasoning={"effort": effort})) + "\n"
+    assert bv.validate_batch_file(str(write(tmp_path, content)))["valid"]
+
+
+@pytest.mark.parametrize(
+    "url, body, needle",
+    [
+        (CHAT, chat(reasoning_effort="extreme"), "none, minimal, low, medium, high, xhigh, max"),
+        (CHAT, chat(reasoning_effort=3), "Expected a string"),
+        (RESPONSES, responses(reasoning={"effort": "turbo"}), "is not a reasoning effort"),
+        (RESPONSES, responses(reasoning="high"), "Expected an object"),
+    ],
+)
+def test_unknown_or_mistyped_effort_is_refused(tmp_path, url, body, needle):
+    report = bv.validate_batch_file(str(write(tmp_path, line("q-1", url=url, body=body) + "\n")))
+    assert [e["code"] for e in report["errors"]] == ["invalid_reasoning_effort"], report["errors"]
+    assert needle in report["errors"][0]["message"]
+
+
+def test_cli_refuses_chat_template_kwargs_pointing_to_reasoning_effort(tmp_path):
+    body = chat(chat_template_kwargs={"enable_thinking": False})
+    proc = run_cli(str(write(tmp_path, GOOD + "\n" + line("q-1", body=body) + "\n")))
+    assert proc.returncode == 4
+    error = json.loads(proc.stdout)["files"][0]["errors"][0]
+    assert (error["line"], error["code"]) == (2, "unsupported_parameter")
+    assert "use 'reasoning_effort'" in error["message"]
+
+
+# --------------------------------------------------------------------------- image parts
+
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+
+
+def image_message(url: str, *, text: str = "Read this") -> list:
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}],
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [f"data:image/png;base64,{PNG_B64}", "https://example.com/a.jpg", "http://example.com/b.png", "data:image/svg+xml;base64,PHN2Zy8+"],
+)  # fmt: skip
+def test_image_parts_pass_on_the_fast_path(tmp_path, url):
+    body = chat(messages=image_message(url))
+    assert bv.endpoint_checker(CHAT).fast_check(body) == len("Read this")
+    assert bv.validate_batch_file(str(write(tmp_path, line("q-1", body=body) + "\n")))["valid"]
+
+
+@pytest.mark.parametrize(
+    "url, needle",
+    [
+        (f"data:image/png;base64,{PNG_B64[:-3]}", "base64"),
+        ("data:image/png;base64,not base64!", "base64"),
+        ("data:text/plain;base64,aGk=", "image MIME"),
+        ("data:image/png," + PNG_B64, "image MIME"),
+        ("ftp://example.com/a.png", "http(s)"),
+        ("data:image/png;base64,", "no image data"),
+    ],
+)
+def test_malformed_image_parts_are_refused(tmp_path, url, needle):
+    body = chat(messages=image_message(url))
+    assert bv.endpoint_checker(CHAT).fast_check(body) < 0
+    report = bv.validate_batch_file(str(write(tmp_path, GOOD + "\n" + line("q-1", body=body) + "\n")))
+    assert report["valid"] is False
+    error = find(report["errors"], "invalid_image")
+    assert (error["line"], error["custom_id"]) == (2, "q-1") and needle in error["message"]
+    assert "messages[0].content[1]" in error["message"]
+
+
+def test_responses_image_parts_are_checked_too(tmp_path):
+    def body(url: str) -> dict:
+        part = {"type": "input_image", "image_url": url}
+        return responses(input=[{"role": "user", "content": [{"type": "input_text", "text": "x"}, part]}])
+
+    good = line("a", url=RESPONSES, body=body(f"data:image/png;base64,{PNG_B64}"))
+    bad = line("b", url=RESPONSES, body=body("data:image/png;base64,@@@@"))
+    report = bv.validate_batch_file(str(write(tmp_path, good + "\n" + bad + "\n")))
+    assert [(e["line"], e["code"]) for e in report["errors"]] == [(2, "invalid_image")]
 
 
 def test_empty_file_and_only_blank_lines(tmp_path):

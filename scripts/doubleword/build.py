@@ -20,12 +20,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from doubleword.config import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from doubleword.config import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from doubleword.endpoints import ENDPOINTS as TABLE
 from doubleword.endpoints import endpoint_named
 from doubleword.errors import InputError, UsageError
 from doubleword.files import remove_stale_temps, temp_file_beside
-from doubleword.validation import MAX_BODY_BYTES, endpoint_checker, inspect_line
+from doubleword.validation import MAX_BODY_BYTES, endpoint_checker, inspect_line, plain_line
 
 # name -> url, kept for callers of this module (the facts live in doubleword.endpoints).
 ENDPOINTS = {name: e.url for name, e in TABLE.items()}
@@ -256,18 +256,7 @@ def write_batch(
                 url = request.get("url") if isinstance(request, dict) else None
                 if url0 is None and isinstance(url, str) and url in _URL_TO_NAME:
                     url0, fast_check = url, endpoint_checker(url).fast_check
-                ok = (
-                    fast_check is not None
-                    and url == url0
-                    and type(cid) is str
-                    and 0 < len(cid) <= MAX_CUSTOM_ID_BYTES
-                    and cid.isascii()
-                    and cid.isprintable()
-                    and request.get("method") == "POST"
-                    and type(request.get("body")) is dict
-                    and fast_check(request["body"]) >= 0
-                )
-                if not ok:
+                if plain_line(request, url0, fast_check) < 0:
                     _check_slow(request, _where(number, cid), url0)
                 if cid in seen:
                     raise InputError(
