@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import re
 import sys
-from collections.abc import Iterator
 from typing import Any
 
-from doubleword.build import ENDPOINTS, endpoint_url, make_request, write_batch
-from doubleword.cli import make_parser, run, warn
+from doubleword.build import DUPLICATES, ENDPOINTS, endpoint_url, make_request
+from doubleword.cli import info, make_parser, run, warn
 from doubleword.config import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from doubleword.endpoints import REASONING_EFFORTS
 from doubleword.errors import ExitCode, InputError, UsageError
+from doubleword.sources import Source, build_batch
 from doubleword.validation import custom_id_problems, inspect_line
 
 DESCRIPTION = """\
@@ -29,50 +27,92 @@ over-long id is an error naming the row.
 
 Sources (one kind): --prompt TEXT (repeatable); --prompts FILE (one prompt per line, blank lines skipped,
 - for stdin); --csv FILE or --jsonl FILE with --field NAME (that column is the prompt; in JSONL a list value
-is used as the messages/inputs) or --template "... {column} ..." ({{ and }} for literal braces).
+is used as the messages/inputs) or --template "... {column} ..." ({{ and }} for literal braces); --images DIR
+(one request per image file, ids = file names, with one --prompt). --image-field COL adds an image part after
+the text: a local path (relative to the data file's folder) becomes a data:<mime>;base64 URI, an http(s) URL
+is kept. A line over the server's 10 MB limit, or a missing image, is an error naming the row.
+Empty prompts are reported in "warnings" and "empty_prompts" (--skip-empty leaves them out); --limit N
+takes the first N rows (a trial run). --reasoning-effort LEVEL writes reasoning_effort (chat) or
+reasoning.effort (responses), the only reasoning control the server accepts.
+Beside every batch file X.jsonl, X.rows.jsonl records each line's custom_id and source row (the columns).
 
-stdout: {"ok", "output", "endpoint", "url", "model", "requests", "shards": [{"path","requests","bytes"}],
-"warnings" (only when there are some, e.g. a --set name that looks like a typo)}."""
+stdout: {"ok", "output", "endpoint", "url", "model", "requests", "shards": [{"path","requests","bytes","rows_path"}],
+"warnings" (only when there are some, e.g. a --set name that looks like a typo, or empty prompts)}."""
 
 EXAMPLES = """\
   python3 scripts/create_batch_file.py --model Qwen/Qwen3.5-9B --prompt "Say hi" --prompt "Say bye" -o batch.jsonl
   python3 scripts/create_batch_file.py --model Qwen/Qwen3.5-9B --csv reviews.csv --id-field id \\
       --template "Classify the sentiment of: {text}" --json-schema sentiment.json --max-tokens 50 -o batch.jsonl
-  python3 scripts/create_batch_file.py --model Qwen/Qwen3-Embedding-8B --endpoint embeddings --prompts docs.txt -o emb.jsonl"""
-
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+  python3 scripts/create_batch_file.py --model Qwen/Qwen3-Embedding-8B --endpoint embeddings --prompts docs.txt -o emb.jsonl
+  python3 scripts/create_batch_file.py --model Qwen/Qwen3-VL-30B-A3B-Instruct-FP8 --images scans/ \
+      --prompt "Transcribe this page as Markdown." --max-tokens 2000 -o ocr.jsonl"""
 
 
 def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     args = _parse(argv)
-    endpoint = args.endpoint
-    url = endpoint_url(endpoint)
     options = _body_options(args)
-    # Fail on option combinations (e.g. --system with embeddings) before reading any input; the
-    # probe also shows warnings every request would share (a near-miss name given with --set).
-    probe = make_request("probe", model=args.model, endpoint=endpoint, custom_id="probe", **options)
+    # Fail on option combinations (e.g. --system with embeddings, images with completions) before reading
+    # any input; the probe also shows warnings every request would share (a near-miss name given with --set).
+    images = ["https://example.com/probe.png"] if args.images or args.image_field else None
+    probe = make_request("probe", custom_id="probe", images=images, **options)
     notes = [f"{code}: {message}" for code, message in inspect_line(probe)[1]]
-    for note in notes:
-        warn(note)
-    requests = _requests(args, options)
-    shards = write_batch(requests, args.output, max_requests=args.max_requests, max_bytes=args.max_bytes)
+    report = build_batch(
+        _source(args),
+        args.output,
+        options,
+        id_prefix=args.id_prefix,
+        limit=args.limit,
+        skip_empty=args.skip_empty,
+        duplicates=args.duplicates,
+        max_requests=args.max_requests,
+        max_bytes=args.max_bytes,
+    )
+    shards = report.shards
     total = sum(shard["requests"] for shard in shards)
     if len(shards) > 1:
-        sys.stderr.write(
-            f"wrote {total} requests in {len(shards)} shards (limits: --max-requests/--max-bytes)\n"
-        )
-    result = {
+        info(f"wrote {total} requests in {len(shards)} shards (limits: --max-requests/--max-bytes)")
+    result: dict[str, Any] = {
         "ok": True,
         "output": args.output,
-        "endpoint": endpoint,
-        "url": url,
+        "endpoint": args.endpoint,
+        "url": endpoint_url(args.endpoint),
         "model": args.model,
         "requests": total,
         "shards": shards,
     }
+    if report.empty:
+        action = (
+            "left out (--skip-empty)" if args.skip_empty else "sent as they are; --skip-empty leaves them out"
+        )
+        notes.append(
+            f"empty: {report.empty} empty prompt(s), first: {'; '.join(report.empty_rows)}; {action}"
+        )
+        result["empty_prompts"] = {"count": report.empty, "first": report.empty_rows}
+    if args.skip_empty:
+        result["skipped_empty"] = report.skipped_empty
+    if args.duplicates == "skip":
+        result["skipped_duplicates"] = report.skipped_duplicates
+    if args.duplicates == "number":
+        result["renamed_duplicates"] = report.renamed_duplicates
+    for note in notes:
+        warn(note)
     if notes:
         result["warnings"] = notes
     return result, int(ExitCode.OK)
+
+
+def _source(args: Any) -> Source:
+    kind = next(k for k in ("images", "prompts", "csv", "jsonl", "prompt") if getattr(args, k))
+    if kind == "images":
+        return Source("images", args.images, prompt=(args.prompt or [""])[0])
+    return Source(
+        kind,
+        getattr(args, kind),
+        field=args.field,
+        template=args.template,
+        id_field=args.id_field,
+        image_field=args.image_field,
+    )
 
 
 def _parse(argv: list[str]) -> Any:
@@ -88,11 +128,29 @@ def _parse(argv: list[str]) -> Any:
     source.add_argument("--prompts", metavar="FILE", help="a file with one prompt per line (- for stdin)")
     source.add_argument("--csv", metavar="FILE", help="a CSV file with a header row (- for stdin)")
     source.add_argument("--jsonl", metavar="FILE", help="a JSONL file of objects (- for stdin)")
+    source.add_argument(
+        "--images",
+        metavar="DIR",
+        help="a folder of images: one request per image (ids = file names), --prompt once",
+    )
     source.add_argument("--field", metavar="NAME", help="the CSV/JSONL column holding the prompt")
     source.add_argument("--template", metavar="TEXT", help='prompt template over columns: "... {column} ..."')
+    source.add_argument(
+        "--image-field",
+        metavar="COL",
+        help="CSV/JSONL column with an image path (relative to the data file's folder) or http(s) URL",
+    )
+    source.add_argument("--limit", type=int, metavar="N", help="only the first N rows (a trial run)")
+    source.add_argument("--skip-empty", action="store_true", help="leave out rows whose prompt is empty")
     ids = parser.add_argument_group("custom_id")
     ids.add_argument("--id-field", metavar="NAME", help="take custom_id from this CSV/JSONL column")
     ids.add_argument("--id-prefix", default="req", metavar="P", help="prefix of generated ids (default: req)")
+    ids.add_argument(
+        "--duplicates",
+        choices=DUPLICATES,
+        default="error",
+        help="a repeated id: error (default), number (ID-2, ID-3, ...) or skip (exact repeats only)",
+    )
     body = parser.add_argument_group("request body")
     body.add_argument("--model", required=True, help="model name, as listed by GET /models (required)")
     body.add_argument(
@@ -106,6 +164,12 @@ def _parse(argv: list[str]) -> Any:
     body.add_argument("--max-tokens", type=int, metavar="N", help="output token limit (>= 1)")
     body.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling, 0-1")
     body.add_argument("--stop", action="append", metavar="TEXT", help="stop sequence (repeatable, up to 4)")
+    body.add_argument(
+        "--reasoning-effort",
+        choices=REASONING_EFFORTS,
+        metavar="LEVEL",
+        help="reasoning_effort (chat) or reasoning.effort (responses): " + ", ".join(REASONING_EFFORTS),
+    )
     body.add_argument(
         "--json-schema",
         metavar="FILE",
@@ -135,14 +199,20 @@ def _parse(argv: list[str]) -> Any:
         help=f"bytes per file before sharding (default {MAX_FILE_BYTES})",
     )
     args = parser.parse_args(argv)
-    kinds = [name for name in ("prompt", "prompts", "csv", "jsonl") if getattr(args, name)]
+    kinds = [name for name in ("prompt", "prompts", "csv", "jsonl", "images") if getattr(args, name)]
+    if args.images and kinds == ["prompt", "images"]:
+        kinds = ["images"]
+        if len(args.prompt) > 1:
+            raise UsageError("--images takes one --prompt (the same prompt for every image)")
     if len(kinds) != 1:
-        raise UsageError("give exactly one source kind: --prompt, --prompts, --csv or --jsonl")
+        raise UsageError("give exactly one source kind: --prompt, --prompts, --csv, --jsonl or --images")
     tabular = kinds[0] in ("csv", "jsonl")
     if tabular and bool(args.field) == bool(args.template):
         raise UsageError(f"--{kinds[0]} needs exactly one of --field NAME or --template TEXT")
-    if not tabular and (args.field or args.template or args.id_field):
-        raise UsageError("--field, --template and --id-field apply only to --csv and --jsonl")
+    if not tabular and (args.field or args.template or args.id_field or args.image_field):
+        raise UsageError("--field, --template, --id-field and --image-field apply only to --csv and --jsonl")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be >= 1")
     if args.max_requests < 1 or args.max_bytes < 1024:
         raise UsageError("--max-requests must be >= 1 and --max-bytes >= 1024")
     if len(args.id_prefix.encode("utf-8")) > MAX_CUSTOM_ID_BYTES - 6 or custom_id_problems(args.id_prefix):
@@ -177,6 +247,9 @@ def _body_options(args: Any) -> dict[str, Any]:
     if args.stop is not None and len(args.stop) > 4:
         raise UsageError("--stop can be given at most 4 times")
     return {
+        "model": args.model,
+        "endpoint": args.endpoint,
+        "reasoning_effort": args.reasoning_effort,
         "system": args.system,
         "temperature": args.temperature,
         "max_tokens": args.max_tokens,
@@ -185,119 +258,6 @@ def _body_options(args: Any) -> dict[str, Any]:
         "json_schema": schema,
         "extra": extra or None,
     }
-
-
-# --------------------------------------------------------------------------- sources
-
-
-def _open_text(path: str, flag: str, newline: str | None = None) -> Any:
-    if path == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline=newline)
-    try:
-        return open(path, encoding="utf-8-sig", newline=newline)  # noqa: SIM115 - closed by the caller
-    except OSError as exc:
-        raise InputError(f"{flag} {path}: cannot open it ({exc.strerror})")
-
-
-def _rows(args: Any) -> Iterator[tuple[str, Any, dict[str, Any] | None]]:
-    """(row description, prompt or messages, the row's columns or None) in input order."""
-    if args.prompt:
-        for number, prompt in enumerate(args.prompt, 1):
-            yield f"--prompt number {number}", prompt, None
-        return
-    if args.prompts:
-        with _open_text(args.prompts, "--prompts", newline="\n") as handle:
-            for lineno, line in enumerate(_lines(handle, "--prompts", args.prompts), 1):
-                text = line.rstrip("\r\n")
-                if text.strip():
-                    yield f"line {lineno} of {args.prompts}", text, None
-        return
-    if args.csv:
-        with _open_text(args.csv, "--csv", newline="") as handle:
-            reader = csv.DictReader(handle)
-            try:
-                for number, row in enumerate(reader, 1):
-                    where = f"row {number} (line {reader.line_num}) of {args.csv}"
-                    if None in row:
-                        raise InputError(f"{where} has more values than the header has columns")
-                    yield where, _prompt_from(row, args, where), row
-            except csv.Error as exc:
-                raise InputError(f"{args.csv}: not readable as CSV near line {reader.line_num}: {exc}")
-            except UnicodeDecodeError:
-                raise InputError(f"{args.csv} is not valid UTF-8; re-save it as UTF-8")
-        return
-    with _open_text(args.jsonl, "--jsonl", newline="\n") as handle:
-        for lineno, line in enumerate(_lines(handle, "--jsonl", args.jsonl), 1):
-            if not line.strip():
-                continue
-            where = f"line {lineno} of {args.jsonl}"
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"{where} is not valid JSON ({exc})")
-            if not isinstance(row, dict):
-                raise InputError(f"{where} is not a JSON object")
-            yield where, _prompt_from(row, args, where), row
-
-
-def _lines(handle: Any, flag: str, path: str) -> Iterator[str]:
-    try:
-        yield from handle
-    except UnicodeDecodeError:
-        raise InputError(f"{flag} {path} is not valid UTF-8; re-save it as UTF-8")
-
-
-def _prompt_from(row: dict[str, Any], args: Any, where: str) -> Any:
-    if args.field:
-        if args.field not in row:
-            raise InputError(
-                f"{where}: column {args.field!r} is missing; columns are: {', '.join(map(str, row))}"
-            )
-        value = row[args.field]
-        if isinstance(value, list) and value:
-            return value
-        if value is None or isinstance(value, (dict, list)):
-            raise InputError(f"{where}: column {args.field!r} is {json.dumps(value)}, not a prompt")
-        return value if isinstance(value, str) else json.dumps(value)
-
-    def fill(match: re.Match[str]) -> str:
-        token = match.group(0)
-        if token in ("{{", "}}"):
-            return token[0]
-        name = match.group(1)
-        if name not in row:
-            raise InputError(
-                f"{where}: the template uses {{{name}}} but the row has no column {name!r}; "
-                f"columns are: {', '.join(map(str, row))}"
-            )
-        value = row[name]
-        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-    return _PLACEHOLDER.sub(fill, args.template)
-
-
-def _requests(args: Any, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    seen: dict[str, str] = {}
-    for number, (where, prompt, row) in enumerate(_rows(args), 1):
-        if args.id_field:
-            assert row is not None
-            if args.id_field not in row or row[args.id_field] in (None, ""):
-                raise InputError(f"{where}: the id column {args.id_field!r} is missing or empty")
-            value = row[args.id_field]
-            custom_id = value if isinstance(value, str) else json.dumps(value)
-        else:
-            custom_id = f"{args.id_prefix}-{number:05d}"
-        problems = custom_id_problems(custom_id)
-        if problems:
-            raise InputError(f"{where}: custom_id {custom_id!r}: {problems[0][1]}")
-        if custom_id in seen:
-            raise InputError(
-                f"{where}: custom_id {custom_id!r} is already used by {seen[custom_id]}; ids must be unique"
-            )
-        seen[custom_id] = where
-        if isinstance(prompt, str) and not prompt.strip() and args.endpoint != "embeddings":
-            sys.stderr.write(f"warning: {where}: the prompt is empty\n")
-        yield make_request(prompt, model=args.model, endpoint=args.endpoint, custom_id=custom_id, **options)
 
 
 if __name__ == "__main__":

@@ -14,24 +14,25 @@ file and renamed into place only when the whole write succeeded.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from doubleword.config import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from doubleword.config import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from doubleword.endpoints import ENDPOINTS as TABLE
-from doubleword.endpoints import endpoint_named
+from doubleword.endpoints import REASONING_EFFORTS, Endpoint, endpoint_for_url, endpoint_named
 from doubleword.errors import InputError, UsageError
 from doubleword.files import remove_stale_temps, temp_file_beside
+from doubleword.idset import IdSet
 from doubleword.validation import MAX_BODY_BYTES, endpoint_checker, inspect_line, plain_line
 
 # name -> url, kept for callers of this module (the facts live in doubleword.endpoints).
 ENDPOINTS = {name: e.url for name, e in TABLE.items()}
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-_URL_TO_NAME = {url: name for name, url in ENDPOINTS.items()}
 
 # Compact, UTF-8 kept as is: the smallest lines, and the fastest encoder (the C one).
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
@@ -69,67 +70,110 @@ def make_request(
     top_p: float | None = None,
     stop: str | list[str] | None = None,
     json_schema: dict[str, Any] | None = None,
+    images: list[str] | None = None,
+    reasoning_effort: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One request line as a dict, for ``endpoint`` chat (default), embeddings, responses, completions
     or messages (Anthropic). A string is the user prompt; a list is used as the messages (chat, responses,
-    messages) or as the input/prompt list (embeddings, completions). ``extra`` sets any other body field
-    and wins over the named arguments.
+    messages) or as the input/prompt list (embeddings, completions). ``images`` (http(s) URLs or data URIs)
+    become image parts after the text of the user message; ``reasoning_effort`` goes where the endpoint
+    takes it. ``extra`` sets any other body field and wins over the named arguments. Where each option
+    goes is the endpoint table's (:mod:`doubleword.endpoints`).
     """
-    url = endpoint_url(endpoint)
-    name = _URL_TO_NAME[url]
+    ep = endpoint_named(endpoint)
     if not isinstance(model, str) or not model:
         raise UsageError("a model is required (e.g. --model Qwen/Qwen3.5-9B)")
+    given = {
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "stop": stop,
+        "json_schema": json_schema,
+        "system": system,
+        "images": images,
+        "reasoning_effort": reasoning_effort,
+    }
+    _refuse_options(ep, {k: v for k, v in given.items() if v is not None and v != []}, extra or {})
     body: dict[str, Any] = {"model": model}
-    is_text = isinstance(prompt_or_messages, str)
-    if name in ("chat", "messages"):
-        messages = [{"role": "user", "content": prompt_or_messages}] if is_text else list(prompt_or_messages)
-        if system is not None and name == "chat":
-            messages.insert(0, {"role": "system", "content": system})
-        elif system is not None:
-            body["system"] = system
-        body["messages"] = messages
-    elif name == "responses":
-        body["input"] = prompt_or_messages
-        if system is not None:
-            body["instructions"] = system
-    else:
-        if system is not None:
-            raise UsageError(f"--system does not apply to the {name} endpoint")
-        body["input" if name == "embeddings" else "prompt"] = prompt_or_messages
-    if name == "embeddings":
-        given = [
-            n for n, v in (("temperature", temperature), ("max_tokens", max_tokens), ("top_p", top_p)) if v
-        ]
-        if given or stop or json_schema:
-            raise UsageError(
-                f"sampling options and --json-schema do not apply to embeddings ({given or 'stop'})"
-            )
-    if temperature is not None:
-        body["temperature"] = temperature
-    if top_p is not None:
-        body["top_p"] = top_p
+    body[ep.prompt_field] = _prompt_value(ep, prompt_or_messages, images or ())
+    if system is not None:
+        if ep.system_field == "messages":
+            body["messages"].insert(0, {"role": "system", "content": system})
+        else:
+            body[str(ep.system_field)] = system
+    for key, value in (("temperature", temperature), ("top_p", top_p)):
+        if value is not None:
+            body[key] = value
     if max_tokens is not None:
-        body["max_output_tokens" if name == "responses" else "max_tokens"] = max_tokens
-    elif name == "messages" and not (extra and "max_tokens" in extra):
-        raise UsageError("the messages endpoint requires max_tokens (--max-tokens N)")
+        body[str(ep.max_tokens_field)] = max_tokens
     if stop is not None:
-        body["stop_sequences" if name == "messages" else "stop"] = (
-            [stop] if isinstance(stop, str) else list(stop)
-        )
-        if name == "responses":
-            raise UsageError("the responses endpoint has no stop parameter")
+        body[str(ep.stop_field)] = [stop] if isinstance(stop, str) else list(stop)
     if json_schema is not None:
         fmt = json_schema_format(json_schema)
-        if name == "chat":
+        if ep.json_schema_field == "response_format":
             body["response_format"] = {"type": "json_schema", "json_schema": fmt}
-        elif name == "responses":
-            body["text"] = {"format": {"type": "json_schema", **fmt}}
         else:
-            raise UsageError(f"--json-schema is supported for chat and responses, not {name}")
+            body["text"] = {"format": {"type": "json_schema", **fmt}}
+    if reasoning_effort is not None:
+        ep.place_reasoning_effort(body, reasoning_effort)
     if extra:
         body.update(extra)
-    return {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
+    return {"custom_id": custom_id, "method": "POST", "url": ep.url, "body": body}
+
+
+# option -> the endpoint-table member that must be set for the option to apply
+_NEEDS = {
+    "system": "system_field",
+    "max_tokens": "max_tokens_field",
+    "stop": "stop_field",
+    "json_schema": "json_schema_field",
+    "images": "image_part",
+    "reasoning_effort": "reasoning_effort",
+}
+
+
+def _refuse_options(ep: Endpoint, given: dict[str, Any], extra: dict[str, Any]) -> None:
+    """A usage error for an option the endpoint has no place for (the table says where each goes)."""
+    if not ep.sampling:
+        sampling = [k for k in ("temperature", "top_p", "max_tokens", "stop", "json_schema") if k in given]
+        if sampling:
+            raise UsageError(f"sampling options and --json-schema do not apply to {ep.name} ({sampling})")
+    for option, member in _NEEDS.items():
+        if option in given and getattr(ep, member) is None:
+            flag = "--" + option.replace("_", "-")
+            raise UsageError(f"{flag} does not apply to the {ep.name} endpoint ({ep.url})")
+    effort = given.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise UsageError(f"--reasoning-effort {effort!r}: use one of {', '.join(REASONING_EFFORTS)}")
+    if ep.max_tokens_required and "max_tokens" not in given and ep.max_tokens_field not in extra:
+        raise UsageError(f"the {ep.name} endpoint requires max_tokens (--max-tokens N)")
+
+
+def _prompt_value(ep: Endpoint, prompt: str | list[Any], images: Sequence[str]) -> Any:
+    """What goes in the endpoint's prompt field: the text (with its image parts), or the given list."""
+    if not isinstance(prompt, str):
+        return list(prompt)
+    if not images:
+        return [{"role": "user", "content": prompt}] if ep.prompt_in_messages else prompt
+    parts = [_text_part(ep, prompt)] if prompt else []
+    parts.extend(_image_part(ep, url) for url in images)
+    return [{"role": "user", "content": parts}]
+
+
+def _text_part(ep: Endpoint, text: str) -> dict[str, Any]:
+    return {"type": "input_text" if ep.image_part == "input_image" else "text", "text": text}
+
+
+def _image_part(ep: Endpoint, url: str) -> dict[str, Any]:
+    if ep.image_part == "image_url":
+        return {"type": "image_url", "image_url": {"url": url}}
+    if ep.image_part == "input_image":
+        return {"type": "input_image", "image_url": url}
+    if url.startswith("data:"):  # Anthropic: base64 source blocks
+        media, _, data = url[5:].partition(";base64,")
+        return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
 
 
 # --------------------------------------------------------------------------- writing shards
@@ -146,62 +190,70 @@ def shard_paths(out_path: str | os.PathLike[str], count: int) -> list[Path]:
     return [out.with_name(f"{stem}-{i:0{width}d}{suffix}") for i in range(1, count + 1)]
 
 
-class _ShardWriter:
-    """Writes byte lines into temporary shard files, starting a new one when a limit would be passed."""
+def rows_path(batch_path: str | os.PathLike[str]) -> Path:
+    """Where a batch file's source rows are recorded: ``X.jsonl`` -> ``X.rows.jsonl``."""
+    path = Path(batch_path)
+    suffix = path.suffix or ".jsonl"
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    return path.with_name(f"{stem}.rows{suffix}")
 
-    def __init__(self, out_path: Path, max_requests: int, max_bytes: int) -> None:
+
+class _ShardWriter:
+    """Writes byte lines into temporary shard files, starting a new one when a limit would be passed; with
+    ``rows``, each shard gets a companion rows file written in step (line i describes line i)."""
+
+    def __init__(self, out_path: Path, max_requests: int, max_bytes: int, *, rows: bool = False) -> None:
         if max_requests < 1 or max_bytes < 2:
             raise UsageError("--max-requests and --max-bytes must be positive")
         self.out_path = out_path
         self.max_requests = max_requests
         self.max_bytes = max_bytes
-        self.shards: list[dict[str, Any]] = []  # {"tmp", "requests", "bytes"}
+        self.rows = rows
+        self.shards: list[dict[str, Any]] = []  # {"tmp", "rows_tmp", "requests", "bytes"}
         self._handle: IO[bytes] | None = None
+        self._rows_handle: IO[bytes] | None = None
+        self.requests = self.bytes = 0  # of the current shard
         out_path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out_path)  # shards a killed run was writing
 
-    def account(self, requests: int, size: int) -> None:
-        """Record the counts of the current shard (for writers that keep them in locals)."""
-        if self.shards:
-            self.shards[-1]["requests"] = requests
-            self.shards[-1]["bytes"] = size
-
-    def new_shard(self) -> IO[bytes]:
-        return self._new_shard()
-
-    def _new_shard(self) -> IO[bytes]:
-        self._close_current()
+    def _open(self) -> IO[bytes]:
         fd, tmp = temp_file_beside(self.out_path)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a batch file is an ordinary file
-        self._handle = os.fdopen(fd, "wb", buffering=1024 * 1024)
-        self.shards.append({"tmp": tmp, "requests": 0, "bytes": 0})
-        return self._handle
+        self.shards[-1]["tmp" if "tmp" not in self.shards[-1] else "rows_tmp"] = tmp
+        return os.fdopen(fd, "wb", buffering=1024 * 1024)
+
+    def _new_shard(self) -> None:
+        self._close_current()
+        self.shards.append({"requests": 0, "bytes": 0})
+        self._handle = self._open()
+        if self.rows:
+            self._rows_handle = self._open()
+        self.requests = self.bytes = 0
 
     def _close_current(self) -> None:
-        if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
-            self._handle = None
+        if self.shards:
+            self.shards[-1].update(requests=self.requests, bytes=self.bytes)
+        for handle in (self._handle, self._rows_handle):
+            if handle is not None:
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
+        self._handle = self._rows_handle = None
 
-    def write(self, line: bytes, where: str) -> None:
-        """Write one line (with its trailing newline); ``where`` names it in errors."""
+    def write(self, line: bytes, where: str, row_line: bytes = b"") -> None:
+        """Write one line (with its trailing newline), and its rows line; ``where`` names it in errors."""
         size = len(line)
-        if size > self.max_bytes:
-            raise InputError(f"{where} is {size:,} bytes, more than the {self.max_bytes:,}-byte file limit")
-        current = self.shards[-1] if self.shards else None
-        if (
-            current is None
-            or current["requests"] >= self.max_requests
-            or current["bytes"] + size > self.max_bytes
-        ):
-            handle = self._new_shard()
-            current = self.shards[-1]
-        else:
-            handle = self._handle  # type: ignore[assignment]
-        handle.write(line)
-        current["requests"] += 1
-        current["bytes"] += size
+        if self._handle is None or self.requests >= self.max_requests or self.bytes + size > self.max_bytes:
+            if size > self.max_bytes:
+                raise InputError(
+                    f"{where} is {size:,} bytes, more than the {self.max_bytes:,}-byte file limit"
+                )
+            self._new_shard()
+        self._handle.write(line)  # type: ignore[union-attr]
+        if self._rows_handle is not None:
+            self._rows_handle.write(row_line)
+        self.requests += 1
+        self.bytes += size
 
     def finish(self, *, numbered: bool) -> list[dict[str, Any]]:
         """Rename the temporary files into place; the shard list with final paths."""
@@ -214,17 +266,125 @@ class _ShardWriter:
             paths = [shard_paths(self.out_path, 2)[0]]
         result = []
         for shard, path in zip(self.shards, paths, strict=True):
+            entry = {"path": str(path), "requests": shard["requests"], "bytes": shard["bytes"]}
+            if "rows_tmp" in shard:
+                os.replace(shard["rows_tmp"], rows_path(path))
+                entry["rows_path"] = str(rows_path(path))
             os.replace(shard["tmp"], path)
-            result.append({"path": str(path), "requests": shard["requests"], "bytes": shard["bytes"]})
+            result.append(entry)
         return result
 
     def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            if self._handle is not None:
-                self._handle.close()
-        for shard in self.shards:
+        for handle in (self._handle, self._rows_handle):
             with contextlib.suppress(OSError):
-                os.unlink(shard["tmp"])
+                if handle is not None:
+                    handle.close()
+        for shard in self.shards:
+            for key in ("tmp", "rows_tmp"):
+                with contextlib.suppress(OSError, KeyError):
+                    os.unlink(shard[key])
+
+
+DUPLICATES = ("error", "number", "skip")
+
+
+class BatchWriter:
+    """Checks, encodes and writes request lines into shards (see :func:`write_batch`), with the source row
+    of each line when ``rows`` is set. Use it as a context manager; :meth:`finish` puts the files in place.
+
+    Duplicate custom_ids (kept in a flat-memory :class:`IdSet`): ``duplicates="error"`` (the default) refuses
+    them; ``"number"`` renames a repeat ``ID-2``, ``ID-3``, ...; ``"skip"`` leaves out a line identical to
+    an earlier one (same id, same request) and refuses a different request under a used id.
+    """
+
+    def __init__(
+        self,
+        out_path: str | os.PathLike[str],
+        *,
+        max_requests: int = MAX_REQUESTS_PER_FILE,
+        max_bytes: int = MAX_FILE_BYTES,
+        check: bool = True,
+        rows: bool = False,
+        duplicates: str = "error",
+    ) -> None:
+        if duplicates not in DUPLICATES:
+            raise UsageError(f"duplicates={duplicates!r}: use one of {', '.join(DUPLICATES)}")
+        self._shards = _ShardWriter(Path(out_path), max_requests, max_bytes, rows=rows)
+        self.check = check
+        self.duplicates = duplicates
+        self.ids = IdSet()
+        self.number = 0  # requests offered
+        self.renamed = self.skipped = 0
+        self.url: str | None = None
+        self.fast_check: Any = None
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if kind is not None:
+            self._shards.abort()
+        self.ids.close()
+
+    def add(self, request: dict[str, Any], row: Any = None, where: str | None = None) -> bool:
+        """Check and write one request (``row``: its source row, for the rows file); False if skipped."""
+        self.number += 1
+        cid = request.get("custom_id") if isinstance(request, dict) else None
+        where = where or f"request {self.number}"
+        if isinstance(cid, str):
+            where += f" (custom_id {cid!r})"
+        if self.check:
+            url = request.get("url") if isinstance(request, dict) else None
+            if self.url is None and endpoint_for_url(url) is not None:
+                self.url, self.fast_check = url, endpoint_checker(url).fast_check
+            if plain_line(request, self.url, self.fast_check) < 0:
+                _check_slow(request, where, self.url)
+        try:
+            line = (_encode(request) + "\n").encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{where} cannot be written as JSON: {exc}")
+        if self.check and isinstance(cid, str):
+            line = self._unique(request, cid, line, where)
+            if not line:
+                return False
+        if len(line) > MAX_BODY_BYTES:
+            raise InputError(
+                f"{where} is {len(line):,} bytes; a request may be at most {MAX_BODY_BYTES:,} (the server's "
+                "per-line limit): shorten the prompt or send smaller images"
+            )
+        row_line = b""
+        if self._shards.rows:
+            row_line = (_encode({"custom_id": request["custom_id"], "row": row}) + "\n").encode("utf-8")
+        self._shards.write(line, where, row_line)
+        return True
+
+    def _unique(self, request: dict[str, Any], cid: str, line: bytes, where: str) -> bytes:
+        """The line to write (renamed when numbering), or b"" for a skipped exact repeat."""
+        digest = hashlib.blake2b(line, digest_size=16).digest() if self.duplicates == "skip" else b""
+        first = self.ids.get(cid)
+        if first is None:
+            self.ids.add(cid, self.number, digest)
+            return line
+        if self.duplicates == "skip" and first[1] == digest:
+            self.skipped += 1
+            return b""
+        if self.duplicates != "number":
+            hint = "" if self.duplicates == "skip" else " (or --duplicates number|skip)"
+            raise InputError(
+                f"{where}: custom_id {cid!r} is already used by request {first[0]}; ids must be unique{hint}"
+            )
+        for n in range(2, self.number + 2):
+            candidate = f"{cid[: MAX_CUSTOM_ID_BYTES - 1 - len(str(n))]}-{n}"
+            if self.ids.get(candidate) is None:
+                break
+        self.ids.add(candidate, self.number, digest)
+        self.renamed += 1
+        request["custom_id"] = candidate
+        return (_encode(request) + "\n").encode("utf-8")
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Put the shards in place; ``[{"path", "requests", "bytes"(, "rows_path")}]``."""
+        return self._shards.finish(numbered=False)
 
 
 def write_batch(
@@ -237,61 +397,14 @@ def write_batch(
 ) -> list[dict[str, Any]]:
     """Write request dicts as a batch file, or as numbered shards when a limit would be passed.
 
-    Streams (only the set of custom_ids is kept, to refuse duplicates). With ``check`` (the default) every
-    line is validated first, so what is written always passes validate_batch_file.py; a bad request raises
-    :class:`InputError` naming it, and nothing is written.
+    Streams in flat memory (custom_ids are checked for uniqueness in an :class:`IdSet`). With ``check``
+    (the default) every line is validated first, so what is written always passes validate_batch_file.py;
+    a bad request raises :class:`InputError` naming it, and nothing is written.
     """
-    writer = _ShardWriter(Path(out_path), max_requests, max_bytes)
-    seen: dict[str, int] = {}
-    url0: str | None = None
-    fast_check = None
-    encode = _encode
-    # The current shard's handle and counters are kept in locals: this loop runs once per request.
-    handle: Any = None
-    count = size_total = 0
-    try:
-        for number, request in enumerate(requests, 1):
-            cid = request.get("custom_id") if isinstance(request, dict) else None
-            if check:
-                url = request.get("url") if isinstance(request, dict) else None
-                if url0 is None and isinstance(url, str) and url in _URL_TO_NAME:
-                    url0, fast_check = url, endpoint_checker(url).fast_check
-                if plain_line(request, url0, fast_check) < 0:
-                    _check_slow(request, _where(number, cid), url0)
-                if cid in seen:
-                    raise InputError(
-                        f"{_where(number, cid)}: custom_id {cid!r} is already used by request {seen[cid]}"
-                    )
-                seen[cid] = number  # type: ignore[index]
-            try:
-                line = (encode(request) + "\n").encode("utf-8")
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"{_where(number, cid)} cannot be written as JSON: {exc}")
-            size = len(line)
-            if size > MAX_BODY_BYTES:
-                raise InputError(
-                    f"{_where(number, cid)} is {size:,} bytes; a request may be at most {MAX_BODY_BYTES:,}"
-                )
-            if handle is None or count >= max_requests or size_total + size > max_bytes:
-                if size > max_bytes:
-                    raise InputError(
-                        f"{_where(number, cid)} is {size:,} bytes, more than --max-bytes {max_bytes:,}"
-                    )
-                writer.account(count, size_total)
-                handle = writer.new_shard()
-                count = size_total = 0
-            handle.write(line)
-            count += 1
-            size_total += size
-        writer.account(count, size_total)
-        return writer.finish(numbered=False)
-    except BaseException:
-        writer.abort()
-        raise
-
-
-def _where(number: int, cid: Any) -> str:
-    return f"request {number}" + (f" (custom_id {cid!r})" if isinstance(cid, str) else "")
+    with BatchWriter(out_path, max_requests=max_requests, max_bytes=max_bytes, check=check) as writer:
+        for request in requests:
+            writer.add(request)
+        return writer.finish()
 
 
 def _check_slow(request: Any, where: str, url0: str | None) -> None:

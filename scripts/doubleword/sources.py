@@ -1,0 +1,245 @@
+"""Where requests come from: prompts, a prompts file, CSV or JSONL rows (a column or a template), or a
+folder of images with one prompt. Each source yields :class:`SourceRow` items in input order, streaming
+(one row at a time; images are only named here and read when their request is built)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from doubleword.build import BatchWriter, make_request
+from doubleword.errors import InputError
+from doubleword.images import image_files, image_url
+from doubleword.validation import custom_id_problems
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source of rows, as given on the command line."""
+
+    kind: str  # "prompt", "prompts", "csv", "jsonl" or "images"
+    value: Any  # the prompts (list) or the path ("-" for stdin)
+    field: str | None = None  # the prompt column
+    template: str | None = None  # or a template over the columns
+    id_field: str | None = None
+    image_field: str | None = None
+    prompt: str = ""  # the one prompt of an images folder
+
+    @property
+    def base(self) -> Path:
+        """The folder that relative image paths are relative to: the data file's own."""
+        if not isinstance(self.value, str) or self.value == "-":
+            return Path.cwd()
+        return Path(self.value).resolve().parent
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """One input row: where it is (for messages), its prompt, what the rows file records for it."""
+
+    where: str
+    prompt: Any  # text, or a list (messages / inputs) from a JSONL column
+    row: dict[str, Any]
+    empty: bool  # a blank prompt (field or every template value), and no image
+    id_value: str | None = None  # from --id-field
+    images: list[str] = field(default_factory=list)  # paths or URLs, as given
+
+
+def read_rows(source: Source) -> Iterator[SourceRow]:
+    """The rows of ``source`` in input order."""
+    if source.kind == "prompt":
+        for number, prompt in enumerate(source.value, 1):
+            yield SourceRow(f"--prompt number {number}", prompt, {"prompt": prompt}, not prompt.strip())
+    elif source.kind == "prompts":
+        with _open_text(source.value, "--prompts", newline="\n") as handle:
+            for lineno, line in enumerate(_lines(handle, "--prompts", source.value), 1):
+                text = line.rstrip("\r\n")
+                if text.strip():  # blank lines separate prompts; they are not prompts
+                    yield SourceRow(f"line {lineno} of {source.value}", text, {"prompt": text}, False)
+    elif source.kind == "images":
+        for path in image_files(source.value):
+            yield SourceRow(
+                f"image {path.name}",
+                source.prompt,
+                {"image": path.name, "prompt": source.prompt},
+                False,
+                id_value=path.name,
+                images=[str(path)],
+            )
+    else:
+        reader = _csv_rows if source.kind == "csv" else _jsonl_rows
+        for where, row in reader(source.value):
+            yield _tabular_row(source, where, row)
+
+
+def _csv_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    with _open_text(path, "--csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        try:
+            for number, row in enumerate(reader, 1):
+                where = f"row {number} (line {reader.line_num}) of {path}"
+                if None in row:
+                    raise InputError(f"{where} has more values than the header has columns")
+                yield where, row
+        except csv.Error as exc:
+            raise InputError(f"{path}: not readable as CSV near line {reader.line_num}: {exc}")
+        except UnicodeDecodeError:
+            raise InputError(f"{path} is not valid UTF-8; re-save it as UTF-8")
+
+
+def _jsonl_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    with _open_text(path, "--jsonl", newline="\n") as handle:
+        for lineno, line in enumerate(_lines(handle, "--jsonl", path), 1):
+            if not line.strip():
+                continue
+            where = f"line {lineno} of {path}"
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise InputError(f"{where} is not valid JSON ({exc})")
+            if not isinstance(row, dict):
+                raise InputError(f"{where} is not a JSON object")
+            yield where, row
+
+
+def _tabular_row(source: Source, where: str, row: dict[str, Any]) -> SourceRow:
+    if source.field:
+        prompt = _column_prompt(row, source.field, where)
+        empty = isinstance(prompt, str) and not prompt.strip()
+    else:
+        prompt, empty = _fill(str(source.template), row, where)
+    images: list[str] = []
+    if source.image_field:
+        cell = _column(row, source.image_field, where)
+        images = [cell if isinstance(cell, str) else json.dumps(cell)]
+        empty = False
+    id_value = None
+    if source.id_field:
+        if source.id_field not in row or row[source.id_field] in (None, ""):
+            raise InputError(f"{where}: the id column {source.id_field!r} is missing or empty")
+        value = row[source.id_field]
+        id_value = value if isinstance(value, str) else json.dumps(value)
+    return SourceRow(where, prompt, row, empty, id_value, images)
+
+
+def _column(row: dict[str, Any], name: str, where: str) -> Any:
+    if name not in row:
+        raise InputError(f"{where}: column {name!r} is missing; columns are: {', '.join(map(str, row))}")
+    return row[name]
+
+
+def _column_prompt(row: dict[str, Any], name: str, where: str) -> Any:
+    value = _column(row, name, where)
+    if isinstance(value, list) and value:
+        return value
+    if value is None or isinstance(value, (dict, list)):
+        raise InputError(f"{where}: column {name!r} is {json.dumps(value)}, not a prompt")
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _fill(template: str, row: dict[str, Any], where: str) -> tuple[str, bool]:
+    """The filled template, and whether every value it used is blank (an empty prompt)."""
+    used: list[str] = []
+
+    def fill(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        name = match.group(1)
+        if name not in row:
+            raise InputError(
+                f"{where}: the template uses {{{name}}} but the row has no column {name!r}; "
+                f"columns are: {', '.join(map(str, row))}"
+            )
+        value = row[name]
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        used.append(text if value is not None else "")
+        return text
+
+    filled = _PLACEHOLDER.sub(fill, template)
+    return filled, bool(used) and not any(v.strip() for v in used)
+
+
+def _open_text(path: str, flag: str, newline: str | None = None) -> Any:
+    if path == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline=newline)
+    try:
+        return open(path, encoding="utf-8-sig", newline=newline)  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise InputError(f"{flag} {path}: cannot open it ({exc.strerror})")
+
+
+def _lines(handle: Any, flag: str, path: str) -> Iterator[str]:
+    try:
+        yield from handle
+    except UnicodeDecodeError:
+        raise InputError(f"{flag} {path} is not valid UTF-8; re-save it as UTF-8")
+
+
+# --------------------------------------------------------------------------- rows -> batch file
+
+
+@dataclass
+class BuildReport:
+    """What :func:`build_batch` wrote and met on the way."""
+
+    shards: list[dict[str, Any]]
+    empty: int = 0  # rows with an empty prompt (sent, or left out with skip_empty)
+    empty_rows: list[str] = field(default_factory=list)  # the first few of them
+    skipped_empty: int = 0
+    skipped_duplicates: int = 0
+    renamed_duplicates: int = 0
+
+
+def build_batch(
+    source: Source,
+    out_path: str,
+    request_options: dict[str, Any],
+    *,
+    id_prefix: str = "req",
+    limit: int | None = None,
+    skip_empty: bool = False,
+    duplicates: str = "error",
+    max_requests: int,
+    max_bytes: int,
+) -> BuildReport:
+    """Build and write the batch file(s) of ``source``: one request per row (``request_options`` are
+    :func:`make_request`'s keyword arguments, model and endpoint included), the rows files beside them,
+    images encoded one at a time. Nothing is left behind on error."""
+    report = BuildReport(shards=[])
+    base = source.base
+    with BatchWriter(
+        out_path, max_requests=max_requests, max_bytes=max_bytes, rows=True, duplicates=duplicates
+    ) as writer:
+        for number, item in enumerate(read_rows(source), 1):
+            if limit is not None and number > limit:
+                break
+            if item.empty:
+                report.empty += 1
+                if len(report.empty_rows) < _FIRST_ROWS:
+                    report.empty_rows.append(item.where)
+                if skip_empty:
+                    report.skipped_empty += 1
+                    continue
+            custom_id = item.id_value if item.id_value is not None else f"{id_prefix}-{number:05d}"
+            problems = custom_id_problems(custom_id)
+            if problems:
+                raise InputError(f"{item.where}: custom_id {custom_id!r}: {problems[0][1]}")
+            images = [image_url(value, base, item.where) for value in item.images] or None
+            request = make_request(item.prompt, custom_id=custom_id, images=images, **request_options)
+            writer.add(request, item.row, item.where)
+        report.shards = writer.finish()
+        report.skipped_duplicates, report.renamed_duplicates = writer.skipped, writer.renamed
+    return report
+
+
+_FIRST_ROWS = 5

@@ -1,0 +1,284 @@
+"""create_batch_file.py inputs (issue 13): images from a column or a folder, the reasoning effort, empty
+prompts, --limit, duplicate ids, and the source-rows file beside every batch file. Run as a subprocess:
+exit code, the JSON on stdout, the files on disk."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+MODEL = "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8"
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+)
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9"
+
+
+def run(script: str, *args: str, cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), *args], capture_output=True, timeout=120, cwd=cwd
+    )
+    return proc, json.loads(proc.stdout)
+
+
+def create(*args: str, cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    return run("create_batch_file.py", "--model", MODEL, *args, cwd=cwd)
+
+
+def lines(path: Path | str) -> list[dict]:
+    return [json.loads(raw) for raw in Path(path).read_text(encoding="utf-8").split("\n") if raw]
+
+
+def validate(path: Path | str) -> dict:
+    proc, out = run("validate_batch_file.py", str(path))
+    assert proc.returncode == 0, out
+    return out
+
+
+def data_uri(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+@pytest.fixture()
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    (folder / "img").mkdir(parents=True)
+    (folder / "img" / "a.png").write_bytes(PNG)
+    (folder / "img" / "b.jpg").write_bytes(JPEG)
+    return folder
+
+
+def test_image_column_mixes_png_jpeg_and_url_into_exact_parts(photos, tmp_path):
+    csv = photos / "rows.csv"
+    csv.write_text(
+        "id,img,q\nr1,img/a.png,What is it?\nr2,img/b.jpg,And this?\nr3,https://x.test/c.webp,Web\n"
+    )
+    out = tmp_path / "out" / "vision.jsonl"
+    # run from another folder: image paths are relative to the CSV's folder, not the working directory
+    proc, result = create(
+        "--csv",
+        str(csv),
+        "--id-field",
+        "id",
+        "--field",
+        "q",
+        "--image-field",
+        "img",
+        "-o",
+        str(out),
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert result["requests"] == 3
+    contents = [line["body"]["messages"][0]["content"] for line in lines(out)]
+    assert contents[0] == [
+        {"type": "text", "text": "What is it?"},
+        {"type": "image_url", "image_url": {"url": data_uri("image/png", PNG)}},
+    ]
+    assert contents[1][1]["image_url"]["url"] == data_uri("image/jpeg", JPEG)
+    assert contents[2][1] == {"type": "image_url", "image_url": {"url": "https://x.test/c.webp"}}
+    report = validate(out)["files"][0]
+    assert report["valid"] and report["warnings"] == []
+
+
+def test_responses_endpoint_gets_input_image_parts(photos, tmp_path):
+    csv = photos / "rows.csv"
+    csv.write_text("img,q\nimg/a.png,Describe\n")
+    out = tmp_path / "r.jsonl"
+    proc, _ = create(
+        "--endpoint", "responses", "--csv", str(csv), "--field", "q", "--image-field", "img", "-o", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert lines(out)[0]["body"]["input"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "Describe"},
+                {"type": "input_image", "image_url": data_uri("image/png", PNG)},
+            ],
+        }
+    ]
+    validate(out)
+
+
+def test_missing_image_is_an_error_naming_row_and_path(photos, tmp_path):
+    csv = photos / "rows.csv"
+    csv.write_text("img,q\nimg/a.png,one\nimg/nope.png,two\n")
+    out = tmp_path / "o.jsonl"
+    proc, result = create("--csv", str(csv), "--field", "q", "--image-field", "img", "-o", str(out))
+    assert proc.returncode == 4
+    message = result["error"]["message"]
+    assert "row 2" in message and "nope.png" in message and "does not exist" in message
+    assert not out.exists() and not (tmp_path / "o.rows.jsonl").exists()
+
+
+def test_image_over_the_10_mb_line_limit_is_an_error_naming_the_row(photos, tmp_path):
+    (photos / "img" / "huge.png").write_bytes(PNG[:16] + os.urandom(8 * 1024 * 1024))
+    csv = photos / "rows.csv"
+    csv.write_text("img,q\nimg/a.png,fine\nimg/huge.png,too big\n")
+    out = tmp_path / "o.jsonl"
+    proc, result = create("--csv", str(csv), "--field", "q", "--image-field", "img", "-o", str(out))
+    assert proc.returncode == 4
+    assert "row 2" in result["error"]["message"] and "10,485,760" in result["error"]["message"]
+    assert list(tmp_path.glob("o*")) == []
+
+
+def test_images_folder_one_request_per_image_ids_from_file_names(photos, tmp_path):
+    (photos / "img" / "notes.txt").write_text("not an image")
+    out = tmp_path / "ocr.jsonl"
+    proc, result = create("--images", str(photos / "img"), "--prompt", "Transcribe the page.", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    got = lines(out)
+    assert [line["custom_id"] for line in got] == ["a.png", "b.jpg"]
+    assert got[0]["body"]["messages"][0]["content"][0] == {"type": "text", "text": "Transcribe the page."}
+    assert lines(tmp_path / "ocr.rows.jsonl") == [
+        {"custom_id": "a.png", "row": {"image": "a.png", "prompt": "Transcribe the page."}},
+        {"custom_id": "b.jpg", "row": {"image": "b.jpg", "prompt": "Transcribe the page."}},
+    ]
+    validate(out)
+
+
+def test_images_refused_for_an_endpoint_without_image_parts(photos, tmp_path):
+    out = tmp_path / "o.jsonl"
+    proc, result = create("--endpoint", "completions", "--images", str(photos / "img"), "-o", str(out))
+    assert proc.returncode == 2 and not out.exists()
+    assert (
+        result["error"]["message"] == "--images does not apply to the completions endpoint (/v1/completions)"
+    )
+
+
+def test_byte_sharding_holds_with_big_image_lines(tmp_path):
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"p{i}.png").write_bytes(PNG[:16] + os.urandom(100_000))
+    out = tmp_path / "s.jsonl"
+    proc, result = create("--images", str(folder), "--max-bytes", "300000", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    shards = result["shards"]
+    assert [s["requests"] for s in shards] == [2, 2, 2]
+    for shard in shards:
+        assert Path(shard["path"]).stat().st_size == shard["bytes"] <= 300_000
+        assert len(lines(shard["rows_path"])) == shard["requests"]
+        validate(shard["path"])
+
+
+@pytest.mark.parametrize(
+    "endpoint, expected",
+    [("chat", {"reasoning_effort": "none"}), ("responses", {"reasoning": {"effort": "max"}})],
+)
+def test_reasoning_effort_goes_in_the_right_field(tmp_path, endpoint, expected):
+    effort = "none" if endpoint == "chat" else "max"
+    out = tmp_path / "o.jsonl"
+    proc, _ = create("--endpoint", endpoint, "--prompt", "hi", "--reasoning-effort", effort, "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    body = lines(out)[0]["body"]
+    assert {k: body[k] for k in expected} == expected
+    validate(out)
+
+
+def test_reasoning_effort_refused_on_completions_and_unknown_levels(tmp_path):
+    out = tmp_path / "o.jsonl"
+    proc, result = create(
+        "--endpoint", "completions", "--prompt", "hi", "--reasoning-effort", "low", "-o", str(out)
+    )
+    assert proc.returncode == 2 and "completions" in result["error"]["message"]
+    proc, result = create("--prompt", "hi", "--reasoning-effort", "extreme", "-o", str(out))
+    assert proc.returncode == 2 and not out.exists()
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "embeddings"])
+def test_blank_fields_give_an_empty_warning_and_skip_empty_drops_them(tmp_path, endpoint):
+    csv = tmp_path / "reviews.csv"
+    csv.write_text("id,text\n1,good\n2,\n3,   \n4,bad\n")
+    out = tmp_path / "o.jsonl"
+    proc, result = create("--endpoint", endpoint, "--csv", str(csv), "--field", "text", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert result["requests"] == 4
+    assert result["empty_prompts"]["count"] == 2
+    assert [w for w in result["warnings"] if w.startswith("empty:")]
+    assert "row 2" in result["empty_prompts"]["first"][0]
+    proc, result = create(
+        "--endpoint", endpoint, "--csv", str(csv), "--field", "text", "--skip-empty", "-o", str(out)
+    )
+    assert proc.returncode == 0
+    assert (result["requests"], result["skipped_empty"]) == (2, 2)
+    assert [line["custom_id"] for line in lines(out)] == ["req-00001", "req-00004"]
+
+
+def test_template_with_only_blank_values_is_empty(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"t": "x"}\n{"t": ""}\n')
+    proc, result = create(
+        "--jsonl", str(data), "--template", "Classify: {t}", "-o", str(tmp_path / "o.jsonl")
+    )
+    assert proc.returncode == 0 and result["empty_prompts"]["count"] == 1
+
+
+def test_limit_takes_the_first_rows(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(20)))
+    out = tmp_path / "o.jsonl"
+    proc, result = create("--prompts", str(prompts), "--limit", "5", "-o", str(out))
+    assert proc.returncode == 0 and result["requests"] == 5
+    assert [line["body"]["messages"][0]["content"] for line in lines(out)] == [
+        f"prompt {i}" for i in range(5)
+    ]
+
+
+def test_duplicate_ids_fail_by_default_or_are_numbered_or_skipped(tmp_path):
+    csv = tmp_path / "d.csv"
+    csv.write_text("id,text\na,one\nb,two\na,one\na,three\n")
+    out = tmp_path / "o.jsonl"
+    proc, result = create("--csv", str(csv), "--id-field", "id", "--field", "text", "-o", str(out))
+    assert proc.returncode == 4 and "row 3" in result["error"]["message"] and not out.exists()
+    proc, result = create(
+        "--csv", str(csv), "--id-field", "id", "--field", "text", "--duplicates", "number", "-o", str(out)
+    )
+    assert proc.returncode == 0 and result["renamed_duplicates"] == 2
+    assert [line["custom_id"] for line in lines(out)] == ["a", "b", "a-2", "a-3"]
+    assert [r["custom_id"] for r in lines(tmp_path / "o.rows.jsonl")] == ["a", "b", "a-2", "a-3"]
+    validate(out)
+    proc, result = create(
+        "--csv", str(csv), "--id-field", "id", "--field", "text", "--duplicates", "skip", "-o", str(out)
+    )
+    assert proc.returncode == 4 and "row 4" in result["error"]["message"]  # same id, another request
+    csv.write_text("id,text\na,one\nb,two\na,one\n")
+    proc, result = create(
+        "--csv", str(csv), "--id-field", "id", "--field", "text", "--duplicates", "skip", "-o", str(out)
+    )
+    assert proc.returncode == 0 and (result["requests"], result["skipped_duplicates"]) == (2, 1)
+
+
+def test_rows_file_beside_every_shard_line_for_line(tmp_path):
+    csv = tmp_path / "d.csv"
+    csv.write_text("id,text,lang\n" + "".join(f"k{i},text {i},en\n" for i in range(5)))
+    out = tmp_path / "b.jsonl"
+    proc, result = create(
+        "--csv", str(csv), "--id-field", "id", "--field", "text", "--max-requests", "2", "-o", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [Path(s["rows_path"]).name for s in result["shards"]] == [
+        "b-001.rows.jsonl",
+        "b-002.rows.jsonl",
+        "b-003.rows.jsonl",
+    ]
+    for shard in result["shards"]:
+        batch, rows = lines(shard["path"]), lines(shard["rows_path"])
+        assert [r["custom_id"] for r in rows] == [b["custom_id"] for b in batch]
+        for line, row in zip(batch, rows, strict=True):
+            assert row["row"] == {
+                "id": line["custom_id"],
+                "text": line["body"]["messages"][0]["content"],
+                "lang": "en",
+            }
+    proc, _ = create("--prompt", "solo", "-o", str(tmp_path / "p.jsonl"))
+    assert lines(tmp_path / "p.rows.jsonl") == [{"custom_id": "req-00001", "row": {"prompt": "solo"}}]
