@@ -1,7 +1,9 @@
 """Local benchmarks: validation vs a bare json.loads loop, building vs a bare json.dumps loop, and the
 peak memory of validation at two file sizes (it must not grow with the file).
 
-Targets (issue 2): validation <= 1.5x json.loads, build <= 1.5x json.dumps, memory flat.
+Targets: validation <= 1.5x json.loads, build <= 1.5x json.dumps, validation memory flat; create's peak memory
+at 200,000 requests within 1.25x of 20,000; an image batch (2,000 x 200 KB) validates at >= 0.8x the text
+batch's bytes per second (its build and validate time and memory are shown).
 """
 
 from __future__ import annotations
@@ -85,6 +87,98 @@ def peak_rss_kib(path: Path) -> int:
         [sys.executable, "-c", code, str(SCRIPTS), str(path)], capture_output=True, text=True, check=True
     )
     return int(out.stdout.strip())
+
+
+_PEAK_WRAPPER = (
+    "import runpy, sys; script = sys.argv[1]; sys.argv = sys.argv[1:]\n"
+    "try:\n    runpy.run_path(script, run_name='__main__')\nexcept SystemExit as exc:\n    code = exc.code\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+    "sys.stderr.write('PEAK_KIB ' + (hwm[0].split()[1] if hwm else '0') + '\\n')\n"
+)
+
+
+def command_peak(script: str, *args: str) -> tuple[float, int]:
+    """(seconds, peak RSS KiB) of one command run in a fresh process (its exit code must be 0)."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK_WRAPPER, str(SCRIPTS / script), *args], capture_output=True, text=True
+    )
+    elapsed = time.perf_counter() - start
+    assert json.loads(proc.stdout)["ok"], proc.stdout[-2000:]
+    peak = [line for line in proc.stderr.splitlines() if line.startswith("PEAK_KIB ")]
+    return elapsed, int(peak[-1].split()[1])
+
+
+def create_memory_rows(tmpdir: Path) -> list[dict[str, Any]]:
+    """Peak memory of create_batch_file.py at 20,000 and 200,000 requests (issue 15: within 1.25x)."""
+    prompts = tmpdir / "prompts.txt"
+    rng = random.Random(3)
+    with open(prompts, "w", encoding="utf-8") as handle:
+        for _ in range(200_000):
+            handle.write(prompt(rng, 30).replace("\n", " ") + "\n")
+    peaks = []
+    for count in (20_000, 200_000):
+        out = tmpdir / f"create-{count}.jsonl"
+        _, peak = command_peak("create_batch_file.py", "--model", MODEL, "--prompts", str(prompts),
+                               "--limit", str(count), "-o", str(out))  # fmt: skip
+        peaks.append(peak)
+        for path in tmpdir.glob(f"create-{count}*"):
+            path.unlink()
+    ratio = peaks[1] / peaks[0]
+    return [
+        {
+            "benchmark": "create peak RSS 20,000 vs 200,000 requests",
+            "baseline": f"{peaks[0] / 1024:.1f} MiB",
+            "measured": f"{peaks[1] / 1024:.1f} MiB",
+            "ratio": round(ratio, 2),
+            "target": "<= 1.25x",
+            "ok": ratio <= 1.25,
+        }
+    ]
+
+
+def image_rows(tmpdir: Path, text_file: Path) -> list[dict[str, Any]]:
+    """Build and validate 2,000 requests with a 200 KB image each (issue 13's closing figure), and the
+    validation rate of that image batch against the text batch's (target: similar, >= 0.8x)."""
+    folder = tmpdir / "pages"
+    folder.mkdir()
+    rng = random.Random(5)
+    for i in range(2000):
+        (folder / f"page-{i:04d}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + rng.randbytes(200 * 1024 - 8))
+    out = tmpdir / "images.jsonl"
+    build_s, build_kib = command_peak("create_batch_file.py", "--model", "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8",
+                                      "--images", str(folder), "--prompt", "Transcribe this page.",
+                                      "-o", str(out))  # fmt: skip
+    shards = sorted(str(p) for p in tmpdir.glob("images*.jsonl") if not p.name.endswith(".rows.jsonl"))
+    image_bytes = sum(Path(p).stat().st_size for p in shards)
+    check_s, check_kib = command_peak("validate_batch_file.py", "--quiet", *shards)
+    text_s, _ = command_peak("validate_batch_file.py", "--quiet", str(text_file))
+    image_rate, text_rate = image_bytes / check_s, text_file.stat().st_size / text_s
+    for path in [*folder.iterdir(), *tmpdir.glob("images*")]:
+        path.unlink()
+    info = {"target": "(info)", "ok": True, "ratio": ""}
+    return [
+        {
+            "benchmark": f"build 2,000 x 200 KB images ({image_bytes / 1e6:.0f} MB)",
+            "baseline": "",
+            "measured": f"{build_s:.2f}s, peak {build_kib / 1024:.1f} MiB",
+            **info,
+        },  # fmt: skip
+        {
+            "benchmark": "validate that image batch",
+            "baseline": "",
+            "measured": f"{check_s:.2f}s, peak {check_kib / 1024:.1f} MiB",
+            **info,
+        },  # fmt: skip
+        {
+            "benchmark": "validate MB/s: image batch vs text batch",
+            "baseline": f"text {text_rate / 1e6:.0f} MB/s",
+            "measured": f"images {image_rate / 1e6:.0f} MB/s",
+            "ratio": round(image_rate / text_rate, 2),
+            "target": ">= 0.8x",
+            "ok": image_rate >= 0.8 * text_rate,
+        },
+    ]
 
 
 def traced_peak_kib(path: Path) -> int:
@@ -174,6 +268,8 @@ def run() -> list[dict[str, Any]]:
         rows.append(_memory_row(f"peak RSS {LINES // 5:,} vs {LINES:,} lines", rss_small, rss_big))
         traced_small, traced_big = traced_peak_kib(small), traced_peak_kib(big)
         rows.append(_memory_row("peak Python heap (tracemalloc)", traced_small, traced_big))
+        rows += create_memory_rows(tmpdir)
+        rows += image_rows(tmpdir, big)
     return rows
 
 

@@ -17,7 +17,6 @@ from typing import Any
 from doubleword.build import BatchWriter, make_request
 from doubleword.errors import InputError
 from doubleword.images import image_files, image_url
-from doubleword.validation import custom_id_problems
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
@@ -231,9 +230,6 @@ def build_batch(
                     report.skipped_empty += 1
                     continue
             custom_id = item.id_value if item.id_value is not None else f"{id_prefix}-{number:05d}"
-            problems = custom_id_problems(custom_id)
-            if problems:
-                raise InputError(f"{item.where}: custom_id {custom_id!r}: {problems[0][1]}")
             images = [image_url(value, base, item.where) for value in item.images] or None
             request = make_request(item.prompt, custom_id=custom_id, images=images, **request_options)
             writer.add(request, item.row, item.where)
