@@ -30,6 +30,10 @@ ALLOWED_CODES = {
 PROMPTS = "\n".join(f"Question {i}: name a colour that rhymes with {i}" for i in range(1, 13)) + "\n"
 CSV = 'id,review\nr1,Great product\nr2,Terrible service\nr3,"Fine, I guess"\n'
 JSONL = "".join(json.dumps({"text": t}) + "\n" for t in ("alpha", "beta", "gamma"))
+PNG = bytes.fromhex(  # a 1x1 image, for the images recipe
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c"
+    "63606060f80f0001040100c12d8e500000000049454e44ae426082"
+)
 SCHEMA = json.dumps(
     {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]}, indent=2
 )
@@ -68,6 +72,8 @@ def test_documented_commands_run_against_the_emulator(doc_name, tmp_path):
     (work / "data.csv").write_text(CSV)
     (work / "data.jsonl").write_text(JSONL)
     (work / "schema.json").write_text(SCHEMA)
+    (work / "scans").mkdir()
+    (work / "scans" / "page-1.png").write_bytes(PNG)
 
     with EmulatorServer("--fail-rate", "0.25", "--seed", "3", api_key=CANARY_KEY) as emu:
         env = dict(os.environ, DOUBLEWORD_API_KEY=CANARY_KEY, DOUBLEWORD_BASE_URL=emu.base_url)
