@@ -12,7 +12,8 @@
 - first batch: in a 4-shard submit the first batch is created before the last upload has finished
   (seen by the emulator: its counts of files and batches, sampled every 5 ms);
 - poll --wait: four batches that finish at different times; each finished batch is read at most once
-  more (the read that sees it finished), counted from the emulator's call log.
+  more (the read that sees it finished), counted from the emulator's call log;
+- next check: the next_check_seconds poll.py suggests at about 7.5% of a one-minute batch (shown).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from harness import (
     FULL,
     TERMINAL,
     EmulatorServer,
+    batch_now,
     calls_summary,
     emulator,
     growth_row,
@@ -61,6 +63,8 @@ SHARD_WORDS = 150  # about 1 KB a line: 4 x 25 MB
 POLL_SIZES = (500, 1_500, 3_000, 6_000)  # at POLL_RATE: done after about 0.2, 0.8, 2 and 4.4 s
 POLL_RATE = 2_500
 POLL_INTERVAL = 0.5
+NEXT_CHECK_S = 60.0  # a batch expected to take a minute...
+NEXT_CHECK_RATE = 100  # ...at 100 requests/s
 
 
 # --------------------------------------------------------------------------- growth
@@ -330,6 +334,37 @@ def reads_after_finish(log: list[dict[str, Any]], mark: int, finished_at: dict[s
     return after
 
 
+def next_check_row(tmp: Path) -> dict[str, Any]:
+    """poll.py once at about 7.5% of a batch expected to take NEXT_CHECK_S: the next_check_seconds it
+    suggests, against the expected remaining time (issue 15 item 4; shown, no target)."""
+    total = int(NEXT_CHECK_RATE * NEXT_CHECK_S)
+    source = tmp / "next-check.jsonl"
+    write_requests(source, total, 10)
+    manifest = tmp / "next-check.manifest.json"
+    with emulator("--rate", str(NEXT_CHECK_RATE), "--start-delay", "0") as emu:
+        submitted = probe(emu, tmp, "submit.py", str(source), "--manifest", str(manifest), "--no-validate")
+        batch_id = submitted["stdout"]["batches"][0]["batch_id"]
+        deadline = time.monotonic() + NEXT_CHECK_S
+        while time.monotonic() < deadline:
+            counts = batch_now(emu, batch_id).get("request_counts") or {}
+            if int(counts.get("completed", 0)) >= 0.075 * total:
+                break
+            time.sleep(0.05)
+        polled = probe(emu, tmp, "poll.py", "--manifest", str(manifest), ok=(0, 7))["stdout"]
+    (batch,) = polled["batches"]
+    done = int(batch.get("request_counts", {}).get("completed", 0))
+    remaining = (total - done) / NEXT_CHECK_RATE
+    told = polled.get("next_check_seconds")
+    return {
+        "benchmark": f"poll once at {100 * done / total:.1f}% of a {NEXT_CHECK_S:g}-s batch: next_check_seconds",
+        "baseline": f"about {remaining:.0f}s remaining",
+        "measured": f"{told}s" + (f" (1/{remaining / told:.0f} of the time left)" if told else ""),
+        "ratio": "",
+        "target": "(info)",
+        "ok": True,
+    }
+
+
 def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="dw-bench-scale-") as tmp:
@@ -339,6 +374,7 @@ def run() -> list[dict[str, Any]]:
         rows.append(emulator_row(runs))
         rows += first_batch_rows(Path(tmp))
         rows += poll_rows(Path(tmp))
+        rows.append(next_check_row(Path(tmp)))
     return rows
 
 

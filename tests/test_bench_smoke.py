@@ -24,6 +24,7 @@ def bench_scale(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def
     monkeypatch.setattr(module, "SHARD_LINES", 400)
     monkeypatch.setattr(module, "POLL_SIZES", (100, 300))
     monkeypatch.setattr(module, "POLL_RATE", 1_000)
+    monkeypatch.setattr(module, "NEXT_CHECK_S", 4.0)
     yield module
     for name in ("bench_scale", "harness"):
         sys.modules.pop(name, None)
@@ -52,3 +53,4 @@ def test_first_batch_and_poll_rows_measure_the_emulator_side(bench_scale, tmp_pa
     (poll,) = bench_scale.poll_rows(tmp_path)
     counts = poll["measured"].split(": ")[1].split(", ")
     assert len(counts) == 2 and all(int(c) >= 0 for c in counts)
+    assert bench_scale.next_check_row(tmp_path)["benchmark"].startswith("poll once at")
