@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Run every bench/bench_*.py module (each exposes ``run() -> list of row dicts``) and print its tables.
 
-Usage: python3 bench/run.py [--full] [--json FILE] [NAME ...]   (e.g. `local` runs bench_local.py only).
---full (or BENCH_FULL=1 in the environment, e.g. `BENCH_FULL=1 make bench`) adds the slow rows: the
-1,000,000-request row of the growth table. --json FILE also writes every row, with the run's date and
-duration, to FILE. Exit 1 if a row misses its target (``"ok": false``), so `make bench` can gate on it.
+Usage: python3 bench/run.py [--full] [--json FILE] [--markdown FILE] [NAME ...]   (e.g. `local` runs
+bench_local.py only). --full (or BENCH_FULL=1 in the environment, e.g. `BENCH_FULL=1 make bench`) adds the
+slow rows: the 1,000,000-request row of the growth table. --json FILE also writes every row, with the
+run's date, machine, duration and load average, to FILE; --markdown FILE the same as Markdown tables
+(what the README's performance section quotes). Exit 1 if a row misses its target (``"ok": false``), so `make bench` can gate on it.
 
 Rows with the same keys, one after the other, print as one table: the target rows have the columns
 benchmark, baseline, measured, ratio, target, ok; other tables (the growth table) bring their own.
@@ -30,6 +31,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
     parser.add_argument("--full", action="store_true", help="add the 1,000,000-request growth row")
     parser.add_argument("--json", metavar="FILE", help="also write every row to FILE")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE as Markdown")
     args = parser.parse_args(argv)
     if args.full:
         os.environ["BENCH_FULL"] = "1"
@@ -59,6 +61,8 @@ def main(argv: list[str]) -> int:
     report["ok"] = all_ok
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(report, wanted or names))
     missed = [r for n in (wanted or names) for r in report[n]["rows"] if not r.get("ok", True)]
     print(
         f"== {report['seconds']:.0f}s; "
@@ -67,15 +71,34 @@ def main(argv: list[str]) -> int:
     return 0 if all_ok else 1
 
 
-def print_tables(rows: list[dict[str, Any]]) -> None:
-    group: list[dict[str, Any]] = []
+def tables(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Runs of rows with the same keys."""
+    groups: list[list[dict[str, Any]]] = []
     for row in rows:
-        if group and list(row) != list(group[0]):
-            print_table(group)
-            group = []
-        group.append(row)
-    if group:
+        if groups and list(row) == list(groups[-1][0]):
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
+def print_tables(rows: list[dict[str, Any]]) -> None:
+    for group in tables(rows):
         print_table(group)
+
+
+def markdown(report: dict[str, Any], names: list[str]) -> str:
+    load = f"load average {report['load_before'][0]:g} -> {report['load_after'][0]:g}"
+    lines = [f"Run {report['started']}, {report['machine']}, {report['seconds']:.0f} s, {load}.", ""]
+    for name in names:
+        lines.append(f"{name} ({report[name]['seconds']:.0f} s):")
+        for group in tables(report[name]["rows"]):
+            lines += ["", "| " + " | ".join(group[0]) + " |", "|" + " --- |" * len(group[0])]
+            lines += [
+                "| " + " | ".join(_cell(v).replace("|", "/") for v in row.values()) + " |" for row in group
+            ]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
