@@ -17,7 +17,8 @@ import tempfile
 from aiohttp import web
 
 from .app import build_app
-from .config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUESTS, DEFAULT_MODELS, Config
+from .catalog import DEFAULT_MODELS, DEFAULT_REASONING_MODELS
+from .config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUESTS, Config
 
 DESCRIPTION = """\
 A local server that behaves like Doubleword's batch API (files, batches, models, realtime chat and
@@ -103,6 +104,21 @@ def add_model_flags(g: argparse._ArgumentGroup) -> None:
         help="comma-separated model names served (default: %(default)s)",
     )
     g.add_argument(
+        "--reasoning-models",
+        default=",".join(DEFAULT_REASONING_MODELS),
+        metavar="LIST",
+        help="comma-separated models that answer with reasoning_content, which uses the output budget "
+        "first (default: %(default)s)",
+    )
+    g.add_argument(
+        "--sloppy-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of answers a sloppy model spoils: JSON in a code fence, prose instead of JSON, or "
+        "cut short with finish_reason length (default: %(default)s)",
+    )
+    g.add_argument(
         "--rate",
         type=float,
         default=5000.0,
@@ -177,6 +193,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     values["api_keys"] = values.pop("api_key")
     values["db"] = a.db or ""
     values["models"] = [m.strip() for m in a.models.split(",") if m.strip()]
+    values["reasoning_models"] = [m.strip() for m in a.reasoning_models.split(",") if m.strip()]
     return Config(**values)
 
 

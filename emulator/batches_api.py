@@ -28,9 +28,10 @@ from .responses import (
     text_error,
 )
 from .state import State, state_of
-from .store import TERMINAL, Store, owner_email
+from .store import TERMINAL, Store
 from .validation import serde_kind
 
+# Input keys the server drops (compared case-insensitively, `-` as `_`): it sets them itself.
 RESERVED_METADATA = {
     "created_by_email",
     "context_name",
@@ -38,10 +39,6 @@ RESERVED_METADATA = {
     "request_source",
     "created_by",
     "dw_user_agent",
-    "dw_source_id",
-    "dw_source_name",
-    "dw_sync_id",
-    "dw_external_key",
 }
 STATUS_FILTERS = ("in_progress", "completed", "failed", "cancelled", "expired")
 
@@ -92,7 +89,11 @@ async def create_batch(request: web.Request) -> web.Response:
                 raise _unprocessable(f"metadata.{k}: invalid type: {serde_kind(v)}, expected a string", raw)
     window = body["completion_window"]
     if window == "background":
-        return text_error(403, "Insufficient permissions to use the background completion window")
+        return text_error(
+            403,
+            "Insufficient permissions to Create background inference; assign the BackgroundInferenceUser role "
+            "to use the background completion window",
+        )
     if window not in WINDOWS:
         return text_error(400, "Unsupported completion_window. Allowed values: 24h, 1h")
     if body["endpoint"] not in BATCH_URLS:
@@ -110,16 +111,17 @@ async def create_batch(request: web.Request) -> web.Response:
     if f is None:
         return text_error(404, f"File with ID {body['input_file_id']} not found")
     if f["owner"] != owner:
-        return text_error(403, f"Insufficient permissions to access file {body['input_file_id']}")
+        return text_error(403, f"Insufficient permissions to Create batch using file {body['input_file_id']}")
     if state.cfg.batch_create_error == "capacity":
         return capacity_429(window, st.file_models(fid))
     meta = {}
     for k, v in (metadata or {}).items():
         if k.lower().replace("-", "_") not in RESERVED_METADATA:
             meta[k] = v
-    if not openai:
+    if not openai:  # stored as the server stores them; the batch object shows created_by_email instead
         meta["request_source"] = "api"
-        meta["created_by_email"] = owner_email(owner)
+        meta["created_by"] = owner
+        meta["dw_user_agent"] = request.headers.get("User-Agent", "")
     b = st.create_batch(owner, f, body["endpoint"], window, meta, state.cfg.start_delay)
     state.batches_created += 1
     state.worker.wake.set()
@@ -170,7 +172,7 @@ async def list_batches(request: web.Request) -> web.Response:
     for b in rows:
         b = st.finish_if_done(b)
         status = st.status(b, st.counts(b["id"]))
-        if status_filter and not _matches(status_filter, status, b, now):
+        if status_filter and not _matches(status_filter, b, now):
             continue
         items.append((b, status))
     if q.get("active_first") == "true":
@@ -184,23 +186,27 @@ async def list_batches(request: web.Request) -> web.Response:
     data = []
     for b, _ in items[:limit]:
         obj = st.batch_object(b)
-        if q.get("include") == "analytics":
+        if "analytics" in q.get("include", "").split(","):
             obj["analytics"] = analytics_of(st, b)
         data.append(obj)
     return json_ok(list_envelope(data, len(items) > limit))
 
 
-def _matches(flt: str, status: str, b: sqlite3.Row, now: float) -> bool:
-    if flt == "in_progress":
-        return status in ("validating", "in_progress", "finalizing")
+def _matches(flt: str, b: sqlite3.Row, now: float) -> bool:
+    """The status filter compares stored timestamps, not the computed status: a batch cancelled after it
+    completed matches both `completed` and `cancelled`."""
+    if flt == "completed":
+        return b["completed_at"] is not None
+    if flt == "failed":
+        return b["failed_at"] is not None
     if flt == "cancelled":
-        return status in ("cancelled", "cancelling")
+        return b["cancelling_at"] is not None
     if flt == "expired":
         finished_at = b["finished_at"]
         return (finished_at is None and now > b["expires_at"]) or (
             finished_at is not None and finished_at > b["expires_at"]
         )
-    return status == flt
+    return b["completed_at"] is None and b["failed_at"] is None and b["cancelling_at"] is None  # in_progress
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
@@ -233,8 +239,6 @@ async def retry_batch(request: web.Request) -> web.Response:
 async def retry_requests(request: web.Request) -> web.Response:
     state = state_of(request)
     owner = state.auth_files(request)
-    b = lookup_batch(state, owner, request.match_info["batch_id"])
-    st = state.store
     if not is_json_content_type(request.content_type):
         return text_error(415, "Expected request with `Content-Type: application/json`")
     try:
@@ -248,6 +252,8 @@ async def retry_requests(request: web.Request) -> web.Response:
         )
     parsed = (parse_uuid(x) if isinstance(x, str) and not x.startswith("batch_req_") else None for x in ids)
     valid = [i for i in parsed if i]
+    b = lookup_batch(state, owner, request.match_info["batch_id"])  # after the body, as the server does
+    st = state.store
     if not valid:
         return text_error(400, "No valid request IDs provided")
     st.retry_failed(b["id"], valid)
@@ -270,20 +276,20 @@ async def batch_results(request: web.Request) -> web.StreamResponse:
     st = state.store
     b = st.finish_if_done(b)
     skip, limit = paging(request)
-    status = request.query.get("status") or None
-    lines, count = st.results(b["id"], request.query.get("search") or None, status)
+    search = request.query.get("search") or None
+    lines, count = st.results(b["id"], search, request.query.get("status") or None)
     c = st.counts(b["id"])
-    running = not st.is_finished(b, c) or bool(
-        b["cancelling_at"] is None and (c["pending"] or c["in_progress"])
-    )
+    # true only while rows wait or run: false while validating (no rows yet) and once cancelled
+    running = b["cancelling_at"] is None and bool(c["pending"] or c["in_progress"])
     if limit is not None:
         page = lines.page(skip, limit + 1)
         more = len(page) > limit
         page = page[:limit]
         headers = {"X-Incomplete": str(more or running).lower(), "X-Last-Line": str(skip + len(page))}
         return ndjson(page, headers)
-    n = count if status else b["total"]
-    headers = {"X-Incomplete": str(running).lower(), "X-Last-Line": str(n)}
+    headers = {"X-Incomplete": str(running).lower()}
+    if not search:
+        headers["X-Last-Line"] = str(max(skip, count))
     return await stream_ndjson(request, lines, skip, None, headers)
 
 

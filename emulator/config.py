@@ -5,13 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-DEFAULT_MODELS = (
-    "Qwen/Qwen3.5-9B",
-    "Qwen/Qwen3.5-4B",
-    "Qwen/Qwen3-14B-FP8",
-    "openai/gpt-oss-20b",
-    "Qwen/Qwen3-Embedding-8B",
-)
+from .catalog import DEFAULT_MODELS, DEFAULT_REASONING_MODELS
 
 BATCH_URLS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages")
 WINDOWS = {"24h": 24 * 3600, "1h": 3600}
@@ -61,11 +55,6 @@ PRICES: dict[str, dict[str, tuple[str, str]]] = {
 FALLBACK_PRICE = {"realtime": ("0.08", "0.60"), "1h": ("0.05", "0.30"), "24h": ("0.03", "0.20")}
 
 
-def is_embedding_model(name: str) -> bool:
-    """Model type by name: anything with 'embed' in it is an EMBEDDINGS model, the rest CHAT."""
-    return "embed" in name.lower()
-
-
 @dataclass
 class Config:
     """Everything the command line sets; the runtime-tunable part is exposed by /_emulator/config."""
@@ -75,6 +64,8 @@ class Config:
     api_keys: list[str] = field(default_factory=list)
     db: str = ":memory:"
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    reasoning_models: list[str] = field(default_factory=lambda: list(DEFAULT_REASONING_MODELS))
+    sloppy_rate: float = 0.0
     rate: float = 5000.0
     start_delay: float = 0.2
     fail_rate: float = 0.0
@@ -104,6 +95,7 @@ class Config:
         "batch_create_error",
         "retry_base",
         "max_retries",
+        "sloppy_rate",
     )
 
     def runtime(self) -> dict:

@@ -8,21 +8,30 @@ import json
 
 from aiohttp import web
 
-from .model import FAIL_TIMES_KEY, builtin
+from .catalog import Catalog
+from .model import FAIL_TIMES_KEY
+from .reasoning_rules import reasoning_problem
 from .responses import json_ok, openai_error
 from .state import state_of
 
 MODEL_CREATED = 1767225600
 
 
-def model_object(name: str) -> dict:
-    return {"id": name, "object": "model", "created": MODEL_CREATED, "owned_by": "None"}
+def model_object(name: str, catalog: Catalog | None = None) -> dict:
+    """The model object; with a catalog, `supported_reasoning_efforts` too (an empty list for a model
+    that does not reason)."""
+    obj: dict = {"id": name, "object": "model", "created": MODEL_CREATED, "owned_by": "None"}
+    if catalog is not None:
+        obj["supported_reasoning_efforts"] = list(catalog.efforts(name) or ())
+    return obj
 
 
 async def list_models(request: web.Request) -> web.Response:
     state = state_of(request)
     state.auth_openai(request)
-    return json_ok({"object": "list", "data": [model_object(m) for m in sorted(state.cfg.models)]})
+    catalog = state.model.catalog if request.query.get("include_reasoning_capabilities") == "true" else None
+    data = [model_object(m, catalog) for m in sorted(state.cfg.models)]
+    return json_ok({"object": "list", "data": data})
 
 
 async def get_model(request: web.Request) -> web.Response:
@@ -56,6 +65,9 @@ async def realtime(request: web.Request) -> web.StreamResponse:
             code="model_not_found",
         )
     path = "/v1" + request.path.split("/v1", 1)[1]
+    problem = reasoning_problem(path, body, state.model.catalog)
+    if problem is not None:
+        return openai_error(400, problem)
     if state.upstream is not None:
         o = await state.upstream.call(path, raw.decode("utf-8", "replace"))
         if o.failure:
@@ -66,7 +78,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         digest = hashlib.sha256(raw).hexdigest()
         attempt = state.seen_bodies.get(digest, 0)
         state.seen_bodies[digest] = attempt + 1
-    o = builtin(path, body, attempt, state.clock.now_i())
+    o = state.model.answer(path, body, attempt, state.clock.now_i())
     if o.status != 200:
         return web.Response(status=o.status, body=o.text().encode(), content_type="application/json")
     if body.get("stream") is True and o.obj is not None and o.obj.get("object") == "chat.completion":
@@ -75,22 +87,24 @@ async def realtime(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream_chat(request: web.Request, obj: dict) -> web.StreamResponse:
-    """Minimal SSE for stream:true chat: one content chunk, a finish chunk, then [DONE]."""
+    """SSE for stream:true chat: the reasoning, the content or tool calls, a finish chunk with usage,
+    then [DONE] (enough for the OpenAI SDK's stream helpers)."""
     resp = web.StreamResponse(headers={"Cache-Control": "no-cache"})
     resp.content_type = "text/event-stream"
     await resp.prepare(request)
     choice = obj["choices"][0]
+    message = choice["message"]
     base = {k: obj[k] for k in ("id", "created", "model")}
     base["object"] = "chat.completion.chunk"
-    chunks = [
-        {
-            **base,
-            "choices": [
-                {"index": 0, "delta": {"role": "assistant", "content": choice["message"]["content"]}}
-            ],
-        },
-        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]},
-    ]
+    deltas: list[dict] = [{"role": "assistant", "content": ""}]
+    if message.get("reasoning_content"):
+        deltas.append({"reasoning_content": message["reasoning_content"]})
+    if message.get("content"):
+        deltas.append({"content": message["content"]})
+    for i, call in enumerate(message.get("tool_calls") or []):
+        deltas.append({"tool_calls": [{"index": i, **call}]})
+    chunks = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]})
     for c in chunks:
         await resp.write(f"data: {json.dumps(c)}\n\n".encode())
     await resp.write(b"data: [DONE]\n\n")

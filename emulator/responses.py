@@ -53,7 +53,7 @@ def capacity_429(window: str, models: list[str]) -> web.Response:
         {
             "error": "too_many_requests",
             "message": f"Insufficient capacity for {window} completion window. The following models are "
-            f"currently at capacity: {', '.join(models)} Try again later or use a longer completion window.",
+            f"currently at capacity: {', '.join(models)}. Try again later or use a longer completion window.",
             "retry_after_seconds": 30,
         },
         status=429,

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .config import Clock, Config
 from .faults import Faults
+from .model import Model
 from .responses import Reject, openai_error, text_error
 from .store import Store
 from .upstream import Upstream
@@ -23,7 +24,8 @@ class State:
         self.clock = Clock()
         self.store = Store(cfg.db, self.clock, cfg.flavor)
         self.upstream = Upstream(cfg.upstream, cfg.upstream_key) if cfg.upstream else None
-        self.worker = Worker(self.store, cfg, self.upstream)
+        self.model = Model(cfg)
+        self.worker = Worker(self.store, cfg, self.model, self.upstream)
         self.faults = Faults(cfg.seed)
         self.calls: list[dict] = []
         self.files_created = 0
@@ -52,7 +54,7 @@ class State:
         if not header or scheme.lower() != "bearer" or not key.strip():
             raise Reject(
                 openai_error(
-                    401, "Missing authorization header", "authentication_error", "missing_authorization"
+                    401, "Missing Authorization header", "authentication_error", "missing_authorization"
                 )
             )
         key = key.strip()

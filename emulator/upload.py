@@ -36,7 +36,7 @@ class Upload:
         self.filename: str | None = None
         self.size = 0
         self.have_file = False
-        self.validator = LineValidator(state.cfg.models, state.cfg.max_requests)
+        self.validator = LineValidator(state.model.catalog, state.cfg.max_requests)
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -56,7 +56,7 @@ async def upload(request: web.Request) -> web.Response:
             return text_error(exc.status, exc.message)
         except ConnectionResetError:  # the client went away mid-upload: nothing was stored
             log.info("upload abandoned by the client; nothing stored")
-            return text_error(400, "Invalid multipart request: connection lost")
+            return text_error(400, "Failed to read multipart upload: connection lost")
         spool.seek(0)
         now = state.clock.now_i()
         f = state.store.add_input_file(
@@ -118,7 +118,10 @@ async def read_file_part(part: BodyPartReader, validator: LineValidator, spool: 
     pending = b""
     line_start = 0  # byte offset of `pending` in the file
     while True:
-        chunk = await part.read_chunk(CHUNK)
+        try:
+            chunk = await part.read_chunk(CHUNK)
+        except (ValueError, RuntimeError, AssertionError) as exc:
+            raise UploadError(400, f"Failed to read multipart upload: {exc}")
         if not chunk:
             break
         size += len(chunk)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import re
 
-from .config import BATCH_URLS, MAX_BODY_BYTES, MAX_CUSTOM_ID_BYTES, is_embedding_model
+from .catalog import Catalog, is_embedding_model
+from .config import BATCH_URLS, MAX_BODY_BYTES, MAX_CUSTOM_ID_BYTES
+from .reasoning_rules import reasoning_problem
 
 ALLOWED_PATHS_TEXT = ", ".join(BATCH_URLS)
 REQUIRED_FIELDS = ("custom_id", "method", "url", "body")
@@ -85,8 +87,9 @@ def _reject_lone_surrogates(obj: object, text: str, n: int) -> None:
 class LineValidator:
     """Validates non-blank lines in order; `check` returns the row to store or raises UploadError."""
 
-    def __init__(self, models: list[str], max_requests: int) -> None:
-        self.models = set(models)
+    def __init__(self, catalog: Catalog, max_requests: int) -> None:
+        self.catalog = catalog
+        self.models = set(catalog.models)
         self.max_requests = max_requests
         self.count = 0
 
@@ -137,7 +140,7 @@ class LineValidator:
         return obj
 
     def _check_request(self, obj: dict, n: int) -> tuple[str, str, str, str, str]:
-        """Checks 10-18 of one parsed line; the row to store."""
+        """The per-line checks after parsing (custom_id, method, url, model, reasoning, size); the row to store."""
         custom_id, method, url, body = obj["custom_id"], obj["method"], obj["url"], obj["body"]
         cid_len = len(custom_id.encode("utf-8"))
         if cid_len > MAX_CUSTOM_ID_BYTES:
@@ -176,6 +179,9 @@ class LineValidator:
                 400,
                 f"Line {n}: Model '{model}' is a CHAT model but endpoint '{url}' requires a EMBEDDINGS model",
             )
+        problem = reasoning_problem(url, body, self.catalog)
+        if problem is not None:
+            raise UploadError(400, f"Line {n}: {problem}")
         stored = sanitise_body(body)
         size = len(stored.encode("utf-8"))
         if size > MAX_BODY_BYTES:

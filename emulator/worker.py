@@ -12,7 +12,7 @@ import sqlite3
 import time
 
 from .config import Config
-from .model import builtin
+from .model import Model
 from .outcome import Outcome, error_json
 from .responses import compact
 from .store import Store
@@ -92,9 +92,10 @@ def openai_failure_line(req_id: str, custom_id: str, o: Outcome) -> str:
 class Worker:
     """Runs as one asyncio task for the life of the server."""
 
-    def __init__(self, store: Store, cfg: Config, upstream: Upstream | None) -> None:
+    def __init__(self, store: Store, cfg: Config, model: Model, upstream: Upstream | None) -> None:
         self.store = store
         self.cfg = cfg
+        self.model = model
         self.upstream = upstream
         self.rng = random.Random(cfg.seed)
         self.fates: dict[int, int] = {}  # rid -> forced failure status (from --fail-rate)
@@ -177,7 +178,7 @@ class Worker:
             body = json.loads(r["body"])
         except ValueError:
             return Outcome(400, error_json("Invalid JSON body"))
-        return builtin(r["url"], body, r["attempts"], self.store.clock.now_i())
+        return self.model.answer(r["url"], body, r["attempts"], self.store.clock.now_i(), r["id"])
 
     async def call_upstream(self, r: sqlite3.Row) -> None:
         assert self.upstream is not None

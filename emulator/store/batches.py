@@ -9,8 +9,17 @@ import sqlite3
 from ..config import WINDOWS
 from ..responses import compact
 from .base import Database, Lines
-from .schema import TERMINAL, new_id
+from .schema import TERMINAL, new_id, owner_email
 
+# Stored but never shown: the server's own keys and the sync/source extension keys.
+INTERNAL_METADATA = {
+    "dw_source_id",
+    "dw_source_name",
+    "dw_sync_id",
+    "dw_external_key",
+    "created_by",
+    "dw_user_agent",
+}
 RESULTS_SQL = (
     "SELECT json_object('id', id, 'custom_id', custom_id, 'model', model, 'input_body', json(body),"
     " 'response_body', CASE WHEN state='completed' THEN json_extract(line, '$.response.body') END,"
@@ -126,10 +135,12 @@ class BatchQueries(Database):
             if b[key] is not None:
                 obj[key] = b[key]
         obj["request_counts"] = {"total": b["total"], "completed": c["completed"], "failed": c["failed"]}
-        meta = json.loads(b["metadata"])
-        if full and not openai:
-            meta["context_name"] = "Personal"
-            meta["context_type"] = "personal"
+        meta = {k: v for k, v in json.loads(b["metadata"]).items() if k not in INTERNAL_METADATA}
+        if not openai:
+            meta["created_by_email"] = owner_email(b["owner"])
+            if full:
+                meta["context_name"] = "Personal"
+                meta["context_type"] = "personal"
         if meta:
             obj["metadata"] = meta
         if not openai:
@@ -251,17 +262,17 @@ class BatchQueries(Database):
     ) -> list[sqlite3.Row]:
         """The owner's batches matching the stored-field filters, newest first."""
         where, args = ["owner=?", "deleted=0"], [owner]
-        if search:
+        if search:  # a LIKE over the stored metadata text: % and _ act as wildcards there
             where.append(
-                "(instr(lower(metadata), lower(?)) > 0 OR instr(lower(input_filename), lower(?)) > 0"
+                "(metadata LIKE '%' || ? || '%' OR instr(lower(input_filename), lower(?)) > 0"
                 " OR instr(lower(id), lower(?)) > 0)"
             )
             args += [search] * 3
-        if created_after is not None:
-            where.append("created_at > ?")
+        if created_after is not None:  # both bounds inclusive
+            where.append("created_at >= ?")
             args.append(created_after)
         if created_before is not None:
-            where.append("created_at < ?")
+            where.append("created_at <= ?")
             args.append(created_before)
         if windows:
             where.append(f"completion_window IN ({','.join('?' * len(windows))})")

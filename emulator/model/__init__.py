@@ -1,0 +1,75 @@
+"""The deterministic built-in model (references/api_reference.md sections 3 and 5 describe what it
+imitates). `Model.answer` turns one request body into an Outcome:
+
+- chat completions, completions, responses and messages: `compose` builds the answer (reasoning for
+  reasoning models, JSON valid for a response schema, tool calls valid for a tool's parameters, the
+  output-token budget, stop sequences, sloppiness) and `shapes` writes the endpoint's body;
+- embeddings: `embeddings` (the model's real size).
+
+Test hooks in a request body (not part of any real API): ``"x_emulator_status": N`` answers HTTP N; with
+``"x_emulator_fail_times": k`` only the first k attempts fail."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from ..catalog import Catalog, is_embedding_model
+from ..config import Config
+from ..outcome import Outcome, error_json
+from .compose import ModelError, compose
+from .embeddings import embeddings
+from .shapes import SHAPES
+
+STATUS_KEY = "x_emulator_status"
+FAIL_TIMES_KEY = "x_emulator_fail_times"
+
+
+class Model:
+    """Answers requests for the served models; reads the live configuration (sloppy rate)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.catalog = Catalog(cfg.models, cfg.reasoning_models)
+
+    def answer(
+        self, path: str, body: object, attempt: int = 0, now: int | None = None, key: str | None = None
+    ) -> Outcome:
+        """One request's outcome. `path` is e.g. /v1/chat/completions; `key` makes the answer's id."""
+        if not isinstance(body, dict):
+            return Outcome(400, error_json("Request body must be a JSON object"))
+        forced = forced_status(body, attempt)
+        if forced is not None:
+            return Outcome(forced, error_json(f"Emulated upstream status {forced}", "emulated_error"))
+        model = body.get("model")
+        if not isinstance(model, str):
+            return Outcome(400, error_json("you must provide a model parameter"))
+        endpoint = path.removeprefix("/ai").removeprefix("/v1")
+        try:
+            if endpoint == "/embeddings":
+                resp, pt = embeddings(body, model)
+                return Outcome(200, prompt_tokens=pt, obj=resp)
+            shape = SHAPES.get(endpoint)
+            if shape is None:
+                return Outcome(404, error_json(f"Unknown endpoint {path}", "not_found_error"))
+            if is_embedding_model(model):
+                raise ModelError(400, f"Model '{model}' does not support {endpoint}")
+            c = compose(endpoint, body, model, self.catalog, self.cfg.sloppy_rate)
+        except ModelError as exc:
+            return Outcome(exc.status, error_json(exc.message))
+        rid = (key or uuid.uuid4().hex).replace("-", "")
+        created = int(time.time()) if now is None else now
+        resp = shape(c, rid, model, created, self.catalog.reasons(model))
+        return Outcome(200, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, obj=resp)
+
+
+def forced_status(body: dict, attempt: int) -> int | None:
+    forced = body.get(STATUS_KEY)
+    fail_times = body.get(FAIL_TIMES_KEY)
+    if (
+        isinstance(forced, int)
+        and forced >= 400
+        and (not isinstance(fail_times, int) or attempt < fail_times)
+    ):
+        return forced
+    return None
