@@ -76,16 +76,20 @@ async def upload(request: web.Request) -> web.Response:
 async def read_upload(request: web.Request, state: State, spool: IO[bytes]) -> Upload:
     """Read every part; the file part is validated while it streams in. Raises UploadError."""
     up = Upload(state)
+    started = False  # a break after the first part is a read failure, not a malformed request
     try:
         reader = await request.multipart()
         while True:
             part = await reader.next()
             if part is None:
                 break
+            started = True
             await read_part(part, up, spool, state.cfg.max_file_bytes)  # type: ignore[arg-type]
     except UploadError:
         raise
     except (ValueError, AssertionError, RuntimeError) as exc:
+        if started:
+            raise UploadError(400, f"Failed to read multipart upload: {exc}")
         raise UploadError(400, f"Invalid multipart request: {exc}")
     if not up.have_file:
         raise UploadError(400, "No file field found in multipart upload")
@@ -118,10 +122,7 @@ async def read_file_part(part: BodyPartReader, validator: LineValidator, spool: 
     pending = b""
     line_start = 0  # byte offset of `pending` in the file
     while True:
-        try:
-            chunk = await part.read_chunk(CHUNK)
-        except (ValueError, RuntimeError, AssertionError) as exc:
-            raise UploadError(400, f"Failed to read multipart upload: {exc}")
+        chunk = await part.read_chunk(CHUNK)
         if not chunk:
             break
         size += len(chunk)
