@@ -299,7 +299,7 @@ def test_embeddings_have_the_real_size_and_honour_dimensions(api):
     assert len(small["data"][0]["embedding"]) == 256
     b64 = api.post("/embeddings", json={"model": EMBED, "input": "hello", "encoding_format": "base64"}).json()
     decoded = struct.unpack("<4096f", base64.b64decode(b64["data"][0]["embedding"]))
-    assert max(abs(a - b) for a, b in zip(decoded, vec)) < 1e-6
+    assert max(abs(a - b) for a, b in zip(decoded, vec, strict=True)) < 1e-6
     too_big = api.post("/embeddings", json={"model": EMBED, "input": "hello", "dimensions": 5000})
     assert too_big.status_code == 400 and "4096" in too_big.json()["error"]["message"]
 

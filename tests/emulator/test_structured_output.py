@@ -339,7 +339,7 @@ def containers(children):
         lambda props, req, closed: {
             "type": "object",
             "properties": props,
-            "required": [k for k, r in zip(props, req) if r],
+            "required": [k for k, r in zip(props, req, strict=False) if r],
             **({"additionalProperties": False} if closed else {}),
         },
         st.dictionaries(NAMES, children, min_size=1, max_size=4),
