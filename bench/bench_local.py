@@ -91,8 +91,9 @@ def peak_rss_kib(path: Path) -> int:
 
 
 _PEAK_WRAPPER = (
-    "import os, runpy, sys; script = sys.argv[1]; sys.argv = sys.argv[1:]; sys.path.insert(0, os.path.dirname(script))\n"
-    "try:\n    runpy.run_path(script, run_name='__main__')\nexcept SystemExit as exc:\n    code = exc.code\n"
+    "import os, runpy, sys; script = sys.argv[1]; sys.argv = sys.argv[1:]\n"
+    "sys.path.insert(0, os.path.dirname(script))\n"
+    "try:\n    runpy.run_path(script, run_name='__main__')\nexcept SystemExit:\n    pass\n"
     "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
     "sys.stderr.write('PEAK_KIB ' + (hwm[0].split()[1] if hwm else '0') + '\\n')\n"
 )

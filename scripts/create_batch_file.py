@@ -111,7 +111,7 @@ def _source(args: Any) -> Source:
         field=args.field,
         template=args.template,
         id_field=args.id_field,
-        image_field=args.image_field,
+        image_fields=tuple(args.image_field or ()),
     )
 
 
@@ -123,6 +123,30 @@ def _parse(argv: list[str]) -> Any:
         network=False,
         exit_codes=(ExitCode.OK, ExitCode.INVALID_INPUT),
     )
+    _source_flags(parser)
+    _body_flags(parser)
+    out = parser.add_argument_group("output")
+    out.add_argument("-o", "--output", required=True, metavar="OUT.jsonl", help="the batch file to write")
+    out.add_argument(
+        "--max-requests",
+        type=int,
+        default=MAX_REQUESTS_PER_FILE,
+        metavar="N",
+        help=f"requests per file before sharding (default {MAX_REQUESTS_PER_FILE})",
+    )
+    out.add_argument(
+        "--max-bytes",
+        type=int,
+        default=MAX_FILE_BYTES,
+        metavar="N",
+        help=f"bytes per file before sharding (default {MAX_FILE_BYTES})",
+    )
+    args = parser.parse_args(argv)
+    _check_flags(args)
+    return args
+
+
+def _source_flags(parser: Any) -> None:
     source = parser.add_argument_group("sources (use one kind)")
     source.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeatable)")
     source.add_argument("--prompts", metavar="FILE", help="a file with one prompt per line (- for stdin)")
@@ -137,8 +161,10 @@ def _parse(argv: list[str]) -> Any:
     source.add_argument("--template", metavar="TEXT", help='prompt template over columns: "... {column} ..."')
     source.add_argument(
         "--image-field",
+        action="append",
         metavar="COL",
-        help="CSV/JSONL column with an image path (relative to the data file's folder) or http(s) URL",
+        help="CSV/JSONL column with an image path (relative to the data file's folder) or http(s) URL "
+        "(repeatable: one image part per column, blank cells skipped)",
     )
     source.add_argument("--limit", type=int, metavar="N", help="only the first N rows (a trial run)")
     source.add_argument("--skip-empty", action="store_true", help="leave out rows whose prompt is empty")
@@ -151,6 +177,9 @@ def _parse(argv: list[str]) -> Any:
         default="error",
         help="a repeated id: error (default), number (ID-2, ID-3, ...) or skip (exact repeats only)",
     )
+
+
+def _body_flags(parser: Any) -> None:
     body = parser.add_argument_group("request body")
     body.add_argument("--model", required=True, help="model name, as listed by GET /models (required)")
     body.add_argument(
@@ -182,23 +211,9 @@ def _parse(argv: list[str]) -> Any:
         metavar="KEY=JSON",
         help="any other body field, value as JSON (repeatable), e.g. --set seed=42 --set 'user=\"me\"'",
     )
-    out = parser.add_argument_group("output")
-    out.add_argument("-o", "--output", required=True, metavar="OUT.jsonl", help="the batch file to write")
-    out.add_argument(
-        "--max-requests",
-        type=int,
-        default=MAX_REQUESTS_PER_FILE,
-        metavar="N",
-        help=f"requests per file before sharding (default {MAX_REQUESTS_PER_FILE})",
-    )
-    out.add_argument(
-        "--max-bytes",
-        type=int,
-        default=MAX_FILE_BYTES,
-        metavar="N",
-        help=f"bytes per file before sharding (default {MAX_FILE_BYTES})",
-    )
-    args = parser.parse_args(argv)
+
+
+def _check_flags(args: Any) -> None:
     kinds = [name for name in ("prompt", "prompts", "csv", "jsonl", "images") if getattr(args, name)]
     if args.images and kinds == ["prompt", "images"]:
         kinds = ["images"]
@@ -217,7 +232,6 @@ def _parse(argv: list[str]) -> Any:
         raise UsageError("--max-requests must be >= 1 and --max-bytes >= 1024")
     if len(args.id_prefix.encode("utf-8")) > MAX_CUSTOM_ID_BYTES - 6 or custom_id_problems(args.id_prefix):
         raise UsageError("--id-prefix must be short (at most 58 bytes) and free of control characters")
-    return args
 
 
 def _body_options(args: Any) -> dict[str, Any]:

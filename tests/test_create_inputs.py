@@ -282,3 +282,32 @@ def test_rows_file_beside_every_shard_line_for_line(tmp_path):
             }
     proc, _ = create("--prompt", "solo", "-o", str(tmp_path / "p.jsonl"))
     assert lines(tmp_path / "p.rows.jsonl") == [{"custom_id": "req-00001", "row": {"prompt": "solo"}}]
+
+
+def test_several_image_columns_give_one_part_each_and_a_row_without_any_is_an_error(photos, tmp_path):
+    csv = photos / "rows.csv"
+    csv.write_text("front,back,q\nimg/a.png,img/b.jpg,Compare\nimg/a.png,,Only one\n")
+    out = tmp_path / "o.jsonl"
+    args = (
+        "--csv",
+        str(csv),
+        "--field",
+        "q",
+        "--image-field",
+        "front",
+        "--image-field",
+        "back",
+        "-o",
+        str(out),
+    )
+    proc, _ = create(*args)
+    assert proc.returncode == 0, proc.stderr
+    parts = [[p["type"] for p in line["body"]["messages"][0]["content"]] for line in lines(out)]
+    assert parts == [["text", "image_url", "image_url"], ["text", "image_url"]]
+    csv.write_text("front,back,q\n,,Nothing\n")
+    proc, result = create(*args)
+    assert (
+        proc.returncode == 4
+        and "row 1" in result["error"]["message"]
+        and "'back'" in result["error"]["message"]
+    )

@@ -102,12 +102,30 @@ def make_request(
             body["messages"].insert(0, {"role": "system", "content": system})
         else:
             body[str(ep.system_field)] = system
+    _place_options(ep, body, temperature, top_p, max_tokens, stop, json_schema)
+    if reasoning_effort is not None:
+        ep.place_reasoning_effort(body, reasoning_effort)
+    if extra:
+        body.update(extra)
+    return {"custom_id": custom_id, "method": "POST", "url": ep.url, "body": body}
+
+
+def _place_options(
+    ep: Endpoint,
+    body: dict[str, Any],
+    temperature: float | None,
+    top_p: float | None,
+    max_tokens: int | None,
+    stop: str | list[str] | None,
+    json_schema: dict[str, Any] | None,
+) -> None:
+    """Sampling, output limit, stop sequences and structured output, where the endpoint takes them."""
     for key, value in (("temperature", temperature), ("top_p", top_p)):
         if value is not None:
             body[key] = value
     if max_tokens is not None:
         body[str(ep.max_tokens_field)] = max_tokens
-    if stop is not None:
+    if stop:
         body[str(ep.stop_field)] = [stop] if isinstance(stop, str) else list(stop)
     if json_schema is not None:
         fmt = json_schema_format(json_schema)
@@ -115,11 +133,6 @@ def make_request(
             body["response_format"] = {"type": "json_schema", "json_schema": fmt}
         else:
             body["text"] = {"format": {"type": "json_schema", **fmt}}
-    if reasoning_effort is not None:
-        ep.place_reasoning_effort(body, reasoning_effort)
-    if extra:
-        body.update(extra)
-    return {"custom_id": custom_id, "method": "POST", "url": ep.url, "body": body}
 
 
 # option -> the endpoint-table member that must be set for the option to apply

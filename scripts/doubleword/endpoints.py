@@ -6,7 +6,7 @@ One frozen :class:`Endpoint` per endpoint (``chat``, ``embeddings``, ``responses
 - the request side: its ``url``, its body schema in ``references/schemas/``, the body field that holds the
   prompt (and whether the prompt becomes a user message), where the system text, the output-token limit, the
   stop sequences, structured output, image parts and the reasoning effort go, which reasoning fields the server
-  refuses (``references/api_reference.md``, reasoning rules) with its message, and which body fields have a
+  refuses (``references/api_reference.md`` section 3.1) with its message, and which body fields have a
   hand-written fast check in the validator (``fast_paths``; the names are checker kinds of
   ``doubleword.validation``);
 - the answer side (:class:`AnswerFields`): where, inside the response body of an output line, the answer text,

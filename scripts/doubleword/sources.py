@@ -30,7 +30,7 @@ class Source:
     field: str | None = None  # the prompt column
     template: str | None = None  # or a template over the columns
     id_field: str | None = None
-    image_field: str | None = None
+    image_fields: tuple[str, ...] = ()  # columns holding an image path or URL (blank cells skipped)
     prompt: str = ""  # the one prompt of an images folder
 
     @property
@@ -117,9 +117,14 @@ def _tabular_row(source: Source, where: str, row: dict[str, Any]) -> SourceRow:
     else:
         prompt, empty = _fill(str(source.template), row, where)
     images: list[str] = []
-    if source.image_field:
-        cell = _column(row, source.image_field, where)
-        images = [cell if isinstance(cell, str) else json.dumps(cell)]
+    for name in source.image_fields:
+        cell = _column(row, name, where)
+        if cell is not None and str(cell).strip():
+            images.append(cell if isinstance(cell, str) else json.dumps(cell))
+    if source.image_fields:
+        if not images:
+            columns = ", ".join(repr(n) for n in source.image_fields)
+            raise InputError(f"{where}: no image in {columns}; give a file path or an http(s) URL")
         empty = False
     id_value = None
     if source.id_field:

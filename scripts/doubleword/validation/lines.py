@@ -19,7 +19,7 @@ from doubleword.validation.schemas import (
     similar,
 )
 
-# Doubleword's default per-line limit on the request body (doubleword-api.md section 1).
+# Doubleword's per-line limit on the request body (references/api_reference.md section 10).
 MAX_BODY_BYTES = 10 * 1024 * 1024
 
 ERROR_CODES = {
