@@ -311,3 +311,14 @@ def test_several_image_columns_give_one_part_each_and_a_row_without_any_is_an_er
         and "row 1" in result["error"]["message"]
         and "'back'" in result["error"]["message"]
     )
+
+
+def test_a_rows_file_given_as_a_batch_file_is_named_as_such(tmp_path):
+    out = tmp_path / "b.jsonl"
+    proc, _ = create("--prompt", "one", "--prompt", "two", "-o", str(out))
+    assert proc.returncode == 0
+    proc, result = run("validate_batch_file.py", str(out), str(tmp_path / "b.rows.jsonl"))
+    assert proc.returncode == 4
+    assert [f["valid"] for f in result["files"]] == [True, False]
+    assert [(e["line"], e["code"]) for e in result["files"][1]["errors"]] == [(0, "rows_file")]
+    assert "pass X.jsonl instead" in result["files"][1]["errors"][0]["message"]

@@ -22,6 +22,10 @@ _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 _BLOCK_SIZE = 1 << 20
 
 
+class _StopScan(Exception):
+    """The file is not worth reading on (a rows file given as a batch file)."""
+
+
 class Collector:
     """Problems with a bounded list and a total count."""
 
@@ -70,6 +74,8 @@ def validate_batch_file(
         return scan.report(report)
     try:
         scan.run(handle)
+    except _StopScan:
+        pass
     except OSError as exc:
         scan.errors.add(
             0, None, "file_not_found", f"{path} cannot be read ({exc.strerror or exc}); check the path"
@@ -162,6 +168,15 @@ class FileScan:
 
     def _detailed(self, obj: Any, text: str, escapes: bool) -> None:
         """Anything unusual, and every problem."""
+        if self.lineno == 1 and type(obj) is dict and obj.keys() == {"custom_id", "row"}:
+            self.errors.add(
+                0,
+                None,
+                "rows_file",
+                "this is a source-rows file (X.rows.jsonl, written by create_batch_file.py beside X.jsonl), "
+                "not a batch file; pass X.jsonl instead",
+            )
+            raise _StopScan
         line_errors, line_warnings, chars = inspect_line(obj)
         self.chars += chars
         if escapes and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
