@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
@@ -84,17 +85,24 @@ def make_request(
     ep = endpoint_named(endpoint)
     if not isinstance(model, str) or not model:
         raise UsageError("a model is required (e.g. --model Qwen/Qwen3.5-9B)")
-    given = {
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_tokens": max_tokens,
-        "stop": stop,
-        "json_schema": json_schema,
-        "system": system,
-        "images": images,
-        "reasoning_effort": reasoning_effort,
-    }
-    _refuse_options(ep, {k: v for k, v in given.items() if v is not None and v != []}, extra or {})
+    _refuse_options(
+        ep,
+        tuple(
+            name
+            for name, value in (
+                ("temperature", temperature),
+                ("top_p", top_p),
+                ("max_tokens", max_tokens),
+                ("stop", stop),
+                ("json_schema", json_schema),
+                ("system", system),
+                ("images", images),
+            )
+            if value is not None and value != []
+        ),
+        reasoning_effort,
+        bool(extra) and ep.max_tokens_field in extra,  # type: ignore[operator]
+    )
     body: dict[str, Any] = {"model": model}
     body[ep.prompt_field] = _prompt_value(ep, prompt_or_messages, images or ())
     if system is not None:
@@ -146,20 +154,23 @@ _NEEDS = {
 }
 
 
-def _refuse_options(ep: Endpoint, given: dict[str, Any], extra: dict[str, Any]) -> None:
-    """A usage error for an option the endpoint has no place for (the table says where each goes)."""
+@lru_cache(maxsize=256)
+def _refuse_options(ep: Endpoint, given: tuple[str, ...], effort: str | None, limit_in_extra: bool) -> None:
+    """A usage error for an option the endpoint has no place for (the table says where each goes).
+    Cached: a batch asks the same question for every request."""
     if not ep.sampling:
         sampling = [k for k in ("temperature", "top_p", "max_tokens", "stop", "json_schema") if k in given]
         if sampling:
             raise UsageError(f"sampling options and --json-schema do not apply to {ep.name} ({sampling})")
     for option, member in _NEEDS.items():
-        if option in given and getattr(ep, member) is None:
+        if (option in given or (option == "reasoning_effort" and effort is not None)) and getattr(
+            ep, member
+        ) is None:
             flag = "--" + option.replace("_", "-")
             raise UsageError(f"{flag} does not apply to the {ep.name} endpoint ({ep.url})")
-    effort = given.get("reasoning_effort")
     if effort is not None and effort not in REASONING_EFFORTS:
         raise UsageError(f"--reasoning-effort {effort!r}: use one of {', '.join(REASONING_EFFORTS)}")
-    if ep.max_tokens_required and "max_tokens" not in given and ep.max_tokens_field not in extra:
+    if ep.max_tokens_required and "max_tokens" not in given and not limit_in_extra:
         raise UsageError(f"the {ep.name} endpoint requires max_tokens (--max-tokens N)")
 
 
@@ -253,13 +264,15 @@ class _ShardWriter:
                 handle.close()
         self._handle = self._rows_handle = None
 
-    def write(self, line: bytes, where: str, row_line: bytes = b"") -> None:
-        """Write one line (with its trailing newline), and its rows line; ``where`` names it in errors."""
+    def write(self, line: bytes, where: str | None, row_line: bytes = b"", number: int = 0) -> None:
+        """Write one line (with its trailing newline), and its rows line; ``where`` (or request
+        ``number``) names it in errors."""
         size = len(line)
         if self._handle is None or self.requests >= self.max_requests or self.bytes + size > self.max_bytes:
             if size > self.max_bytes:
                 raise InputError(
-                    f"{where} is {size:,} bytes, more than the {self.max_bytes:,}-byte file limit"
+                    f"{where or f'request {number}'} is {size:,} bytes, more than the {self.max_bytes:,}-byte "
+                    "file limit"
                 )
             self._new_shard()
         self._handle.write(line)  # type: ignore[union-attr]
@@ -325,7 +338,7 @@ class BatchWriter:
         self._shards = _ShardWriter(Path(out_path), max_requests, max_bytes, rows=rows)
         self.check = check
         self.duplicates = duplicates
-        self.ids = IdSet()
+        self.ids = IdSet(digests=duplicates == "skip")
         self.number = 0  # requests offered
         self.renamed = self.skipped = 0
         self.url: str | None = None
@@ -343,35 +356,37 @@ class BatchWriter:
         """Check and write one request (``row``: its source row, for the rows file); False if skipped."""
         self.number += 1
         cid = request.get("custom_id") if isinstance(request, dict) else None
-        where = where or f"request {self.number}"
-        if isinstance(cid, str):
-            where += f" (custom_id {cid!r})"
         if self.check:
             url = request.get("url") if isinstance(request, dict) else None
             if self.url is None and endpoint_for_url(url) is not None:
                 self.url, self.fast_check = url, endpoint_checker(url).fast_check
             if plain_line(request, self.url, self.fast_check) < 0:
-                _check_slow(request, where, self.url)
+                _check_slow(request, self._where(where, cid), self.url)
         try:
             line = (_encode(request) + "\n").encode("utf-8")
         except (TypeError, ValueError) as exc:
-            raise InputError(f"{where} cannot be written as JSON: {exc}")
+            raise InputError(f"{self._where(where, cid)} cannot be written as JSON: {exc}")
         if self.check and isinstance(cid, str):
             line = self._unique(request, cid, line, where)
             if not line:
                 return False
         if len(line) > MAX_BODY_BYTES:
             raise InputError(
-                f"{where} is {len(line):,} bytes; a request may be at most {MAX_BODY_BYTES:,} (the server's "
-                "per-line limit): shorten the prompt or send smaller images"
+                f"{self._where(where, cid)} is {len(line):,} bytes; a request may be at most "
+                f"{MAX_BODY_BYTES:,} (the server's per-line limit): shorten the prompt or send smaller images"
             )
         row_line = b""
         if self._shards.rows:
             row_line = (_encode({"custom_id": request["custom_id"], "row": row}) + "\n").encode("utf-8")
-        self._shards.write(line, where, row_line)
+        self._shards.write(line, where, row_line, self.number)
         return True
 
-    def _unique(self, request: dict[str, Any], cid: str, line: bytes, where: str) -> bytes:
+    def _where(self, where: str | None, cid: Any) -> str:
+        """How errors name the current request: its source row (or number) and its custom_id."""
+        label = where or f"request {self.number}"
+        return label + (f" (custom_id {cid!r})" if isinstance(cid, str) else "")
+
+    def _unique(self, request: dict[str, Any], cid: str, line: bytes, where: str | None) -> bytes:
         """The line to write (renamed when numbering), or b"" for a skipped exact repeat."""
         digest = hashlib.blake2b(line, digest_size=16).digest() if self.duplicates == "skip" else b""
         first = self.ids.get(cid)
@@ -384,7 +399,8 @@ class BatchWriter:
         if self.duplicates != "number":
             hint = "" if self.duplicates == "skip" else " (or --duplicates number|skip)"
             raise InputError(
-                f"{where}: custom_id {cid!r} is already used by request {first[0]}; ids must be unique{hint}"
+                f"{self._where(where, cid)}: custom_id {cid!r} is already used by request {first[0]}; "
+                f"ids must be unique{hint}"
             )
         for n in range(2, self.number + 2):
             candidate = f"{cid[: MAX_CUSTOM_ID_BYTES - 1 - len(str(n))]}-{n}"

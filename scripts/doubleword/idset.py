@@ -9,6 +9,7 @@ with SQLite's small page cache). So memory is the same at 20,000 ids as at 1,000
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 _BITS = 1 << 25
 _MASK = _BITS - 1
@@ -16,29 +17,33 @@ _FLUSH = 10_000
 
 
 class IdSet:
-    """custom_id -> (number of the request that used it first, a digest of that request line)."""
+    """custom_id -> the number of the request that used it first (and, with ``digests``, a digest of that
+    request line, to tell an exact repeat from a clash)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, digests: bool = False) -> None:
         self._bitmap = bytearray(_BITS >> 3)
-        self._recent: dict[str, tuple[int, bytes]] = {}
+        self._digests = digests
+        self._recent: dict[str, Any] = {}  # id -> number, or (number, digest)
         self._db: sqlite3.Connection | None = None
 
     def get(self, custom_id: str) -> tuple[int, bytes] | None:
-        """(number, digest) recorded for ``custom_id``, or None if it was never added."""
+        """(number, digest or b"") recorded for ``custom_id``, or None if it was never added."""
         bit = hash(custom_id) & _MASK
         if not self._bitmap[bit >> 3] & (1 << (bit & 7)):
             return None
         found = self._recent.get(custom_id)
         if found is None and self._db is not None:
-            row = self._db.execute("SELECT number, digest FROM ids WHERE id = ?", (custom_id,)).fetchone()
-            found = (int(row[0]), bytes(row[1])) if row else None
-        return found
+            found = self._db.execute("SELECT * FROM ids WHERE id = ?", (custom_id,)).fetchone()
+            found = found[1:] if found else None
+        if found is None:
+            return None
+        return (int(found[0]), bytes(found[1])) if isinstance(found, tuple) else (int(found), b"")
 
     def add(self, custom_id: str, number: int, digest: bytes = b"") -> None:
         """Record a new id (the caller has checked with :meth:`get` that it is new)."""
         bit = hash(custom_id) & _MASK
         self._bitmap[bit >> 3] |= 1 << (bit & 7)
-        self._recent[custom_id] = (number, digest)
+        self._recent[custom_id] = (number, digest) if self._digests else number
         if len(self._recent) >= _FLUSH:
             self._flush()
 
@@ -47,13 +52,14 @@ class IdSet:
             self._db = sqlite3.connect("")  # "": a temporary on-disk database that SQLite removes itself
             self._db.execute("PRAGMA journal_mode = OFF")
             self._db.execute("PRAGMA synchronous = OFF")
-            self._db.execute(
-                "CREATE TABLE ids (id TEXT PRIMARY KEY, number INTEGER, digest BLOB) WITHOUT ROWID"
-            )
+            digest = ", digest BLOB" if self._digests else ""
+            self._db.execute(f"CREATE TABLE ids (id TEXT PRIMARY KEY, number INTEGER{digest}) WITHOUT ROWID")
         with self._db:
-            self._db.executemany(
-                "INSERT INTO ids VALUES (?, ?, ?)", ((k, n, d) for k, (n, d) in self._recent.items())
-            )
+            if self._digests:
+                rows = ((k, n, d) for k, (n, d) in self._recent.items())
+                self._db.executemany("INSERT INTO ids VALUES (?, ?, ?)", rows)
+            else:
+                self._db.executemany("INSERT INTO ids VALUES (?, ?)", self._recent.items())
         self._recent.clear()
 
     def close(self) -> None:
