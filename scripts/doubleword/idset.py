@@ -33,8 +33,8 @@ class IdSet:
             return None
         found = self._recent.get(custom_id)
         if found is None and self._db is not None:
-            found = self._db.execute("SELECT * FROM ids WHERE id = ?", (custom_id,)).fetchone()
-            found = found[1:] if found else None
+            row = self._db.execute("SELECT * FROM ids WHERE id = ?", (custom_id,)).fetchone()
+            found = (row[1], row[2]) if row and self._digests else (row[1] if row else None)
         if found is None:
             return None
         return (int(found[0]), bytes(found[1])) if isinstance(found, tuple) else (int(found), b"")
