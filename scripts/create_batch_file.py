@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -11,8 +10,8 @@ from doubleword.build import DUPLICATES, ENDPOINTS, endpoint_url, make_request
 from doubleword.cli import info, make_parser, run, warn
 from doubleword.config import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from doubleword.endpoints import REASONING_EFFORTS
-from doubleword.errors import ExitCode, InputError, UsageError
-from doubleword.sources import Source, build_batch
+from doubleword.errors import ExitCode, UsageError
+from doubleword.sources import Source, build_batch, parse_set, read_json_schema
 from doubleword.validation import custom_id_problems, inspect_line
 
 DESCRIPTION = """\
@@ -80,20 +79,9 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         "requests": total,
         "shards": shards,
     }
-    if report.empty:
-        action = (
-            "left out (--skip-empty)" if args.skip_empty else "sent as they are; --skip-empty leaves them out"
-        )
-        notes.append(
-            f"empty: {report.empty} empty prompt(s), first: {'; '.join(report.empty_rows)}; {action}"
-        )
-        result["empty_prompts"] = {"count": report.empty, "first": report.empty_rows}
-    if args.skip_empty:
-        result["skipped_empty"] = report.skipped_empty
-    if args.duplicates == "skip":
-        result["skipped_duplicates"] = report.skipped_duplicates
-    if args.duplicates == "number":
-        result["renamed_duplicates"] = report.renamed_duplicates
+    fields, more = report.summary(skip_empty=args.skip_empty, duplicates=args.duplicates)
+    result.update(fields)
+    notes += more
     for note in notes:
         warn(note)
     if notes:
@@ -235,29 +223,6 @@ def _check_flags(args: Any) -> None:
 
 
 def _body_options(args: Any) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set {item!r}: expected KEY=JSON, e.g. --set seed=42")
-        try:
-            extra[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise UsageError(
-                f"--set {key}: the value {raw!r} is not JSON ({exc.msg}); strings need JSON quotes, "
-                f"e.g. --set '{key}=\"text\"'"
-            )
-    schema = None
-    if args.json_schema:
-        try:
-            with open(args.json_schema, encoding="utf-8") as handle:
-                schema = json.load(handle)
-        except OSError as exc:
-            raise InputError(f"--json-schema {args.json_schema}: cannot read it ({exc.strerror})")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InputError(f"--json-schema {args.json_schema}: not valid JSON ({exc})")
-        if not isinstance(schema, dict):
-            raise InputError(f"--json-schema {args.json_schema}: must hold a JSON object (a JSON Schema)")
     if args.stop is not None and len(args.stop) > 4:
         raise UsageError("--stop can be given at most 4 times")
     return {
@@ -269,8 +234,8 @@ def _body_options(args: Any) -> dict[str, Any]:
         "max_tokens": args.max_tokens,
         "top_p": args.top_p,
         "stop": args.stop,
-        "json_schema": schema,
-        "extra": extra or None,
+        "json_schema": read_json_schema(args.json_schema) if args.json_schema else None,
+        "extra": parse_set(args.set) or None,
     }
 
 

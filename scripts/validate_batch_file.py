@@ -14,7 +14,11 @@ DESCRIPTION = """\
 Validate Doubleword batch input files (JSONL) against references/schemas/ and the file rules: valid UTF-8,
 one JSON object per line, custom_id present, unique, at most 64 bytes and free of control characters,
 method POST, url a batchable endpoint and the same on every line, body.model a string, the body valid for
-its endpoint (roles, content shapes, parameter ranges), at most 200 MB and 50,000 requests, not empty.
+its endpoint (roles, content shapes, parameter ranges), each line at most 10 MB, image parts well formed
+(an http(s) URL or data:image/<type>;base64 with valid base64), the server's reasoning rules (only
+reasoning_effort on chat and reasoning.effort on responses, one of none, minimal, low, medium, high, xhigh,
+max; chat_template_kwargs, thinking and thinking_token_budget refused), at most 200 MB and 50,000 requests,
+not empty.
 Warnings (not errors): blank lines, stream: true, priority, near-miss field names (max_token).
 
 stdout: {"ok": bool, "files": [report, ...]}; each report has errors and warnings (physical line number,

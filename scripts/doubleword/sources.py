@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from doubleword.build import BatchWriter, make_request
-from doubleword.errors import InputError
+from doubleword.errors import InputError, UsageError
 from doubleword.images import image_files, image_url
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
@@ -203,6 +203,25 @@ class BuildReport:
     skipped_duplicates: int = 0
     renamed_duplicates: int = 0
 
+    def summary(self, *, skip_empty: bool, duplicates: str) -> tuple[dict[str, Any], list[str]]:
+        """The stdout members (counts that the options asked for, empty prompts) and warning notes."""
+        fields: dict[str, Any] = {}
+        notes = []
+        if self.empty:
+            action = (
+                "left out (--skip-empty)" if skip_empty else "sent as they are; --skip-empty leaves them out"
+            )
+            first = "; ".join(self.empty_rows)
+            notes.append(f"empty: {self.empty} empty prompt(s), first: {first}; {action}")
+            fields["empty_prompts"] = {"count": self.empty, "first": self.empty_rows}
+        if skip_empty:
+            fields["skipped_empty"] = self.skipped_empty
+        if duplicates == "skip":
+            fields["skipped_duplicates"] = self.skipped_duplicates
+        if duplicates == "number":
+            fields["renamed_duplicates"] = self.renamed_duplicates
+        return fields, notes
+
 
 def build_batch(
     source: Source,
@@ -244,3 +263,34 @@ def build_batch(
 
 
 _FIRST_ROWS = 5
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=JSON`` items as body fields."""
+    extra: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected KEY=JSON, e.g. --set seed=42")
+        try:
+            extra[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise UsageError(
+                f"--set {key}: the value {raw!r} is not JSON ({exc.msg}); strings need JSON quotes, "
+                f"e.g. --set '{key}=\"text\"'"
+            )
+    return extra
+
+
+def read_json_schema(path: str) -> dict[str, Any]:
+    """The JSON Schema of ``--json-schema FILE``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            schema = json.load(handle)
+    except OSError as exc:
+        raise InputError(f"--json-schema {path}: cannot read it ({exc.strerror})")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"--json-schema {path}: not valid JSON ({exc})")
+    if not isinstance(schema, dict):
+        raise InputError(f"--json-schema {path}: must hold a JSON object (a JSON Schema)")
+    return schema
