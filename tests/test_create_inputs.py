@@ -322,3 +322,16 @@ def test_a_rows_file_given_as_a_batch_file_is_named_as_such(tmp_path):
     assert [f["valid"] for f in result["files"]] == [True, False]
     assert [(e["line"], e["code"]) for e in result["files"][1]["errors"]] == [(0, "rows_file")]
     assert "pass X.jsonl instead" in result["files"][1]["errors"][0]["message"]
+
+
+def test_sharding_an_existing_file_splits_its_rows_file_too(tmp_path):
+    from doubleword.build import shard_file
+
+    out = tmp_path / "b.jsonl"
+    proc, _ = create(*[arg for i in range(5) for arg in ("--prompt", f"p{i}")], "-o", str(out))
+    assert proc.returncode == 0
+    shards = shard_file(out, tmp_path / "parts.jsonl", max_requests=2)
+    assert [s["requests"] for s in shards] == [2, 2, 1]
+    for shard in shards:
+        rows = lines(shard["rows_path"])
+        assert [r["custom_id"] for r in rows] == [b["custom_id"] for b in lines(shard["path"])]

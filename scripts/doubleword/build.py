@@ -458,7 +458,8 @@ def shard_file(
 
     ``out_prefix`` is a path like ``work/jobs.jsonl`` (shards ``work/jobs-001.jsonl``...) or an existing
     directory (shards named after the input file inside it). Lines are copied byte for byte (blank lines
-    dropped, a missing final newline added); always numbered, even when one shard suffices.
+    dropped, a missing final newline added); always numbered, even when one shard suffices. When the input
+    has a source-rows file (``X.rows.jsonl``), each shard gets its own.
     """
     source = Path(path)
     prefix = Path(out_prefix)
@@ -466,14 +467,19 @@ def shard_file(
         prefix = prefix / source.name
     if prefix.resolve() == source.resolve():
         raise UsageError("the shard prefix must differ from the input file name")
-    writer = _ShardWriter(prefix, max_requests, max_bytes)
+    rows_source = rows_path(source)
+    rows = rows_source.is_file()
+    writer = _ShardWriter(prefix, max_requests, max_bytes, rows=rows)
     try:
-        with open(source, "rb") as handle:
+        with open(source, "rb") as handle, contextlib.ExitStack() as stack:
+            # A source-rows file beside the input is split in step (line i describes line i).
+            row_lines = iter(stack.enter_context(open(rows_source, "rb")) if rows else ())
             for lineno, raw in enumerate(handle, 1):
                 if not raw.strip():
                     continue
                 line = raw if raw.endswith(b"\n") else raw + b"\n"
-                writer.write(line, f"{source} line {lineno}")
+                row_line = next(row_lines, b"") if rows else b""
+                writer.write(line, f"{source} line {lineno}", row_line)
         return writer.finish(numbered=True)
     except FileNotFoundError:
         writer.abort()
