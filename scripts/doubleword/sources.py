@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from doubleword.build import BatchWriter, make_request
+from doubleword.batchfile import BatchWriter
+from doubleword.build import make_request
 from doubleword.errors import InputError, UsageError
 from doubleword.images import image_files, image_url
 
