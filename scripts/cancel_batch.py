@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from doubleword.api import cancel_batch, get_batch, is_terminal
+from doubleword.api import cancel_batch, get_batch
 from doubleword.cli import info, make_parser, run
-from doubleword.client import client_from_args
 from doubleword.errors import ExitCode
-from doubleword.manifest import add_target_args, load_targets
+from doubleword.manifest import add_target_args, client_for, load_targets
+from doubleword.status import is_terminal
 
 EXAMPLES = """\
   python3 scripts/cancel_batch.py 0b6c5f1e-2a8d-4c1b-9e37-5d2f8a1c4b90
@@ -37,7 +37,7 @@ def build_parser() -> Any:
 def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     args = build_parser().parse_args(argv)
     manifest, ids = load_targets(args)
-    client = client_from_args(args)
+    client = client_for(args, manifest)
     outcomes = []
     refused = []
     seen = []

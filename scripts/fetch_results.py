@@ -13,20 +13,23 @@ from typing import Any
 
 import requests
 
-from doubleword.api import content_response, describe_batch, download_file, get_batch, is_terminal
+from doubleword.api import content_response, download_file, get_batch
 from doubleword.cli import Progress, info, make_parser, run, seconds, warn
-from doubleword.client import ApiClient, ApiError, client_from_args
+from doubleword.client import ApiClient, ApiError
 from doubleword.config import DELETED, UNSUCCESSFUL_STATUSES
 from doubleword.errors import BusyError, ExitCode, InputError, ServiceError, UsageError
 from doubleword.manifest import (
     Manifest,
+    Shard,
     add_target_args,
+    client_for,
     exclusive_lock,
     load_targets,
     new_shard,
     record_batch,
 )
 from doubleword.results import join
+from doubleword.status import describe_batch, is_terminal
 
 EXAMPLES = """\
   python3 scripts/fetch_results.py --manifest jobs.jsonl.manifest.json
@@ -193,14 +196,14 @@ class Fetcher:
         self.manifest = manifest
         self.out_dir = out_dir
         self.page_size = page_size
-        fetch = manifest.data.get("fetch")
+        fetch = manifest.fetch
         if not isinstance(fetch, dict) or fetch.get("out_dir") != str(out_dir):
             if fetch:
                 info(f"downloading into a new directory {out_dir}; starting the downloads afresh")
             fetch = {"out_dir": str(out_dir), "files": {}}
             for shard in manifest.shards:
                 shard["downloads"] = {}
-            manifest.data["fetch"] = fetch
+            manifest.fetch = fetch
         out_dir.mkdir(parents=True, exist_ok=True)
         self.sinks: dict[str, Sink] = {}
         for kind, (_, name) in KINDS.items():
@@ -220,7 +223,7 @@ class Fetcher:
     def save(self) -> None:
         self.manifest.save()
 
-    def refresh(self, shard: dict[str, Any]) -> dict[str, Any]:
+    def refresh(self, shard: Shard) -> dict[str, Any]:
         try:
             batch = get_batch(self.client, shard["batch_id"])
         except ApiError as exc:
@@ -243,7 +246,7 @@ class Fetcher:
         record_batch(shard, batch)
         return batch
 
-    def download(self, shard: dict[str, Any], kind: str, batch: dict[str, Any]) -> None:
+    def download(self, shard: Shard, kind: str, batch: dict[str, Any]) -> None:
         """Bring one file of one batch up to date from its cursor."""
         id_key, _ = KINDS[kind]
         file_id = batch.get(id_key)
@@ -276,7 +279,7 @@ class Fetcher:
         if kind == "errors" and isinstance(served, int) and cursor["skip"] > served:
             info(f"batch {shard['batch_id']}: the error file shrank (a retry?); reading it again from 0")
             cursor["skip"] = 0
-        headers_seen = self.manifest.data["fetch"].get("server_headers")
+        headers_seen = self.manifest.fetch.get("server_headers")
         if terminal and batch.get("status") != "cancelled" and served == cursor["skip"] and headers_seen:
             # Everything the counts promise is on disk and the batch cannot add lines any more.
             cursor["complete"] = True
@@ -288,7 +291,7 @@ class Fetcher:
             if not more:
                 return
 
-    def _fetch_once(self, shard: dict[str, Any], kind: str, cursor: dict[str, Any], terminal: bool) -> bool:
+    def _fetch_once(self, shard: Shard, kind: str, cursor: dict[str, Any], terminal: bool) -> bool:
         """One content request from the cursor; True if another request should follow right away."""
         sink = self.sinks[kind]
         attempts = 0
@@ -301,7 +304,7 @@ class Fetcher:
                 response.close()
                 return False
             if incomplete_header is not None:
-                self.manifest.data["fetch"]["server_headers"] = True
+                self.manifest.fetch["server_headers"] = True
             try:
                 received = self._stream(response, sink, cursor, start, str(shard["batch_id"]))
                 break
@@ -378,7 +381,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     if args.interval <= 0:
         raise UsageError("--interval must be positive")
     manifest, ids = load_targets(args)
-    client = client_from_args(args)
+    client = client_for(args, manifest)
     if manifest is None:
         manifest, out_dir = manifest_for_ids(client, ids, args.out)
     else:
@@ -452,7 +455,7 @@ def fetch(args: Any, client: ApiClient, manifest: Manifest, out_dir: Path) -> tu
 
 
 def default_out_dir(manifest: Manifest) -> Path:
-    recorded = (manifest.data.get("fetch") or {}).get("out_dir")
+    recorded = (manifest.fetch or {}).get("out_dir")
     if recorded:
         return Path(recorded)
     name = manifest.path.name.removesuffix(".json").removesuffix(".manifest").removesuffix(".jsonl")
@@ -482,13 +485,13 @@ def manifest_for_ids(client: ApiClient, ids: list[str], out: str | None) -> tupl
             file_id=batch.get("input_file_id") or "",
         )
         record_batch(shard, batch)
-        manifest.shards.append(shard)
+        manifest.add_shard(shard)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest.save()
     return manifest, out_dir
 
 
-def input_for(client: ApiClient, manifest: Manifest, shard: dict[str, Any], out_dir: Path) -> Path | None:
+def input_for(client: ApiClient, manifest: Manifest, shard: Shard, out_dir: Path) -> Path | None:
     """The shard's input lines: the recorded file, else a downloaded copy of the input file."""
     if shard.get("path") and Path(shard["path"]).is_file():
         return Path(shard["path"])
@@ -521,7 +524,7 @@ def write_results(
         for s in manifest.shards
     ]
     paths = {name: out_dir / f"{name}.jsonl" for name in ("output", "errors", "results", "retry")}
-    files = manifest.data["fetch"]["files"]
+    files = manifest.fetch["files"]
     segments = {kind: files.get(kind, {}).get("segments") or [] for kind in KINDS}
     joined = join(inputs, paths["output"], paths["errors"], paths["results"], paths["retry"], segments)
     for shard in manifest.shards:
@@ -535,7 +538,7 @@ def write_results(
         "usage": joined["usage"],
         "failures_by_type": joined["failures_by_type"],
         "failure_groups": joined["failure_groups"],
-        "lines_on_disk": {k: manifest.data["fetch"]["files"][k].get("lines", 0) for k in KINDS},
+        "lines_on_disk": {k: manifest.fetch["files"][k].get("lines", 0) for k in KINDS},
     }
 
 

@@ -7,12 +7,12 @@ import sys
 import time
 from typing import Any
 
-from doubleword.api import describe_batch, get_batch, next_check_seconds
+from doubleword.api import get_batch
 from doubleword.cli import Progress, info, make_parser, run, seconds
-from doubleword.client import ApiClient, client_from_args
-from doubleword.config import UNSUCCESSFUL_STATUSES
-from doubleword.errors import ExitCode, UsageError
-from doubleword.manifest import Manifest, add_target_args, load_targets
+from doubleword.client import ApiClient
+from doubleword.errors import UsageError
+from doubleword.manifest import Manifest, add_target_args, client_for, load_targets
+from doubleword.status import describe_batch, exit_code_for, is_terminal, job_exit_code, suggested_check
 
 EXAMPLES = """\
   python3 scripts/poll.py --manifest jobs.jsonl.manifest.json
@@ -23,7 +23,10 @@ DESCRIPTION = """\
 Check the status of batches: one check by default (so an agent never sits in a loop), or --wait to
 block until every batch is terminal or --timeout passes. Prints per batch: status, request counts,
 percent done, output/error file ids, created/expires/expired times, overdue, terminal; plus a
-suggested next_check_seconds. Updates the manifest when one is given."""
+suggested next_check_seconds. With --manifest it checks every round of the job on the server the job
+was submitted to, and updates the manifest. Exit 0 only when every batch completed and no request of
+the job is left failed (a later round that answered them counts); 6 when finished otherwise; 7 while
+anything runs."""
 
 
 def build_parser() -> Any:
@@ -42,22 +45,15 @@ def build_parser() -> Any:
     return parser
 
 
-def check(client: ApiClient, manifest: Manifest | None, ids: list[str]) -> list[dict[str, Any]]:
-    """GET every batch once; record what the server says in the manifest."""
-    batches = [get_batch(client, batch_id) for batch_id in ids]
-    if manifest is not None:
-        manifest.record_batches(batches)
-    return batches
-
-
-def exit_code_for(statuses: list[str | None]) -> int:
-    from doubleword.api import is_terminal
-
-    if not all(is_terminal(s) for s in statuses):
-        return int(ExitCode.NOT_FINISHED)
-    if any(s in UNSUCCESSFUL_STATUSES for s in statuses):
-        return int(ExitCode.BATCH_UNSUCCESSFUL)
-    return int(ExitCode.OK)
+def check(
+    client: ApiClient, manifest: Manifest | None, ids: list[str], latest: dict[str, dict[str, Any]]
+) -> None:
+    """GET every batch not yet seen finished (a finished batch cannot change); record them in the manifest."""
+    todo = [batch_id for batch_id in ids if not is_terminal(latest.get(batch_id, {}).get("status"))]
+    fresh = [get_batch(client, batch_id) for batch_id in todo]
+    latest.update(zip(todo, fresh, strict=True))
+    if manifest is not None and fresh:
+        manifest.record_batches(fresh)
 
 
 def progress_line(views: list[dict[str, Any]]) -> str:
@@ -77,17 +73,17 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     if args.interval is not None and args.interval <= 0:
         raise UsageError("--interval must be positive")
     manifest, ids = load_targets(args)
-    client = client_from_args(args)
+    client = client_for(args, manifest)
     progress = Progress() if args.wait else None
     deadline = time.monotonic() + max(0.0, args.timeout)
+    latest: dict[str, dict[str, Any]] = {}
     checks = 0
     while True:
-        batches = check(client, manifest, ids)
+        check(client, manifest, ids, latest)
         checks += 1
         now = time.time()
-        views = [describe_batch(b, now) for b in batches]
-        waits = [w for w in (next_check_seconds(b, now) for b in batches) if w is not None]
-        suggested = min(waits) if waits else None
+        views = [describe_batch(latest[i], now) for i in ids]
+        suggested = suggested_check([latest[i] for i in ids], now)
         if progress is not None:
             progress.update(progress_line(views), force=checks == 1)
         if not args.wait or suggested is None or time.monotonic() >= deadline:
@@ -98,7 +94,10 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         progress.done()
         if suggested is not None:
             info(f"poll.py: --timeout {args.timeout:g}s reached with batches still running")
-    code = exit_code_for([v["status"] for v in views])
+    if manifest is not None:
+        code = job_exit_code(manifest, latest)
+    else:
+        code = exit_code_for(latest.values())
     result: dict[str, Any] = {
         "ok": True,
         "all_terminal": suggested is None,
@@ -106,10 +105,12 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         "counts": _status_counts(views),
         "next_check_seconds": suggested,
         "checks": checks,
+        "api_calls": client.calls,
     }
     if manifest is not None:
-        result["manifest"] = str(manifest.path)
-    return result, code
+        result["manifest"] = str(manifest.path.resolve())
+        result["rounds"] = len(manifest.rounds)
+    return result, int(code)
 
 
 def _status_counts(views: list[dict[str, Any]]) -> dict[str, int]:

@@ -26,7 +26,7 @@ from doubleword.cli import info, make_parser, run, warn
 from doubleword.client import AmbiguousRequest, ApiClient, ApiError, client_from_args
 from doubleword.config import COMPLETION_WINDOWS, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from doubleword.errors import ExitCode, InputError, ServiceError, UsageError
-from doubleword.manifest import Manifest, default_manifest_path, new_shard, record_batch, sha256_file
+from doubleword.manifest import Manifest, Shard, default_manifest_path, new_shard, record_batch, sha256_file
 
 EXAMPLES = """\
   python3 scripts/submit.py jobs.jsonl
@@ -108,9 +108,9 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
             info(f"{manifest.path}: nothing was submitted from it; planning afresh for these inputs")
             os.unlink(manifest.path)
             manifest = None
-        elif manifest.data.get("window") != args.window:
+        elif manifest.window != args.window:
             notes.append(
-                f"the batches in {manifest.path} use --window {manifest.data.get('window')}; "
+                f"the batches in {manifest.path} use --window {manifest.window}; "
                 f"--window {args.window} was ignored (--force submits new batches)"
             )
             warn(notes[-1])
@@ -134,6 +134,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
             return plan, int(ExitCode.OK)
         client_from_args(args)  # a missing key or an unsafe URL stops here, before any file is written
         manifest = plan_manifest(inputs, reports, args, metadata, manifest_path)
+        manifest.base_url = client_from_args(args).base_url
         manifest.save()
     elif args.dry_run:
         return existing_plan(manifest), int(ExitCode.OK)
@@ -312,7 +313,7 @@ def plan_manifest(
             digest = sha256_file(piece_path)
             nonce = uuid.uuid4().hex[:12]
             stem = piece_path.name.removesuffix(".jsonl")[:80]
-            manifest.shards.append(
+            manifest.add_shard(
                 new_shard(
                     len(manifest.shards),
                     source=str(source.resolve()),
@@ -374,7 +375,7 @@ def existing_plan(manifest: Manifest) -> dict[str, Any]:
 
 
 def same_inputs(manifest: Manifest, inputs: list[Path]) -> bool:
-    recorded = [(i.get("path"), i.get("sha256")) for i in manifest.data.get("inputs", [])]
+    recorded = [(i.get("path"), i.get("sha256")) for i in manifest.inputs]
     return recorded == [(str(p.resolve()), sha256_file(p)) for p in inputs]
 
 
@@ -393,7 +394,7 @@ def all_created(manifest: Manifest) -> bool:
 # --------------------------------------------------------------------------- exactly-once steps
 
 
-def ensure_uploaded(client: ApiClient, manifest: Manifest, shard: dict[str, Any]) -> None:
+def ensure_uploaded(client: ApiClient, manifest: Manifest, shard: Shard) -> None:
     """Upload a shard once: a possibly-sent upload is looked up by its unique filename first."""
     if shard["upload_state"] == "done":
         return
@@ -428,7 +429,7 @@ def ensure_uploaded(client: ApiClient, manifest: Manifest, shard: dict[str, Any]
         return
 
 
-def check_shard_file(manifest: Manifest, shard: dict[str, Any]) -> None:
+def check_shard_file(manifest: Manifest, shard: Shard) -> None:
     """A shard file recorded in the manifest must still exist with the content that was planned."""
     if not Path(shard["path"]).is_file():
         raise InputError(
@@ -442,13 +443,13 @@ def check_shard_file(manifest: Manifest, shard: dict[str, Any]) -> None:
         )
 
 
-def _adopt_file(manifest: Manifest, shard: dict[str, Any], file_obj: dict[str, Any]) -> None:
+def _adopt_file(manifest: Manifest, shard: Shard, file_obj: dict[str, Any]) -> None:
     shard["file_id"] = file_obj["id"]
     shard["upload_state"] = "done"
     manifest.save()
 
 
-def ensure_created(client: ApiClient, manifest: Manifest, shard: dict[str, Any]) -> int:
+def ensure_created(client: ApiClient, manifest: Manifest, shard: Shard) -> int:
     """Create a shard's batch once; a possibly-sent creation is looked up by its marker. Returns 1 if new."""
     if shard["create_state"] == "done":
         return 0
@@ -459,8 +460,8 @@ def ensure_created(client: ApiClient, manifest: Manifest, shard: dict[str, Any])
             info(f"shard {shard['index']}: found the earlier batch {found['id']} ({marker})")
             _adopt_batch(manifest, shard, found)
             return 1
-    metadata = {**manifest.data.get("metadata", {}), MARKER_KEY: marker}
-    window = manifest.data.get("window") or "24h"
+    metadata = {**manifest.metadata, MARKER_KEY: marker}
+    window = manifest.window or "24h"
     for attempt in range(1, MAX_ATTEMPTS + 1):
         shard["create_state"] = "sending"
         manifest.save()
@@ -485,14 +486,14 @@ def ensure_created(client: ApiClient, manifest: Manifest, shard: dict[str, Any])
     raise ServiceError("unreachable")  # pragma: no cover
 
 
-def _adopt_batch(manifest: Manifest, shard: dict[str, Any], batch: dict[str, Any]) -> None:
+def _adopt_batch(manifest: Manifest, shard: Shard, batch: dict[str, Any]) -> None:
     record_batch(shard, batch)
     shard["create_state"] = "done"
     manifest.save()
 
 
 def estimate_cost(client: ApiClient, manifest: Manifest) -> Decimal:
-    window = manifest.data.get("window") or "24h"
+    window = manifest.window or "24h"
     total = Decimal(0)
     for shard in manifest.shards:
         cached = shard.get("cost_estimate")
@@ -525,7 +526,7 @@ def summary(manifest: Manifest, *, created: int, notes: list[str] | None = None)
         "manifest": str(manifest.path),
         "created": created,
         "existing": sum(1 for s in manifest.shards if s["create_state"] == "done") - created,
-        "window": manifest.data.get("window"),
+        "window": manifest.window,
         "batches": batches,
         **({"warnings": notes} if notes else {}),
     }

@@ -34,7 +34,7 @@ def test_killed_fetch_resumes_byte_identical(tmp_path, h):
         code, _, err = h.run_script(
             "poll", "--manifest", str(manifest), "--wait", "--interval", "0.2", env=env
         )
-        assert code == 0, err
+        assert code == 6, err  # finished, but 10% of the requests failed: not done
 
         # the reference: one uninterrupted download of the same batch into another directory
         code, ref, err = h.run_script("fetch_results", batch_id, "--out", str(tmp_path / "ref"), env=env)

@@ -11,8 +11,10 @@ def test_corrupt_or_edited_manifest_is_a_clear_error(emulator, env, tmp_path, h)
     assert code == 0
     manifest = tmp_path / "jobs.jsonl.manifest.json"
     data = json.loads(manifest.read_text())
-    assert data["format"] == "doubleword-batches/manifest" and data["version"] == 1
+    assert data["format"] == "doubleword-batches/manifest" and data["version"] == 2
+    assert data["base_url"] == emulator.base_url and [r["number"] for r in data["rounds"]] == [1]
     shard = data["shards"][0]
+    assert shard["round"] == 1 and shard["path"] == str(src.resolve())
     assert shard["upload_filename"].startswith("jobs.") and shard["marker"].startswith("dwb-")
     assert shard["sha256"] and shard["requests"] == 3 and shard["endpoint"] == "/v1/chat/completions"
 
@@ -25,6 +27,30 @@ def test_corrupt_or_edited_manifest_is_a_clear_error(emulator, env, tmp_path, h)
     manifest.write_text("{ not json")
     code, doc, err = h.run_script("poll", "--manifest", str(manifest), env=env)
     assert code == 4 and "not readable JSON" in doc["error"]["message"]
+    assert emulator.stats()["batches_created"] == 1
+
+
+def test_a_version_1_manifest_still_works_as_one_round(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(5))
+    assert h.run_script("submit", str(src), env=env).code == 0
+    manifest = tmp_path / "jobs.jsonl.manifest.json"
+    data = json.loads(manifest.read_text())
+    # what version 1 wrote: no rounds, no job id, no base URL, shards without a round
+    for key in ("rounds", "job_id", "base_url"):
+        del data[key]
+    for shard in data["shards"]:
+        del shard["round"], shard["rows_path"]
+    data["version"] = 1
+    manifest.write_text(json.dumps(data))
+    code, doc, err = h.run_script("submit", str(src), env=env)  # the same inputs: nothing new is sent
+    assert code == 0 and doc["created"] == 0 and doc["existing"] == 1, doc
+    code, doc, err = h.run_script("poll", "--manifest", str(manifest), "--wait", "--interval", "0.1", env=env)
+    assert code == 0 and doc["rounds"] == 1 and doc["counts"] == {"completed": 1}, doc
+    code, doc, err = h.run_script("fetch_results", "--manifest", str(manifest), env=env)
+    assert code == 0 and doc["counts"]["completed"] == 5, doc
+    upgraded = json.loads(manifest.read_text())
+    assert upgraded["version"] == 2 and upgraded["rounds"][0]["number"] == 1
+    assert [s["round"] for s in upgraded["shards"]] == [1]
     assert emulator.stats()["batches_created"] == 1
 
 

@@ -52,7 +52,8 @@ def test_fetch_groups_failures_by_type_and_status_with_an_example(emulator, env,
     src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
     assert h.run_script("submit", str(src), env=env).code == 0
     manifest = str(tmp_path / "jobs.jsonl.manifest.json")
-    assert h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env).code == 0
+    # one request failed: the batch completed but the job is not done (poll exits 6, not 0)
+    assert h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env).code == 6
     code, doc, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
     assert code == 0, err
     [group] = doc["failure_groups"]

@@ -9,7 +9,6 @@ crashed between sending and recording) can adopt the object instead of creating 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -19,7 +18,6 @@ import requests
 
 from doubleword.cli import warn
 from doubleword.client import ApiClient
-from doubleword.config import TERMINAL_STATUSES
 from doubleword.errors import ServiceError
 
 MARKER_KEY = "dwb_marker"
@@ -169,68 +167,3 @@ def iter_batches(
         if not has_more or not data:
             return
         after = str(page.get("last_id") or data[-1].get("id"))
-
-
-# --------------------------------------------------------------------------- status
-
-
-def is_terminal(status: str | None) -> bool:
-    """``finalizing`` and ``cancelling`` are not terminal; ``expired`` is (other servers)."""
-    return status in TERMINAL_STATUSES
-
-
-def describe_batch(batch: dict[str, Any], now: float | None = None) -> dict[str, Any]:
-    """The per-batch view that poll.py and fetch_results.py print."""
-    now = time.time() if now is None else now
-    status = batch.get("status")
-    counts = batch.get("request_counts") or {}
-    total = int(counts.get("total") or 0)
-    done = int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
-    terminal = is_terminal(status)
-    expires_at = batch.get("expires_at")
-    past_deadline = bool(batch.get("expired_at")) or (
-        isinstance(expires_at, (int, float)) and now > expires_at
-    )
-    return {
-        "batch_id": batch.get("id"),
-        "status": status,
-        "terminal": terminal,
-        "request_counts": counts,
-        "percent": round(100.0 * done / total, 1) if total else (100.0 if terminal else 0.0),
-        "output_file_id": batch.get("output_file_id"),
-        "error_file_id": batch.get("error_file_id"),
-        "created_at": batch.get("created_at"),
-        "in_progress_at": batch.get("in_progress_at"),
-        "expires_at": expires_at,
-        "expired_at": batch.get("expired_at"),
-        "completed_at": batch.get("completed_at") or batch.get("failed_at") or batch.get("cancelled_at"),
-        "overdue": past_deadline and not terminal,
-        "endpoint": batch.get("endpoint"),
-        "metadata": batch.get("metadata") or {},
-    }
-
-
-MIN_CHECK_S = 5
-MAX_CHECK_S = 900
-
-
-def next_check_seconds(batch: dict[str, Any], now: float | None = None) -> int | None:
-    """A polite time to look again: grows with the batch's age, shrinks as it nears completion."""
-    if is_terminal(batch.get("status")):
-        return None
-    now = time.time() if now is None else now
-    created = batch.get("created_at") or now
-    age = max(0.0, now - created)
-    wait = min(MAX_CHECK_S, max(MIN_CHECK_S, age / 10))
-    counts = batch.get("request_counts") or {}
-    total = int(counts.get("total") or 0)
-    done = int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
-    started = batch.get("in_progress_at") or created
-    running_for = max(1.0, now - started)
-    if total and done:
-        remaining = (total - done) * running_for / done  # at the rate seen so far
-        wait = min(wait, max(MIN_CHECK_S, remaining / 2))
-    expires_at = batch.get("expires_at")
-    if isinstance(expires_at, (int, float)) and expires_at > now:
-        wait = min(wait, max(MIN_CHECK_S, expires_at - now))
-    return int(round(wait))

@@ -1,36 +1,50 @@
-"""The manifest: one JSON file that ties every input shard to its upload, batch and downloads.
+"""The manifest: the job. One JSON file that ties every round's shards to their uploads, batches and downloads.
 
 It is the scripts' memory between runs, written atomically after every state change, so a crash at
 any point leaves a manifest from which the next run carries on (nothing created twice, downloads
-resumed). Layout (version 1)::
+resumed). It is loaded into typed records (:class:`Manifest`, :class:`Round`, :class:`Shard`) and
+checked once, in :meth:`Manifest.load`; nothing else looks at the raw JSON.
 
-    {"format": "doubleword-batches/manifest", "version": 1, "created_at": ..., "updated_at": ...,
+Layout (version 2; a version-1 file, which had no rounds, loads as one round)::
+
+    {"format": "doubleword-batches/manifest", "version": 2, "job_id": "dwj-...",
+     "created_at": ..., "updated_at": ..., "base_url": "https://api.doubleword.ai/v1",
      "inputs": [{"path", "sha256", "bytes"}], "window": "24h", "metadata": {...},
-     "shards": [{"index", "source", "path", "sha256", "requests", "bytes", "endpoint",
-                 "upload_filename", "upload_state", "file_id",        # pending | sending | done
-                 "marker", "create_state", "batch_id",                 # pending | sending | done
+     "rounds": [{"number": 1, "created_at", "statuses": null, "adjust": {}, "source": null}, ...],
+     "shards": [{"index", "round", "source", "path", "rows_path", "sha256", "requests", "bytes",
+                 "endpoint", "upload_filename", "upload_state", "file_id",   # pending | sending | done
+                 "marker", "create_state", "batch_id",                        # pending | sending | done
                  "status", "request_counts", "output_file_id", "error_file_id", "times": {...},
-                 "downloads": {"output": {"file_id", "skip", "complete"}, "errors": {...}},
-                 "final_counts": {...}}],
-     "fetch": {"out_dir", "files": {"output": {"path", "bytes", "lines"}, "errors": {...}}}}
+                 "downloads": {...}, "final_counts": {...}}],
+     "fetch": {"out_dir", "files": {...}}}
 
-``*_state = "sending"`` means the request may have reached the server: the next run looks the object
-up by its marker (upload filename / ``dwb_marker`` metadata) before sending again.
+Shards are stored flat (each names its ``round``) so that a shard keeps its place whatever rounds
+follow; :attr:`Round.shards` is the view by round. ``*_state = "sending"`` means the request may have
+reached the server: the next run looks the object up by its marker (upload filename / ``dwb_marker``
+metadata) before sending again. ``downloads`` and ``fetch`` belong to the download engine and are kept
+as given (only their shape is checked). Keys this version does not know are kept as they are.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doubleword.cli import warn
 from doubleword.errors import InputError
 from doubleword.files import atomic_write_json, read_json_file
+
+if TYPE_CHECKING:
+    from doubleword.client import ApiClient
 
 try:
     import fcntl
@@ -38,7 +52,8 @@ except ImportError:  # Windows: no advisory locks, so concurrent runs on one man
     fcntl = None  # type: ignore[assignment]
 
 FORMAT = "doubleword-batches/manifest"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 STATES = ("pending", "sending", "done")
 DOWNLOAD_KINDS = ("output", "errors")
 
@@ -56,59 +71,147 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def new_shard(index: int, **fields: Any) -> dict[str, Any]:
-    """A shard record with every field present (None until known)."""
-    shard: dict[str, Any] = {
-        "index": index,
-        "source": None,
-        "path": None,
-        "sha256": None,
-        "requests": None,
-        "bytes": None,
-        "endpoint": None,
-        "upload_filename": None,
-        "upload_state": "pending",
-        "file_id": None,
-        "marker": None,
-        "create_state": "pending",
-        "batch_id": None,
-        "status": None,
-        "request_counts": None,
-        "output_file_id": None,
-        "error_file_id": None,
-        "times": {},
-        "downloads": {},
-        "final_counts": None,
-    }
-    shard.update(fields)
-    return shard
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class Shard:
+    """One uploaded file and its batch. Attributes mirror the JSON keys."""
+
+    index: int
+    round: int = 1
+    source: str | None = None
+    path: str | None = None
+    rows_path: str | None = None
+    sha256: str | None = None
+    requests: int | None = None
+    bytes: int | None = None
+    endpoint: str | None = None
+    estimated_input_tokens: int | None = None
+    upload_filename: str | None = None
+    upload_state: str = "pending"
+    file_id: str | None = None
+    marker: str | None = None
+    create_state: str = "pending"
+    batch_id: str | None = None
+    status: str | None = None
+    request_counts: dict[str, Any] | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    times: dict[str, Any] = field(default_factory=dict)
+    downloads: dict[str, Any] = field(default_factory=dict)
+    final_counts: dict[str, Any] | None = None
+    cost_estimate: dict[str, Any] | None = None
+    checked_at: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # keys written by a newer version, kept
+
+    # Mapping-style access, for code written against the version-1 dicts (``shard["batch_id"]``).
+    def __getitem__(self, key: str) -> Any:
+        if key in _SHARD_FIELDS:
+            return getattr(self, key)
+        return self.extra[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in _SHARD_FIELDS:
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def __contains__(self, key: str) -> bool:
+        return key in _SHARD_FIELDS or key in self.extra
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key) if key in _SHARD_FIELDS else self.extra.get(key)
+        return default if value is None else value
+
+    def setdefault(self, key: str, default: Any) -> Any:
+        if self.get(key) is None:
+            self[key] = default
+        return self[key]
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f: getattr(self, f) for f in _SHARD_FIELDS}
+        data.update(self.extra)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Shard:
+        known = {k: v for k, v in data.items() if k in _SHARD_FIELDS}
+        for key in ("times", "downloads"):
+            if known.get(key) is None:
+                known.pop(key, None)
+        shard = cls(**known)
+        shard.extra = {k: v for k, v in data.items() if k not in _SHARD_FIELDS}
+        return shard
+
+
+_SHARD_FIELDS = tuple(f.name for f in dataclasses.fields(Shard) if f.name != "extra")
+
+
+@dataclass
+class Round:
+    """One submission of the job: round 1 is the inputs as submitted, later rounds what lacked an answer."""
+
+    number: int
+    shards: list[Shard] = field(default_factory=list)
+    created_at: int | None = None
+    statuses: list[str] | None = None  # the result statuses this round resubmitted (None: round 1)
+    adjust: dict[str, Any] = field(default_factory=dict)  # body changes applied, e.g. {"max_tokens": 512}
+    source: str | None = None  # the file of original request lines this round was built from
+    left_behind: int = 0  # inputs without a usable answer that this round chose not to resend
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {
+            "number": self.number,
+            "created_at": self.created_at,
+            "statuses": self.statuses,
+            "adjust": self.adjust,
+            "source": self.source,
+            "left_behind": self.left_behind,
+        }
+        data.update(self.extra)
+        return data
+
+    @property
+    def submitted(self) -> bool:
+        """Every shard of the round has its batch."""
+        return bool(self.shards) and all(s.create_state == "done" for s in self.shards)
+
+
+def new_shard(index: int, **fields: Any) -> Shard:
+    """A shard record (None until known)."""
+    return Shard(index=index, **fields)
 
 
 class Manifest:
-    """A manifest file in memory; :meth:`save` writes it atomically."""
+    """A manifest in memory; :meth:`save` writes it atomically (under the manifest's lock)."""
 
-    def __init__(self, path: str | os.PathLike[str], data: dict[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.data = data
+        now = int(time.time())
+        self.job_id = f"dwj-{uuid.uuid4().hex[:12]}"
+        self.created_at: int = now
+        self.updated_at: int = now
+        self.base_url = ""  # the server the job was submitted to ("" when not recorded, version 1)
+        self.inputs: list[dict[str, Any]] = []
+        self.window: str | None = None
+        self.metadata: dict[str, str] = {}
+        self.rounds: list[Round] = [Round(1, created_at=now)]
+        self.fetch: dict[str, Any] = {}  # the download engine's state ({} until a fetch ran)
+        self.loaded_version = VERSION
+        self.extra: dict[str, Any] = {}
 
     # -- construction
 
     @classmethod
     def new(cls, path: str | os.PathLike[str], **fields: Any) -> Manifest:
-        now = int(time.time())
-        data: dict[str, Any] = {
-            "format": FORMAT,
-            "version": VERSION,
-            "created_at": now,
-            "updated_at": now,
-            "inputs": [],
-            "window": None,
-            "metadata": {},
-            "shards": [],
-            "fetch": None,
-        }
-        data.update(fields)
-        return cls(path, data)
+        manifest = cls(path)
+        for key, value in fields.items():
+            if not hasattr(manifest, key):
+                raise TypeError(f"Manifest has no field {key!r}")
+            setattr(manifest, key, value)
+        return manifest
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Manifest:
@@ -117,10 +220,64 @@ class Manifest:
         problem = _problem(data)
         if problem:
             raise InputError(
-                f"manifest {path} is damaged or was edited by hand ({problem}); restore it from a "
-                "backup, or start afresh with submit.py --force (or another --manifest path)"
+                f"manifest {Path(path).resolve()} is damaged or was edited by hand ({problem}); restore it "
+                "from a backup, or submit the inputs under another --manifest path (nothing of this "
+                "manifest's batches can be adopted from a damaged file)"
             )
-        return cls(path, data)
+        manifest = cls(path)
+        manifest._fill(data)
+        return manifest
+
+    def _fill(self, data: dict[str, Any]) -> None:
+        self.loaded_version = int(data["version"])
+        self.created_at = data.get("created_at") or self.created_at
+        self.updated_at = data.get("updated_at") or self.updated_at
+        self.base_url = data.get("base_url") or ""
+        self.inputs = list(data.get("inputs") or [])
+        self.window = data.get("window")
+        self.metadata = dict(data.get("metadata") or {})
+        self.fetch = dict(data.get("fetch") or {})
+        shards = [Shard.from_json(s) for s in data.get("shards") or []]
+        rounds = [
+            Round(
+                number=r["number"],
+                created_at=r.get("created_at"),
+                statuses=r.get("statuses"),
+                adjust=dict(r.get("adjust") or {}),
+                source=r.get("source"),
+                left_behind=int(r.get("left_behind") or 0),
+                extra={k: v for k, v in r.items() if k not in _ROUND_KEYS},
+            )
+            for r in data.get("rounds") or [{"number": 1, "created_at": self.created_at}]
+        ]
+        by_number = {r.number: r for r in rounds}
+        for shard in shards:
+            by_number[shard.round].shards.append(shard)
+        self.rounds = rounds
+        # A version-1 manifest has no job id: derive a stable one from its first marker.
+        first_marker = next((s.marker for s in shards if s.marker), None)
+        self.job_id = data.get("job_id") or (
+            f"dwj-{first_marker.removeprefix('dwb-')}" if first_marker else self.job_id
+        )
+        self.extra = {k: v for k, v in data.items() if k not in _MANIFEST_KEYS}
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "job_id": self.job_id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "base_url": self.base_url or None,
+            "inputs": self.inputs,
+            "window": self.window,
+            "metadata": self.metadata,
+            "rounds": [r.to_json() for r in self.rounds],
+            "shards": [s.to_json() for s in self.shards],
+            "fetch": self.fetch or None,
+        }
+        data.update(self.extra)
+        return data
 
     @classmethod
     def exists(cls, path: str | os.PathLike[str]) -> bool:
@@ -129,22 +286,53 @@ class Manifest:
     # -- access
 
     @property
-    def shards(self) -> list[dict[str, Any]]:
-        return self.data["shards"]
+    def shards(self) -> list[Shard]:
+        """Every shard of every round, in order (a new list: add shards with :meth:`add_shard`)."""
+        return [shard for r in self.rounds for shard in r.shards]
+
+    @property
+    def first_round(self) -> Round:
+        return self.rounds[0]
+
+    @property
+    def last_round(self) -> Round:
+        return self.rounds[-1]
+
+    def add_shard(self, shard: Shard) -> Shard:
+        """Append a shard to its round (the last round when its number is not one yet)."""
+        target = next((r for r in self.rounds if r.number == shard.round), None)
+        if target is None:
+            target = self.last_round
+            shard.round = target.number
+        target.shards.append(shard)
+        return shard
+
+    def new_round(self, **fields: Any) -> Round:
+        """Start the next round (recorded by the next :meth:`save`)."""
+        round_ = Round(self.last_round.number + 1, created_at=int(time.time()), **fields)
+        self.rounds.append(round_)
+        return round_
+
+    def next_shard_index(self) -> int:
+        return max((s.index for s in self.shards), default=-1) + 1
 
     @property
     def dir(self) -> Path:
         return self.path.resolve().parent
 
     def batch_ids(self) -> list[str]:
-        return [s["batch_id"] for s in self.shards if s.get("batch_id")]
+        return [s.batch_id for s in self.shards if s.batch_id]
 
-    def shard_for_batch(self, batch_id: str) -> dict[str, Any] | None:
-        return next((s for s in self.shards if s.get("batch_id") == batch_id), None)
+    def shard_for_batch(self, batch_id: str) -> Shard | None:
+        return next((s for s in self.shards if s.batch_id == batch_id), None)
 
     def save(self) -> None:
         with exclusive_lock(self._lock_path):
             self._write()
+
+    def reload(self) -> None:
+        """Read the file again (what other runs saved meanwhile) into this object."""
+        self._fill(Manifest.load(self.path).to_json())
 
     def record_batches(self, batches: list[dict[str, Any]]) -> None:
         """Record what the server says about these batches, keeping what other runs saved meanwhile.
@@ -155,7 +343,7 @@ class Manifest:
         try:
             with exclusive_lock(self._lock_path):
                 if self.path.is_file():
-                    self.data = Manifest.load(self.path).data
+                    self.reload()
                 for batch in batches:
                     shard = self.shard_for_batch(batch.get("id", ""))
                     if shard is not None:
@@ -168,9 +356,31 @@ class Manifest:
     def _lock_path(self) -> Path:
         return self.path.with_name(f".{self.path.name}.lock")
 
+    @property
+    def submit_lock_path(self) -> Path:
+        """Held by a submit for its whole run, so two submits of one job never send at once."""
+        return self.path.with_name(f".{self.path.name}.submit.lock")
+
     def _write(self) -> None:
-        self.data["updated_at"] = int(time.time())
-        atomic_write_json(self.path, self.data)
+        self.updated_at = int(time.time())
+        atomic_write_json(self.path, self.to_json())
+
+
+_ROUND_KEYS = ("number", "created_at", "statuses", "adjust", "source", "left_behind", "shards")
+_MANIFEST_KEYS = (
+    "format",
+    "version",
+    "job_id",
+    "created_at",
+    "updated_at",
+    "base_url",
+    "inputs",
+    "window",
+    "metadata",
+    "rounds",
+    "shards",
+    "fetch",
+)
 
 
 @contextlib.contextmanager
@@ -197,23 +407,34 @@ def exclusive_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def record_batch(shard: dict[str, Any], batch: dict[str, Any]) -> None:
+def record_batch(shard: Shard, batch: dict[str, Any]) -> None:
     """Copy what the server says about a batch into its shard record."""
-    shard["batch_id"] = batch.get("id") or shard.get("batch_id")
-    shard["status"] = batch.get("status")
-    shard["request_counts"] = batch.get("request_counts")
+    shard.batch_id = _str(batch.get("id")) or shard.batch_id
+    shard.status = _str(batch.get("status"))
+    counts = batch.get("request_counts")
+    shard.request_counts = counts if isinstance(counts, dict) else None
     for key in ("output_file_id", "error_file_id"):
-        if batch.get(key):
-            shard[key] = batch[key]
-    if batch.get("input_file_id") and not shard.get("file_id"):
-        shard["file_id"] = batch["input_file_id"]
-    if batch.get("endpoint") and not shard.get("endpoint"):
-        shard["endpoint"] = batch["endpoint"]
-    times = shard.setdefault("times", {})
+        value = _str(batch.get(key))
+        if value:
+            setattr(shard, key, value)
+    if batch.get("input_file_id") and not shard.file_id:
+        shard.file_id = _str(batch["input_file_id"])
+    if batch.get("endpoint") and not shard.endpoint:
+        shard.endpoint = _str(batch["endpoint"])
     for key, value in batch.items():
-        if key.endswith("_at") and isinstance(value, (int, float)):
-            times[key] = value
-    shard["checked_at"] = int(time.time())
+        if key.endswith("_at") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            shard.times[key] = value
+    shard.checked_at = int(time.time())
+
+
+def _str(value: Any) -> str | None:
+    """A server value stored as a string (an odd type must not make the manifest unreadable later)."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+# --------------------------------------------------------------------------- the one check at load
 
 
 def _problem(data: Any) -> str | None:
@@ -222,62 +443,103 @@ def _problem(data: Any) -> str | None:
         return "not a JSON object"
     if data.get("format") != FORMAT:
         return f"'format' is not {FORMAT!r}"
-    if data.get("version") != VERSION:
-        return f"unsupported version {data.get('version')!r} (this tool reads version {VERSION})"
+    if data.get("version") not in READABLE_VERSIONS:
+        return f"unsupported version {data.get('version')!r} (this tool reads versions 1 and 2)"
     shards = data.get("shards")
     if not isinstance(shards, list):
         return "'shards' is not a list"
-    if not isinstance(data.get("metadata", {}), dict):
+    if not isinstance(data.get("metadata") or {}, dict):
         return "'metadata' is not an object"
-    inputs = data.get("inputs", [])
+    if data.get("base_url") is not None and not isinstance(data["base_url"], str):
+        return "'base_url' is not a string"
+    inputs = data.get("inputs") or []
     if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
         return "'inputs' is not a list of objects"
     if inputs and not shards:
         return "'shards' is empty although the manifest has inputs"
+    numbers = [1]
+    if data["version"] >= 2:
+        rounds = data.get("rounds")
+        if not isinstance(rounds, list) or not rounds or not all(isinstance(r, dict) for r in rounds):
+            return "'rounds' is not a list of objects"
+        numbers = [r.get("number") for r in rounds]
+        if numbers != list(range(1, len(rounds) + 1)):
+            return "'rounds' are not numbered 1, 2, ..."
+        for r in rounds:
+            if r.get("statuses") is not None and not isinstance(r["statuses"], list):
+                return f"rounds[{r['number'] - 1}].statuses is not a list"
+            if not isinstance(r.get("adjust") or {}, dict):
+                return f"rounds[{r['number'] - 1}].adjust is not an object"
+            if not isinstance(r.get("left_behind") or 0, int):
+                return f"rounds[{r['number'] - 1}].left_behind is not a number"
     for i, shard in enumerate(shards):
-        where = f"shards[{i}]"
-        if not isinstance(shard, dict):
-            return f"{where} is not an object"
-        if not isinstance(shard.get("index"), int) or isinstance(shard.get("index"), bool):
-            return f"{where}.index is not a number"
-        if not isinstance(shard.get("times", {}), dict):
-            return f"{where}.times is not an object"
-        needed = []
-        if shard.get("upload_state") != "done":
-            needed += ["path", "sha256", "upload_filename"]
-        if shard.get("create_state") != "done":
-            needed += ["marker", "endpoint"]
-        for key in needed:
-            if not isinstance(shard.get(key), str) or not shard[key]:
-                return f"{where}.{key} is missing (needed to finish submitting this shard)"
-        for key in ("upload_state", "create_state"):
-            if shard.get(key) not in STATES:
-                return f"{where}.{key} is {shard.get(key)!r}, expected one of {', '.join(STATES)}"
-        for key in ("path", "file_id", "batch_id", "upload_filename", "marker", "status", "endpoint"):
-            if shard.get(key) is not None and not isinstance(shard[key], str):
-                return f"{where}.{key} is not a string"
-        if shard.get("create_state") == "done" and shard.get("batch_id") is None:
-            return f"{where} says its batch was created but has no batch_id"
-        if shard.get("upload_state") == "done" and shard.get("file_id") is None:
-            return f"{where} says it was uploaded but has no file_id"
-        downloads = shard.get("downloads", {})
-        if not isinstance(downloads, dict):
-            return f"{where}.downloads is not an object"
-        for kind, cursor in downloads.items():
-            if not isinstance(cursor, dict) or not isinstance(cursor.get("skip", 0), int):
-                return f"{where}.downloads.{kind} is not a valid cursor"
-            if cursor.get("skip", 0) < 0:
-                return f"{where}.downloads.{kind}.skip is negative"
-    fetch = data.get("fetch")
-    if fetch is not None:
-        if not isinstance(fetch, dict) or not isinstance(fetch.get("files", {}), dict):
-            return "'fetch' is not an object"
-        if not isinstance(fetch.get("out_dir"), str) or not fetch["out_dir"]:
-            return "fetch.out_dir is not a path"
-        for kind, info in fetch.get("files", {}).items():
-            if not isinstance(info, dict) or not isinstance(info.get("bytes", 0), int) or info["bytes"] < 0:
-                return f"fetch.files.{kind} has no valid byte count"
+        problem = _shard_problem(f"shards[{i}]", shard, data["version"], numbers)
+        if problem:
+            return problem
+    return _fetch_problem(data.get("fetch"))
+
+
+def _shard_problem(where: str, shard: Any, version: int, rounds: list[Any]) -> str | None:
+    if not isinstance(shard, dict):
+        return f"{where} is not an object"
+    if not isinstance(shard.get("index"), int) or isinstance(shard.get("index"), bool):
+        return f"{where}.index is not a number"
+    if version >= 2 and shard.get("round") not in rounds:
+        return f"{where}.round is not one of the manifest's rounds"
+    if not isinstance(shard.get("times") or {}, dict):
+        return f"{where}.times is not an object"
+    needed = []
+    if shard.get("upload_state") != "done":
+        needed += ["path", "sha256", "upload_filename"]
+    if shard.get("create_state") != "done":
+        needed += ["marker", "endpoint"]
+    for key in needed:
+        if not isinstance(shard.get(key), str) or not shard[key]:
+            return f"{where}.{key} is missing (needed to finish submitting this shard)"
+    for key in ("upload_state", "create_state"):
+        if shard.get(key) not in STATES:
+            return f"{where}.{key} is {shard.get(key)!r}, expected one of {', '.join(STATES)}"
+    for key in (
+        "path",
+        "rows_path",
+        "file_id",
+        "batch_id",
+        "upload_filename",
+        "marker",
+        "status",
+        "endpoint",
+    ):
+        if shard.get(key) is not None and not isinstance(shard[key], str):
+            return f"{where}.{key} is not a string"
+    if shard.get("create_state") == "done" and shard.get("batch_id") is None:
+        return f"{where} says its batch was created but has no batch_id"
+    if shard.get("upload_state") == "done" and shard.get("file_id") is None:
+        return f"{where} says it was uploaded but has no file_id"
+    downloads = shard.get("downloads") or {}
+    if not isinstance(downloads, dict):
+        return f"{where}.downloads is not an object"
+    for kind, cursor in downloads.items():
+        if not isinstance(cursor, dict) or not isinstance(cursor.get("skip", 0), int):
+            return f"{where}.downloads.{kind} is not a valid cursor"
+        if cursor.get("skip", 0) < 0:
+            return f"{where}.downloads.{kind}.skip is negative"
     return None
+
+
+def _fetch_problem(fetch: Any) -> str | None:
+    if fetch is None:
+        return None
+    if not isinstance(fetch, dict) or not isinstance(fetch.get("files", {}), dict):
+        return "'fetch' is not an object"
+    if not isinstance(fetch.get("out_dir"), str) or not fetch["out_dir"]:
+        return "fetch.out_dir is not a path"
+    for kind, info in fetch.get("files", {}).items():
+        if not isinstance(info, dict) or not isinstance(info.get("bytes", 0), int) or info["bytes"] < 0:
+            return f"fetch.files.{kind} has no valid byte count"
+    return None
+
+
+# --------------------------------------------------------------------------- command targets
 
 
 def add_target_args(parser: Any, *, what: str = "batch") -> None:
@@ -296,8 +558,27 @@ def load_targets(args: Any) -> tuple[Manifest | None, list[str]]:
         manifest = Manifest.load(args.manifest)
         ids = manifest.batch_ids()
         if not ids:
-            raise InputError(f"manifest {args.manifest} has no batches yet; run submit.py first")
+            raise InputError(f"manifest {manifest.path.resolve()} has no batches yet; run submit.py first")
         return manifest, ids
     if not args.batch_ids:
         raise UsageError("give at least one batch id or --manifest PATH")
     return None, list(dict.fromkeys(args.batch_ids))
+
+
+def client_for(args: Any, manifest: Manifest | None) -> ApiClient:
+    """The API client for a job: ``--base-url`` if given, else the server the manifest recorded, else
+    ``$DOUBLEWORD_BASE_URL`` (or the default). An environment naming another server than the manifest's
+    only earns a warning: the job's batches live where they were submitted."""
+    from doubleword.client import client_from_args
+    from doubleword.config import BASE_URL_ENV
+
+    recorded = manifest.base_url if manifest is not None else ""
+    if manifest is None or getattr(args, "base_url", None) or not recorded:
+        return client_from_args(args)
+    env_url = (os.environ.get(BASE_URL_ENV) or "").strip().rstrip("/")
+    if env_url and env_url != recorded.rstrip("/"):
+        warn(
+            f"{BASE_URL_ENV} is {env_url} but the job in {manifest.path.resolve()} was submitted to "
+            f"{recorded}; using {recorded} (pass --base-url to override)"
+        )
+    return client_from_args(argparse.Namespace(**{**vars(args), "base_url": recorded}))
