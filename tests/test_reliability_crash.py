@@ -26,7 +26,7 @@ import requests
 from emulator_server import EmulatorServer
 
 # segments: which batch wrote which byte range of output.jsonl, an artefact of download timing
-VOLATILE = {"updated_at", "created_at", "checked_at", "segments"}
+VOLATILE = {"updated_at", "created_at", "checked_at", "segments", "upload_sent_at", "batch_sent_at"}
 
 
 def spawn(h, name: str, *args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -190,13 +190,13 @@ def run_poll_kills(tmp_path: Path, h, seed: int, kills: int) -> dict[str, int]:
         code, doc, err = h.run_script(
             "poll", "--manifest", str(manifest), "--wait", "--interval", "0.1", env=env
         )
-        assert code == 0, err
+        assert code == 6, err  # every batch completed, but 5% of the requests failed
         code, ref, err = h.run_script("poll", "--manifest", str(ref_manifest), env=env)
-        assert code == 0, err
+        assert code == 6, err
         assert emu.stats()["batches_created"] == 3
     assert normalise(json.loads(manifest.read_text())) == normalise(json.loads(ref_manifest.read_text()))
     assert [b["status"] for b in doc["batches"]] == ["completed"] * 3
-    drop = ("checks", "manifest", "api_calls")
+    drop = ("checks", "manifest", "api_calls", "rounds")
     assert {k: v for k, v in doc.items() if k not in drop} == {k: v for k, v in ref.items() if k not in drop}
     assert_no_temp_litter(tmp_path)
     return outcomes
@@ -224,6 +224,8 @@ def _submit_shape(manifest: dict[str, Any], root: Path) -> dict[str, Any]:
     text = json.dumps(data).replace(str(root), "<root>")
     data = json.loads(text)
     data.pop("fetch", None)
+    data["job_id"] = data["job_id"].startswith("dwj-")
+    data["base_url"] = data["base_url"].startswith("http://127.0.0.1:")
     for shard in data["shards"]:
         for key in ("file_id", "batch_id", "output_file_id", "error_file_id"):
             shard[key] = bool(shard.get(key))

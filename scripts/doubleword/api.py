@@ -20,7 +20,10 @@ from doubleword.cli import warn
 from doubleword.client import ApiClient
 from doubleword.errors import ServiceError
 
-MARKER_KEY = "dwb_marker"
+MARKER_KEY = "dwb_marker"  # batch metadata: the shard's unique marker (exactly-once lookups)
+JOB_KEY = "dwb_job"  # batch metadata: the job (manifest) the batch belongs to
+ROUND_KEY = "dwb_round"  # batch metadata: the round of the job
+RESERVED_KEYS = (MARKER_KEY, JOB_KEY, ROUND_KEY)
 LIST_PAGE = 100  # the server clamps to 1..101; the docs promise 100
 MAX_CONTENT_PAGE = 100
 

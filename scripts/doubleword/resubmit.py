@@ -1,0 +1,288 @@
+"""``submit.py --resubmit``: the job's next round, with every input that has no usable answer yet.
+
+The order of work makes it exactly-once and honest:
+
+1. A round already planned but not wholly sent (a killed or failed run) is finished, never planned again:
+   a re-run creates no new round.
+2. Every batch of the job not yet seen finished is asked about; while any runs, nothing is sent (exit 7).
+3. The download engine brings the job's results up to date; the inputs without a usable answer are read
+   from them (best across rounds), and the original request lines of those chosen are written, adjusted,
+   into the round's file. The round is recorded in the manifest before anything is sent.
+4. The round's shards are sent by the same exactly-once step as the first round, their batches carrying
+   the job and round in their metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from doubleword.api import get_batch
+from doubleword.cli import info
+from doubleword.client import ApiClient
+from doubleword.errors import BusyError, CliError, ExitCode, InputError, UsageError
+from doubleword.files import atomic_writer
+from doubleword.manifest import Manifest, Round, client_for
+from doubleword.rounds import InputRecord, failure_groups, job_records, read_results, signature
+from doubleword.status import is_terminal
+from doubleword.submission import Options, add_shards, send_shards, stats_for, summary
+
+RESUBMITTABLE = ("failed", "missing", "truncated", "invalid")
+SCRIPTS = Path(__file__).resolve().parent.parent
+
+
+class JobRunning(BusyError):
+    kind = "not_finished"
+
+
+@dataclass
+class Adjustments:
+    """Which unanswered inputs a round takes, and what it changes in their bodies."""
+
+    statuses: tuple[str, ...] = RESUBMITTABLE
+    max_tokens: int | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    skip_persistent: bool = False
+
+    @classmethod
+    def parse(
+        cls, only: str | None, max_tokens: int | None, sets: list[str], *, skip_persistent: bool
+    ) -> Adjustments:
+        statuses = tuple(s.strip() for s in only.split(",") if s.strip()) if only else RESUBMITTABLE
+        wrong = [s for s in statuses if s not in RESUBMITTABLE]
+        if wrong or not statuses:
+            raise UsageError(f"--only takes statuses among {', '.join(RESUBMITTABLE)}, got {only!r}")
+        if max_tokens is not None and max_tokens < 1:
+            raise UsageError("--max-tokens must be at least 1")
+        body: dict[str, Any] = {}
+        for pair in sets:
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"--set expects KEY=JSON, got {pair!r}")
+            try:
+                body[key.strip()] = json.loads(value)
+            except ValueError:
+                raise UsageError(f"--set {key.strip()}: the value is not JSON ({value!r}; quote strings)")
+        return cls(statuses, max_tokens, body, skip_persistent)
+
+    def record(self) -> dict[str, Any]:
+        """What the manifest keeps of the round's changes."""
+        out: dict[str, Any] = dict(self.body)
+        if self.max_tokens is not None:
+            out["max_tokens"] = self.max_tokens
+        return out
+
+    def apply(self, raw: bytes) -> bytes:
+        """A request line with the round's body changes (byte for byte when there are none)."""
+        if not self.body and self.max_tokens is None:
+            return raw.rstrip(b"\r\n") + b"\n"
+        request = json.loads(raw)
+        body = request.setdefault("body", {})
+        body.update(self.body)
+        if self.max_tokens is not None:
+            body[_max_tokens_key(str(request.get("url", "")), body)] = self.max_tokens
+        return json.dumps(request, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def _max_tokens_key(url: str, body: dict[str, Any]) -> str:
+    if url.endswith("/embeddings"):
+        raise UsageError("--max-tokens does not apply to embeddings requests")
+    if url.endswith("/responses"):
+        return "max_output_tokens"
+    return "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+
+
+def resubmit(args: Any, options: Options, adjust: Adjustments) -> tuple[dict[str, Any], int]:
+    """The command: finish a half-sent round, or refuse while the job runs, or plan and send the next one."""
+    manifest = Manifest.load(args.manifest)
+    client = client_for(args, manifest)
+    options.window = manifest.window or options.window
+    options.metadata = manifest.metadata
+    last = manifest.last_round
+    if not last.submitted:  # planned, perhaps partly sent, by an earlier run: finish it, plan nothing
+        info(f"round {last.number} of {manifest.path.resolve()} was not wholly sent; finishing it")
+        created = send_shards(client, manifest, last.shards, options)
+        return _sent(manifest, last, client, created, None), int(ExitCode.OK)
+    refuse_while_running(client, manifest)
+    records = job_view(args, manifest)
+    manifest.reload()  # the download saved its cursors: keep them
+    return next_round(client, manifest, records, options, adjust)
+
+
+def refuse_while_running(client: ApiClient, manifest: Manifest) -> None:
+    """Exit 7, sending nothing, while any batch of the job is not finished."""
+    todo = [s.batch_id for s in manifest.shards if s.batch_id and not is_terminal(s.status)]
+    batches = [get_batch(client, batch_id) for batch_id in todo]
+    if batches:
+        manifest.record_batches(batches)
+    running = [b for b in batches if not is_terminal(b.get("status"))]
+    if running:
+        path = manifest.path.resolve()
+        ids = ", ".join(str(b.get("id")) for b in running)
+        raise JobRunning(
+            f"{len(running)} batch(es) of the job are still running ({ids}); nothing was sent. Check with: "
+            f"python3 {SCRIPTS / 'poll.py'} --manifest {path}; resubmit once they "
+            "finish (resubmitting now could pay twice for requests that are still going to be answered)",
+            details={"running": [b.get("id") for b in running], "manifest": str(path)},
+        )
+
+
+def job_view(args: Any, manifest: Manifest) -> list[InputRecord]:
+    """Bring the job's results up to date with the download engine, then one record per input."""
+    import fetch_results  # the download engine's command; scripts/ is on sys.path when submit.py runs
+
+    argv = ["--manifest", str(manifest.path)]
+    if getattr(args, "base_url", None):
+        argv += ["--base-url", args.base_url]
+    if getattr(args, "allow_insecure", False):
+        argv.append("--allow-insecure")
+    try:
+        fetched, code = fetch_results.main(argv)
+    except CliError as exc:
+        raise type(exc)(f"downloading the job's results before resubmitting failed: {exc.message}")
+    if code == int(ExitCode.NOT_FINISHED):
+        raise JobRunning(
+            "the job's results are not all downloaded yet (a batch is still running); nothing was sent"
+        )
+    return job_records(manifest, read_results(Path(fetched["files"]["results"])))
+
+
+def persistent_ids(manifest: Manifest, unanswered: list[InputRecord]) -> set[str]:
+    """Inputs that failed the same way in the latest round as in the round before it."""
+    last = manifest.last_round
+    if last.number < 2 or not last.source:
+        return set()
+    causes = _causes_path(Path(last.source))
+    if not causes.is_file():
+        return set()
+    latest = {r.custom_id: signature(r.error) for r in unanswered if r.round == last.number and r.error}
+    same: set[str] = set()
+    with open(causes, encoding="utf-8") as handle:
+        for line in handle:
+            cause = json.loads(line)
+            before = cause.get("signature")
+            if before is not None and latest.get(cause.get("custom_id")) == before:
+                same.add(cause["custom_id"])
+    return same
+
+
+def next_round(
+    client: ApiClient, manifest: Manifest, records: list[InputRecord], options: Options, adjust: Adjustments
+) -> tuple[dict[str, Any], int]:
+    unanswered = [r for r in records if r.status != "completed"]
+    persistent = persistent_ids(manifest, unanswered)
+    groups = failure_groups(unanswered, persistent)
+    chosen = [
+        r
+        for r in unanswered
+        if r.status in adjust.statuses and not (adjust.skip_persistent and r.custom_id in persistent)
+    ]
+    base = {
+        "manifest": str(manifest.path.resolve()),
+        "inputs": len(records),
+        "unanswered": len(unanswered),
+        "failure_groups": groups,
+    }
+    if not unanswered:
+        info("every input of the job has a usable answer; nothing to resubmit")
+        return {"ok": True, "complete": True, "resubmitted": 0, **base}, int(ExitCode.OK)
+    if not chosen:
+        message = (
+            f"{len(unanswered)} input(s) lack a usable answer but none matches this round's choice "
+            f"(--only {','.join(adjust.statuses)}{', --skip-persistent' if adjust.skip_persistent else ''}); "
+            "nothing was sent (see failure_groups)"
+        )
+        info(message)
+        error = {"type": "nothing_to_resubmit", "message": message}
+        return {"ok": False, "complete": False, "resubmitted": 0, "error": error, **base}, int(
+            ExitCode.BATCH_UNSUCCESSFUL
+        )
+    round_ = plan_round(manifest, chosen, unanswered, adjust, options)
+    manifest.save()  # the round exists before anything is sent: a re-run finishes it, never plans another
+    info(f"round {round_.number}: resubmitting {len(chosen)} of {len(unanswered)} unanswered input(s)")
+    created = send_shards(client, manifest, round_.shards, options)
+    result = _sent(manifest, round_, client, created, groups)
+    result.update(base)
+    return result, int(ExitCode.OK)
+
+
+def plan_round(
+    manifest: Manifest,
+    chosen: list[InputRecord],
+    unanswered: list[InputRecord],
+    adjust: Adjustments,
+    options: Options,
+) -> Round:
+    """Write the round's request file (the ORIGINAL round-1 lines, adjusted) and plan its shards."""
+    folder = manifest.path.resolve().parent / f"{_stem(manifest.path)}.rounds"
+    number = manifest.last_round.number + 1
+    source = folder / f"round-{number:03d}.jsonl"
+    wanted = {r.custom_id: r for r in chosen}
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with atomic_writer(source) as out, atomic_writer(_causes_path(source)) as causes:
+        for raw in _first_round_lines(manifest):
+            custom_id = _custom_id(raw)
+            record = wanted.pop(custom_id, None) if custom_id else None
+            if record is None:
+                continue
+            out.write(adjust.apply(raw))
+            cause = {"custom_id": custom_id, "status": record.status, "signature": signature(record.error)}
+            causes.write(json.dumps(cause, ensure_ascii=False).encode("utf-8") + b"\n")
+            written += 1
+    if wanted:
+        raise InputError(
+            f"{len(wanted)} unanswered input(s) (e.g. {next(iter(wanted))}) are not in the first round's "
+            "input files any more; restore them (the manifest lists their paths) and run the same command again"
+        )
+    round_ = manifest.new_round(
+        statuses=list(adjust.statuses),
+        adjust=adjust.record(),
+        source=str(source),
+        left_behind=len(unanswered) - written,
+    )
+    stats = stats_for(source, None)
+    add_shards(manifest, round_, source, stats, options, folder / f"round-{number:03d}")
+    return round_
+
+
+def _first_round_lines(manifest: Manifest) -> Any:
+    for shard in manifest.first_round.shards:
+        path = Path(str(shard.path))
+        if not path.is_file():
+            raise InputError(
+                f"the job's input file {path} is gone; it holds the original requests to resend: restore it"
+            )
+        with open(path, "rb") as handle:
+            for raw in handle:
+                if raw.strip():
+                    yield raw
+
+
+def _custom_id(raw: bytes) -> str | None:
+    try:
+        value = json.loads(raw).get("custom_id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _causes_path(source: Path) -> Path:
+    return source.with_name(source.name.removesuffix(".jsonl") + ".causes.jsonl")
+
+
+def _stem(path: Path) -> str:
+    return path.name.removesuffix(".json").removesuffix(".manifest")
+
+
+def _sent(
+    manifest: Manifest, round_: Round, client: ApiClient, created: int, groups: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    result = summary(manifest, round_.shards, created=created)
+    result["resubmitted"] = sum(s.requests or 0 for s in round_.shards)
+    result["left_behind"] = round_.left_behind
+    result["api_calls"] = client.calls
+    result["next"] = f"python3 {SCRIPTS / 'poll.py'} --manifest {manifest.path.resolve()}"
+    return result

@@ -1,0 +1,489 @@
+"""Submission: plan a job's shards, dry-run it, guard its cost, and send each shard exactly once.
+
+The exactly-once rule (SPEC section 3) is one step used for both creating calls, the upload and the
+batch creation: before sending, the shard is marked ``sending`` in the manifest with a marker chosen at
+planning time (the upload's unique filename, the batch's ``dwb_marker`` metadata). A reply that is lost,
+ambiguous or without an id, and a run killed after sending, are resolved by looking the object up by
+that marker, patiently, since the server's lists may lag a few seconds behind its writes; only when the
+lookup finds nothing after that is the call sent again. Nothing here ever advises ``--force``.
+
+Shards are pipelined: each shard's batch is created as soon as its upload finished, so the server starts
+on the first shard while the next uploads (except under ``--max-cost``, which needs every estimate first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from doubleword.api import (
+    JOB_KEY,
+    MARKER_KEY,
+    ROUND_KEY,
+    cost_estimate,
+    create_batch,
+    decimal_cost,
+    find_batch_by_marker,
+    find_file_by_name,
+    upload_file,
+)
+from doubleword.cli import info, warn
+from doubleword.client import AmbiguousRequest, ApiClient, ApiError
+from doubleword.errors import InputError, ServiceError
+from doubleword.manifest import Manifest, Round, Shard, exclusive_lock, new_shard, record_batch, sha256_file
+
+MAX_ATTEMPTS = 3
+LIST_LAG_S = 8.0  # how long after a send a lookup may still miss the new object (lists lag behind writes)
+LOOKUP_PAUSES = (0.5, 1.0, 2.0, 4.0)
+
+
+@dataclass
+class Options:
+    """What the user asked for, independent of argparse."""
+
+    window: str = "24h"
+    metadata: dict[str, str] = field(default_factory=dict)
+    max_requests: int = 50_000
+    max_bytes: int = 200 * 1024 * 1024
+    validate: bool = True
+    max_cost: Decimal | None = None
+
+
+# --------------------------------------------------------------------------- the submit lock
+
+
+@contextlib.contextmanager
+def submit_lock(manifest_path: Path) -> Iterator[None]:
+    """One submit per job at a time: a second one (an agent retrying a command that looked stuck) waits
+    for the first, then finds its batches in the manifest and reports them instead of creating more."""
+    lock = manifest_path.resolve().with_name(f".{manifest_path.name}.submit.lock")
+    with exclusive_lock(lock, wait=False) as mine:
+        if mine:
+            yield
+            return
+    info(f"another submit.py is working on {manifest_path.resolve()}; waiting for it to finish")
+    with exclusive_lock(lock):
+        yield
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def validate_inputs(inputs: list[Path]) -> list[dict[str, Any]]:
+    from doubleword.validation import validate_batch_file
+
+    reports = [validate_batch_file(str(path)) for path in inputs]
+    for text in validation_warnings(reports):
+        warn(text)
+    return reports
+
+
+def validation_warnings(reports: list[dict[str, Any]]) -> list[str]:
+    """One line per warning of the validation reports (they are bounded by --max-errors there)."""
+    lines = []
+    for report in reports:
+        for warning in report.get("warnings") or []:
+            where = f"line {warning['line']}: " if warning.get("line") else ""
+            lines.append(f"{report['file']}: {where}{warning.get('message')}")
+    return lines
+
+
+def count_file(path: Path) -> tuple[int, int, str | None]:
+    """Requests (non-blank lines), bytes and the first line's url, streaming the file."""
+    import json
+
+    requests_count, endpoint = 0, None
+    with open(path, "rb") as handle:
+        for raw in handle:
+            if not raw.strip():
+                continue
+            requests_count += 1
+            if endpoint is None:
+                try:
+                    endpoint = json.loads(raw).get("url")
+                except (ValueError, AttributeError):
+                    endpoint = None
+    return requests_count, path.stat().st_size, endpoint
+
+
+def stats_for(path: Path, report: dict[str, Any] | None) -> dict[str, Any]:
+    stats = dict((report or {}).get("stats") or {})
+    if "requests" not in stats or "endpoint" not in stats or "bytes" not in stats:
+        count, size, endpoint = count_file(path)
+        stats.setdefault("requests", count)
+        stats.setdefault("bytes", size)
+        stats.setdefault("endpoint", endpoint)
+    if not stats.get("endpoint"):
+        stats["endpoint"] = count_file(path)[2]
+    stats.setdefault("estimated_input_tokens", stats["bytes"] // 4)
+    return stats
+
+
+def pieces_of(source: Path, stats: dict[str, Any], options: Options, out_dir: Path) -> list[dict[str, Any]]:
+    """The file itself when it fits the per-file limits, else its shards written into ``out_dir``."""
+    if stats["requests"] <= options.max_requests and stats["bytes"] <= options.max_bytes:
+        return [{"path": str(source), "requests": stats["requests"], "bytes": stats["bytes"]}]
+    from doubleword.build import shard_file
+
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        pieces = shard_file(
+            str(source),
+            str(out_dir / source.name),
+            max_requests=options.max_requests,
+            max_bytes=options.max_bytes,
+        )
+    except BaseException:
+        for folder in created:  # leave no empty shard folders behind (e.g. a line over --max-bytes)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    info(f"{source}: {stats['requests']} requests split into {len(pieces)} shards")
+    return pieces
+
+
+def shard_dir(manifest_path: Path) -> Path:
+    name = manifest_path.name.removesuffix(".json").removesuffix(".manifest")
+    return manifest_path.resolve().parent / f"{name}.shards"
+
+
+def rows_path_for(path: Path) -> str | None:
+    """``X.rows.jsonl`` beside ``X.jsonl`` when create_batch_file.py wrote one (TEAM contract 1)."""
+    rows = path.with_name(path.name.removesuffix(".jsonl") + ".rows.jsonl")
+    return str(rows.resolve()) if rows.is_file() and rows != path else None
+
+
+def add_shards(
+    manifest: Manifest, round_: Round, source: Path, stats: dict[str, Any], options: Options, folder: Path
+) -> None:
+    """Plan the shards of one source file into ``round_``: paths, digests and markers, before any send."""
+    pieces = pieces_of(source, stats, options, folder)
+    for piece in pieces:
+        piece_path = Path(piece["path"]).resolve()
+        digest = sha256_file(piece_path)
+        nonce = uuid.uuid4().hex[:12]
+        stem = piece_path.name.removesuffix(".jsonl")[:80]
+        manifest.add_shard(
+            new_shard(
+                manifest.next_shard_index(),
+                round=round_.number,
+                source=str(source.resolve()),
+                path=str(piece_path),
+                rows_path=rows_path_for(piece_path) if len(pieces) == 1 else None,
+                sha256=digest,
+                requests=piece["requests"],
+                bytes=piece["bytes"],
+                endpoint=stats["endpoint"],
+                estimated_input_tokens=stats.get("estimated_input_tokens") if len(pieces) == 1 else None,
+                upload_filename=f"{stem}.{digest[:8]}.{nonce}.jsonl",
+                marker=f"dwb-{nonce}",
+            )
+        )
+
+
+def plan_job(
+    inputs: list[Path], reports: list[dict[str, Any]], options: Options, path: Path, base_url: str
+) -> Manifest:
+    """A fresh manifest whose round 1 holds the inputs' shards, markers chosen before anything is sent."""
+    manifest = Manifest.new(
+        path,
+        base_url=base_url,
+        inputs=[
+            {"path": str(p.resolve()), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in inputs
+        ],
+        window=options.window,
+        metadata=options.metadata,
+    )
+    for i, source in enumerate(inputs):
+        stats = stats_for(source, reports[i] if reports else None)
+        add_shards(manifest, manifest.first_round, source, stats, options, shard_dir(path) / f"{i:03d}")
+    return manifest
+
+
+def dry_run_plan(
+    inputs: list[Path], reports: list[dict[str, Any]], options: Options, path: Path
+) -> dict[str, Any]:
+    """The plan without network calls and without leaving files behind."""
+    shards: list[dict[str, Any]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="dwb-dry-run-"))
+    try:
+        for i, source in enumerate(inputs):
+            stats = stats_for(source, reports[i] if reports else None)
+            for piece in pieces_of(source, stats, options, tmp / f"{i:03d}"):
+                tokens = stats["estimated_input_tokens"] * piece["bytes"] // max(1, stats["bytes"])
+                shards.append(
+                    {
+                        "source": str(source.resolve()),
+                        "shard": len(shards),
+                        "requests": piece["requests"],
+                        "bytes": piece["bytes"],
+                        "endpoint": stats["endpoint"],
+                        "estimated_input_tokens": tokens,
+                    }
+                )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "ok": True,
+        "dry_run": True,
+        "manifest": str(path.resolve()),
+        "window": options.window,
+        "batches_to_create": len(shards),
+        "requests": sum(s["requests"] for s in shards),
+        "estimated_input_tokens": sum(s["estimated_input_tokens"] for s in shards),
+        "shards": shards,
+    }
+
+
+def same_inputs(manifest: Manifest, inputs: list[Path]) -> bool:
+    recorded = [(i.get("path"), i.get("sha256")) for i in manifest.inputs]
+    return recorded == [(str(p.resolve()), sha256_file(p)) for p in inputs]
+
+
+def nothing_sent(manifest: Manifest) -> bool:
+    """True when no upload or batch creation from this manifest can have reached the server."""
+    return all(
+        s.upload_state == "pending" and s.create_state == "pending" and not s.file_id for s in manifest.shards
+    )
+
+
+def check_shard_file(manifest: Manifest, shard: Shard) -> None:
+    """A shard file still to upload must exist with the content that was planned (its digest)."""
+    assert shard.path is not None
+    sent = sum(1 for s in manifest.shards if s.upload_state != "pending")
+    consequence = (
+        f"; {sent} other shard(s) of this job were already sent and keep running, so submitting the "
+        "inputs again under another --manifest would pay for those requests twice"
+        if sent
+        else ""
+    )
+    if not Path(shard.path).is_file():
+        raise InputError(
+            f"shard {shard.path} (recorded in manifest {manifest.path.resolve()}) is missing; nothing was "
+            f"uploaded for it: restore the file and run the same command again{consequence}"
+        )
+    if sha256_file(shard.path) != shard.sha256:
+        raise InputError(
+            f"shard {shard.path} changed since it was planned (manifest {manifest.path.resolve()}); "
+            f"restore its planned content and run the same command again{consequence}"
+        )
+
+
+# --------------------------------------------------------------------------- the exactly-once step
+
+
+@dataclass
+class Step:
+    """One creating call of a shard (upload or batch creation) and how to find what it may have made."""
+
+    shard: Shard
+    what: str  # "upload" or "batch"
+    marker: str  # the unique name/marker the object carries
+    send: Callable[[], dict[str, Any]]
+    find: Callable[[], dict[str, Any] | None]
+    adopt: Callable[[dict[str, Any]], None]
+
+    @property
+    def state_key(self) -> str:
+        return "upload_state" if self.what == "upload" else "create_state"
+
+    @property
+    def state(self) -> str:
+        return str(getattr(self.shard, self.state_key))
+
+    def mark(self, manifest: Manifest, state: str) -> None:
+        setattr(self.shard, self.state_key, state)
+        if state == "sending":
+            self.shard.extra[f"{self.what}_sent_at"] = time.time()
+        manifest.save()
+
+
+def look_up(step: Step) -> dict[str, Any] | None:
+    """The object the step may have made: looked up by its marker until the lists can be trusted to show it
+    (LIST_LAG_S after the send), so a list that lags behind writes does not cause a second object."""
+    sent_at = step.shard.extra.get(f"{step.what}_sent_at")
+    found = step.find()
+    for pause in LOOKUP_PAUSES:
+        if found or not isinstance(sent_at, (int, float)) or time.time() >= sent_at + LIST_LAG_S:
+            break
+        time.sleep(min(pause, max(0.0, sent_at + LIST_LAG_S - time.time())))
+        found = step.find()
+    return found
+
+
+def ensure_once(manifest: Manifest, step: Step, before_send: Callable[[], None] | None = None) -> bool:
+    """Make the step's object exist exactly once; True if it was made or adopted by this call."""
+    if step.state == "done":
+        return False
+    if step.state == "sending":
+        found = look_up(step)
+        if found:
+            info(f"shard {step.shard.index}: found the earlier {step.what} {found['id']} ({step.marker})")
+            step.adopt(found)
+            return True
+    if before_send is not None:
+        before_send()
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        step.mark(manifest, "sending")
+        try:
+            made = step.send()
+        except AmbiguousRequest as exc:
+            warn(f"{exc}; looking for the {step.what} by its marker {step.marker}")
+            made = {}
+        except ApiError:
+            step.mark(manifest, "pending")  # a definite refusal: nothing was stored
+            raise
+        if not isinstance(made, dict) or not made.get("id"):
+            found = look_up(step)  # a reply without an id: the object may exist all the same
+            if found:
+                step.adopt(found)
+                return True
+            if attempt < MAX_ATTEMPTS:
+                continue
+            raise ServiceError(
+                f"shard {step.shard.index}: the server's replies to the {step.what} left its outcome unknown "
+                f"and no {step.what} marked {step.marker} can be found; nothing was recorded as sent. Run "
+                "the same command again later: it looks the object up again before sending anything"
+            )
+        step.adopt(made)
+        return True
+    raise ServiceError("unreachable")  # pragma: no cover
+
+
+def upload_step(client: ApiClient, manifest: Manifest, shard: Shard) -> Step:
+    name = str(shard.upload_filename)
+
+    def send() -> dict[str, Any]:
+        info(f"shard {shard.index}: uploading {shard.path} ({shard.requests} requests)")
+        return upload_file(client, str(shard.path), name)
+
+    def adopt(file_obj: dict[str, Any]) -> None:
+        shard.file_id = str(file_obj["id"])
+        shard.upload_state = "done"
+        manifest.save()
+
+    return Step(shard, "upload", name, send, lambda: find_file_by_name(client, name), adopt)
+
+
+def batch_metadata(manifest: Manifest, shard: Shard) -> dict[str, str]:
+    """The user's metadata plus the markers naming the shard, the job and the round."""
+    return {
+        **manifest.metadata,
+        MARKER_KEY: str(shard.marker),
+        JOB_KEY: manifest.job_id,
+        ROUND_KEY: str(shard.round),
+    }
+
+
+def create_step(client: ApiClient, manifest: Manifest, shard: Shard) -> Step:
+    marker = str(shard.marker)
+    window = manifest.window or "24h"
+
+    def send() -> dict[str, Any]:
+        metadata = batch_metadata(manifest, shard)
+        return create_batch(client, str(shard.file_id), str(shard.endpoint), window, metadata)
+
+    def adopt(batch: dict[str, Any]) -> None:
+        record_batch(shard, batch)
+        shard.create_state = "done"
+        manifest.save()
+        info(f"shard {shard.index}: batch {shard.batch_id} ({shard.status})")
+
+    return Step(shard, "batch", marker, send, lambda: find_batch_by_marker(client, marker), adopt)
+
+
+# --------------------------------------------------------------------------- sending a round
+
+
+class CostLimit(Exception):
+    """The server's estimate is over ``--max-cost``: files uploaded, no batch created."""
+
+    def __init__(self, total: Decimal) -> None:
+        super().__init__(str(total))
+        self.total = total
+
+
+def send_shards(client: ApiClient, manifest: Manifest, shards: list[Shard], options: Options) -> int:
+    """Upload and create every shard exactly once; returns the batches created (or adopted) now.
+
+    Without a cost guard each batch is created right after its upload (pipelined). With one, every
+    shard is uploaded and estimated first, and nothing is created when the total exceeds it.
+    """
+    for shard in shards:  # every shard still to upload is there and unchanged, before any upload
+        if shard.upload_state == "pending":
+            check_shard_file(manifest, shard)
+    guarded = options.max_cost is not None and all(s.create_state == "pending" for s in shards)
+    created = 0
+    if guarded:
+        for shard in shards:
+            resumed = shard.upload_state == "sending"
+            check = (lambda s=shard: check_shard_file(manifest, s)) if resumed else None
+            ensure_once(manifest, upload_step(client, manifest, shard), before_send=check)
+        total = estimate_cost(client, manifest, shards)
+        assert options.max_cost is not None
+        if total > options.max_cost:
+            raise CostLimit(total)
+    for shard in shards:
+        resumed = shard.upload_state == "sending"  # its file is checked only if it must be sent again
+        check = (lambda s=shard: check_shard_file(manifest, s)) if resumed else None
+        ensure_once(manifest, upload_step(client, manifest, shard), before_send=check)
+        created += ensure_once(manifest, create_step(client, manifest, shard))
+    return created
+
+
+def estimate_cost(client: ApiClient, manifest: Manifest, shards: list[Shard]) -> Decimal:
+    window = manifest.window or "24h"
+    total = Decimal(0)
+    for shard in shards:
+        cached = shard.cost_estimate
+        if not (isinstance(cached, dict) and cached.get("window") == window):
+            estimate = cost_estimate(client, str(shard.file_id), window)
+            cached = {"window": window, "usd": str(decimal_cost(estimate.get("total_estimated_cost")))}
+            shard.cost_estimate = cached
+            manifest.save()
+        total += Decimal(cached["usd"])
+    return total
+
+
+def usd(amount: Decimal) -> str:
+    """A plain decimal string (never 1E-7)."""
+    return format(amount.normalize(), "f")
+
+
+# --------------------------------------------------------------------------- output
+
+
+def summary(manifest: Manifest, shards: list[Shard], *, created: int) -> dict[str, Any]:
+    """What submit prints: the manifest (absolute) and each batch of the given shards."""
+    batches = [
+        {
+            "batch_id": s.batch_id,
+            "input_file_id": s.file_id,
+            "shard": s.path,
+            "round": s.round,
+            "requests": s.requests,
+            "endpoint": s.endpoint,
+            "status": s.status or ("not created" if s.create_state != "done" else None),
+        }
+        for s in shards
+    ]
+    return {
+        "ok": True,
+        "manifest": str(manifest.path.resolve()),
+        "job_id": manifest.job_id,
+        "base_url": manifest.base_url or None,
+        "round": shards[0].round if shards else manifest.last_round.number,
+        "created": created,
+        "existing": sum(1 for s in shards if s.create_state == "done") - created,
+        "window": manifest.window,
+        "batches": batches,
+    }

@@ -1,0 +1,131 @@
+"""A job is done when every input has an answer: submit, poll, fetch and --resubmit rounds, end to end.
+
+Everything runs as an agent would run it (scripts as subprocesses against the emulator with failing
+requests) and is checked where a user would look: exit codes, stdout JSON, files on disk, and what the
+server received (every uploaded file's content, read back from the server).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from emulator_server import EmulatorServer
+
+
+def _server_inputs(emu: EmulatorServer) -> tuple[Counter[str], list[dict[str, Any]]]:
+    """custom_id -> how many times the server was sent it (over every uploaded batch file); the batches."""
+    get = lambda path, **params: requests.get(  # noqa: E731
+        f"{emu.base_url}/{path}", headers=emu.headers, params=params, timeout=30
+    )
+    sent: Counter[str] = Counter()
+    for file in get("files", limit=100).json()["data"]:
+        if file.get("purpose") != "batch":
+            continue
+        for line in get(f"files/{file['id']}/content").text.splitlines():
+            if line.strip():
+                sent[json.loads(line)["custom_id"]] += 1
+    return sent, get("batches", limit=100).json()["data"]
+
+
+def _unanswered(results: Path) -> set[str]:
+    """Inputs with no completed answer on any line (whether results.jsonl has a line per input or per request)."""
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    answered = {r["custom_id"] for r in records if r["status"] == "completed"}
+    return {r["custom_id"] for r in records} - answered
+
+
+def test_rounds_until_every_input_has_an_answer(tmp_path, h):
+    n = 300
+    with EmulatorServer(
+        "--start-delay", "0", "--fail-rate", "0.1", "--seed", "5", "--quiet", api_key=h.CANARY_KEY
+    ) as emu:
+        env = h.script_env(emu.base_url)
+        lines = h.chat_lines(n)
+        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+        code, sub, err = h.run_script("submit", str(src), env=env)
+        assert code == 0, err
+        manifest = Path(sub["manifest"])
+        assert manifest.is_absolute() and manifest == (tmp_path / "jobs.jsonl.manifest.json").resolve()
+        expected: Counter[str] = Counter(line["custom_id"] for line in lines)
+
+        rounds = 1
+        while True:
+            code, poll, err = h.run_script(
+                "poll", "--manifest", str(manifest), "--wait", "--interval", "0.1", env=env
+            )
+            code_f, fetch, err_f = h.run_script("fetch_results", "--manifest", str(manifest), env=env)
+            results = Path(fetch["files"]["results"])
+            assert results.is_absolute()
+            missing = _unanswered(results)
+            if not missing:
+                assert code == 0, poll  # every batch completed and no request left failed
+                break
+            assert code == 6, poll  # finished, but requests of the job failed
+            assert rounds < 6, "too many rounds"
+            emu.configure(paused=True)  # the round stays running until the refusal below is checked
+            code, res, err = h.run_script("submit", "--resubmit", "--manifest", str(manifest), env=env)
+            assert code == 0, err
+            assert res["resubmitted"] == len(missing) and res["round"] == rounds + 1, res
+            expected.update(missing)
+            rounds += 1
+            # a second --resubmit while the round runs is refused and sends nothing
+            before = emu.stats()
+            code, again, err = h.run_script("submit", "--resubmit", "--manifest", str(manifest), env=env)
+            assert code == 7 and again["error"]["type"] == "not_finished", again
+            after = emu.stats()
+            assert (after["files_created"], after["batches_created"]) == (
+                before["files_created"],
+                before["batches_created"],
+            )
+            emu.configure(paused=False)
+
+        sent, batches = _server_inputs(emu)
+        assert sent == expected  # the first round's requests plus each round's unanswered ones, once each
+        data = json.loads(manifest.read_text())
+        assert [r["number"] for r in data["rounds"]] == list(range(1, rounds + 1))
+        job = {b["metadata"]["dwb_job"] for b in batches}
+        assert job == {data["job_id"]}
+        assert sorted(int(b["metadata"]["dwb_round"]) for b in batches) == list(range(1, rounds + 1))
+
+        # nothing left: resubmitting again sends nothing and says the job is complete
+        code, done, err = h.run_script("submit", "--resubmit", "--manifest", str(manifest), env=env)
+        assert code == 0 and done["complete"] is True and done["resubmitted"] == 0, done
+        assert len(data["rounds"]) == len(json.loads(manifest.read_text())["rounds"])
+
+        # an agent coming back later from another folder, with the variable pointing elsewhere
+        other = tmp_path / "elsewhere"
+        other.mkdir()
+        elsewhere = h.script_env("http://127.0.0.1:9/v1")
+        code, poll, err = h.run_script("poll", "--manifest", str(manifest), env=elsewhere, cwd=other)
+        assert code == 0, err
+        assert "DOUBLEWORD_BASE_URL" in err and emu.base_url in err  # a warning, not a failure
+
+
+@pytest.mark.xfail(reason="needs the download engine's job-level join (results.jsonl one line per input)")
+def test_final_results_hold_one_line_per_original_input_with_attempts(tmp_path, h):
+    with EmulatorServer(
+        "--start-delay", "0", "--fail-rate", "0.1", "--seed", "5", "--quiet", api_key=h.CANARY_KEY
+    ) as emu:
+        env = h.script_env(emu.base_url)
+        lines = h.chat_lines(200)
+        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+        manifest = h.run_script("submit", str(src), env=env).doc["manifest"]
+        for _ in range(6):
+            h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env)
+            code, fetch, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
+            if code == 0:
+                break
+            assert code == 6 and fetch["complete"] is False, fetch
+            assert h.run_script("submit", "--resubmit", "--manifest", manifest, env=env).code == 0
+        assert code == 0 and fetch["complete"] is True, fetch
+        results = Path(fetch["files"]["results"])
+        # the final results: one line per original input, in input order, attempts counted
+        final = [json.loads(line) for line in results.read_text().splitlines()]
+        assert [r["custom_id"] for r in final] == [line["custom_id"] for line in lines]
+        assert all(r["status"] == "completed" for r in final)
+        assert any(r.get("attempts", 1) > 1 for r in final)
