@@ -448,11 +448,11 @@ def _problem(data: Any) -> str | None:
     shards = data.get("shards")
     if not isinstance(shards, list):
         return "'shards' is not a list"
-    if not isinstance(data.get("metadata") or {}, dict):
+    if not isinstance(data.get("metadata", {}), dict):
         return "'metadata' is not an object"
     if data.get("base_url") is not None and not isinstance(data["base_url"], str):
         return "'base_url' is not a string"
-    inputs = data.get("inputs") or []
+    inputs = data.get("inputs", [])
     if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
         return "'inputs' is not a list of objects"
     if inputs and not shards:
@@ -486,7 +486,7 @@ def _shard_problem(where: str, shard: Any, version: int, rounds: list[Any]) -> s
         return f"{where}.index is not a number"
     if version >= 2 and shard.get("round") not in rounds:
         return f"{where}.round is not one of the manifest's rounds"
-    if not isinstance(shard.get("times") or {}, dict):
+    if not isinstance(shard.get("times", {}), dict):
         return f"{where}.times is not an object"
     needed = []
     if shard.get("upload_state") != "done":
@@ -515,7 +515,7 @@ def _shard_problem(where: str, shard: Any, version: int, rounds: list[Any]) -> s
         return f"{where} says its batch was created but has no batch_id"
     if shard.get("upload_state") == "done" and shard.get("file_id") is None:
         return f"{where} says it was uploaded but has no file_id"
-    downloads = shard.get("downloads") or {}
+    downloads = shard.get("downloads", {})
     if not isinstance(downloads, dict):
         return f"{where}.downloads is not an object"
     for kind, cursor in downloads.items():

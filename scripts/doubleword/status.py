@@ -28,16 +28,9 @@ def is_terminal(status: str | None) -> bool:
 
 
 def _counts(batch: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(total, completed, failed) from a batch's request counts, whatever types the server sent."""
+    """(total, completed, failed) from a batch's request counts (an odd type is an internal error)."""
     counts = batch.get("request_counts") or {}
-    if not isinstance(counts, dict):
-        return 0, 0, 0
-
-    def number(key: str) -> int:
-        value = counts.get(key)
-        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-
-    return number("total"), number("completed"), number("failed")
+    return int(counts.get("total") or 0), int(counts.get("completed") or 0), int(counts.get("failed") or 0)
 
 
 def describe_batch(batch: dict[str, Any], now: float | None = None) -> dict[str, Any]:

@@ -14,6 +14,8 @@ on the first shard while the next uploads (except under ``--max-cost``, which ne
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import shutil
 import tempfile
 import time
@@ -63,8 +65,13 @@ class Options:
 @contextlib.contextmanager
 def submit_lock(manifest_path: Path) -> Iterator[None]:
     """One submit per job at a time: a second one (an agent retrying a command that looked stuck) waits
-    for the first, then finds its batches in the manifest and reports them instead of creating more."""
-    lock = manifest_path.resolve().with_name(f".{manifest_path.name}.submit.lock")
+    for the first, then finds its batches in the manifest and reports them instead of creating more.
+
+    The lock file lives in the temp folder, keyed by the manifest's absolute path, so that a submit that
+    stops early (invalid input, no key) leaves nothing beside the user's files.
+    """
+    key = hashlib.sha256(str(manifest_path.resolve()).encode()).hexdigest()[:24]
+    lock = Path(tempfile.gettempdir()) / f"doubleword-batches-{_user()}" / f"submit-{key}.lock"
     with exclusive_lock(lock, wait=False) as mine:
         if mine:
             yield
@@ -72,6 +79,11 @@ def submit_lock(manifest_path: Path) -> Iterator[None]:
     info(f"another submit.py is working on {manifest_path.resolve()}; waiting for it to finish")
     with exclusive_lock(lock):
         yield
+
+
+def _user() -> str:
+    getuid = getattr(os, "getuid", None)
+    return str(getuid()) if getuid else "user"
 
 
 # --------------------------------------------------------------------------- planning
