@@ -10,7 +10,7 @@ from typing import Any
 from doubleword.api import get_batch
 from doubleword.cli import Progress, info, make_parser, run, seconds
 from doubleword.client import ApiClient
-from doubleword.errors import UsageError
+from doubleword.errors import ExitCode, UsageError
 from doubleword.manifest import Manifest, add_target_args, client_for, load_targets
 from doubleword.status import describe_batch, exit_code_for, is_terminal, job_exit_code, suggested_check
 

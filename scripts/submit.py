@@ -55,7 +55,10 @@ def build_parser() -> Any:
         ExitCode.AUTH,
         ExitCode.INVALID_INPUT,
         ExitCode.SERVICE,
-        (ExitCode.BATCH_UNSUCCESSFUL, "--resubmit: inputs lack an answer but none matches --only/--skip-persistent"),
+        (
+            ExitCode.BATCH_UNSUCCESSFUL,
+            "--resubmit: inputs lack an answer but none matches --only/--skip-persistent",
+        ),
         (ExitCode.NOT_FINISHED, "--resubmit: a batch of the job is still running; nothing was sent"),
     )
     parser = make_parser("submit.py", DESCRIPTION, EXAMPLES, exit_codes=codes)

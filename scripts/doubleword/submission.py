@@ -38,8 +38,8 @@ from doubleword.api import (
     upload_file,
 )
 from doubleword.cli import info, warn
-from doubleword.client import AmbiguousRequest, ApiClient, ApiError
-from doubleword.errors import InputError, ServiceError
+from doubleword.client import ApiClient
+from doubleword.errors import AmbiguousRequest, ApiError, InputError, ServiceError
 from doubleword.manifest import Manifest, Round, Shard, exclusive_lock, new_shard, record_batch, sha256_file
 
 MAX_ATTEMPTS = 3
