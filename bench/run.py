@@ -71,11 +71,16 @@ def main(argv: list[str]) -> int:
     return 0 if all_ok else 1
 
 
+TARGET_COLUMNS = ("benchmark", "baseline", "measured", "ratio", "target", "ok")
+
+
 def tables(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Runs of rows with the same keys."""
+    """Runs of rows with the same keys; target rows with their columns in the usual order."""
     groups: list[list[dict[str, Any]]] = []
     for row in rows:
-        if groups and list(row) == list(groups[-1][0]):
+        if set(row) == set(TARGET_COLUMNS):
+            row = {c: row[c] for c in TARGET_COLUMNS}
+        if groups and set(row) == set(groups[-1][0]):
             groups[-1].append(row)
         else:
             groups.append([row])
