@@ -7,31 +7,27 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from doubleword.api import RESERVED_KEYS
 from doubleword.cli import info, make_parser, run, warn
 from doubleword.client import client_from_args
 from doubleword.config import COMPLETION_WINDOWS, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from doubleword.errors import ExitCode, InputError, UsageError
 from doubleword.manifest import Manifest, client_for, default_manifest_path
-from doubleword.resubmit import RESUBMITTABLE, Adjustments, resubmit
-from doubleword.submission import (
-    CostLimit,
+from doubleword.planning import (
     Options,
     dry_run_plan,
     nothing_sent,
+    parse_cost,
+    parse_metadata,
     plan_job,
     same_inputs,
-    send_shards,
-    submit_lock,
-    summary,
-    usd,
     validate_inputs,
     validation_warnings,
 )
+from doubleword.resubmit import RESUBMITTABLE, Adjustments, resubmit
+from doubleword.submission import CostLimit, send_shards, submit_lock, summary, usd
 
 EXAMPLES = """\
   python3 scripts/submit.py jobs.jsonl
@@ -234,30 +230,6 @@ def with_notes(result: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     if notes:
         result["warnings"] = notes
     return result
-
-
-def parse_metadata(pairs: list[str]) -> dict[str, str]:
-    metadata: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--metadata expects KEY=VALUE, got {pair!r}")
-        if key.strip() in RESERVED_KEYS:
-            raise UsageError(f"--metadata key {key.strip()} is reserved for exactly-once submission")
-        metadata[key.strip()] = value
-    return metadata
-
-
-def parse_cost(value: str | None) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        cost = Decimal(value)
-    except InvalidOperation:
-        raise UsageError(f"--max-cost expects an amount in USD, got {value!r}")
-    if cost < 0 or not cost.is_finite():
-        raise UsageError("--max-cost must be a finite amount, not negative")
-    return cost
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ from doubleword.client import ApiClient
 from doubleword.errors import BusyError, CliError, ExitCode, InputError, UsageError
 from doubleword.files import atomic_writer
 from doubleword.manifest import Manifest, Round, client_for
+from doubleword.planning import Options, add_shards, stats_for
 from doubleword.rounds import InputRecord, failure_groups, job_records, read_results, signature
 from doubleword.status import is_terminal
-from doubleword.submission import Options, add_shards, send_shards, stats_for, summary
+from doubleword.submission import send_shards, summary
 
 RESUBMITTABLE = ("failed", "missing", "truncated", "invalid")
 SCRIPTS = Path(__file__).resolve().parent.parent

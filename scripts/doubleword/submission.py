@@ -1,4 +1,4 @@
-"""Submission: plan a job's shards, dry-run it, guard its cost, and send each shard exactly once.
+"""Submission: send a planned round's shards exactly once, under one submit per job, with a cost guard.
 
 The exactly-once rule (SPEC section 3) is one step used for both creating calls, the upload and the
 batch creation: before sending, the shard is marked ``sending`` in the manifest with a marker chosen at
@@ -16,12 +16,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,23 +38,12 @@ from doubleword.api import (
 from doubleword.cli import info, warn
 from doubleword.client import ApiClient
 from doubleword.errors import AmbiguousRequest, ApiError, InputError, ServiceError
-from doubleword.manifest import Manifest, Round, Shard, exclusive_lock, new_shard, record_batch, sha256_file
+from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
+from doubleword.planning import Options
 
 MAX_ATTEMPTS = 3
 LIST_LAG_S = 8.0  # how long after a send a lookup may still miss the new object (lists lag behind writes)
 LOOKUP_PAUSES = (0.5, 1.0, 2.0, 4.0)
-
-
-@dataclass
-class Options:
-    """What the user asked for, independent of argparse."""
-
-    window: str = "24h"
-    metadata: dict[str, str] = field(default_factory=dict)
-    max_requests: int = 50_000
-    max_bytes: int = 200 * 1024 * 1024
-    validate: bool = True
-    max_cost: Decimal | None = None
 
 
 # --------------------------------------------------------------------------- the submit lock
@@ -84,188 +71,6 @@ def submit_lock(manifest_path: Path) -> Iterator[None]:
 def _user() -> str:
     getuid = getattr(os, "getuid", None)
     return str(getuid()) if getuid else "user"
-
-
-# --------------------------------------------------------------------------- planning
-
-
-def validate_inputs(inputs: list[Path]) -> list[dict[str, Any]]:
-    from doubleword.validation import validate_batch_file
-
-    reports = [validate_batch_file(str(path)) for path in inputs]
-    for text in validation_warnings(reports):
-        warn(text)
-    return reports
-
-
-def validation_warnings(reports: list[dict[str, Any]]) -> list[str]:
-    """One line per warning of the validation reports (they are bounded by --max-errors there)."""
-    lines = []
-    for report in reports:
-        for warning in report.get("warnings") or []:
-            where = f"line {warning['line']}: " if warning.get("line") else ""
-            lines.append(f"{report['file']}: {where}{warning.get('message')}")
-    return lines
-
-
-def count_file(path: Path) -> tuple[int, int, str | None]:
-    """Requests (non-blank lines), bytes and the first line's url, streaming the file."""
-    import json
-
-    requests_count, endpoint = 0, None
-    with open(path, "rb") as handle:
-        for raw in handle:
-            if not raw.strip():
-                continue
-            requests_count += 1
-            if endpoint is None:
-                try:
-                    endpoint = json.loads(raw).get("url")
-                except (ValueError, AttributeError):
-                    endpoint = None
-    return requests_count, path.stat().st_size, endpoint
-
-
-def stats_for(path: Path, report: dict[str, Any] | None) -> dict[str, Any]:
-    stats = dict((report or {}).get("stats") or {})
-    if "requests" not in stats or "endpoint" not in stats or "bytes" not in stats:
-        count, size, endpoint = count_file(path)
-        stats.setdefault("requests", count)
-        stats.setdefault("bytes", size)
-        stats.setdefault("endpoint", endpoint)
-    if not stats.get("endpoint"):
-        stats["endpoint"] = count_file(path)[2]
-    stats.setdefault("estimated_input_tokens", stats["bytes"] // 4)
-    return stats
-
-
-def pieces_of(source: Path, stats: dict[str, Any], options: Options, out_dir: Path) -> list[dict[str, Any]]:
-    """The file itself when it fits the per-file limits, else its shards written into ``out_dir``."""
-    if stats["requests"] <= options.max_requests and stats["bytes"] <= options.max_bytes:
-        return [{"path": str(source), "requests": stats["requests"], "bytes": stats["bytes"]}]
-    from doubleword.build import shard_file
-
-    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        pieces = shard_file(
-            str(source),
-            str(out_dir / source.name),
-            max_requests=options.max_requests,
-            max_bytes=options.max_bytes,
-        )
-    except BaseException:
-        for folder in created:  # leave no empty shard folders behind (e.g. a line over --max-bytes)
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
-    info(f"{source}: {stats['requests']} requests split into {len(pieces)} shards")
-    return pieces
-
-
-def shard_dir(manifest_path: Path) -> Path:
-    name = manifest_path.name.removesuffix(".json").removesuffix(".manifest")
-    return manifest_path.resolve().parent / f"{name}.shards"
-
-
-def rows_path_for(path: Path) -> str | None:
-    """``X.rows.jsonl`` beside ``X.jsonl`` when create_batch_file.py wrote one (TEAM contract 1)."""
-    rows = path.with_name(path.name.removesuffix(".jsonl") + ".rows.jsonl")
-    return str(rows.resolve()) if rows.is_file() and rows != path else None
-
-
-def add_shards(
-    manifest: Manifest, round_: Round, source: Path, stats: dict[str, Any], options: Options, folder: Path
-) -> None:
-    """Plan the shards of one source file into ``round_``: paths, digests and markers, before any send."""
-    pieces = pieces_of(source, stats, options, folder)
-    for piece in pieces:
-        piece_path = Path(piece["path"]).resolve()
-        digest = sha256_file(piece_path)
-        nonce = uuid.uuid4().hex[:12]
-        stem = piece_path.name.removesuffix(".jsonl")[:80]
-        manifest.add_shard(
-            new_shard(
-                manifest.next_shard_index(),
-                round=round_.number,
-                source=str(source.resolve()),
-                path=str(piece_path),
-                rows_path=rows_path_for(piece_path) if len(pieces) == 1 else None,
-                sha256=digest,
-                requests=piece["requests"],
-                bytes=piece["bytes"],
-                endpoint=stats["endpoint"],
-                estimated_input_tokens=stats.get("estimated_input_tokens") if len(pieces) == 1 else None,
-                upload_filename=f"{stem}.{digest[:8]}.{nonce}.jsonl",
-                marker=f"dwb-{nonce}",
-            )
-        )
-
-
-def plan_job(
-    inputs: list[Path], reports: list[dict[str, Any]], options: Options, path: Path, base_url: str
-) -> Manifest:
-    """A fresh manifest whose round 1 holds the inputs' shards, markers chosen before anything is sent."""
-    manifest = Manifest.new(
-        path,
-        base_url=base_url,
-        inputs=[
-            {"path": str(p.resolve()), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in inputs
-        ],
-        window=options.window,
-        metadata=options.metadata,
-    )
-    for i, source in enumerate(inputs):
-        stats = stats_for(source, reports[i] if reports else None)
-        add_shards(manifest, manifest.first_round, source, stats, options, shard_dir(path) / f"{i:03d}")
-    return manifest
-
-
-def dry_run_plan(
-    inputs: list[Path], reports: list[dict[str, Any]], options: Options, path: Path
-) -> dict[str, Any]:
-    """The plan without network calls and without leaving files behind."""
-    shards: list[dict[str, Any]] = []
-    tmp = Path(tempfile.mkdtemp(prefix="dwb-dry-run-"))
-    try:
-        for i, source in enumerate(inputs):
-            stats = stats_for(source, reports[i] if reports else None)
-            for piece in pieces_of(source, stats, options, tmp / f"{i:03d}"):
-                tokens = stats["estimated_input_tokens"] * piece["bytes"] // max(1, stats["bytes"])
-                shards.append(
-                    {
-                        "source": str(source.resolve()),
-                        "shard": len(shards),
-                        "requests": piece["requests"],
-                        "bytes": piece["bytes"],
-                        "endpoint": stats["endpoint"],
-                        "estimated_input_tokens": tokens,
-                    }
-                )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return {
-        "ok": True,
-        "dry_run": True,
-        "manifest": str(path.resolve()),
-        "window": options.window,
-        "batches_to_create": len(shards),
-        "requests": sum(s["requests"] for s in shards),
-        "estimated_input_tokens": sum(s["estimated_input_tokens"] for s in shards),
-        "shards": shards,
-    }
-
-
-def same_inputs(manifest: Manifest, inputs: list[Path]) -> bool:
-    recorded = [(i.get("path"), i.get("sha256")) for i in manifest.inputs]
-    return recorded == [(str(p.resolve()), sha256_file(p)) for p in inputs]
-
-
-def nothing_sent(manifest: Manifest) -> bool:
-    """True when no upload or batch creation from this manifest can have reached the server."""
-    return all(
-        s.upload_state == "pending" and s.create_state == "pending" and not s.file_id for s in manifest.shards
-    )
 
 
 def check_shard_file(manifest: Manifest, shard: Shard) -> None:

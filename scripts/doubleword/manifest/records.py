@@ -27,7 +27,6 @@ as given (only their shape is checked). Keys this version does not know are kept
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -37,24 +36,18 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from doubleword.cli import warn
 from doubleword.errors import InputError
 from doubleword.files import atomic_write_json, read_json_file
-
-if TYPE_CHECKING:
-    from doubleword.client import ApiClient
+from doubleword.manifest.check import FORMAT, VERSION, problem
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks, so concurrent runs on one manifest are unguarded
     fcntl = None  # type: ignore[assignment]
 
-FORMAT = "doubleword-batches/manifest"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
-STATES = ("pending", "sending", "done")
 DOWNLOAD_KINDS = ("output", "errors")
 
 
@@ -217,10 +210,10 @@ class Manifest:
     def load(cls, path: str | os.PathLike[str]) -> Manifest:
         """Read and check a manifest; a damaged or hand-edited one is a clear input error."""
         data = read_json_file(path, "manifest")
-        problem = _problem(data)
-        if problem:
+        wrong = problem(data)
+        if wrong:
             raise InputError(
-                f"manifest {Path(path).resolve()} is damaged or was edited by hand ({problem}); restore it "
+                f"manifest {Path(path).resolve()} is damaged or was edited by hand ({wrong}); restore it "
                 "from a backup, or submit the inputs under another --manifest path (nothing of this "
                 "manifest's batches can be adopted from a damaged file)"
             )
@@ -432,153 +425,3 @@ def _str(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return str(value)
-
-
-# --------------------------------------------------------------------------- the one check at load
-
-
-def _problem(data: Any) -> str | None:
-    """What is wrong with a loaded manifest, or None."""
-    if not isinstance(data, dict):
-        return "not a JSON object"
-    if data.get("format") != FORMAT:
-        return f"'format' is not {FORMAT!r}"
-    if data.get("version") not in READABLE_VERSIONS:
-        return f"unsupported version {data.get('version')!r} (this tool reads versions 1 and 2)"
-    shards = data.get("shards")
-    if not isinstance(shards, list):
-        return "'shards' is not a list"
-    if not isinstance(data.get("metadata", {}), dict):
-        return "'metadata' is not an object"
-    if data.get("base_url") is not None and not isinstance(data["base_url"], str):
-        return "'base_url' is not a string"
-    inputs = data.get("inputs", [])
-    if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
-        return "'inputs' is not a list of objects"
-    if inputs and not shards:
-        return "'shards' is empty although the manifest has inputs"
-    numbers = [1]
-    if data["version"] >= 2:
-        rounds = data.get("rounds")
-        if not isinstance(rounds, list) or not rounds or not all(isinstance(r, dict) for r in rounds):
-            return "'rounds' is not a list of objects"
-        numbers = [r.get("number") for r in rounds]
-        if numbers != list(range(1, len(rounds) + 1)):
-            return "'rounds' are not numbered 1, 2, ..."
-        for r in rounds:
-            if r.get("statuses") is not None and not isinstance(r["statuses"], list):
-                return f"rounds[{r['number'] - 1}].statuses is not a list"
-            if not isinstance(r.get("adjust") or {}, dict):
-                return f"rounds[{r['number'] - 1}].adjust is not an object"
-            if not isinstance(r.get("left_behind") or 0, int):
-                return f"rounds[{r['number'] - 1}].left_behind is not a number"
-    for i, shard in enumerate(shards):
-        problem = _shard_problem(f"shards[{i}]", shard, data["version"], numbers)
-        if problem:
-            return problem
-    return _fetch_problem(data.get("fetch"))
-
-
-def _shard_problem(where: str, shard: Any, version: int, rounds: list[Any]) -> str | None:
-    if not isinstance(shard, dict):
-        return f"{where} is not an object"
-    if not isinstance(shard.get("index"), int) or isinstance(shard.get("index"), bool):
-        return f"{where}.index is not a number"
-    if version >= 2 and shard.get("round") not in rounds:
-        return f"{where}.round is not one of the manifest's rounds"
-    if not isinstance(shard.get("times", {}), dict):
-        return f"{where}.times is not an object"
-    needed = []
-    if shard.get("upload_state") != "done":
-        needed += ["path", "sha256", "upload_filename"]
-    if shard.get("create_state") != "done":
-        needed += ["marker", "endpoint"]
-    for key in needed:
-        if not isinstance(shard.get(key), str) or not shard[key]:
-            return f"{where}.{key} is missing (needed to finish submitting this shard)"
-    for key in ("upload_state", "create_state"):
-        if shard.get(key) not in STATES:
-            return f"{where}.{key} is {shard.get(key)!r}, expected one of {', '.join(STATES)}"
-    for key in (
-        "path",
-        "rows_path",
-        "file_id",
-        "batch_id",
-        "upload_filename",
-        "marker",
-        "status",
-        "endpoint",
-    ):
-        if shard.get(key) is not None and not isinstance(shard[key], str):
-            return f"{where}.{key} is not a string"
-    if shard.get("create_state") == "done" and shard.get("batch_id") is None:
-        return f"{where} says its batch was created but has no batch_id"
-    if shard.get("upload_state") == "done" and shard.get("file_id") is None:
-        return f"{where} says it was uploaded but has no file_id"
-    downloads = shard.get("downloads", {})
-    if not isinstance(downloads, dict):
-        return f"{where}.downloads is not an object"
-    for kind, cursor in downloads.items():
-        if not isinstance(cursor, dict) or not isinstance(cursor.get("skip", 0), int):
-            return f"{where}.downloads.{kind} is not a valid cursor"
-        if cursor.get("skip", 0) < 0:
-            return f"{where}.downloads.{kind}.skip is negative"
-    return None
-
-
-def _fetch_problem(fetch: Any) -> str | None:
-    if fetch is None:
-        return None
-    if not isinstance(fetch, dict) or not isinstance(fetch.get("files", {}), dict):
-        return "'fetch' is not an object"
-    if not isinstance(fetch.get("out_dir"), str) or not fetch["out_dir"]:
-        return "fetch.out_dir is not a path"
-    for kind, info in fetch.get("files", {}).items():
-        if not isinstance(info, dict) or not isinstance(info.get("bytes", 0), int) or info["bytes"] < 0:
-            return f"fetch.files.{kind} has no valid byte count"
-    return None
-
-
-# --------------------------------------------------------------------------- command targets
-
-
-def add_target_args(parser: Any, *, what: str = "batch") -> None:
-    """Positional batch ids and ``--manifest`` (every lifecycle script accepts either)."""
-    parser.add_argument("batch_ids", nargs="*", metavar="BATCH_ID", help=f"{what} id(s)")
-    parser.add_argument("--manifest", help="a manifest written by submit.py (instead of batch ids)")
-
-
-def load_targets(args: Any) -> tuple[Manifest | None, list[str]]:
-    """The manifest (if any) and the batch ids to work on, from ``add_target_args`` flags."""
-    from doubleword.errors import UsageError
-
-    if args.manifest and args.batch_ids:
-        raise UsageError("give batch ids or --manifest, not both")
-    if args.manifest:
-        manifest = Manifest.load(args.manifest)
-        ids = manifest.batch_ids()
-        if not ids:
-            raise InputError(f"manifest {manifest.path.resolve()} has no batches yet; run submit.py first")
-        return manifest, ids
-    if not args.batch_ids:
-        raise UsageError("give at least one batch id or --manifest PATH")
-    return None, list(dict.fromkeys(args.batch_ids))
-
-
-def client_for(args: Any, manifest: Manifest | None) -> ApiClient:
-    """The API client for a job: ``--base-url`` if given, else the server the manifest recorded, else
-    ``$DOUBLEWORD_BASE_URL`` (or the default). An environment naming another server than the manifest's
-    only earns a warning: the job's batches live where they were submitted."""
-    from doubleword.client import client_from_args
-    from doubleword.config import BASE_URL_ENV
-
-    recorded = manifest.base_url if manifest is not None else ""
-    if manifest is None or getattr(args, "base_url", None) or not recorded:
-        return client_from_args(args)
-    env_url = (os.environ.get(BASE_URL_ENV) or "").strip().rstrip("/")
-    if env_url and env_url != recorded.rstrip("/"):
-        warn(
-            f"{BASE_URL_ENV} is {env_url} but the job in {manifest.path.resolve()} was submitted to "
-            f"{recorded}; using {recorded} (pass --base-url to override)"
-        )
-    return client_from_args(argparse.Namespace(**{**vars(args), "base_url": recorded}))

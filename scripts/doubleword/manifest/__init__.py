@@ -1,0 +1,33 @@
+"""The manifest: the job, as typed records (see records.py for the layout), checked once where loaded."""
+
+from doubleword.manifest.check import FORMAT, STATES, VERSION
+from doubleword.manifest.records import (
+    DOWNLOAD_KINDS,
+    Manifest,
+    Round,
+    Shard,
+    default_manifest_path,
+    exclusive_lock,
+    new_shard,
+    record_batch,
+    sha256_file,
+)
+from doubleword.manifest.targets import add_target_args, client_for, load_targets
+
+__all__ = [
+    "DOWNLOAD_KINDS",
+    "FORMAT",
+    "STATES",
+    "VERSION",
+    "Manifest",
+    "Round",
+    "Shard",
+    "add_target_args",
+    "client_for",
+    "default_manifest_path",
+    "exclusive_lock",
+    "load_targets",
+    "new_shard",
+    "record_batch",
+    "sha256_file",
+]

@@ -1,0 +1,54 @@
+"""What a lifecycle command (poll, cancel, fetch) works on: batch ids or a manifest, and the server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from doubleword.cli import warn
+from doubleword.client import ApiClient
+from doubleword.errors import InputError
+from doubleword.manifest.records import Manifest
+
+
+def add_target_args(parser: Any, *, what: str = "batch") -> None:
+    """Positional batch ids and ``--manifest`` (every lifecycle script accepts either)."""
+    parser.add_argument("batch_ids", nargs="*", metavar="BATCH_ID", help=f"{what} id(s)")
+    parser.add_argument("--manifest", help="a manifest written by submit.py (instead of batch ids)")
+
+
+def load_targets(args: Any) -> tuple[Manifest | None, list[str]]:
+    """The manifest (if any) and the batch ids to work on, from ``add_target_args`` flags."""
+    from doubleword.errors import UsageError
+
+    if args.manifest and args.batch_ids:
+        raise UsageError("give batch ids or --manifest, not both")
+    if args.manifest:
+        manifest = Manifest.load(args.manifest)
+        ids = manifest.batch_ids()
+        if not ids:
+            raise InputError(f"manifest {manifest.path.resolve()} has no batches yet; run submit.py first")
+        return manifest, ids
+    if not args.batch_ids:
+        raise UsageError("give at least one batch id or --manifest PATH")
+    return None, list(dict.fromkeys(args.batch_ids))
+
+
+def client_for(args: Any, manifest: Manifest | None) -> ApiClient:
+    """The API client for a job: ``--base-url`` if given, else the server the manifest recorded, else
+    ``$DOUBLEWORD_BASE_URL`` (or the default). An environment naming another server than the manifest's
+    only earns a warning: the job's batches live where they were submitted."""
+    from doubleword.client import client_from_args
+    from doubleword.config import BASE_URL_ENV
+
+    recorded = manifest.base_url if manifest is not None else ""
+    if manifest is None or getattr(args, "base_url", None) or not recorded:
+        return client_from_args(args)
+    env_url = (os.environ.get(BASE_URL_ENV) or "").strip().rstrip("/")
+    if env_url and env_url != recorded.rstrip("/"):
+        warn(
+            f"{BASE_URL_ENV} is {env_url} but the job in {manifest.path.resolve()} was submitted to "
+            f"{recorded}; using {recorded} (pass --base-url to override)"
+        )
+    return client_from_args(argparse.Namespace(**{**vars(args), "base_url": recorded}))
