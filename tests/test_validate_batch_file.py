@@ -641,3 +641,50 @@ def test_other_fast_paths_agree_with_schema(url, value, number):
     ):
         if checker.fast_check(body) >= 0:
             assert checker.validator.is_valid(body), (url, body)
+
+
+responses_parts = st.lists(
+    st.one_of(
+        st.fixed_dictionaries(
+            {"type": st.just("input_text"), "text": st.one_of(st.text(max_size=3), st.none())}
+        ),
+        st.fixed_dictionaries(
+            {"type": st.just("input_image"), "image_url": image_urls},
+            optional={"detail": st.sampled_from(["low", "x"])},
+        ),
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["input_file", "output_text"]), "text": st.text(max_size=2)}
+        ),
+    ),
+    max_size=3,
+)
+responses_inputs = st.one_of(
+    st.text(max_size=4),
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "role": st.sampled_from(["user", "assistant", "robot"]),
+                "content": st.one_of(st.text(max_size=3), responses_parts),
+            },
+            optional={"type": st.just("message")},
+        ),
+        max_size=3,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(responses_inputs)
+def test_responses_fast_path_agrees_with_schema_and_line_checks(value):
+    body = {"model": "m", "input": value}
+    if bv.endpoint_checker(RESPONSES).fast_check(body) >= 0:
+        assert bv.endpoint_checker(RESPONSES).validator.is_valid(body), body
+        assert bv.validate_line({"custom_id": "a", "method": "POST", "url": RESPONSES, "body": body}) == [], (
+            body
+        )
+
+
+def test_responses_image_lines_take_the_fast_path():
+    part = {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}"}
+    body = responses(input=[{"role": "user", "content": [{"type": "input_text", "text": "abc"}, part]}])
+    assert bv.endpoint_checker(RESPONSES).fast_check(body) == 3

@@ -192,6 +192,55 @@ def fast_messages(roles: frozenset[str], with_parts: bool) -> Check:
     return check
 
 
+_RESPONSES_ROLES = frozenset({"user", "assistant", "system", "developer"})
+
+
+def _responses_parts_chars(parts: list[Any]) -> int:
+    """Text characters of a Responses content list of input_text and input_image parts; -1 otherwise."""
+    if not parts:
+        return -1
+    chars = 0
+    for part in parts:
+        if type(part) is not dict:
+            return -1
+        kind = part.get("type")
+        if kind == "input_text":
+            text = part.get("text")
+            if type(text) is not str or len(part) != 2:
+                return -1
+            chars += len(text)
+        elif kind == "input_image":
+            if len(part) != 2 and not (len(part) == 3 and part.get("detail") in ("auto", "low", "high")):
+                return -1
+            if image_url_problem(part.get("image_url")) is not None:
+                return -1
+        else:
+            return -1
+    return chars
+
+
+def fast_responses_input(value: Any) -> int:
+    """A Responses ``input``: a string, or messages {"role", "content"} whose content is a string or
+    input_text / input_image parts (vision, OCR)."""
+    if type(value) is str:
+        return len(value)
+    if type(value) is not list or not value:
+        return -1
+    chars = 0
+    for item in value:
+        if type(item) is not dict or len(item) != 2 or item.get("role") not in _RESPONSES_ROLES:
+            return -1
+        content = item.get("content")
+        if type(content) is str:
+            chars += len(content)
+            continue
+        found = _responses_parts_chars(content) if type(content) is list else -1
+        if found < 0:
+            return -1
+        chars += found
+    return chars
+
+
 def fast_text_input(value: Any) -> int:
     """A non-empty string, or a non-empty list of strings (embeddings input, completions prompt)."""
     if type(value) is str:
@@ -227,6 +276,7 @@ FAST_KINDS: dict[str, Check] = {
     "anthropic_messages": fast_messages(_ANTHROPIC_ROLES, with_parts=False),
     "text_input": fast_text_input,
     "string": fast_string,
+    "responses_input": fast_responses_input,
 }
 
 
