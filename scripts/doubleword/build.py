@@ -90,19 +90,15 @@ def make_request(
     if not isinstance(model, str) or not model:
         raise UsageError("a model is required (e.g. --model Qwen/Qwen3.5-9B)")
     _refuse_options(
-        ep,
-        tuple(
-            name
-            for name, value in (
-                ("temperature", temperature),
-                ("top_p", top_p),
-                ("max_tokens", max_tokens),
-                ("stop", stop),
-                ("json_schema", json_schema),
-                ("system", system),
-                ("images", images),
-            )
-            if value is not None and value != []
+        ep.name,
+        (
+            temperature is not None,
+            top_p is not None,
+            max_tokens is not None,
+            bool(stop),
+            json_schema is not None,
+            system is not None,
+            bool(images),
         ),
         reasoning_effort,
         bool(extra) and ep.max_tokens_field in extra,  # type: ignore[operator]
@@ -158,10 +154,15 @@ _NEEDS = {
 }
 
 
+_OPTIONS = ("temperature", "top_p", "max_tokens", "stop", "json_schema", "system", "images")
+
+
 @lru_cache(maxsize=256)
-def _refuse_options(ep: Endpoint, given: tuple[str, ...], effort: str | None, limit_in_extra: bool) -> None:
-    """A usage error for an option the endpoint has no place for (the table says where each goes).
-    Cached: a batch asks the same question for every request."""
+def _refuse_options(name: str, flags: tuple[bool, ...], effort: str | None, limit_in_extra: bool) -> None:
+    """A usage error for an option the endpoint has no place for (the table says where each goes);
+    ``flags`` says which of ``_OPTIONS`` are given. Cached: every request of a batch asks the same."""
+    ep = TABLE[name]
+    given = {option for option, flag in zip(_OPTIONS, flags, strict=True) if flag}
     if not ep.sampling:
         sampling = [k for k in ("temperature", "top_p", "max_tokens", "stop", "json_schema") if k in given]
         if sampling:
