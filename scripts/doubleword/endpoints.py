@@ -261,7 +261,6 @@ _TABLE = (
 ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in _TABLE}
 _BY_URL: dict[str, Endpoint] = {e.url: e for e in _TABLE}
 _BY_OBJECT: dict[str, Endpoint] = {o: e for e in _TABLE for o in e.answer.objects}
-URLS = tuple(_BY_URL)
 
 
 def endpoint_for_url(url: Any) -> Endpoint | None:

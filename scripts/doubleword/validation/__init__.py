@@ -17,7 +17,6 @@ Public API:
     ERROR_CODES, WARNING_CODES, MAX_BODY_BYTES
 """
 
-from doubleword.validation.fast import image_url_problem
 from doubleword.validation.lines import (
     ERROR_CODES,
     MAX_BODY_BYTES,
@@ -25,18 +24,10 @@ from doubleword.validation.lines import (
     custom_id_problems,
     inspect_line,
     plain_line,
-    reasoning_problems,
     validate_line,
 )
 from doubleword.validation.scan import invalid_summary, validate_batch_file
-from doubleword.validation.schemas import (
-    SCHEMA_FILES,
-    endpoint_checker,
-    load_schema,
-    near_miss,
-    schema_validator,
-    text_chars,
-)
+from doubleword.validation.schemas import SCHEMA_FILES, endpoint_checker
 
 __all__ = [
     "ERROR_CODES",
@@ -45,15 +36,9 @@ __all__ = [
     "WARNING_CODES",
     "custom_id_problems",
     "endpoint_checker",
-    "image_url_problem",
     "inspect_line",
     "invalid_summary",
-    "load_schema",
-    "near_miss",
     "plain_line",
-    "reasoning_problems",
-    "schema_validator",
-    "text_chars",
     "validate_batch_file",
     "validate_line",
 ]
