@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def _fetch_cursor(manifest_path) -> int:
@@ -81,3 +82,52 @@ def test_poll_reports_status_even_when_the_manifest_cannot_be_updated(emulator, 
     assert code == 0 and doc["batches"][0]["status"] == "completed", err
     assert "could not update the manifest" in err and "Traceback" not in err
     assert manifest.read_bytes() == before
+
+
+def _spawn(h, *args: str, env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(h.SCRIPTS / "submit.py"), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen) -> tuple[int, dict]:
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, json.loads(out)
+
+
+def test_two_submits_of_one_file_at_once_make_one_batch_per_shard(emulator, env, tmp_path, h):
+    """An agent retrying a command that looked stuck: the second submit waits, then reports the first's."""
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(900))
+    for trial in range(3):
+        manifest = tmp_path / f"trial-{trial}.manifest.json"
+        args = (str(src), "--max-requests", "300", "--manifest", str(manifest))
+        procs = [_spawn(h, *args, env=env) for _ in range(2)]
+        (code_a, a), (code_b, b) = (_finish(p) for p in procs)
+        assert code_a == code_b == 0, (a, b)
+        assert sorted([a["created"], b["created"]]) == [0, 3], (a, b)
+        assert [x["batch_id"] for x in a["batches"]] == [x["batch_id"] for x in b["batches"]]
+    stats = emulator.stats()
+    assert stats["files_created"] == stats["batches_created"] == 9, stats
+
+
+def test_two_resubmits_at_once_make_one_round(tmp_path, h):
+    from emulator_server import EmulatorServer
+
+    with EmulatorServer(
+        "--start-delay", "0", "--fail-rate", "0.2", "--seed", "2", "--quiet", api_key=h.CANARY_KEY
+    ) as emu:
+        env = h.script_env(emu.base_url)
+        src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(200))
+        manifest = h.run_script("submit", str(src), env=env).doc["manifest"]
+        assert h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env).code == 6
+        emu.configure(paused=True)  # the round stays running: the loser of the race must see it
+        procs = [_spawn(h, "--resubmit", "--manifest", manifest, env=env) for _ in range(2)]
+        outcomes = sorted((_finish(p) for p in procs), key=lambda o: o[0])
+        assert [code for code, _ in outcomes] == [0, 7], outcomes
+        assert outcomes[0][1]["round"] == 2 and outcomes[1][1]["error"]["type"] == "not_finished"
+        assert emu.stats()["batches_created"] == 2
+    assert len(json.loads(Path(manifest).read_text())["rounds"]) == 2

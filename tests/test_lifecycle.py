@@ -96,6 +96,48 @@ def test_multi_shard_submit(emulator, env, tmp_path, h):
     assert len({r["batch_id"] for r in results}) == 3
 
 
+def test_a_multi_shard_submit_creates_each_batch_right_after_its_upload(emulator, env, tmp_path, h):
+    """Pipelined: the server starts on the first shard while the others upload (issue 15)."""
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(40))
+    code, doc, err = h.run_script("submit", str(src), "--max-requests", "10", env=env)
+    assert code == 0 and doc["created"] == 4, err
+    posts = [e["path"].rsplit("/", 1)[-1] for e in emulator.requests_log() if e["method"] == "POST"]
+    assert posts == ["files", "batches"] * 4, posts
+
+
+def test_poll_wait_asks_about_a_finished_batch_no_more(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "quick.jsonl", h.chat_lines(2))
+    slow = h.write_jsonl(tmp_path / "slow.jsonl", h.chat_lines(60, prefix="slow"))
+    quick_id = h.run_script("submit", str(src), env=env).doc["batches"][0]["batch_id"]
+    poll = h.run_script("poll", quick_id, "--wait", "--interval", "0.1", env=env)
+    assert poll.code == 0
+    emulator.configure(rate=40)  # the slow batch runs for about 1.5 s
+    slow_id = h.run_script("submit", str(slow), env=env).doc["batches"][0]["batch_id"]
+    before = len(emulator.requests_log())
+    code, poll, err = h.run_script("poll", quick_id, slow_id, "--wait", "--interval", "0.1", env=env)
+    assert code == 0 and poll["checks"] >= 3, poll
+    log = emulator.requests_log()[before:]
+    asked = [e for e in log if e["method"] == "GET" and e["path"].endswith(quick_id)]
+    assert len(asked) == 1  # seen finished at the first check, never asked about again
+    assert len([e for e in log if e["path"].endswith(slow_id)]) == poll["checks"]
+
+
+def test_next_check_grows_with_the_time_left():
+    from doubleword.status import next_check_seconds
+
+    now = 1_000_000.0
+    # 7.5% of a 5-minute batch after 22.5 s: the rest takes about 277 s, so not "5 s" again and again
+    batch = {
+        "status": "in_progress",
+        "created_at": now - 22.5,
+        "request_counts": {"total": 1000, "completed": 75},
+    }
+    assert 60 <= next_check_seconds(batch, now) <= 150
+    nearly = {**batch, "created_at": now - 290, "request_counts": {"total": 1000, "completed": 990}}
+    assert next_check_seconds(nearly, now) == 5
+    assert next_check_seconds({**batch, "status": "completed"}, now) is None
+
+
 def test_invalid_input_uploads_nothing(emulator, env, tmp_path, h):
     lines = h.chat_lines(3)
     lines[1]["custom_id"] = lines[0]["custom_id"]
