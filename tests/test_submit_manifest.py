@@ -69,3 +69,23 @@ def test_usage_errors(env, tmp_path, h):
     assert h.run_script("submit", str(src), "--window", "2h", env=env).code == 2
     assert h.run_script("poll", env=env).code == 2
     assert h.run_script("fetch_results", "x", "--manifest", "m.json", env=env).code == 2
+
+
+def test_a_moved_job_folder_keeps_working_where_it_now_is(emulator, env, tmp_path, h):
+    first = tmp_path / "first"
+    first.mkdir()
+    src = h.write_jsonl(first / "jobs.jsonl", h.chat_lines(30))
+    assert h.run_script("submit", str(src), "--max-requests", "10", env=env).code == 0
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    manifest = moved / "jobs.jsonl.manifest.json"
+    code, doc, err = h.run_script("submit", str(moved / "jobs.jsonl"), "--max-requests", "10", env=env)
+    assert code == 0 and doc["created"] == 0 and doc["existing"] == 3, doc  # the same job, nothing sent
+    assert "moved" in err and "--force" not in err + json.dumps(doc)
+    assert all(b["shard"].startswith(str(moved.resolve())) for b in doc["batches"])
+    code, doc, err = h.run_script("poll", "--manifest", str(manifest), "--wait", "--interval", "0.1", env=env)
+    assert code == 0, err
+    code, doc, err = h.run_script("fetch_results", "--manifest", str(manifest), env=env)
+    assert code == 0 and doc["files"]["results"].startswith(str(moved.resolve())), doc
+    assert not first.exists()  # nothing recreated at the old place
+    assert emulator.stats()["batches_created"] == 3

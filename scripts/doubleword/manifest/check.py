@@ -27,6 +27,8 @@ def problem(data: Any) -> str | None:
         return "'shards' is not a list"
     if not isinstance(data.get("metadata", {}), dict):
         return "'metadata' is not an object"
+    if data.get("written_at") is not None and not isinstance(data["written_at"], str):
+        return "'written_at' is not a path"
     if data.get("base_url") is not None and not isinstance(data["base_url"], str):
         return "'base_url' is not a string"
     inputs = data.get("inputs", [])

@@ -253,12 +253,40 @@ class Manifest:
             f"dwj-{first_marker.removeprefix('dwb-')}" if first_marker else self.job_id
         )
         self.extra = {k: v for k, v in data.items() if k not in _MANIFEST_KEYS}
+        written_at = data.get("written_at")
+        if isinstance(written_at, str) and written_at != str(self.path.resolve()):
+            self._moved_from(Path(written_at))
+
+    def _moved_from(self, old: Path) -> None:
+        """The job folder was moved (the manifest is no longer where it was written): every path recorded
+        under the old folder follows it, so nothing is looked for, or written, at the old place."""
+        if old.exists():
+            return  # a copy, not a move: the paths still name the original files
+        old_dir, new_dir = str(old.parent), str(self.path.resolve().parent)
+
+        def follow(value: str | None) -> str | None:
+            if value and (value == old_dir or value.startswith(old_dir + os.sep)):
+                return new_dir + value[len(old_dir) :]
+            return value
+
+        for item in self.inputs:
+            item["path"] = follow(item.get("path"))
+        for shard in self.shards:
+            shard.source, shard.path, shard.rows_path = map(
+                follow, (shard.source, shard.path, shard.rows_path)
+            )
+        for round_ in self.rounds:
+            round_.source = follow(round_.source)
+        if self.fetch.get("out_dir"):
+            self.fetch["out_dir"] = follow(self.fetch["out_dir"])
+        warn(f"the job moved from {old_dir} to {new_dir}; the manifest's paths follow it")
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
             "job_id": self.job_id,
+            "written_at": str(self.path.resolve()),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "base_url": self.base_url or None,
@@ -367,6 +395,7 @@ _MANIFEST_KEYS = (
     "created_at",
     "updated_at",
     "base_url",
+    "written_at",
     "inputs",
     "window",
     "metadata",
