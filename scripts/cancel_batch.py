@@ -66,8 +66,10 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         manifest.record_batches(seen)
     result: dict[str, Any] = {"ok": not refused, "batches": outcomes}
     if refused:
-        message = "refusing to cancel finished batches (--force would relabel them cancelled; it resends nothing and "
-            "their results stay downloadable): " + "; ".join(refused)
+        message = (
+            "refusing to cancel finished batches (--force would relabel them cancelled; it resends nothing "
+            "and their results stay downloadable): " + "; ".join(refused)
+        )
         result["error"] = {"type": "invalid_input", "message": message}
         info(f"error: {message}")
         return result, int(ExitCode.INVALID_INPUT)
