@@ -335,3 +335,13 @@ def test_sharding_an_existing_file_splits_its_rows_file_too(tmp_path):
     for shard in shards:
         rows = lines(shard["rows_path"])
         assert [r["custom_id"] for r in rows] == [b["custom_id"] for b in lines(shard["path"])]
+
+
+def test_skip_empty_with_only_empty_rows_says_so(tmp_path):
+    csv = tmp_path / "d.csv"
+    csv.write_text('text\n""\n \n')
+    proc, result = create(
+        "--csv", str(csv), "--field", "text", "--skip-empty", "-o", str(tmp_path / "o.jsonl")
+    )
+    assert proc.returncode == 4 and "every row (2) has an empty prompt" in result["error"]["message"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]

@@ -258,6 +258,10 @@ def build_batch(
             images = [image_url(value, base, item.where) for value in item.images] or None
             request = make_request(item.prompt, custom_id=custom_id, images=images, **request_options)
             writer.add(request, item.row, item.where)
+        if writer.number == 0 and report.skipped_empty:
+            raise InputError(
+                f"every row ({report.skipped_empty}) has an empty prompt; --skip-empty left them all out"
+            )
         report.shards = writer.finish()
         report.skipped_duplicates, report.renamed_duplicates = writer.skipped, writer.renamed
     return report
