@@ -152,7 +152,7 @@ def _source_flags(parser: Any) -> None:
         action="append",
         metavar="COL",
         help="CSV/JSONL column with an image path (relative to the data file's folder) or http(s) URL "
-        "(repeatable: one image part per column, blank cells skipped)",
+        "(repeatable: one image part per column, blank cells skipped; a JSONL list gives several)",
     )
     source.add_argument("--limit", type=int, metavar="N", help="only the first N rows (a trial run)")
     source.add_argument("--skip-empty", action="store_true", help="leave out rows whose prompt is empty")

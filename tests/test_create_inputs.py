@@ -345,3 +345,15 @@ def test_skip_empty_with_only_empty_rows_says_so(tmp_path):
     )
     assert proc.returncode == 4 and "every row (2) has an empty prompt" in result["error"]["message"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
+
+
+def test_a_jsonl_image_list_gives_one_part_per_image(photos, tmp_path):
+    data = photos / "rows.jsonl"
+    data.write_text(json.dumps({"pages": ["img/a.png", "https://x.test/p2.png"], "q": "Read both"}) + "\n")
+    out = tmp_path / "o.jsonl"
+    proc, _ = create("--jsonl", str(data), "--field", "q", "--image-field", "pages", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    content = lines(out)[0]["body"]["messages"][0]["content"]
+    assert [p["type"] for p in content] == ["text", "image_url", "image_url"]
+    assert content[2]["image_url"]["url"] == "https://x.test/p2.png"
+    assert lines(tmp_path / "o.rows.jsonl")[0]["row"]["pages"] == ["img/a.png", "https://x.test/p2.png"]

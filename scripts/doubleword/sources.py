@@ -120,8 +120,9 @@ def _tabular_row(source: Source, where: str, row: dict[str, Any]) -> SourceRow:
     images: list[str] = []
     for name in source.image_fields:
         cell = _column(row, name, where)
-        if cell is not None and str(cell).strip():
-            images.append(cell if isinstance(cell, str) else json.dumps(cell))
+        for value in cell if isinstance(cell, list) else [cell]:  # a JSONL list: several images
+            if value is not None and str(value).strip():
+                images.append(value if isinstance(value, str) else json.dumps(value))
     if source.image_fields:
         if not images:
             columns = ", ".join(repr(n) for n in source.image_fields)
