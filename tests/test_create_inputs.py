@@ -357,3 +357,27 @@ def test_a_jsonl_image_list_gives_one_part_per_image(photos, tmp_path):
     assert [p["type"] for p in content] == ["text", "image_url", "image_url"]
     assert content[2]["image_url"]["url"] == "https://x.test/p2.png"
     assert lines(tmp_path / "o.rows.jsonl")[0]["row"]["pages"] == ["img/a.png", "https://x.test/p2.png"]
+
+
+def test_ocr_folder_end_to_end_against_the_emulator(emulator, env, tmp_path, h, photos):
+    out = tmp_path / "ocr.jsonl"
+    proc, result = create(
+        "--images", str(photos / "img"), "--prompt", "Transcribe.", "--max-tokens", "50", "-o", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    code, doc, err = h.run_script("submit", str(out), env=env)
+    assert code == 0, err
+    code, doc, err = h.run_script(
+        "poll", "--manifest", doc["manifest"], "--wait", "--interval", "0.1", env=env
+    )
+    assert code == 0, err
+    code, doc, err = h.run_script("fetch_results", "--manifest", doc["manifest"], env=env)
+    assert code == 0, err
+    assert doc["counts"]["completed"] == 2
+    prompt_tokens = [
+        line["response"]["body"]["usage"]["prompt_tokens"]
+        for line in lines(tmp_path / "ocr.results" / "output.jsonl")
+    ]
+    assert all(
+        tokens > 100 for tokens in prompt_tokens
+    )  # the image parts were counted, not just "Transcribe."
