@@ -8,6 +8,7 @@ from typing import Any
 
 from doubleword.cli import make_parser, run
 from doubleword.errors import ExitCode, UsageError
+from doubleword.fingerprint import remember_valid
 from doubleword.validation import invalid_summary, validate_batch_file
 
 DESCRIPTION = """\
@@ -55,6 +56,8 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     if args.files.count("-") > 1:
         raise UsageError("stdin (-) can be given only once")
     reports = [validate_batch_file(path, max_errors=args.max_errors) for path in args.files]
+    for path, report in zip(args.files, reports, strict=True):
+        remember_valid(path, report)  # submit.py then skips validating this content again
     ok = all(report["valid"] for report in reports)
     if not args.quiet:
         for report in reports:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 
 def test_corrupt_or_edited_manifest_is_a_clear_error(emulator, env, tmp_path, h):
@@ -89,3 +90,17 @@ def test_a_moved_job_folder_keeps_working_where_it_now_is(emulator, env, tmp_pat
     assert code == 0 and doc["files"]["results"].startswith(str(moved.resolve())), doc
     assert not first.exists()  # nothing recreated at the old place
     assert emulator.stats()["batches_created"] == 3
+
+
+def test_content_validated_moments_before_is_not_validated_again(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(20, prefix=f"fp-{uuid.uuid4().hex[:12]}"))
+    code, doc, err = h.run_script("submit", str(src), "--dry-run", env=env)
+    assert code == 0 and "passed validation before" not in err  # new content: validated
+    code, doc, err = h.run_script("validate_batch_file", str(src), env=env)
+    assert code == 0
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 0 and "passed validation before" in err, err
+    # changed content is validated again (and a broken line is still caught)
+    src.write_text(src.read_text() + "{not json\n")
+    code, doc, err = h.run_script("submit", str(src), "--manifest", str(tmp_path / "other.json"), env=env)
+    assert code == 4 and "passed validation before" not in err

@@ -17,6 +17,7 @@ from typing import Any
 from doubleword.api import RESERVED_KEYS
 from doubleword.cli import info, warn
 from doubleword.errors import UsageError
+from doubleword.fingerprint import recall_valid, remember_valid
 from doubleword.manifest import Manifest, Round, new_shard, sha256_file
 
 
@@ -36,9 +37,18 @@ class Options:
 
 
 def validate_inputs(inputs: list[Path]) -> list[dict[str, Any]]:
+    """Each input's validation report; content validated before (same digest, same rules) is not read again."""
     from doubleword.validation import validate_batch_file
 
-    reports = [validate_batch_file(str(path)) for path in inputs]
+    reports = []
+    for path in inputs:
+        report = recall_valid(path)
+        if report is not None:
+            info(f"{path}: this content passed validation before; not validating it again")
+        else:
+            report = validate_batch_file(str(path))
+            remember_valid(path, report)
+        reports.append(report)
     for text in validation_warnings(reports):
         warn(text)
     return reports
@@ -136,7 +146,7 @@ def add_shards(
                 round=round_.number,
                 source=str(source.resolve()),
                 path=str(piece_path),
-                rows_path=rows_path_for(piece_path) if len(pieces) == 1 else None,
+                rows_path=piece.get("rows_path") or (rows_path_for(piece_path) if len(pieces) == 1 else None),
                 sha256=digest,
                 requests=piece["requests"],
                 bytes=piece["bytes"],

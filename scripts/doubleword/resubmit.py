@@ -88,11 +88,13 @@ class Adjustments:
 
 
 def _max_tokens_key(url: str, body: dict[str, Any]) -> str:
-    if url.endswith("/embeddings"):
-        raise UsageError("--max-tokens does not apply to embeddings requests")
-    if url.endswith("/responses"):
-        return "max_output_tokens"
-    return "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    from doubleword.endpoints import endpoint_for_url
+
+    endpoint = endpoint_for_url(url)
+    field = endpoint.max_tokens_field if endpoint is not None else "max_tokens"
+    if field is None:
+        raise UsageError(f"--max-tokens does not apply to {url} requests")
+    return "max_completion_tokens" if "max_completion_tokens" in body else field
 
 
 def resubmit(args: Any, options: Options, adjust: Adjustments) -> tuple[dict[str, Any], int]:

@@ -1,5 +1,6 @@
 """The manifest: the job, as typed records (see records.py for the layout), checked once where loaded."""
 
+from doubleword.fingerprint import sha256_file
 from doubleword.manifest.check import FORMAT, STATES, VERSION
 from doubleword.manifest.records import (
     DOWNLOAD_KINDS,
@@ -10,7 +11,6 @@ from doubleword.manifest.records import (
     exclusive_lock,
     new_shard,
     record_batch,
-    sha256_file,
 )
 from doubleword.manifest.targets import add_target_args, client_for, load_targets
 

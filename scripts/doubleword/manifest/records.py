@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import time
 import uuid
@@ -54,14 +53,6 @@ DOWNLOAD_KINDS = ("output", "errors")
 def default_manifest_path(first_input: str | os.PathLike[str]) -> Path:
     """``<first input>.manifest.json`` (SPEC section 4)."""
     return Path(f"{first_input}.manifest.json")
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- records
