@@ -81,8 +81,9 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     o = state.model.answer(path, body, attempt, state.clock.now_i())
     if o.status != 200:
         return web.Response(status=o.status, body=o.text().encode(), content_type="application/json")
-    if body.get("stream") is True and o.obj is not None and o.obj.get("object") == "chat.completion":
-        return await _stream_chat(request, o.obj)
+    obj = o.parsed() if body.get("stream") is True else None
+    if obj is not None and obj.get("object") == "chat.completion":
+        return await _stream_chat(request, obj)
     return web.Response(body=o.text().encode(), content_type="application/json")
 
 

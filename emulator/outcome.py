@@ -16,6 +16,13 @@ class Outcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     obj: dict | None = None  # the parsed body when the built-in model produced it
+    sorted_json: bool = False  # `body` is already compact JSON with sorted keys (the output line's form)
+
+    def parsed(self) -> dict | None:
+        """The body as an object, when it is JSON."""
+        if self.obj is None and self.sorted_json:
+            self.obj = json.loads(self.body)
+        return self.obj
 
     def text(self) -> str:
         if self.obj is not None and not self.body:

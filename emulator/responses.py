@@ -16,10 +16,15 @@ FLAVOR = {"openai": False}
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_COMPACT_SORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
 def compact(obj: object, sort_keys: bool = False) -> str:
     """JSON as the server's serde_json writes it: no spaces, non-ASCII as raw UTF-8 (escaped only when the
-    text holds lone surrogates, which cannot be encoded)."""
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys)
+    text holds lone surrogates, which cannot be encoded). The encoders are made once: this runs for every
+    output line."""
+    text = (_COMPACT_SORTED if sort_keys else _COMPACT).encode(obj)
     if not text.isascii():
         try:
             text.encode("utf-8")

@@ -31,17 +31,22 @@ def is_retriable(o: Outcome) -> bool:
 
 
 def output_line(req_id: str, custom_id: str, o: Outcome) -> str:
-    """7.1: keys id, custom_id, response{status_code, request_id:null, body}, error:null; body keys sorted."""
-    if o.obj is not None:
-        body = o.obj
+    """Section 5 of references/api_reference.md: keys id, custom_id, response{status_code, request_id:
+    null, body}, error:null; body keys sorted."""
+    if o.sorted_json:
+        text = o.body
     else:
-        try:
-            body = json.loads(o.body)
-        except ValueError:
-            body = o.body
+        if o.obj is not None:
+            body = o.obj
+        else:
+            try:
+                body = json.loads(o.body)
+            except ValueError:
+                body = o.body
+        text = compact(body, sort_keys=True)
     return (
         f'{{"id":"batch_req_{req_id}","custom_id":{compact(custom_id)},"response":{{"status_code":'
-        f'{o.status or 200},"request_id":null,"body":{compact(body, sort_keys=True)}}},"error":null}}'
+        f'{o.status or 200},"request_id":null,"body":{text}}},"error":null}}'
     )
 
 
@@ -106,19 +111,24 @@ class Worker:
 
     async def run(self) -> None:
         while True:
+            busy = False
             try:
-                await self.tick()
+                busy = await self.tick() >= CHUNK
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep processing whatever one tick hit
                 log.exception("worker tick failed")
+            if busy:  # a full chunk: more is waiting and the rate allows it, so only let the server answer
+                await asyncio.sleep(0)
+                continue
             try:
                 await asyncio.wait_for(self.wake.wait(), TICK_S)
             except asyncio.TimeoutError:
                 pass
             self.wake.clear()
 
-    async def tick(self) -> None:
+    async def tick(self) -> int:
+        """One round: start due batches, run what the rate allows. Returns how many requests ran."""
         st, now = self.store, self.store.clock.now()
         for b in st.due_batches(now):
             st.populate(b)
@@ -127,7 +137,7 @@ class Worker:
                 st.expire(b["id"], now)
         want = self.allowance()
         if want <= 0:
-            return
+            return 0
         active = st.active_batches()
         rows: list[sqlite3.Row] = []
         for b in active:
@@ -145,9 +155,11 @@ class Worker:
                     self.inflight.add(task)
                     task.add_done_callback(self.inflight.discard)
         for b in active:
-            row = st.batch_row(b["id"])
-            if row is not None:
-                st.finish_if_done(row)
+            if not st.has_unfinished(b["id"]):  # an index probe: the full count only once it is done
+                row = st.batch_row(b["id"])
+                if row is not None:
+                    st.finish_if_done(row)
+        return len(rows)
 
     def allowance(self) -> int:
         """How many requests this tick may run: the rate's budget, bounded per tick and by concurrency."""
@@ -199,42 +211,43 @@ class Worker:
 
     def settle(self, results: list[tuple[sqlite3.Row, Outcome]], duration_ms: float = 1.0) -> None:
         """Store outcomes: 2xx -> output line; retriable -> pending again with backoff (bounded, never past
-        the deadline); anything else -> error line."""
+        the deadline); anything else -> error line. One pass, one executemany (this runs per request)."""
         st, now = self.store, self.store.clock.now()
-        openai = self.cfg.flavor == "openai"
-        updates = []
+        fates = self.fates
+        rows = []
         for r, o in results:
             rid, attempts = r["rid"], r["attempts"] + 1
             if o.failure is None and 200 <= o.status < 300:
-                self.fates.pop(rid, None)
+                if fates:
+                    fates.pop(rid, None)
                 line = output_line(r["id"], r["custom_id"], o)
-                updates.append(("completed", attempts, 0, st.next_done_seq(), now, line, o, rid))
+                seq = st.next_done_seq()
+                rows.append(
+                    (
+                        "completed",
+                        attempts,
+                        0,
+                        seq,
+                        now,
+                        line,
+                        o.prompt_tokens,
+                        o.completion_tokens,
+                        duration_ms,
+                        rid,
+                    )
+                )
                 continue
             if is_retriable(o) and attempts <= self.cfg.max_retries:
                 delay = min(self.cfg.retry_base * (2 ** (attempts - 1)), MAX_BACKOFF_S)
                 if now + delay <= r["expires_at"]:
-                    updates.append(("pending", attempts, now + delay, None, None, None, None, rid))
+                    rows.append(("pending", attempts, now + delay, None, None, None, 0, 0, None, rid))
                     continue
-            self.fates.pop(rid, None)
-            if openai:
-                line = openai_failure_line(r["id"], r["custom_id"], o)
-            else:
-                line = error_line(r["id"], r["custom_id"], failure_reason(o))
-            updates.append(("failed", attempts, 0, st.next_done_seq(), now, line, None, rid))
-        st.save_outcomes(
-            [
-                (
-                    s,
-                    a,
-                    n,
-                    seq,
-                    at,
-                    line,
-                    o.prompt_tokens if o else 0,
-                    o.completion_tokens if o else 0,
-                    duration_ms if line else None,
-                    rid,
-                )
-                for s, a, n, seq, at, line, o, rid in updates
-            ]
-        )
+            fates.pop(rid, None)
+            line = self.failure_line(r, o)
+            rows.append(("failed", attempts, 0, st.next_done_seq(), now, line, 0, 0, duration_ms, rid))
+        st.save_outcomes(rows)
+
+    def failure_line(self, r: sqlite3.Row, o: Outcome) -> str:
+        if self.cfg.flavor == "openai":
+            return openai_failure_line(r["id"], r["custom_id"], o)
+        return error_line(r["id"], r["custom_id"], failure_reason(o))

@@ -19,6 +19,7 @@ from ..config import Config
 from ..outcome import Outcome, error_json
 from .compose import ModelError, compose
 from .embeddings import embeddings
+from .fast import plain_chat
 from .shapes import SHAPES
 
 STATUS_KEY = "x_emulator_status"
@@ -54,13 +55,30 @@ class Model:
                 return Outcome(404, error_json(f"Unknown endpoint {path}", "not_found_error"))
             if is_embedding_model(model):
                 raise ModelError(400, f"Model '{model}' does not support {endpoint}")
+            if (
+                endpoint == "/chat/completions"
+                and not self.cfg.sloppy_rate
+                and not self.catalog.reasons(model)
+            ):
+                fast = plain_chat(body, model, rid_of(key), created_of(now))
+                if fast is not None:
+                    return Outcome(
+                        200, fast[0], prompt_tokens=fast[1], completion_tokens=fast[2], sorted_json=True
+                    )
             c = compose(endpoint, body, model, self.catalog, self.cfg.sloppy_rate)
         except ModelError as exc:
             return Outcome(exc.status, error_json(exc.message))
-        rid = (key or uuid.uuid4().hex).replace("-", "")
-        created = int(time.time()) if now is None else now
-        resp = shape(c, rid, model, created, self.catalog.reasons(model))
+        resp = shape(c, rid_of(key), model, created_of(now), self.catalog.reasons(model))
         return Outcome(200, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, obj=resp)
+
+
+def rid_of(key: str | None) -> str:
+    """The answer's id suffix: from the request row's id (batches), else random (realtime)."""
+    return (key or uuid.uuid4().hex).replace("-", "")
+
+
+def created_of(now: int | None) -> int:
+    return int(time.time()) if now is None else now
 
 
 def forced_status(body: dict, attempt: int) -> int | None:

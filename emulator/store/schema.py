@@ -75,7 +75,9 @@ CREATE TABLE IF NOT EXISTS requests (
     duration_ms REAL
 );
 CREATE INDEX IF NOT EXISTS requests_by_state ON requests (batch_id, state, done_seq);
-CREATE INDEX IF NOT EXISTS requests_pending ON requests (batch_id, state, next_at);
+-- pending rows are found through requests_by_state (their done_seq is NULL, so it is in rid order):
+-- one index fewer to update per finished request
+DROP INDEX IF EXISTS requests_pending;
 CREATE INDEX IF NOT EXISTS requests_by_line ON requests (batch_id, line_no);
 CREATE UNIQUE INDEX IF NOT EXISTS requests_by_id ON requests (id);
 """

@@ -6,7 +6,6 @@ import sqlite3
 from collections.abc import Sequence
 
 from .base import Database
-from .schema import new_id
 
 ACTIVE_SQL = (
     "SELECT id, expires_at FROM batches WHERE in_progress_at IS NOT NULL AND cancelling_at IS NULL"
@@ -14,7 +13,18 @@ ACTIVE_SQL = (
 )
 PENDING_SQL = (
     "SELECT r.rid, r.id, r.custom_id, r.url, r.body, r.attempts, r.batch_id, ? AS expires_at"
-    " FROM requests r WHERE r.batch_id=? AND r.state='pending' AND r.next_at<=? ORDER BY r.rid LIMIT ?"
+    " FROM requests r WHERE r.batch_id=? AND r.state='pending' AND r.next_at<=?"
+    " ORDER BY r.done_seq, r.rid LIMIT ?"
+)
+# A random (version 4) UUID per request row, made by SQLite.
+UUID4_SQL = (
+    "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-'"
+    " || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)))"
+)
+POPULATE_SQL = (
+    "INSERT INTO requests (id, batch_id, line_no, custom_id, model, url, body, state)"
+    f" SELECT {UUID4_SQL}, ?, line_no, custom_id, model, url, body, 'pending' FROM input_lines WHERE file_id=?"
+    " ORDER BY line_no"
 )
 SAVE_SQL = (
     "UPDATE requests SET state=?, attempts=?, next_at=?, done_seq=?, done_at=?, line=?,"
@@ -32,19 +42,11 @@ class WorkQueries(Database):
         )
 
     def populate(self, b: sqlite3.Row) -> None:
-        """Copy the input lines into request rows and mark the batch started (validating -> in_progress)."""
+        """Copy the input lines into request rows and mark the batch started (validating -> in_progress).
+        One INSERT ... SELECT inside SQLite (request ids made there too): no row passes through Python."""
         with self.db:
             self.db.execute("BEGIN")
-            # Streamed from a cursor: a 200 MB input file is never held in memory.
-            source = self.db.execute(
-                "SELECT line_no, custom_id, model, url, body FROM input_lines WHERE file_id=?",
-                (b["input_file_id"],),
-            )
-            self.db.executemany(
-                "INSERT INTO requests (id, batch_id, line_no, custom_id, model, url, body, state)"
-                " VALUES (?,?,?,?,?,?,?,'pending')",
-                ((new_id(), b["id"], r[0], r[1], r[2], r[3], r[4]) for r in source),
-            )
+            self.db.execute(POPULATE_SQL, (b["id"], b["input_file_id"]))
             self.db.execute("UPDATE batches SET in_progress_at=? WHERE id=?", (self.clock.now_i(), b["id"]))
 
     def overdue_batches(self, now: float) -> list[sqlite3.Row]:
@@ -62,6 +64,13 @@ class WorkQueries(Database):
     def pending_requests(self, batch: sqlite3.Row, now: float, limit: int) -> list[sqlite3.Row]:
         """Up to `limit` requests of a batch that are due to run, in line order."""
         return self.q(PENDING_SQL, batch["expires_at"], batch["id"], now, limit)
+
+    def has_unfinished(self, bid: str) -> bool:
+        """Whether any request of the batch still waits or runs."""
+        row = self.q1(
+            "SELECT 1 FROM requests WHERE batch_id=? AND state IN ('pending', 'in_progress') LIMIT 1", bid
+        )
+        return row is not None
 
     def mark_in_progress(self, rids: Sequence[int]) -> None:
         with self.db:

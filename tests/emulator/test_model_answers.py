@@ -368,3 +368,28 @@ def test_the_sloppy_model_spoils_a_share_of_answers():
         json.loads(r["choices"][0]["message"]["content"])
     assert set(kinds) == {"clean", "fence", "prose", "cut"}
     assert 15 <= kinds["clean"] <= 45
+
+
+@pytest.mark.parametrize(
+    "messages, budget",
+    [
+        ([{"role": "user", "content": "hello é 😀"}], None),
+        ([{"role": "system", "content": "short"}, {"role": "user", "content": LONG}], 5),
+        (
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"content": 'c "q" \\'},
+            ],
+            0,
+        ),
+    ],
+)
+def test_plain_requests_answer_exactly_as_the_general_path(api, messages, budget):
+    """Plain chat requests take a fast path (for the batch rate); a no-op `tools: []` takes the general
+    one: a client sees the same answer either way."""
+    body = {"model": CHAT, "messages": messages, **({"max_tokens": budget} if budget is not None else {})}
+    fast = api.post("/chat/completions", json=body).json()
+    general = api.post("/chat/completions", json={**body, "tools": []}).json()
+    for key in ("choices", "usage", "model", "object"):
+        assert fast[key] == general[key]
