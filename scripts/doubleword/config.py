@@ -99,6 +99,12 @@ def api_key_from_env() -> str:
     """The API key from the environment; a clear configuration error if it is missing."""
     key = os.environ.get(API_KEY_ENV, "").strip()
     if not key:
+        base = os.environ.get(BASE_URL_ENV, "")
+        if base and _is_loopback(urlsplit(base).hostname or ""):  # a local server, e.g. the emulator
+            raise ConfigError(
+                f"{API_KEY_ENV} is not set. The local server at {base} needs no Doubleword account: it "
+                f"accepts any key unless it was started with --api-key. Run: export {API_KEY_ENV}=sk-local"
+            )
         raise ConfigError(
             f"{API_KEY_ENV} is not set. Create a key at https://app.doubleword.ai and run: "
             f"export {API_KEY_ENV}=sk-..."
