@@ -100,7 +100,7 @@ def api_key_from_env() -> str:
     key = os.environ.get(API_KEY_ENV, "").strip()
     if not key:
         base = os.environ.get(BASE_URL_ENV, "")
-        if base and _is_loopback(urlsplit(base).hostname or ""):  # a local server, e.g. the emulator
+        if base and _is_loopback(urlsplit(base).hostname or ""):  # a server on this machine
             raise ConfigError(
                 f"{API_KEY_ENV} is not set. The local server at {base} needs no Doubleword account: it "
                 f"accepts any key unless it was started with --api-key. Run: export {API_KEY_ENV}=sk-local"
