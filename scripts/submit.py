@@ -27,7 +27,15 @@ from doubleword.planning import (
     validation_warnings,
 )
 from doubleword.resubmit import RESUBMITTABLE, Adjustments, resubmit
-from doubleword.submission import CostLimit, send_shards, submit_lock, summary, usd
+from doubleword.submission import (
+    DEFAULT_UPLOADS,
+    MAX_UPLOADS,
+    CostLimit,
+    send_shards,
+    submit_lock,
+    summary,
+    usd,
+)
 
 EXAMPLES = """\
   python3 scripts/submit.py jobs.jsonl
@@ -88,6 +96,13 @@ def build_parser() -> Any:
     parser.add_argument(
         "--max-bytes", type=int, default=MAX_FILE_BYTES, help=f"bytes per shard (default {MAX_FILE_BYTES})"
     )
+    parser.add_argument(
+        "--uploads",
+        type=int,
+        default=DEFAULT_UPLOADS,
+        metavar="N",
+        help=f"upload up to N shards at once (default {DEFAULT_UPLOADS}); each batch starts as soon as its file is up",
+    )
     group = parser.add_argument_group("resubmission (with --resubmit --manifest PATH)")
     group.add_argument("--resubmit", action="store_true", help="send the inputs without a usable answer")
     group.add_argument(
@@ -116,7 +131,10 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         max_bytes=args.max_bytes,
         validate=not args.no_validate,
         max_cost=parse_cost(args.max_cost),
+        upload_workers=args.uploads,
     )
+    if args.uploads < 1 or args.uploads > MAX_UPLOADS:
+        raise UsageError(f"--uploads must be between 1 and {MAX_UPLOADS}")
     if args.max_requests < 1 or args.max_bytes < 1024:
         raise UsageError("--max-requests must be >= 1 and --max-bytes >= 1024")
     if args.resubmit:

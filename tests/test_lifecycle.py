@@ -266,3 +266,11 @@ def test_help_and_missing_key(name, tmp_path, h):
     args = {"submit": [str(h.write_jsonl(tmp_path / "a.jsonl", h.chat_lines(1)))], "list_batches": []}
     code, doc, err = h.run_script(name, *args.get(name, ["some-batch-id"]), env=env)
     assert code == 3 and "DOUBLEWORD_API_KEY" in doc["error"]["message"]
+
+
+def test_an_input_over_the_per_file_limits_is_sharded_not_refused(emulator, env, tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(50_001))  # one over the server's limit
+    code, doc, err = h.run_script("submit", str(src), "--uploads", "2", env=env, timeout=180)
+    assert code == 0 and doc["created"] == 2, err
+    assert [b["requests"] for b in doc["batches"]] == [50_000, 1]
+    assert emulator.stats()["files_created"] == emulator.stats()["batches_created"] == 2

@@ -6,6 +6,7 @@ step (submission.py) can always tell whether a shard was sent.
 from __future__ import annotations
 
 import contextlib
+import sys
 import shutil
 import tempfile
 import uuid
@@ -31,6 +32,7 @@ class Options:
     max_bytes: int = 200 * 1024 * 1024
     validate: bool = True
     max_cost: Decimal | None = None
+    upload_workers: int = 1  # files uploaded at once (each batch is created as soon as its file is up)
 
 
 # --------------------------------------------------------------------------- planning
@@ -46,7 +48,8 @@ def validate_inputs(inputs: list[Path]) -> list[dict[str, Any]]:
         if report is not None:
             info(f"{path}: this content passed validation before; not validating it again")
         else:
-            report = validate_batch_file(str(path))
+            # no per-file limits here: an oversize input is sharded, not refused (each shard fits)
+            report = validate_batch_file(str(path), max_bytes=sys.maxsize, max_requests=sys.maxsize)
             remember_valid(path, report)
         reports.append(report)
     for text in validation_warnings(reports):

@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -42,6 +43,8 @@ from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, s
 from doubleword.planning import Options
 
 MAX_ATTEMPTS = 3
+DEFAULT_UPLOADS = 1
+MAX_UPLOADS = 8
 LIST_LAG_S = 8.0  # how long after a send a lookup may still miss the new object (lists lag behind writes)
 LOOKUP_PAUSES = (0.5, 1.0, 2.0, 4.0)
 
@@ -241,20 +244,41 @@ def send_shards(client: ApiClient, manifest: Manifest, shards: list[Shard], opti
     guarded = options.max_cost is not None and all(s.create_state == "pending" for s in shards)
     created = 0
     if guarded:
-        for shard in shards:
-            resumed = shard.upload_state == "sending"
-            check = (lambda s=shard: check_shard_file(manifest, s)) if resumed else None
-            ensure_once(manifest, upload_step(client, manifest, shard), before_send=check)
+        for _ in uploaded(client, manifest, shards, options.upload_workers):
+            pass
         total = estimate_cost(client, manifest, shards)
         assert options.max_cost is not None
         if total > options.max_cost:
             raise CostLimit(total)
-    for shard in shards:
-        resumed = shard.upload_state == "sending"  # its file is checked only if it must be sent again
-        check = (lambda s=shard: check_shard_file(manifest, s)) if resumed else None
-        ensure_once(manifest, upload_step(client, manifest, shard), before_send=check)
+    for shard in uploaded(client, manifest, shards, options.upload_workers):
         created += ensure_once(manifest, create_step(client, manifest, shard))
     return created
+
+
+def _upload(client: ApiClient, manifest: Manifest, shard: Shard) -> Shard:
+    resumed = shard.upload_state == "sending"  # its file is checked only if it must be sent again
+    check = (lambda: check_shard_file(manifest, shard)) if resumed else None
+    ensure_once(manifest, upload_step(client, manifest, shard), before_send=check)
+    return shard
+
+
+def uploaded(client: ApiClient, manifest: Manifest, shards: list[Shard], workers: int) -> Iterator[Shard]:
+    """Yield each shard once its file is uploaded, at most ``workers`` uploads at a time, so that its batch
+    can be created while the next files upload. Each upload is its own exactly-once step."""
+    todo = [s for s in shards if s.upload_state != "done"]
+    yield from (s for s in shards if s.upload_state == "done")
+    if workers <= 1 or len(todo) <= 1:
+        for shard in todo:
+            yield _upload(client, manifest, shard)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload") as pool:
+        futures = [pool.submit(_upload, client, manifest, shard) for shard in todo]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()  # a failure: start no further upload (running ones finish and are recorded)
 
 
 def estimate_cost(client: ApiClient, manifest: Manifest, shards: list[Shard]) -> Decimal:
