@@ -6,8 +6,8 @@ step (submission.py) can always tell whether a shard was sent.
 from __future__ import annotations
 
 import contextlib
-import sys
 import shutil
+import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, field
