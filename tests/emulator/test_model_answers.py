@@ -393,3 +393,31 @@ def test_plain_requests_answer_exactly_as_the_general_path(api, messages, budget
     general = api.post("/chat/completions", json={**body, "tools": []}).json()
     for key in ("choices", "usage", "model", "object"):
         assert fast[key] == general[key]
+
+
+def test_the_openai_sdk_parses_structured_answers_into_pydantic_models(emu):
+    from typing import Literal
+
+    import pydantic
+
+    class Address(pydantic.BaseModel):
+        city: str
+        zip: str = pydantic.Field(pattern=r"^[0-9]{5}$")
+
+    class Person(pydantic.BaseModel):
+        name: str
+        age: int = pydantic.Field(ge=0, le=120)
+        mood: Literal["happy", "sad"]
+        address: Address  # a $ref into $defs in the schema the SDK sends
+        nick: str | None
+        tags: list[str]
+
+    client = openai.OpenAI(base_url=emu.base_url, api_key="sk-test", max_retries=0)
+    people = []
+    for i in range(8):
+        r = client.chat.completions.parse(
+            model=CHAT, messages=[{"role": "user", "content": f"describe person {i}"}], response_format=Person
+        )
+        people.append(r.choices[0].message.parsed)
+    assert all(isinstance(p, Person) for p in people)
+    assert len({p.mood for p in people}) == 2 and len({p.age for p in people}) > 1
