@@ -51,7 +51,8 @@ def output_line(req_id: str, custom_id: str, o: Outcome) -> str:
 
 
 def failure_reason(o: Outcome) -> str:
-    """7.2: the FailureReason serialised as a JSON string."""
+    """The error line's message: the FailureReason serialised as a JSON string (references/api_reference.md
+    section 5)."""
     if o.failure:
         return compact({"type": o.failure, "details": {"error": o.body}})
     kind = "RetriableHttpStatus" if is_retriable(o) else "NonRetriableHttpStatus"

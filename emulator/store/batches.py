@@ -48,7 +48,7 @@ class BatchQueries(Database):
         return out
 
     def finish_if_done(self, b: sqlite3.Row, counts: dict[str, int] | None = None) -> sqlite3.Row:
-        """Lazily stamp terminal timestamps once every row is terminal (5.2)."""
+        """Lazily stamp terminal timestamps once every row is terminal (section 6)."""
         if b["in_progress_at"] is None or b["cancelling_at"] is not None or b["expired"]:
             return b
         if b["completed_at"] is not None or b["failed_at"] is not None:
@@ -69,7 +69,7 @@ class BatchQueries(Database):
         return self.batch_row(b["id"])  # type: ignore[return-value]
 
     def status(self, b: sqlite3.Row, c: dict[str, int]) -> str:
-        """Section 5.1, first matching rule wins."""
+        """The status as the server computes it on every read (section 6): the first matching rule wins."""
         started = b["in_progress_at"] is not None
         if b["cancelling_at"] is not None:
             return "cancelled" if started else "cancelling"
@@ -91,7 +91,8 @@ class BatchQueries(Database):
         return "in_progress"
 
     def is_finished(self, b: sqlite3.Row, c: dict[str, int]) -> bool:
-        """6.2's "finished": completed + failed + cancelled == total (cancelled = unrun rows once cancelled)."""
+        """Section 7's "finished": completed + failed + cancelled == total (cancelled = unrun rows once
+        cancelled)."""
         if b["in_progress_at"] is None:
             return False
         if b["cancelling_at"] is not None:

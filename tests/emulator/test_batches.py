@@ -1,4 +1,5 @@
-"""Checklist items 9-18: batch creation, lifecycle, status rules, retries, cancel, retry, delete."""
+"""Batch creation, lifecycle, status rules, retries, cancel, retry, delete (references/api_reference.md
+sections 2, 4 and 6)."""
 
 from __future__ import annotations
 

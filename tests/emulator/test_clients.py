@@ -7,7 +7,7 @@ retries through injected faults), aiohttp (a chunked multipart upload without Co
 helpers when installed, and Doubleword's own `dw` CLI when available. The Node SDK is in test_client_node.py.
 
 Where a client trips over something the real server also does, the test asserts that failure mode
-(see doubleword-api.md) instead of bending the emulator.
+(references/api_reference.md) instead of bending the emulator.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Checklist items 19-23 and 26: content paging, X-Incomplete/X-Last-Line rules, line shapes, results."""
+"""Content paging, the X-Incomplete/X-Last-Line rules, line shapes and /results (references/api_reference.md
+sections 5 and 7)."""
 
 from __future__ import annotations
 

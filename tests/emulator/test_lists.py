@@ -1,4 +1,4 @@
-"""Checklist item 24: list envelopes, pagination and filters for files and batches."""
+"""List envelopes, pagination and filters for files and batches (references/api_reference.md section 8)."""
 
 from __future__ import annotations
 

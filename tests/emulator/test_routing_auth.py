@@ -1,4 +1,5 @@
-"""Checklist items 1-3, 25, 27: prefixes, /healthz, auth rules, id errors, /models, error body formats."""
+"""Prefixes, /healthz, auth rules, id errors, /models and error body formats (references/api_reference.md
+sections 2 and 9)."""
 
 from __future__ import annotations
 

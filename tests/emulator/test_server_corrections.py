@@ -1,7 +1,7 @@
 """The corrections from a second reading of the server's code: the reasoning rules checked at upload
-(and on realtime calls) for every model with their exact texts, then items 29-36 of the emulator
-checklist (purpose case, expires_after, cost-estimate windows, texts, list filters, metadata, /results
-headers, retry-requests order). Each asserts what a client sees over HTTP."""
+(and on realtime calls) for every model with their exact texts (references/api_reference.md section
+3.1), then the purpose case, expires_after, cost-estimate windows, exact texts, list filters, metadata,
+/results headers and the retry-requests order. Each asserts what a client sees over HTTP."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Checklist items 4-8: the upload response and every 4.3 check with its exact text and status."""
+"""The upload response and every upload check with its exact text and status (references/api_reference.md
+sections 3 and 4)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_upload_response_shape(api):
 
 def test_upload_purpose_and_expiry_variants(api):
     r = api.upload(jsonl([chat_line(1)]), purpose="Batch")
-    assert r.status_code == 201 and r.json()["purpose"] == "batch"  # shown lower case (12.29)
+    assert r.status_code == 201 and r.json()["purpose"] == "batch"  # shown lower case, whatever the case sent
     r = api.upload(jsonl([chat_line(1)]), purpose=None)
     assert r.status_code == 201 and r.json()["purpose"] == "batch"
     r = api.post(

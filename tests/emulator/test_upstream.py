@@ -1,4 +1,4 @@
-"""--upstream forwards batch and realtime requests to another emulator and maps its statuses (5.3)."""
+"""--upstream forwards batch and realtime requests to another emulator and maps its statuses (references/api_reference.md section 9)."""
 
 from __future__ import annotations
 
