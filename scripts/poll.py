@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from doubleword.api import get_batch
-from doubleword.cli import Progress, info, make_parser, run, seconds
+from doubleword.cli import Progress, info, make_parser, run, seconds, summary
 from doubleword.client import ApiClient
 from doubleword.errors import ExitCode, UsageError
 from doubleword.manifest import Manifest, add_target_args, client_for, load_targets
@@ -110,7 +110,18 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     if manifest is not None:
         result["manifest"] = str(manifest.path.resolve())
         result["rounds"] = len(manifest.rounds)
+    summary(f"{progress_line(views)}; {_failed(views):,} request(s) failed" + _round_note(manifest))
     return result, int(code)
+
+
+def _failed(views: list[dict[str, Any]]) -> int:
+    return sum(int(v["request_counts"].get("failed") or 0) for v in views)
+
+
+def _round_note(manifest: Manifest | None) -> str:
+    if manifest is None or len(manifest.rounds) < 2:
+        return ""
+    return f" (over {len(manifest.rounds)} rounds; later rounds count for earlier failures)"
 
 
 def _status_counts(views: list[dict[str, Any]]) -> dict[str, int]:

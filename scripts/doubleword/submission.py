@@ -25,6 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from doubleword import cli
 from doubleword.api import (
     JOB_KEY,
     MARKER_KEY,
@@ -317,14 +318,21 @@ def summary(manifest: Manifest, shards: list[Shard], *, created: int) -> dict[st
         }
         for s in shards
     ]
+    existing = sum(1 for s in shards if s.create_state == "done") - created
+    requests = sum(s.requests or 0 for s in shards)
+    number = shards[0].round if shards else manifest.last_round.number
+    cli.summary(
+        f"round {number}: {created} batch(es) created, {existing} already there, {requests:,} requests; "
+        f"manifest {manifest.path.resolve()}"
+    )
     return {
         "ok": True,
         "manifest": str(manifest.path.resolve()),
         "job_id": manifest.job_id,
         "base_url": manifest.base_url or None,
-        "round": shards[0].round if shards else manifest.last_round.number,
+        "round": number,
         "created": created,
-        "existing": sum(1 for s in shards if s.create_state == "done") - created,
+        "existing": existing,
         "window": manifest.window,
         "batches": batches,
     }
