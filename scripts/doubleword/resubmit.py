@@ -109,9 +109,9 @@ def resubmit(args: Any, options: Options, adjust: Adjustments) -> tuple[dict[str
         created = send_shards(client, manifest, last.shards, options)
         return _sent(manifest, last, client, created, None), int(ExitCode.OK)
     refuse_while_running(client, manifest)
-    records = job_view(args, manifest)
+    records, groups = job_view(args, manifest)
     manifest.reload()  # the download saved its cursors: keep them
-    return next_round(client, manifest, records, options, adjust)
+    return next_round(client, manifest, records, groups, options, adjust)
 
 
 def refuse_while_running(client: ApiClient, manifest: Manifest) -> None:
@@ -132,8 +132,9 @@ def refuse_while_running(client: ApiClient, manifest: Manifest) -> None:
         )
 
 
-def job_view(args: Any, manifest: Manifest) -> list[InputRecord]:
-    """Bring the job's results up to date with the download engine, then one record per input."""
+def job_view(args: Any, manifest: Manifest) -> tuple[list[InputRecord], list[dict[str, Any]]]:
+    """Bring the job's results up to date with the download engine: one record per input, and the
+    engine's failure groups (with its judgement of whether resubmitting helps)."""
     import fetch_results  # the download engine's command; scripts/ is on sys.path when submit.py runs
 
     argv = ["--manifest", str(manifest.path)]
@@ -149,7 +150,9 @@ def job_view(args: Any, manifest: Manifest) -> list[InputRecord]:
         raise JobRunning(
             "the job's results are not all downloaded yet (a batch is still running); nothing was sent"
         )
-    return job_records(manifest, read_results(Path(fetched["files"]["results"])))
+    records = job_records(manifest, read_results(Path(fetched["files"]["results"])))
+    groups = fetched.get("failure_groups") or []
+    return records, groups if all("resubmit" in g for g in groups) else []
 
 
 def persistent_ids(manifest: Manifest, unanswered: list[InputRecord]) -> set[str]:
@@ -172,11 +175,16 @@ def persistent_ids(manifest: Manifest, unanswered: list[InputRecord]) -> set[str
 
 
 def next_round(
-    client: ApiClient, manifest: Manifest, records: list[InputRecord], options: Options, adjust: Adjustments
+    client: ApiClient,
+    manifest: Manifest,
+    records: list[InputRecord],
+    groups: list[dict[str, Any]],
+    options: Options,
+    adjust: Adjustments,
 ) -> tuple[dict[str, Any], int]:
     unanswered = [r for r in records if r.status != "completed"]
     persistent = persistent_ids(manifest, unanswered)
-    groups = failure_groups(unanswered, persistent)
+    groups = groups or failure_groups(unanswered, persistent)  # the engine's judgement when it gives one
     chosen = [
         r
         for r in unanswered

@@ -108,19 +108,21 @@ def failure_groups(unanswered: list[InputRecord], persistent_ids: set[str]) -> l
         error = record.error or {}
         persistent = record.custom_id in persistent_ids
         helps, why = judge(record.status, record.error, persistent)
+        verdict = "no" if not helps else "yes"
         key = (record.status, error.get("type"), error.get("status"), persistent)
         group = groups.setdefault(
             key,
             {
-                "status": record.status,
                 "type": error.get("type"),
-                "http_status": error.get("status"),
+                "status": error.get("status"),
+                "result_status": record.status,
                 "count": 0,
-                "persistent": persistent,
-                "resubmit_helps": helps,
-                "why": why,
+                "persistent": int(persistent),
+                "resubmit": verdict,
+                "advice": why,
                 "example": {"custom_id": record.custom_id, "message": str(error.get("message") or "")[:300]},
             },
         )
         group["count"] += 1
+        group["persistent"] = group["count"] if persistent else 0
     return sorted(groups.values(), key=lambda g: -g["count"])
