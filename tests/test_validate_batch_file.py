@@ -688,3 +688,20 @@ def test_responses_image_lines_take_the_fast_path():
     part = {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}"}
     body = responses(input=[{"role": "user", "content": [{"type": "input_text", "text": "abc"}, part]}])
     assert bv.endpoint_checker(RESPONSES).fast_check(body) == 3
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [PNG_B64, PNG_B64[:-1], PNG_B64[:-2], "", "aGk=", "aGk", "a=Gk", "aG==k===", "aGk=\n", "aG k=", "////"],
+)
+def test_the_portable_base64_check_agrees_with_the_c_one(payload):
+    from doubleword.validation import fast
+
+    outcomes = []
+    for check in (fast.check_base64, fast.check_base64_portable):
+        try:
+            check(payload)
+            outcomes.append(True)
+        except ValueError:  # binascii.Error is a ValueError
+            outcomes.append(False)
+    assert outcomes[0] == outcomes[1], payload

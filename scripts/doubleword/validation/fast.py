@@ -97,12 +97,20 @@ _DATA_URI = re.compile(r"data:(image/[A-Za-z0-9.+-]{1,64});base64,")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
-def _check_base64(payload: str) -> None:
-    """Raise ValueError unless ``payload`` is strict base64 (alphabet, padding, length)."""
-    if sys.version_info >= (3, 11):
-        binascii.a2b_base64(payload, strict_mode=True)  # one C pass
-    elif len(payload) % 4 or _BASE64.fullmatch(payload) is None:
+def check_base64_portable(payload: str) -> None:
+    """Raise ValueError unless ``payload`` is strict base64 (alphabet, padding, length); Python 3.10."""
+    if len(payload) % 4 or _BASE64.fullmatch(payload) is None:
         raise ValueError("characters outside the base64 alphabet, or bad padding")
+
+
+if sys.version_info >= (3, 11):
+
+    def check_base64(payload: str) -> None:
+        """Raise ValueError unless ``payload`` is strict base64: one C pass."""
+        binascii.a2b_base64(payload, strict_mode=True)
+
+else:
+    check_base64 = check_base64_portable
 
 
 def image_url_problem(url: Any) -> str | None:
@@ -127,7 +135,7 @@ def image_url_problem(url: Any) -> str | None:
     if not payload:
         return "the data URI holds no image data"
     try:
-        _check_base64(payload)
+        check_base64(payload)
     except (binascii.Error, ValueError) as exc:
         return f"the data URI's base64 is not valid ({exc}); re-encode the image"
     return None
