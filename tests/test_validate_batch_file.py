@@ -389,7 +389,8 @@ def test_malformed_image_parts_are_refused(tmp_path, url, needle):
     assert bv.endpoint_checker(CHAT).fast_check(body) < 0
     report = bv.validate_batch_file(str(write(tmp_path, GOOD + "\n" + line("q-1", body=body) + "\n")))
     assert report["valid"] is False
-    error = find(report["errors"], "invalid_image")
+    assert [e["code"] for e in report["errors"]] == ["invalid_image"]  # once, not also as invalid_body
+    error = report["errors"][0]
     assert (error["line"], error["custom_id"]) == (2, "q-1") and needle in error["message"]
     assert "messages[0].content[1]" in error["message"]
 

@@ -56,6 +56,7 @@ WARNING_CODES = {
 }
 
 REQUIRED_FIELDS = ("custom_id", "method", "url", "body")
+_IMAGE_PATTERN = "^(https?://|data:image/"  # the schemas' image URL pattern, as it shows in their messages
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
@@ -185,6 +186,7 @@ def _body_problems(
     refused = {field.split(".")[0] for field in endpoint.refused_reasoning if field.split(".")[0] in body}
     if endpoint.reasoning_effort is not None:
         refused.add(str(endpoint.reasoning_effort[0]))
+    images = [f"body.{p}" for key in ("messages", "input") for p in image_problems(body.get(key), key)]
     body_errors, body_warnings = checker.body_problems(body)
     for code, message in body_errors:
         field = message.split(":", 1)[0].removeprefix("body.").split(".", 1)[0].split("[", 1)[0]
@@ -192,13 +194,11 @@ def _body_problems(
             continue  # reported above with its own code
         if reasoning and field in refused:
             continue  # reported below with the server's own words
+        if images and _IMAGE_PATTERN in message:
+            continue  # the image checks below say what is wrong with it
         errors.append((code, message))
     errors.extend(reasoning)
-    errors.extend(
-        ("invalid_image", f"body.{p}")
-        for key in ("messages", "input")
-        for p in image_problems(body.get(key), key)
-    )
+    errors.extend(("invalid_image", message) for message in images)
     warnings.extend(body_warnings)
     return body_text_chars(body)
 
