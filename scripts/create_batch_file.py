@@ -28,15 +28,19 @@ Sources (one kind): --prompt TEXT (repeatable); --prompts FILE (one prompt per l
 - for stdin); --csv FILE or --jsonl FILE with --field NAME (that column is the prompt; in JSONL a list value
 is used as the messages/inputs) or --template "... {column} ..." ({{ and }} for literal braces); --images DIR
 (one request per image file, ids = file names, with one --prompt). --image-field COL adds an image part after
-the text: a local path (relative to the data file's folder) becomes a data:<mime>;base64 URI, an http(s) URL
-is kept. A line over the server's 10 MB limit, or a missing image, is an error naming the row.
+the text (repeatable; a JSONL list gives several): a local path (relative to the data file's folder, or to the
+working directory for stdin) becomes a data:<mime>;base64 URI, an http(s) URL is kept. A line over the
+server's 10 MB limit, or a missing image, is an error naming the row. Duplicate ids are an error unless
+--duplicates number (ID-2, ID-3, ...) or skip (exact repeats left out).
 Empty prompts are reported in "warnings" and "empty_prompts" (--skip-empty leaves them out); --limit N
 takes the first N rows (a trial run). --reasoning-effort LEVEL writes reasoning_effort (chat) or
 reasoning.effort (responses), the only reasoning control the server accepts.
 Beside every batch file X.jsonl, X.rows.jsonl records each line's custom_id and source row (the columns).
 
 stdout: {"ok", "output", "endpoint", "url", "model", "requests", "shards": [{"path","requests","bytes","rows_path"}],
-"warnings" (only when there are some, e.g. a --set name that looks like a typo, or empty prompts)}."""
+"empty_prompts": {"count", "first"} (when some), "skipped_empty" (with --skip-empty), "skipped_duplicates" /
+"renamed_duplicates" (with --duplicates skip / number), "warnings" (only when there are some, e.g. a --set name
+that looks like a typo, or empty prompts)}."""
 
 EXAMPLES = """\
   python3 scripts/create_batch_file.py --model Qwen/Qwen3.5-9B --prompt "Say hi" --prompt "Say bye" -o batch.jsonl
