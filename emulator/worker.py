@@ -150,7 +150,7 @@ class Worker:
             if self.upstream is None:
                 self.settle([(r, self.call_builtin(r)) for r in rows])
             else:
-                st.mark_in_progress([r["rid"] for r in rows])
+                st.mark_in_progress([r["rid"] for r in rows], {r["batch_id"] for r in rows})
                 for r in rows:
                     task = asyncio.ensure_future(self.call_upstream(r))
                     self.inflight.add(task)
@@ -246,7 +246,7 @@ class Worker:
             fates.pop(rid, None)
             line = self.failure_line(r, o)
             rows.append(("failed", attempts, 0, st.next_done_seq(), now, line, 0, 0, duration_ms, rid))
-        st.save_outcomes(rows)
+        st.save_outcomes(rows, {r["batch_id"] for r, _ in results})
 
     def failure_line(self, r: sqlite3.Row, o: Outcome) -> str:
         if self.cfg.flavor == "openai":

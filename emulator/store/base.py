@@ -27,6 +27,14 @@ class Database:
         self.db.execute("UPDATE requests SET state='pending', next_at=0 WHERE state='in_progress'")
         row = self.db.execute("SELECT max(done_seq) FROM requests").fetchone()
         self.done_seq = int(row[0] or 0)
+        # Request counts per batch, kept until a change to that batch's rows (a poll of a 50,000-request
+        # batch would otherwise count 50,000 index entries, twice per batch object).
+        self.count_cache: dict[str, dict[str, int]] = {}
+
+    def changed(self, *batch_ids: str) -> None:
+        """The rows of these batches changed: their counts are computed again on the next read."""
+        for bid in batch_ids:
+            self.count_cache.pop(bid, None)
 
     def q(self, sql: str, *args: object) -> list[sqlite3.Row]:
         return self.db.execute(sql, args).fetchall()

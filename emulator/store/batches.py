@@ -40,11 +40,16 @@ class BatchQueries(Database):
         return self.q1("SELECT * FROM batches WHERE id=? AND owner=? AND deleted=0", batch_id, owner)
 
     def counts(self, batch_id: str) -> dict[str, int]:
+        """Requests per state (pending, in_progress, completed, failed)."""
+        cached = self.count_cache.get(batch_id)
+        if cached is not None:
+            return dict(cached)
         out = {"pending": 0, "in_progress": 0, "completed": 0, "failed": 0}
         for state, n in self.db.execute(
             "SELECT state, count(*) FROM requests WHERE batch_id=? GROUP BY state", (batch_id,)
         ):
             out[state] = n
+        self.count_cache[batch_id] = dict(out)
         return out
 
     def finish_if_done(self, b: sqlite3.Row, counts: dict[str, int] | None = None) -> sqlite3.Row:
@@ -196,6 +201,7 @@ class BatchQueries(Database):
 
     def write_off(self, batch_id: str, code: str, message: str) -> None:
         """OpenAI flavour: unrun requests of a cancelled/expired batch become error lines with `code`."""
+        self.changed(batch_id)
         rows = self.q(
             "SELECT rid, id, custom_id FROM requests WHERE batch_id=? AND state='pending'", batch_id
         )
@@ -241,6 +247,7 @@ class BatchQueries(Database):
 
     def retry_failed(self, bid: str, request_ids: list[str] | None = None) -> None:
         """Failed requests (all, or those listed) back to pending; the batch runs again."""
+        self.changed(bid)
         with self.db:
             self.db.execute("BEGIN")
             if request_ids is None:

@@ -44,6 +44,7 @@ class WorkQueries(Database):
     def populate(self, b: sqlite3.Row) -> None:
         """Copy the input lines into request rows and mark the batch started (validating -> in_progress).
         One INSERT ... SELECT inside SQLite (request ids made there too): no row passes through Python."""
+        self.changed(b["id"])
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute(POPULATE_SQL, (b["id"], b["input_file_id"]))
@@ -72,14 +73,16 @@ class WorkQueries(Database):
         )
         return row is not None
 
-    def mark_in_progress(self, rids: Sequence[int]) -> None:
+    def mark_in_progress(self, rids: Sequence[int], batch_ids: set[str]) -> None:
+        self.changed(*batch_ids)
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany("UPDATE requests SET state='in_progress' WHERE rid=?", [(r,) for r in rids])
 
-    def save_outcomes(self, rows: Sequence[tuple]) -> None:
+    def save_outcomes(self, rows: Sequence[tuple], batch_ids: set[str]) -> None:
         """Each row: (state, attempts, next_at, done_seq, done_at, line, prompt_tokens, completion_tokens,
-        duration_ms, rid)."""
+        duration_ms, rid), for requests of `batch_ids`."""
+        self.changed(*batch_ids)
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany(SAVE_SQL, rows)
