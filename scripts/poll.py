@@ -12,7 +12,14 @@ from doubleword.cli import Progress, info, make_parser, run, seconds, summary
 from doubleword.client import ApiClient
 from doubleword.errors import ExitCode, UsageError
 from doubleword.manifest import Manifest, add_target_args, client_for, load_targets
-from doubleword.status import describe_batch, exit_code_for, is_terminal, job_exit_code, suggested_check
+from doubleword.status import (
+    describe_batch,
+    exit_code_for,
+    is_terminal,
+    job_exit_code,
+    job_unanswered,
+    suggested_check,
+)
 
 EXAMPLES = """\
   python3 scripts/poll.py --manifest jobs.jsonl.manifest.json
@@ -110,18 +117,13 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     if manifest is not None:
         result["manifest"] = str(manifest.path.resolve())
         result["rounds"] = len(manifest.rounds)
-    summary(f"{progress_line(views)}; {_failed(views):,} request(s) failed" + _round_note(manifest))
+    left = job_unanswered(manifest, latest)
+    result["unanswered"] = left
+    rounds = (
+        f" over {len(manifest.rounds)} rounds" if manifest is not None and len(manifest.rounds) > 1 else ""
+    )
+    summary(f"{progress_line(views)}; {left:,} request(s) without an answer{rounds}")
     return result, int(code)
-
-
-def _failed(views: list[dict[str, Any]]) -> int:
-    return sum(int(v["request_counts"].get("failed") or 0) for v in views)
-
-
-def _round_note(manifest: Manifest | None) -> str:
-    if manifest is None or len(manifest.rounds) < 2:
-        return ""
-    return f" (over {len(manifest.rounds)} rounds; later rounds count for earlier failures)"
 
 
 def _status_counts(views: list[dict[str, Any]]) -> dict[str, int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from doubleword.config import TERMINAL_STATUSES
 from doubleword.errors import ExitCode
-from doubleword.manifest import Manifest
+from doubleword.manifest import Manifest, Round
 
 MIN_CHECK_S = 5
 MAX_CHECK_S = 900
@@ -109,6 +109,10 @@ def exit_code_for(batches: Iterable[Mapping[str, Any]], *, left_behind: int = 0)
     return ExitCode.OK
 
 
+def _latest_round(manifest: Manifest) -> Round | None:
+    return next((r for r in reversed(manifest.rounds) if any(s.batch_id for s in r.shards)), None)
+
+
 def job_exit_code(manifest: Manifest, batches: Mapping[str, Mapping[str, Any]]) -> ExitCode:
     """The exit code of a job from the latest view of its batches (by batch id), later rounds included.
 
@@ -116,16 +120,25 @@ def job_exit_code(manifest: Manifest, batches: Mapping[str, Mapping[str, Any]]) 
     everything the earlier rounds left unanswered except ``left_behind`` (inputs a narrowed round chose
     not to resend), so the job is done when that round completed with no failure and left nothing behind.
     """
-    known = [batches[s.batch_id] for s in manifest.shards if s.batch_id in batches and s.batch_id]
+    known = [batches[s.batch_id] for s in manifest.shards if s.batch_id and s.batch_id in batches]
     if not all(is_terminal(b.get("status")) for b in known):
         return ExitCode.NOT_FINISHED
-    latest = next((r for r in reversed(manifest.rounds) if any(s.batch_id for s in r.shards)), None)
+    latest = _latest_round(manifest)
     if latest is None:
         return exit_code_for(known)
     if not latest.submitted:  # a round stopped half-way: some of its inputs were never sent
         return ExitCode.BATCH_UNSUCCESSFUL
     own = [batches[s.batch_id] for s in latest.shards if s.batch_id and s.batch_id in batches]
     return exit_code_for(own, left_behind=latest.left_behind)
+
+
+def job_unanswered(manifest: Manifest | None, batches: Mapping[str, Mapping[str, Any]]) -> int:
+    """Requests of the job the server has not answered (failed or never run), later rounds counted."""
+    latest = _latest_round(manifest) if manifest is not None else None
+    if manifest is None or latest is None:
+        return sum(unanswered(b) for b in batches.values() if is_terminal(b.get("status")))
+    own = [batches[s.batch_id] for s in latest.shards if s.batch_id and s.batch_id in batches]
+    return latest.left_behind + sum(unanswered(b) for b in own if is_terminal(b.get("status")))
 
 
 def suggested_check(batches: Iterable[dict[str, Any]], now: float | None = None) -> int | None:
