@@ -26,7 +26,15 @@ import requests
 from emulator_server import EmulatorServer
 
 # segments: which batch wrote which byte range of output.jsonl, an artefact of download timing
-VOLATILE = {"updated_at", "created_at", "checked_at", "segments", "upload_sent_at", "batch_sent_at", "written_at"}
+VOLATILE = {
+    "updated_at",
+    "created_at",
+    "checked_at",
+    "segments",
+    "upload_sent_at",
+    "batch_sent_at",
+    "written_at",
+}
 
 
 def spawn(h, name: str, *args: str, env: dict[str, str]) -> subprocess.Popen:
