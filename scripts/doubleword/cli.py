@@ -24,6 +24,7 @@ from typing import IO, Any, NoReturn
 
 from doubleword.config import BASE_URL_ENV, DEFAULT_BASE_URL, redact, skill_version
 from doubleword.errors import CliError, ExitCode, UsageError
+from doubleword.redaction import redact_data
 
 EXIT_MEANINGS = {
     ExitCode.OK: "success",
@@ -262,7 +263,7 @@ def _error_result(kind: str, message: str, details: dict[str, Any] | None = None
 
 
 def _dump(result: dict[str, Any]) -> str:
-    return redact(json.dumps(result, indent=2, ensure_ascii=False)) + "\n"
+    return json.dumps(redact_data(result), indent=2, ensure_ascii=False) + "\n"
 
 
 def emit(result: dict[str, Any]) -> None:

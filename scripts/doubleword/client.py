@@ -1,10 +1,12 @@
-"""The one HTTP client every networked script uses: timeouts, retries, error mapping, streaming upload.
+"""The one HTTP client every networked script uses: time limits, retries, error mapping, streaming upload.
 
 Retries follow the server's advice: connection errors, 408, 429 and 5xx are retried with exponential
 backoff and jitter, honouring ``Retry-After`` (seconds or an HTTP date) and a JSON body's
 ``retry_after_seconds``. Calls that create something (upload, batch creation) are not replayed blindly:
-when their outcome is unknown the client raises :class:`AmbiguousRequest` so the caller can look the
-object up before trying again (references/api_reference.md section 9).
+when their outcome is unknown (a lost reply, a 5xx, a reply without an id) the client raises
+:class:`AmbiguousRequest` so the caller can look the object up before trying again
+(references/api_reference.md section 9). A host name that does not resolve fails at once. Every wait is
+bounded: each read by ``READ_TIMEOUT``, each reply and the whole command by :mod:`doubleword.transport`.
 """
 
 from __future__ import annotations
@@ -12,28 +14,47 @@ from __future__ import annotations
 import datetime
 import email.utils
 import json
+import math
 import os
 import random
+import socket
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
+import requests.auth
 
-from doubleword.cli import info
-from doubleword.config import redact
-from doubleword.errors import AmbiguousRequest, ApiError, ServiceError
+from doubleword.cli import Transfer, info
+from doubleword.config import BASE_URL_ENV, redact, register_secret, skill_version
+from doubleword.errors import AmbiguousRequest, ApiError, DeadlineExceeded, ServiceError
+from doubleword.multipart import MultipartFile
+from doubleword.shapes import check_reply
+from doubleword.transport import (
+    METER_BYTES,
+    REPLY_BUDGET,
+    SLOW,
+    WATCHDOG,
+    BearerAuth,
+    Watch,
+    guarded_stream,
+    watched_session,
+    watching,
+)
 
-USER_AGENT = "doubleword-batches/1.0 (+python-requests)"
+USER_AGENT = f"doubleword-batches/{skill_version()} (+python-requests)"
 CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 300.0
+READ_TIMEOUT = 30.0  # the longest silence on one read: well under a minute
+DEADLINE_GRACE = 10.0  # --timeout + this bounds every request a command makes
+MAX_REDIRECTS = 5
+URL_SOURCE = f"{BASE_URL_ENV} or --base-url, or the manifest's base_url"
+_NO_NAME = tuple(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n))
 DEFAULT_RETRIES = 6
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
 MAX_RETRY_AFTER = 120.0  # never sleep longer than this on one server hint
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-UPLOAD_CHUNK = 1024 * 1024
 
 
 def error_message(response: requests.Response) -> str:
@@ -80,7 +101,13 @@ def retry_after_seconds(response: requests.Response) -> float | None:
 
 
 class ApiClient:
-    """A requests session bound to one base URL and key, with retries and error mapping."""
+    """A requests session bound to one base URL and key, with retries, time limits and error mapping.
+
+    ``deadline`` (a ``time.monotonic()`` value, see :meth:`set_deadline`) bounds everything the client
+    does: no retry sleeps past it and a request still waiting on the server when it passes is cut
+    (:class:`DeadlineExceeded`). Redirects are followed only within the same origin (scheme, host and
+    port), so neither the key nor an upload ever goes anywhere the base URL check did not see; a POST
+    follows only 307/308 (the body is sent again)."""
 
     def __init__(
         self,
@@ -91,15 +118,27 @@ class ApiClient:
         timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[str], None] | None = None,
+        deadline: float | None = None,
+        url_source: str = URL_SOURCE,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.timeout = timeout
         self.sleep = sleep
         self.on_retry = on_retry or (lambda message: info(message))
+        self.deadline = deadline
+        self.url_source = url_source
+        self.reply_budget = REPLY_BUDGET  # seconds for a whole non-streamed reply
         self.calls = 0  # API calls made, for reporting API economy
-        self.session = requests.Session()
-        self.session.headers.update({"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT})
+        register_secret(api_key)
+        self.session = watched_session()
+        self.session.auth = BearerAuth(api_key)  # set per request: no ~/.netrc lookup can replace it
+        self.session.headers.update({"User-Agent": USER_AGENT})
+        self.session.max_redirects = MAX_REDIRECTS
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """Bound everything the client does from now on to ``seconds`` (None: no bound)."""
+        self.deadline = None if seconds is None else time.monotonic() + max(0.0, seconds)
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -121,40 +160,20 @@ class ApiClient:
 
         ``creates=True`` marks a call that makes a new object: a failure after the request may have
         reached the server (lost reply, 5xx other than 503) raises :class:`AmbiguousRequest` instead of
-        being replayed. ``rewind`` resets a streamed body before each retry.
+        being replayed. ``rewind`` resets a streamed body before each retry (and redirect).
         """
         attempt = 0
         while True:
             attempt += 1
             if rewind is not None and attempt > 1:
                 rewind()
+            call = _Call(method, self.url(path), params, json_body, data, headers, stream, rewind)
             try:
-                self.calls += 1
-                response = self.session.request(
-                    method,
-                    self.url(path),
-                    params=params,
-                    json=json_body,
-                    data=data,
-                    headers=headers,
-                    stream=stream,
-                    timeout=self.timeout,
-                )
-                if stream and response.ok:
-                    return response
-                _ = response.content  # read the body now so a truncated reply is detected here
-            except requests.exceptions.ConnectionError as exc:
-                # A refused connection never reached the server; a dropped one might have.
-                reached = not _never_reached(exc)
-                what = f"connection failed ({_short(exc)})"
-                self._transient(method, path, attempt, None, what, creates and reached)
+                response = self._send_following(call)
+            except _Transient as fault:
+                ambiguous = creates and fault.reached
+                self._transient(method, path, attempt, None, fault.what, ambiguous)
                 continue
-            except (requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-                self._transient(method, path, attempt, None, f"no complete reply ({_short(exc)})", creates)
-                continue
-            except requests.exceptions.RequestException as exc:
-                raise ServiceError(f"{method} {path}: request failed: {_short(exc)}")
-
             if response.ok:
                 return response
             status = response.status_code
@@ -165,6 +184,97 @@ class ApiClient:
                 self._transient(method, path, attempt, response, f"HTTP {status}: {message}", ambiguous)
                 continue
             raise ApiError(status, message, method=method, path=path)
+
+    def _send_following(self, call: _Call) -> requests.Response:
+        """One attempt: send, and follow same-origin redirects (a POST only on 307/308, body re-sent)."""
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._send(call)
+            if not response.is_redirect:
+                return response
+            location = urljoin(call.url, response.headers.get("Location", ""))
+            response.close()
+            _check_redirect(call, location)
+            if call.rewind is not None:
+                call.rewind()
+            call.url, call.params = location, None
+            if call.method != "POST" and response.status_code == 303:
+                call.method = "GET"
+        raise ServiceError(f"{call.method} {call.url}: more than {MAX_REDIRECTS} redirects")
+
+    def _send(self, call: _Call) -> requests.Response:
+        """One HTTP exchange under a :class:`Watch`; faults become :class:`_Transient`."""
+        remaining = self._remaining(f"{call.method} {call.url}")
+        connect, read = self.timeout
+        timeout = (min(connect, remaining), min(read, remaining))
+        deadline = self.deadline
+        watch = Watch(deadline, stream=call.stream, budget=self.reply_budget)
+        headers = dict(call.headers or {})
+        if call.stream:
+            headers["Connection"] = "close"  # a cut stream's socket is never handed to another request
+        self.calls += 1
+        try:
+            with watching(watch):
+                response = self.session.request(
+                    call.method,
+                    call.url,
+                    params=call.params,
+                    json=call.json_body,
+                    data=call.data,
+                    headers=headers,
+                    stream=call.stream,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+                if call.stream and response.ok and not response.is_redirect:
+                    watch.response = response
+                    return guarded_stream(response, watch, _path_of(call.url))
+                _ = response.content  # read the body now so a truncated reply is detected here
+            WATCHDOG.remove(watch)
+            return response
+        except requests.exceptions.ConnectionError as exc:
+            WATCHDOG.remove(watch)
+            self._cut_or_raise(watch, call)
+            if _name_not_found(exc):
+                raise ServiceError(self._unresolvable()) from None
+            # A refused connection never reached the server; a dropped one might have.
+            raise _Transient(f"connection failed ({_short(exc)})", reached=not _never_reached(exc)) from None
+        except (requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            WATCHDOG.remove(watch)
+            self._cut_or_raise(watch, call)
+            raise _Transient(f"no complete reply ({_short(exc)})", reached=True) from None
+        except requests.exceptions.RequestException as exc:
+            WATCHDOG.remove(watch)
+            raise ServiceError(f"{call.method} {call.url}: request failed: {_short(exc)}") from None
+        except BaseException:
+            WATCHDOG.remove(watch)
+            raise
+
+    def _cut_or_raise(self, watch: Watch, call: _Call) -> None:
+        """After a failed exchange: say so if the watchdog cut it (deadline, or a reply too slow)."""
+        if watch.out_of_time():
+            raise DeadlineExceeded(
+                f"{call.method} {_path_of(call.url)}: --timeout reached while waiting for the server; "
+                "run the command again to carry on"
+            )
+        if watch.fired == SLOW:
+            raise _Transient(
+                f"no complete reply within {watch.budget:.0f}s (the server is too slow)", reached=True
+            )
+
+    def _remaining(self, what: str) -> float:
+        if self.deadline is None:
+            return math.inf
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceeded(f"{what}: --timeout reached before the call; run the command again")
+        return remaining
+
+    def _unresolvable(self) -> str:
+        host = urlsplit(self.base_url).hostname or self.base_url
+        return (
+            f"cannot find the host {host}: the name does not resolve. Check the base URL {self.base_url} "
+            f"(set by {self.url_source}); retrying would not help"
+        )
 
     def _transient(
         self,
@@ -184,16 +294,21 @@ class ApiClient:
             delay = min(hinted, MAX_RETRY_AFTER)
         else:
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        if self.deadline is not None and time.monotonic() + delay >= self.deadline:
+            raise DeadlineExceeded(f"{method} {path}: {what}; --timeout leaves no time to retry")
         self.on_retry(redact(f"retrying {method} {path} in {delay:.1f}s: {what}"))
         self.sleep(delay)
 
-    # -- convenience wrappers
+    # -- typed helpers
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        return _json(self.request("GET", path, params=params), path)
+        """GET a JSON reply, checked for the shape its route promises (:mod:`doubleword.shapes`)."""
+        return check_reply("GET", path, _json(self.request("GET", path, params=params), path))
 
     def post_json(self, path: str, body: Any = None, *, creates: bool = False) -> Any:
-        return _json(self.request("POST", path, json_body=body, creates=creates), path)
+        response = self.request("POST", path, json_body=body, creates=creates)
+        reply = _created(response, "POST", path) if creates else _json(response, path)
+        return check_reply("POST", path, reply)
 
     def upload_file(
         self,
@@ -206,13 +321,68 @@ class ApiClient:
         """Stream a multipart upload of a file from disk (never held in memory); a create call."""
         body = MultipartFile(path, filename, fields)
         headers = {"Content-Type": body.content_type, "Content-Length": str(len(body))}
+        meter = Transfer(f"uploading {filename}", len(body)) if len(body) >= METER_BYTES else None
+        body.meter = meter
         try:
             response = self.request(
                 "POST", endpoint, data=body, headers=headers, creates=True, rewind=body.rewind
             )
         finally:
             body.close()
-        return _json(response, endpoint)
+            if meter is not None:
+                info(meter.finish())
+        return check_reply("POST", endpoint, _created(response, "POST", endpoint))
+
+
+class _Call:
+    """What one API call sends; a redirect changes its URL (and a 303 its method)."""
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        json_body: Any,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        stream: bool,
+        rewind: Callable[[], None] | None,
+    ) -> None:
+        self.method, self.url, self.params = method, url, params
+        self.json_body, self.data, self.headers = json_body, data, headers
+        self.stream, self.rewind = stream, rewind
+
+
+class _Transient(Exception):
+    """A failed exchange worth retrying; ``reached`` when the request may have reached the server."""
+
+    def __init__(self, what: str, *, reached: bool) -> None:
+        super().__init__(what)
+        self.what = what
+        self.reached = reached
+
+
+def _check_redirect(call: _Call, location: str) -> None:
+    """Refuse a redirect that would take the key or the body anywhere but the same origin."""
+    here, there = urlsplit(call.url), urlsplit(location)
+    same = (here.scheme, here.hostname, here.port) == (there.scheme, there.hostname, there.port)
+    where = f"{call.method} {_path_of(call.url)}"
+    if not same:
+        raise ServiceError(
+            f"{where}: the server redirected to {_origin(location)}, another address; not followed, so the "
+            "key and data go nowhere the base URL does not name (set the base URL to it if you trust it)"
+        )
+    if call.method == "POST" and call.data is not None and call.rewind is None:
+        raise ServiceError(f"{where}: the server redirected a body that cannot be sent again")
+
+
+def _path_of(url: str) -> str:
+    return urlsplit(url).path or "/"
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
 
 
 def _json(response: requests.Response, path: str) -> Any:
@@ -222,20 +392,43 @@ def _json(response: requests.Response, path: str) -> Any:
         raise ServiceError(f"{path}: the server sent a reply that is not JSON: {response.text[:200]!r}")
 
 
+def _created(response: requests.Response, method: str, path: str) -> dict[str, Any]:
+    """A create call's reply: an object with an id, or :class:`AmbiguousRequest` (look it up, never redo)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not body["id"].strip():
+        excerpt = response.text[:200]
+        raise AmbiguousRequest(
+            f"{method} {path}: the server's reply has no object id ({excerpt!r}); the outcome is unknown"
+        )
+    return body
+
+
 def _never_reached(exc: requests.exceptions.ConnectionError) -> bool:
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return True
     text = str(exc)
     # Failures before a connection exists: nothing was sent, so even a create call may be retried.
-    before_connect = (
-        "Connection refused",
-        "NewConnectionError",
-        "NameResolutionError",
-        "Failed to resolve",
-        "Name or service not known",
-        "Temporary failure in name resolution",
-    )
+    before_connect = ("Connection refused", "NewConnectionError", "NameResolutionError", "Failed to resolve")
     return any(s in text for s in before_connect)
+
+
+def _name_not_found(exc: BaseException) -> bool:
+    """True when the host name does not resolve (not a passing fault: retrying cannot fix it)."""
+    seen: Any = exc
+    for _ in range(10):  # requests -> urllib3 MaxRetryError -> NameResolutionError -> socket.gaierror
+        if isinstance(seen, socket.gaierror):
+            return seen.errno in _NO_NAME
+        nested = [seen.__cause__, seen.__context__, getattr(seen, "reason", None), *getattr(seen, "args", ())]
+        seen = next((e for e in nested if isinstance(e, BaseException)), None)
+        if seen is None:
+            break
+    text = str(exc)
+    return any(
+        s in text for s in ("Name or service not known", "nodename nor servname", "No address associated")
+    )
 
 
 def _short(exc: BaseException) -> str:
@@ -243,71 +436,20 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-class MultipartFile:
-    """A ``multipart/form-data`` body read from disk piece by piece, with an exact length.
-
-    requests sends any object with ``read`` and ``__len__`` in chunks, so memory stays flat however
-    large the file is. Fields come before the file part (the server checks ``purpose`` first).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], filename: str, fields: Mapping[str, str]) -> None:
-        self.boundary = f"dwb-{uuid.uuid4().hex}"
-        self.content_type = f"multipart/form-data; boundary={self.boundary}"
-        head = b"".join(
-            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-            for name, value in fields.items()
-        )
-        safe_name = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
-        head += (
-            f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; filename="{safe_name}"\r\n'
-            "Content-Type: application/jsonl\r\n\r\n"
-        ).encode()
-        self._head = head
-        self._tail = f"\r\n--{self.boundary}--\r\n".encode()
-        self._file: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self._file_size = os.fstat(self._file.fileno()).st_size
-        self.rewind()
-
-    def __len__(self) -> int:
-        return len(self._head) + self._file_size + len(self._tail)
-
-    def rewind(self) -> None:
-        self._file.seek(0)
-        self._stage = 0
-        self._pos = 0
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = len(self)
-        size = max(size, UPLOAD_CHUNK)
-        out = bytearray()
-        while len(out) < size and self._stage < 3:
-            if self._stage == 1:
-                chunk = self._file.read(size - len(out))
-                if chunk:
-                    out += chunk
-                    continue
-                self._stage, self._pos = 2, 0
-                continue
-            part = self._head if self._stage == 0 else self._tail
-            piece = part[self._pos : self._pos + size - len(out)]
-            out += piece
-            self._pos += len(piece)
-            if self._pos >= len(part):
-                self._stage, self._pos = self._stage + 1, 0
-        return bytes(out)
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def client_from_args(args: Any) -> ApiClient:
-    """An :class:`ApiClient` configured from the shared flags and the environment."""
+    """An :class:`ApiClient` configured from the shared flags and the environment.
+
+    A command with ``--timeout`` gets a client bounded by it (plus a short grace for the final check
+    the command makes when its own wait ends), so a stalled read cannot outlive the command's limit."""
     from doubleword.config import api_key_from_env, base_url_from
 
     base_url = base_url_from(args)
     key = api_key_from_env()
-    return ApiClient(base_url, key)
+    client = ApiClient(base_url, key)
+    timeout = getattr(args, "timeout", None)
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout):
+        client.set_deadline(float(timeout) + DEADLINE_GRACE)
+    return client
 
 
 # The HTTP errors live in doubleword.errors; these names stay importable from here too.

@@ -6,10 +6,12 @@ import argparse
 import functools
 import ipaddress
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from doubleword.errors import ConfigError
+from doubleword.redaction import redact, register_secret
 
 SKILL_DIR = Path(__file__).resolve().parent.parent.parent
 SCHEMA_DIR = SKILL_DIR / "references" / "schemas"
@@ -60,44 +62,119 @@ def skill_version() -> str:
     return "unknown"
 
 
-_SECRETS: set[str] = set()
-
-
-def register_secret(value: str | None) -> None:
-    """Remember a secret so that :func:`redact` removes it from anything we print or write."""
-    if value and len(value) >= 4:
-        _SECRETS.add(value)
-
-
-def redact(text: str) -> str:
-    """Replace every registered secret in ``text`` with ``<hidden>``."""
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, "<hidden>")
-    return text
-
-
 def base_url_from(args: argparse.Namespace) -> str:
-    """The API base URL from ``--base-url``, the environment or the default, checked for safety."""
-    url = (getattr(args, "base_url", None) or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).strip()
+    """The API base URL from ``--base-url``, the environment or the default, checked for safety.
+
+    The URL is read by the parser the HTTP library connects with; anything it and the standard library
+    could read differently is refused. The whole route is checked: with a proxy from the environment (as
+    requests applies HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY), the proxy is the host connected to."""
+    raw = getattr(args, "base_url", None) or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    url = canonical_url(raw.strip(), "base URL")
+    check_route(url, allow_insecure=bool(getattr(args, "allow_insecure", False)))
+    return url
+
+
+def canonical_url(url: str, what: str) -> str:
+    """``scheme://host[:port]/path`` as the HTTP library will connect, or a :class:`ConfigError`."""
+    where = f"set {BASE_URL_ENV} or --base-url" if what == "base URL" else "fix it"
     try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises ValueError for a port that is not a number in 0-65535
+        parts = _parse(url)
     except ValueError as exc:
-        raise ConfigError(f"base URL {url!r} is not a valid URL ({exc}); set {BASE_URL_ENV} or --base-url")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"base URL {url!r} is not an http(s) URL; set {BASE_URL_ENV} or --base-url")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not args.allow_insecure:
+        raise ConfigError(f"{what} {_show(url)} cannot be used: {exc}; {where}")
+    scheme, host, port, path = parts
+    return f"{scheme}://{host}{f':{port}' if port is not None else ''}{path.rstrip('/')}"
+
+
+def _parse(url: str) -> tuple[str, str, int | None, str]:
+    from urllib3.util import parse_url  # the parser requests connects with
+
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in url):
+        raise ValueError("it holds spaces, control or non-ASCII characters")
+    if "\\" in url:
+        raise ValueError("it holds a backslash, which HTTP libraries read in different ways")
+    parsed = parse_url(url)
+    split = urlsplit(url)
+    scheme = (parsed.scheme or "").lower()
+    if scheme not in ("http", "https"):
+        raise ValueError("it is not an http:// or https:// URL")
+    if parsed.auth is not None or "@" in split.netloc:
+        raise ValueError("it holds a user name or password (user@host); give the key in DOUBLEWORD_API_KEY")
+    if parsed.query is not None or parsed.fragment is not None or split.query or split.fragment:
+        raise ValueError("it holds a query (?...) or fragment (#...)")
+    host = (parsed.host or "").lower()
+    if not host or "%" in host:
+        raise ValueError("it has no host name, or an encoded one")
+    try:
+        split_port = split.port
+    except ValueError as exc:
+        raise ValueError(f"its port is not valid ({exc})")
+    if (split.hostname or "") != host.strip("[]") or split_port != parsed.port:
+        raise ValueError("its host or port can be read in more than one way")
+    return scheme, host, parsed.port, parsed.path or ""
+
+
+def check_route(url: str, *, allow_insecure: bool) -> None:
+    """Refuse to send the key over plain http beyond this machine: to the host or through a proxy."""
+    scheme, host, _, _ = _parse(url)
+    if scheme == "http" and not allow_insecure and not is_loopback(host):
         raise ConfigError(
-            f"refusing to send the API key over plain http to {parts.hostname}; use https, "
+            f"refusing to send the API key over plain http to {host}; use https, "
             "or pass --allow-insecure if you really mean it"
         )
-    return url.rstrip("/")
+    proxy = proxy_for(url)
+    if proxy is None or scheme == "https" or allow_insecure:
+        return  # https: the key travels inside TLS, through a proxy's CONNECT tunnel too
+    try:
+        _, proxy_host, _, _ = _parse_proxy(proxy)
+    except ValueError as exc:
+        raise ConfigError(f"the proxy {_show(proxy)} set in the environment cannot be used: {exc}")
+    if not is_loopback(proxy_host):
+        raise ConfigError(
+            f"refusing to send the API key over plain http through the proxy {proxy_host} (from HTTP_PROXY "
+            f"or ALL_PROXY); add {host} to NO_PROXY, unset the proxy, use https, or pass --allow-insecure"
+        )
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy requests would use for ``url`` from the environment (NO_PROXY honoured), or None."""
+    from requests.utils import get_environ_proxies, select_proxy
+
+    proxies = get_environ_proxies(url)
+    return select_proxy(url, proxies) if proxies else None
+
+
+def _parse_proxy(proxy: str) -> tuple[str, str, int | None, str]:
+    from urllib3.util import parse_url
+
+    if "://" not in proxy:
+        proxy = "http://" + proxy  # as requests reads a bare host:port
+    if "\\" in proxy or any(ord(c) < 0x21 or ord(c) > 0x7E for c in proxy):
+        raise ValueError("it holds a backslash, spaces or non-ASCII characters")
+    parsed = parse_url(proxy)
+    split = urlsplit(proxy)
+    host = (parsed.host or "").lower()
+    if not host or (split.hostname or "") != host.strip("[]"):
+        raise ValueError("its host can be read in more than one way")
+    return (parsed.scheme or "http").lower(), host, parsed.port, parsed.path or ""
+
+
+def _show(url: str) -> str:
+    """A URL for a message: user info (which could hold a secret) and odd characters masked."""
+    text = redact(url)
+    text = re.sub(r"(?<=://)[^/@]*@", "***@", text)
+    return ascii(text)
 
 
 def api_key_from_env() -> str:
-    """The API key from the environment; a clear configuration error if it is missing."""
-    key = os.environ.get(API_KEY_ENV, "").strip()
+    """The API key from the environment; a clear configuration error if it is missing or unsendable.
+
+    A key that cannot travel in an HTTP header (a line break from ``$(cat key)`` of a two-line file,
+    a space, a non-ASCII character) is refused with what is wrong and where, never the key itself."""
+    raw = os.environ.get(API_KEY_ENV, "")
+    key = raw.strip()
+    for part in re.split(r"\s+", key):
+        register_secret(part)  # every piece, so not even part of a damaged key is ever shown
+    register_secret(key)
     if not key:
         base = os.environ.get(BASE_URL_ENV, "")
         if base and _is_loopback(urlsplit(base).hostname or ""):  # a server on this machine
@@ -109,12 +186,32 @@ def api_key_from_env() -> str:
             f"{API_KEY_ENV} is not set. Create a key at https://app.doubleword.ai and run: "
             f"export {API_KEY_ENV}=sk-..."
         )
-    register_secret(key)
+    problem = _header_problem(key)
+    if problem:
+        raise ConfigError(
+            f"{API_KEY_ENV} cannot be sent as an HTTP header: it {problem}. Set it to the key alone, e.g. "
+            f"export {API_KEY_ENV}=\"$(head -n 1 keyfile | tr -d '[:space:]')\""
+        )
     return key
 
 
-def _is_loopback(host: str) -> bool:
+def _header_problem(key: str) -> str | None:
+    for index, char in enumerate(key, 1):
+        where = f"(character {index} of {len(key)})"
+        if char in "\r\n":
+            return f"holds a line break {where}"
+        if char.isspace():
+            return f"holds a space or tab {where}"
+        if ord(char) < 0x20 or ord(char) == 0x7F:
+            return f"holds a control character {where}"
+        if ord(char) > 0x7E:
+            return f"holds a non-ASCII character {where}"
+    return None
+
+
+def is_loopback(host: str) -> bool:
     """Only ``localhost`` and loopback IP literals (``127.evil.example`` is a name, not a loopback)."""
+    host = host.strip("[]")
     if host.lower().rstrip(".") == "localhost":
         return True
     try:

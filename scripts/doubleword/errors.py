@@ -71,9 +71,10 @@ class AmbiguousRequest(ServiceError):
     """A creating call failed in a way that leaves its effect unknown (reply lost or server error)."""
 
 
-class DeadlineExceeded(ServiceError):
-    """The command's ``--timeout`` ran out while a request was waiting on the server."""
+class DeadlineExceeded(CliError):
+    """The command's ``--timeout`` ran out while a request was waiting: not finished, run it again."""
 
+    code = ExitCode.NOT_FINISHED
     kind = "timeout"
 
 

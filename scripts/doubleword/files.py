@@ -1,4 +1,9 @@
-"""Files on disk: atomic writes, temp files a killed run leaves behind, and reading our own JSON."""
+"""Files on disk: atomic writes, temp files a killed run leaves behind, locks, and reading our own JSON.
+
+Every file the scripts write gets the same permissions: what the user's umask gives a new file (a temp
+file from ``mkstemp`` would otherwise stay 0600), or the mode the file already had. A symlink is written
+through: its target is replaced and the link stays. A write that fails names the file it was for.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from doubleword.config import redact
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
 from doubleword.errors import InputError
+from doubleword.redaction import redact_data
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -26,7 +36,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    atomic_write_text(path, redact(json.dumps(obj, indent=2, ensure_ascii=False)) + "\n")
+    atomic_write_text(path, json.dumps(redact_data(obj), indent=2, ensure_ascii=False) + "\n")
 
 
 @contextlib.contextmanager
@@ -38,18 +48,60 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
 
 @contextlib.contextmanager
 def _atomic_target(target: Path) -> Iterator[IO[bytes]]:
+    target = real_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
+    mode = _mode_for(target)
     fd, tmp = temp_file_beside(target)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with naming_errors(target), os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
+            os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        with naming_errors(target):
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        raise
+
+
+def real_target(path: Path) -> Path:
+    """Where a write to ``path`` should land: through a symlink to its target, so the link stays."""
+    if path.is_symlink():
+        return Path(os.path.realpath(path))
+    return path
+
+
+def new_file_mode() -> int:
+    """The mode a new file gets from the user's umask (read once; the umask is process-wide)."""
+    global _NEW_FILE_MODE
+    if _NEW_FILE_MODE is None:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        _NEW_FILE_MODE = 0o666 & ~mask
+    return _NEW_FILE_MODE
+
+
+_NEW_FILE_MODE: int | None = None
+
+
+def _mode_for(target: Path) -> int:
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return new_file_mode()
+
+
+@contextlib.contextmanager
+def naming_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Give an OSError that names no file (a full disk, say) the file that was being written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 
@@ -96,6 +148,45 @@ def _pid_alive(pid: int) -> bool:
     except (PermissionError, OSError):
         return True
     return True
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an advisory lock on ``path``; yields False when ``wait`` is False and another run holds it.
+
+    The lock file is removed when released, so none pile up; a run that opened the file just before
+    it was removed sees that its file is no longer the one at ``path`` and locks again. Locks die with
+    their process, so a killed run never blocks the next (its file is reused)."""
+    if fcntl is None:  # pragma: no cover - not POSIX
+        yield True
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        with naming_errors(path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, new_file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # removed (or replaced) by the run that held it: lock the file there now
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still holding it: nobody can lock this file after us
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def read_json_file(path: str | os.PathLike[str], what: str) -> Any:

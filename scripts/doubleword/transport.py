@@ -1,0 +1,262 @@
+"""Time limits no server can stretch: a requests session whose sockets a watchdog can cut.
+
+A read timeout bounds one silent wait, but a server that trickles a byte every few seconds, or a header
+line by line, never trips it. Each request here is watched: its socket is shut down when the command's
+deadline (``--timeout``) passes, when a plain reply is not complete ``REPLY_BUDGET`` seconds after the
+request was sent, or when a streamed body brings less than ``TRICKLE_MIN_BYTES`` in ``TRICKLE_WINDOW``
+seconds. The blocked read then fails at once, and the client reports why (:attr:`Watch.fired`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+import requests.auth
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from doubleword.cli import Transfer, info
+from doubleword.errors import DeadlineExceeded
+
+METER_BYTES = 1_000_000  # transfers at least this big show byte progress
+REPLY_BUDGET = 45.0  # seconds for a whole non-streamed reply, from the end of sending
+TRICKLE_WINDOW = 30.0  # a streamed body must bring at least TRICKLE_MIN_BYTES in every such window
+TRICKLE_MIN_BYTES = 16 * 1024
+_TICK = 0.2
+
+DEADLINE = "deadline"
+SLOW = "slow"
+TRICKLE = "trickle"
+
+
+class Watch:
+    """The limits of one request and the socket they apply to; ``fired`` says which limit cut it."""
+
+    def __init__(self, deadline: float | None, *, stream: bool, budget: float = REPLY_BUDGET) -> None:
+        self.deadline = deadline
+        self.stream = stream
+        self.budget = budget
+        self.sock: socket.socket | None = None
+        self.reply_end: float | None = None
+        self.fired: str | None = None
+        self.response: requests.Response | None = None  # for a stream: how many bytes came
+        self._window = (time.monotonic(), 0)
+
+    def replying(self, sock: socket.socket | None) -> None:
+        """The request is sent: the reply's time budget starts now."""
+        self.sock = sock
+        if not self.stream:
+            self.reply_end = time.monotonic() + self.budget
+
+    def out_of_time(self) -> bool:
+        """The deadline cut this request (by the watchdog, or by a read timeout capped to it)."""
+        if self.fired == DEADLINE:
+            return True
+        return self.deadline is not None and time.monotonic() >= self.deadline - 0.25
+
+    def check(self, now: float) -> None:
+        if self.fired or self.sock is None:
+            return
+        if self.deadline is not None and now >= self.deadline:
+            self.cut(DEADLINE)
+        elif self.reply_end is not None and now >= self.reply_end:
+            self.cut(SLOW)
+        elif self.stream and self.response is not None:
+            started, seen = self._window
+            if now - started >= TRICKLE_WINDOW:
+                count = _bytes_read(self.response)
+                if count - seen < TRICKLE_MIN_BYTES:
+                    self.cut(TRICKLE)
+                self._window = (now, count)
+
+    def cut(self, reason: str) -> None:
+        self.fired = reason
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+
+def _bytes_read(response: requests.Response) -> int:
+    try:
+        return int(response.raw.tell())
+    except (AttributeError, TypeError, ValueError):
+        return 0
+
+
+class _Watchdog:
+    """One daemon thread checking every active :class:`Watch` a few times a second."""
+
+    def __init__(self) -> None:
+        self._watches: set[Watch] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.local = threading.local()
+
+    def add(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches.add(watch)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="dwb-watchdog", daemon=True)
+                self._thread.start()
+
+    def remove(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(_TICK)
+            with self._lock:
+                watches = list(self._watches)
+            now = time.monotonic()
+            for watch in watches:
+                watch.check(now)
+
+
+WATCHDOG = _Watchdog()
+
+
+def current_watch() -> Watch | None:
+    return getattr(WATCHDOG.local, "watch", None)
+
+
+@contextlib.contextmanager
+def watching(watch: Watch) -> Any:
+    """Make ``watch`` the current thread's: the connection it sends on registers its socket with it."""
+    WATCHDOG.local.watch = watch
+    WATCHDOG.add(watch)
+    try:
+        yield watch
+    finally:
+        WATCHDOG.local.watch = None
+
+
+class _Tracked:
+    """A urllib3 connection that hands its socket to the current :class:`Watch`."""
+
+    sock: socket.socket | None
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        watch = current_watch()
+        if watch is not None:
+            watch.sock = self.sock
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        watch = current_watch()
+        if watch is not None:
+            watch.replying(self.sock)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_Tracked, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Tracked, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class WatchedAdapter(HTTPAdapter):
+    """An adapter whose connections (direct or through an HTTP proxy) report their sockets."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
+
+
+def watched_session() -> requests.Session:
+    session = requests.Session()
+    adapter = WatchedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """``Authorization: Bearer KEY`` on every request this session sends (never on a redirect)."""
+
+    def __init__(self, key: str) -> None:
+        self._header = f"Bearer {key}"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._header
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(<hidden>)"
+
+
+def guarded_stream(response: requests.Response, watch: Watch, path: str) -> requests.Response:
+    """Make the caller's ``iter_content`` report the watchdog's cuts, show byte progress, and end the watch."""
+    plain_iter = response.iter_content
+    total = _int_or_none(response.headers.get("Content-Length"))
+    label = f"downloading {path}"
+
+    def iter_content(chunk_size: int | None = 1, decode_unicode: bool = False) -> Iterator[Any]:
+        meter: Transfer | None = None
+        moved = 0
+        try:
+            for chunk in plain_iter(chunk_size=chunk_size, decode_unicode=decode_unicode):
+                moved += len(chunk)
+                if meter is None and (moved >= METER_BYTES or (total or 0) >= METER_BYTES):
+                    meter = Transfer(label, total)
+                    meter.add(moved)
+                elif meter is not None:
+                    meter.add(len(chunk))
+                yield chunk
+        except (requests.exceptions.RequestException, OSError) as exc:
+            if watch.out_of_time():
+                raise DeadlineExceeded(
+                    f"GET {path}: --timeout reached during the download; run again to resume"
+                ) from None
+            if watch.fired == TRICKLE:
+                raise requests.exceptions.ChunkedEncodingError(
+                    f"the server sent less than {TRICKLE_MIN_BYTES // 1024} kB in {TRICKLE_WINDOW:.0f}s"
+                ) from None
+            raise exc
+        finally:
+            WATCHDOG.remove(watch)
+            if meter is not None:
+                info(meter.finish())
+
+    plain_close = response.close
+
+    def close() -> None:
+        WATCHDOG.remove(watch)
+        plain_close()
+
+    response.iter_content = iter_content  # type: ignore[method-assign]
+    response.close = close  # type: ignore[method-assign]
+    return response
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,409 @@
+"""A hostile-server kit: the emulator behind a scripted man-in-the-middle, or a bare scripted server.
+
+The real API is the emulator; :class:`HostileProxy` sits in front of it (scripts point their base URL at
+the proxy) and, per request, either forwards it unchanged or applies every matching *behaviour* (they combine):
+a canned reply, an edited upstream reply, a stall, a trickle, a redirect, a lagging list. Everything
+the scripts sent is recorded in ``proxy.seen``. Behaviours are plain functions ``(seen, proxy) ->
+Action | None``, built by the helpers below, so a test reads as the attack it is::
+
+    with EmulatorServer(...) as emu, HostileProxy(emu.base_url) as proxy:
+        proxy.add(html_page(on=CONTENT, times=1))
+        run_script("fetch_results", "--manifest", m, env=script_env(proxy.base_url))
+
+With ``upstream=None`` nothing is forwarded: every request must be answered by a behaviour (else 599).
+Stdlib only, plus ``requests`` for forwarding.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import requests
+
+# Route patterns (matched against the path after the /v1 prefix).
+CONTENT = r"^/files/[^/]+/content$"
+FILES = r"^/files$"
+FILE = r"^/files/[^/]+$"
+BATCHES = r"^/batches$"
+BATCH = r"^/batches/[^/]+$"
+MODELS = r"^/models$"
+ANY = r".*"
+
+
+@dataclass
+class Seen:
+    """One request as the proxy received it."""
+
+    method: str
+    path: str  # after the /v1 prefix
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes = field(repr=False)
+    raw_path: str = ""
+    at: float = 0.0
+
+
+@dataclass
+class Upstream:
+    """A reply (from the upstream, or made up) that behaviours may edit before it is sent."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def set_json(self, value: Any) -> Upstream:
+        self.body = json.dumps(value).encode()
+        self.headers["Content-Type"] = "application/json"
+        return self
+
+
+@dataclass
+class Action:
+    """What to do with one request. ``reply`` None means forward (then ``edit`` the upstream reply)."""
+
+    reply: Upstream | None = None
+    edit: Callable[[Upstream, Seen], Upstream] | None = None
+    rewrite_query: Callable[[dict[str, str]], dict[str, str]] | None = None
+    stall: float = 0.0  # seconds to wait before sending anything
+    stall_after_headers: float = 0.0  # seconds to wait after the headers, before the body
+    trickle: tuple[int, float] | None = None  # (bytes, seconds): send the body this slowly
+    close_without_reply: bool = False
+
+
+Behaviour = Callable[[Seen, "HostileProxy"], "Action | None"]
+
+
+def merge(actions: list[Action]) -> Action:
+    """Every matching behaviour applies: the first canned reply, all edits in order, the longest stalls."""
+    out = Action()
+    for action in actions:
+        out.reply = out.reply or action.reply
+        out.edit = _chain(out.edit, action.edit)
+        out.rewrite_query = _chain(out.rewrite_query, action.rewrite_query)
+        out.stall = max(out.stall, action.stall)
+        out.stall_after_headers = max(out.stall_after_headers, action.stall_after_headers)
+        out.trickle = out.trickle or action.trickle
+        out.close_without_reply = out.close_without_reply or action.close_without_reply
+    return out
+
+
+def _chain(first: Any, second: Any) -> Any:
+    if first is None or second is None:
+        return first or second
+    if first.__code__.co_argcount == 2:
+        return lambda value, seen: second(first(value, seen), seen)
+    return lambda value: second(first(value))
+
+
+class HostileProxy:
+    """An HTTP/1.1 server on 127.0.0.1:free port; forwards to ``upstream`` unless a behaviour says otherwise."""
+
+    def __init__(self, upstream: str | None, *, host: str = "127.0.0.1") -> None:
+        self.upstream = upstream.rstrip("/") if upstream else None
+        self.behaviours: list[Behaviour] = []
+        self.seen: list[Seen] = []
+        self.lock = threading.Lock()
+        self.state: dict[str, Any] = {}  # for behaviours that remember (lagging lists, counters)
+        self._session = requests.Session()
+        self._session.trust_env = False
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                outer._serve(self)
+
+            do_GET = do_POST = do_DELETE = do_PUT = _handle  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        self.httpd = Server((host, 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+        self.base_url = self.url + "/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def add(self, *behaviours: Behaviour) -> HostileProxy:
+        self.behaviours.extend(behaviours)
+        return self
+
+    def requests_to(self, pattern: str, method: str | None = None) -> list[Seen]:
+        return [s for s in self.seen if re.search(pattern, s.path) and (method is None or s.method == method)]
+
+    # -- serving
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        parts = urlsplit(handler.path)
+        path = re.sub(r"^/(ai/)?v1", "", parts.path) or "/"
+        seen = Seen(
+            handler.command,
+            path,
+            dict(parse_qsl(parts.query, keep_blank_values=True)),
+            dict(handler.headers.items()),
+            body,
+            handler.path,
+            time.monotonic(),
+        )
+        with self.lock:
+            self.seen.append(seen)
+            action = merge([a for a in (b(seen, self) for b in self.behaviours) if a is not None])
+        if action.stall:
+            time.sleep(action.stall)
+        if action.close_without_reply:
+            handler.close_connection = True
+            return
+        reply = action.reply or self._forward(seen, handler, action)
+        if action.edit is not None:
+            reply = action.edit(reply, seen)
+        self._send(handler, reply, action)
+
+    def _forward(self, seen: Seen, handler: BaseHTTPRequestHandler, action: Action) -> Upstream:
+        if self.upstream is None:
+            return Upstream(599, {"Content-Type": "text/plain"}, b"no behaviour for this request")
+        query = action.rewrite_query(dict(seen.query)) if action.rewrite_query else seen.query
+        headers = {
+            k: v for k, v in seen.headers.items() if k.lower() not in ("host", "content-length", "connection")
+        }
+        response = self._session.request(
+            seen.method, self.upstream + seen.path, params=query, data=seen.body, headers=headers, timeout=30
+        )
+        keep = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_HEADERS}
+        return Upstream(response.status_code, keep, response.content)
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, reply: Upstream, action: Action) -> None:
+        try:
+            handler.send_response(reply.status)
+            for name, value in reply.headers.items():
+                handler.send_header(name, value)
+            handler.send_header("Content-Length", str(len(reply.body)))
+            handler.end_headers()
+            handler.wfile.flush()
+            if action.stall_after_headers:
+                time.sleep(action.stall_after_headers)
+            if action.trickle:
+                size, pause = action.trickle
+                for start in range(0, len(reply.body), size):
+                    handler.wfile.write(reply.body[start : start + size])
+                    handler.wfile.flush()
+                    time.sleep(pause)
+            else:
+                handler.wfile.write(reply.body)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            handler.close_connection = True
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> HostileProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_HOP_HEADERS = {
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "content-encoding",
+    "date",
+    "server",
+}
+
+
+# -- behaviour helpers: each returns a Behaviour
+
+
+def _matches(seen: Seen, on: str, method: str | None) -> bool:
+    return bool(re.search(on, seen.path)) and (method is None or seen.method == method)
+
+
+def _limited(times: int | None, proxy: HostileProxy, key: str) -> bool:
+    """True while a behaviour may still fire (``times`` None: always)."""
+    count = proxy.state.get(key, 0)
+    if times is not None and count >= times:
+        return False
+    proxy.state[key] = count + 1
+    return True
+
+
+def reply(status: int, body: bytes | str | Any, *, on: str = ANY, method: str | None = None,
+          times: int | None = None, headers: dict[str, str] | None = None) -> Behaviour:  # fmt: skip
+    """Answer matching requests with a fixed reply (a dict or list body is sent as JSON)."""
+    key = f"reply:{id(body)}:{on}"
+    if isinstance(body, (dict, list)):
+        data, kind = json.dumps(body).encode(), "application/json"
+    else:
+        data, kind = (body.encode() if isinstance(body, str) else body), "text/plain; charset=utf-8"
+
+    def behaviour(seen: Seen, proxy: HostileProxy) -> Action | None:
+        if _matches(seen, on, method) and _limited(times, proxy, key):
+            return Action(reply=Upstream(status, {"Content-Type": kind, **(headers or {})}, data))
+        return None
+
+    return behaviour
+
+
+HTML_PAGE = (
+    b"<!DOCTYPE html>\n<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n"
+    b"<h1>Bad Gateway</h1>\n<p>The proxy could not reach the server.</p>\n</body>\n</html>\n"
+)
+
+
+def html_page(*, on: str = CONTENT, times: int | None = 1, status: int = 200) -> Behaviour:
+    """A proxy's HTML error page, served with 200 (the worst case: it looks like success)."""
+    return reply(status, HTML_PAGE, on=on, times=times, headers={"Content-Type": "text/html"})
+
+
+def capped_pages(cap: int, *, on: str = CONTENT, claim_complete: bool = True) -> Behaviour:
+    """Serve at most ``cap`` lines per content reply, whatever was asked; optionally claim there is no more."""
+
+    def edit(up: Upstream, seen: Seen) -> Upstream:
+        lines = up.body.splitlines(keepends=True)
+        up.body = b"".join(lines[:cap])
+        skip = int(seen.query.get("skip") or 0)
+        up.headers["X-Last-Line"] = str(skip + min(cap, len(lines)))
+        if claim_complete:
+            up.headers["X-Incomplete"] = "false"
+        return up
+
+    return lambda seen, proxy: Action(edit=edit) if _matches(seen, on, "GET") else None
+
+
+def ignore_skip(*, on: str = CONTENT) -> Behaviour:
+    """A cache that ignores ``skip``: every content reply starts again from line 0."""
+
+    def rewrite(query: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in query.items() if k != "skip"}
+
+    return lambda seen, proxy: Action(rewrite_query=rewrite) if _matches(seen, on, "GET") else None
+
+
+def stall(seconds: float, *, on: str = ANY, method: str | None = None, after_headers: bool = False,
+          times: int | None = None) -> Behaviour:  # fmt: skip
+    """Hold matching replies for ``seconds`` (before anything, or after the headers)."""
+    key = f"stall:{on}:{method}:{after_headers}"
+
+    def behaviour(seen: Seen, proxy: HostileProxy) -> Action | None:
+        if _matches(seen, on, method) and _limited(times, proxy, key):
+            return Action(
+                stall=0 if after_headers else seconds, stall_after_headers=seconds if after_headers else 0
+            )
+        return None
+
+    return behaviour
+
+
+def trickle(size: int, pause: float, *, on: str = ANY, method: str | None = None) -> Behaviour:
+    """Send matching bodies ``size`` bytes at a time, ``pause`` seconds apart."""
+    return lambda seen, proxy: Action(trickle=(size, pause)) if _matches(seen, on, method) else None
+
+
+def edit_json(change: Callable[[Any], Any], *, on: str = ANY, method: str | None = None,
+              times: int | None = None) -> Behaviour:  # fmt: skip
+    """Forward, then change the upstream's JSON reply (``change`` returns the new value)."""
+    key = f"edit:{id(change)}"
+
+    def edit(up: Upstream, seen: Seen) -> Upstream:
+        try:
+            return up.set_json(change(up.json()))
+        except ValueError:
+            return up
+
+    def behaviour(seen: Seen, proxy: HostileProxy) -> Action | None:
+        if _matches(seen, on, method) and _limited(times, proxy, key):
+            return Action(edit=edit)
+        return None
+
+    return behaviour
+
+
+def drop_id(*, on: str, method: str = "POST", times: int | None = 1) -> Behaviour:
+    """The create succeeds upstream but the reply comes back without its ``id``."""
+    return edit_json(
+        lambda body: {k: v for k, v in body.items() if k != "id"}, on=on, method=method, times=times
+    )
+
+
+def lose_reply(*, on: str, method: str = "POST", times: int | None = 1) -> Behaviour:
+    """The request reaches the upstream (the object is made) but the connection drops before the reply."""
+    key = f"lose:{on}"
+
+    def behaviour(seen: Seen, proxy: HostileProxy) -> Action | None:
+        if _matches(seen, on, method) and _limited(times, proxy, key):
+            proxy._forward(seen, None, Action())  # type: ignore[arg-type]
+            return Action(close_without_reply=True)
+        return None
+
+    return behaviour
+
+
+def lagging_lists(lag: float, *, lists: str = r"^/(files|batches)$") -> Behaviour:
+    """List replies lag ``lag`` seconds behind writes: after a create, lists show the state before it."""
+
+    def behaviour(seen: Seen, proxy: HostileProxy) -> Action | None:
+        if seen.method == "POST" and re.search(r"^/(files|batches)$", seen.path):
+            proxy.state["last_write"] = time.monotonic()
+            return None
+        if seen.method == "GET" and re.search(lists, seen.path):
+            written = proxy.state.get("last_write")
+            if written is not None and time.monotonic() - written < lag:
+                empty = {"object": "list", "data": [], "has_more": False, "first_id": None, "last_id": None}
+                return Action(
+                    reply=Upstream(200, {"Content-Type": "application/json"}, json.dumps(empty).encode())
+                )
+        return None
+
+    return behaviour
+
+
+def redirect(
+    status: int, to: str, *, on: str = ANY, method: str | None = None, times: int | None = 1
+) -> Behaviour:
+    """Answer with a redirect to ``to`` (a full URL, or a path on this proxy, kept with its query)."""
+    key = f"redirect:{on}:{status}"
+
+    def behaviour(seen: Seen, proxy: HostileProxy) -> Action | None:
+        if _matches(seen, on, method) and _limited(times, proxy, key):
+            target = to if "://" in to else proxy.url + to
+            query = urlencode(seen.query)
+            location = f"{target}?{query}" if query and "?" not in target else target
+            return Action(reply=Upstream(status, {"Location": location, "Content-Type": "text/plain"}, b""))
+        return None
+
+    return behaviour
+
+
+def echo_authorization(status: int = 401, *, encode: Callable[[str], str] = lambda s: s) -> Behaviour:
+    """A server that echoes the Authorization header (encoded as asked) in its error body."""
+
+    def behaviour(seen: Seen, proxy: HostileProxy) -> Action | None:
+        header = seen.headers.get("Authorization", "")
+        text = f"Authentication failed for header: {encode(header)}"
+        return Action(reply=Upstream(status, {"Content-Type": "text/plain"}, text.encode()))
+
+    return behaviour

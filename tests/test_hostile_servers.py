@@ -1,0 +1,573 @@
+"""Issue 16: the scripts against a hostile world, through the kit in ``hostile_server.py``.
+
+Each test is one attack: a key that cannot be sent or that a server echoes back encoded, a proxy on the
+route, a URL two parsers read differently, stalls and trickles, redirects on uploads, replies of the wrong
+shape, HTML on the content route, capped or repeated pages, full devices, signals, symlinks and umasks.
+Scripts run as subprocesses against the emulator (behind the hostile proxy) or a bare scripted server;
+the tests assert exit codes, the stdout JSON, what the server received, and that the canary key never
+appears anywhere (``h.run_script`` checks stdout and stderr on every run).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+from emulator_server import EmulatorServer
+from hostile_server import (
+    BATCH,
+    BATCHES,
+    CONTENT,
+    FILES,
+    HTML_PAGE,
+    HostileProxy,
+    capped_pages,
+    drop_id,
+    echo_authorization,
+    edit_json,
+    html_page,
+    ignore_skip,
+    lagging_lists,
+    lose_reply,
+    redirect,
+    reply,
+    stall,
+    trickle,
+)
+from scripted_server import ScriptedServer, non_loopback_ipv4
+
+from doubleword import client as http_client
+from doubleword import errors, transport
+
+
+@pytest.fixture
+def emu(h):  # type: ignore[no-untyped-def]
+    with EmulatorServer("--start-delay", "0", "--quiet", "--rate", "2000", api_key=h.CANARY_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def proxy(emu):  # type: ignore[no-untyped-def]
+    with HostileProxy(emu.base_url) as hostile:
+        yield hostile
+
+
+def job(h, folder: Path, n: int = 6) -> Path:  # type: ignore[no-untyped-def]
+    return h.write_jsonl(folder / "jobs.jsonl", h.chat_lines(n))
+
+
+def submitted(h, folder: Path, base_url: str, n: int = 6) -> Path:  # type: ignore[no-untyped-def]
+    """A job submitted straight to the emulator and finished; returns its manifest."""
+    jobs = job(h, folder, n)
+    env = h.script_env(base_url)
+    assert h.run_script("submit", str(jobs), env=env).code == 0
+    manifest = folder / "jobs.jsonl.manifest.json"
+    result = h.run_script(
+        "poll", "--manifest", str(manifest), "--wait", "--interval", "0.1", "--timeout", "60", env=env
+    )
+    assert result.code == 0, result
+    return manifest
+
+
+def key_forms(key: str) -> list[str]:
+    return [key, json.dumps(key)[1:-1], quote(key, safe=""), html.escape(key)]
+
+
+def assert_key_absent(result: Any, key: str, folder: Path | None = None) -> None:
+    for form in key_forms(key):
+        for stream in (result.stdout, result.stderr):
+            assert form not in stream, f"the key leaked as {form!r}"
+    if folder is not None:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert key.encode() not in path.read_bytes(), path
+
+
+def refused(result: Any, code: int, *words: str) -> str:
+    assert result.code == code, result
+    assert result.doc["ok"] is False and "Traceback" not in result.stderr, result
+    message = result.doc["error"]["message"]
+    for word in words:
+        assert word in message, message
+    return message
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("sk-first-line-0123456789\nsk-second-line-0123", "line break"),
+        ("sk-caf\u00e9-0123456789abcdef", "non-ASCII"),
+        ("sk-tab\there-0123456789abcdef", "space or tab"),
+        ("sk-bell\x07-0123456789abcdef", "control character"),
+    ],
+    ids=["newline", "non-ascii", "tab", "control"],
+)
+def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(h, key: str, problem: str) -> None:
+    with ScriptedServer() as server:
+        result = h.run_script("list_batches", env=h.script_env(server.base_url, key=key))
+        assert not server.seen, "nothing may be sent with a damaged key"
+    refused(result, 3, problem, "DOUBLEWORD_API_KEY")
+    for piece in key.split():
+        assert piece not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda s: s,
+        lambda s: json.dumps(s)[1:-1],
+        lambda s: quote(s, safe=""),
+        html.escape,
+        lambda s: s[:20] + "\n" + s[20:],
+        lambda s: s[:30],
+    ],
+    ids=["raw", "json-escaped", "url-encoded", "html-escaped", "split-across-lines", "cut-off"],
+)
+def test_a_server_echoing_the_key_never_gets_it_into_any_output(h, tmp_path: Path, encode: Any) -> None:
+    key = 'sk-quote"back\\slash/plus+0123456789abcdef'
+    with HostileProxy(None) as server:
+        server.add(echo_authorization(401, encode=encode))
+        result = h.run_script("list_batches", env=h.script_env(server.base_url, key=key), cwd=tmp_path)
+        assert server.seen[0].headers["Authorization"] == f"Bearer {key}"
+    refused(result, 3)
+    assert_key_absent(result, key, tmp_path)
+    assert key[8:24] not in result.stdout + result.stderr
+
+
+def _proxy_env(h, base_url: str, **proxies: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    env = h.script_env(base_url)
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+    ):
+        env.pop(name, None)
+    env.update(proxies)
+    return env
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_no_key_through_a_remote_proxy_over_plain_http(h, emu, variable: str) -> None:
+    ip = non_loopback_ipv4()
+    listener = ScriptedServer(host=ip) if ip else None
+    proxy_url = listener.url if listener else "http://proxy.example:3128"
+    try:
+        result = h.run_script("list_batches", env=_proxy_env(h, emu.base_url, **{variable: proxy_url}))
+        refused(result, 3, "proxy", "NO_PROXY")
+        if listener is not None:
+            assert not listener.seen, "the key went to the proxy"
+        # NO_PROXY covering the loopback host: the proxy is not on the route, the call works
+        env = _proxy_env(h, emu.base_url, **{variable: proxy_url, "NO_PROXY": "127.0.0.1,localhost"})
+        assert h.run_script("list_batches", env=env).code == 0
+        if listener is not None:
+            assert not listener.seen
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+def test_a_proxy_on_this_machine_is_allowed(h, emu, proxy: HostileProxy) -> None:
+    result = h.run_script("list_batches", env=_proxy_env(h, emu.base_url, HTTP_PROXY=proxy.url))
+    assert result.code == 0, result
+    assert proxy.seen and proxy.seen[0].raw_path.startswith("http://127.0.0.1")  # it really went through
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["http://vm\\@127.0.0.1:{port}/v1", "http://user@127.0.0.1:{port}/v1", "http://127.0.0.1:{port}/v1?x=1",
+     "http://127.0.0.1:{port}/v1#frag", "http://127.0.0.1 :{port}/v1"],
+    ids=["backslash-userinfo", "userinfo", "query", "fragment", "space"],
+)  # fmt: skip
+def test_a_base_url_two_parsers_could_read_differently_is_refused(h, template: str) -> None:
+    with ScriptedServer() as server:
+        url = template.format(port=server.port)
+        result = h.run_script("list_batches", env=h.script_env(url))
+        assert not server.seen
+    refused(result, 3, "cannot be used")
+
+
+# --------------------------------------------------------------------------- bounded time
+
+
+def test_poll_wait_timeout_bounds_a_stalled_read(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url)
+    proxy.add(stall(120, on=BATCH, method="GET"))
+    started = time.monotonic()
+    result = h.run_script("poll", "--manifest", str(manifest), "--wait", "--timeout", "2",
+                          "--base-url", proxy.base_url, env=h.script_env(proxy.base_url), timeout=60)  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert elapsed < 2 + http_client.DEADLINE_GRACE + 8, elapsed
+    assert result.code == 7 and result.doc["error"]["type"] == "timeout", result
+
+
+def test_fetch_follow_timeout_bounds_a_stalled_download(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url)
+    proxy.add(stall(120, on=CONTENT, after_headers=True))
+    started = time.monotonic()
+    result = h.run_script("fetch_results", "--manifest", str(manifest), "--follow", "--timeout", "3",
+                          "--base-url", proxy.base_url, env=h.script_env(proxy.base_url), timeout=60)  # fmt: skip
+    assert time.monotonic() - started < 3 + http_client.DEADLINE_GRACE + 8
+    assert result.code == 7, result
+
+
+def test_a_silent_server_is_given_up_on_after_the_read_timeout() -> None:
+    with HostileProxy(None) as server:
+        server.add(stall(30, on=BATCHES))
+        client = http_client.ApiClient(
+            server.base_url, "sk-test-key", timeout=(1, 1), retries=1, sleep=lambda s: None
+        )
+        started = time.monotonic()
+        with pytest.raises(errors.ServiceError, match="gave up after 2 attempts"):
+            client.get_json("batches")
+        assert time.monotonic() - started < 6
+
+
+def test_a_trickled_reply_is_cut_at_the_reply_budget() -> None:
+    body = {"object": "list", "data": [], "has_more": False, "padding": "x" * 300}
+    with HostileProxy(None) as server:
+        server.add(reply(200, body, on=BATCHES), trickle(1, 0.05, on=BATCHES))
+        client = http_client.ApiClient(server.base_url, "sk-test-key", retries=0, sleep=lambda s: None)
+        client.reply_budget = 1.5  # a byte every 50 ms never trips the 30 s read timeout
+        started = time.monotonic()
+        with pytest.raises(errors.ServiceError, match="too slow"):
+            client.get_json("batches")
+        assert time.monotonic() - started < 4
+
+
+def test_a_trickled_stream_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "TRICKLE_WINDOW", 1.0)
+    monkeypatch.setattr(transport, "TRICKLE_MIN_BYTES", 10_000)
+    lines = b"".join(b'{"id": "%d"}\n' % i for i in range(200))
+    with HostileProxy(None) as server:
+        server.add(reply(200, lines, on=CONTENT), trickle(10, 0.1, on=CONTENT))
+        client = http_client.ApiClient(server.base_url, "sk-test-key", retries=0)
+        response = client.request("GET", "files/f1/content", stream=True)
+        started = time.monotonic()
+        with pytest.raises(requests.exceptions.ChunkedEncodingError, match="less than"):
+            for _ in response.iter_content(1024):
+                pass
+        assert time.monotonic() - started < 4
+
+
+def test_the_deadline_cuts_a_stream_mid_body() -> None:
+    lines = b"".join(b'{"id": "%d"}\n' % i for i in range(100))
+    with HostileProxy(None) as server:
+        server.add(reply(200, lines, on=CONTENT), stall(60, on=CONTENT, after_headers=True))
+        client = http_client.ApiClient(server.base_url, "sk-test-key", retries=0)
+        client.set_deadline(1.5)
+        response = client.request("GET", "files/f1/content", stream=True)
+        with pytest.raises(errors.DeadlineExceeded):
+            for _ in response.iter_content(1024):
+                pass
+
+
+def test_a_retry_never_sleeps_past_the_deadline() -> None:
+    with HostileProxy(None) as server:
+        server.add(reply(503, {"error": "busy"}, on=BATCHES, headers={"Retry-After": "60"}))
+        slept: list[float] = []
+        client = http_client.ApiClient(server.base_url, "sk-test-key", sleep=slept.append)
+        client.set_deadline(5)
+        with pytest.raises(errors.DeadlineExceeded, match="no time to retry"):
+            client.get_json("batches")
+        assert slept == []
+
+
+# --------------------------------------------------------------------------- redirects on uploads
+
+
+@pytest.mark.parametrize("status", [307, 308, 302])
+def test_a_same_host_redirect_on_upload_is_followed_with_the_body(h, emu, proxy: HostileProxy, tmp_path: Path,
+                                                                 status: int) -> None:  # fmt: skip
+    proxy.add(redirect(status, "/v1/files", on=FILES, method="POST", times=1))
+    jobs = job(h, tmp_path)
+    started = time.monotonic()
+    result = h.run_script("submit", str(jobs), env=h.script_env(proxy.base_url), timeout=60)
+    assert time.monotonic() - started < 20
+    assert result.code == 0, result
+    posts = proxy.requests_to(FILES, "POST")
+    assert len(posts) == 2 and len(posts[0].body) == len(posts[1].body) > jobs.stat().st_size
+    assert emu.stats()["files_created"] == 1
+
+
+def test_an_upload_redirected_to_another_host_is_refused_at_once(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    with ScriptedServer() as other:
+        proxy.add(
+            redirect(307, f"http://localhost:{other.port}/v1/files", on=FILES, method="POST", times=None)
+        )
+        started = time.monotonic()
+        result = h.run_script("submit", str(job(h, tmp_path)), env=h.script_env(proxy.base_url), timeout=60)
+        assert time.monotonic() - started < 20
+        assert not other.seen, "the upload (and the key) went to another host"
+    refused(result, 5, "redirected", f"localhost:{other.port}")
+    assert emu.stats()["files_created"] == 0
+
+
+def test_a_redirect_loop_ends(h, proxy: HostileProxy) -> None:
+    proxy.add(redirect(307, "/v1/batches", on=BATCHES, times=None))
+    result = h.run_script("list_batches", env=h.script_env(proxy.base_url))
+    refused(result, 5, "redirects")
+
+
+# --------------------------------------------------------------------------- replies of the wrong shape
+
+
+@pytest.mark.parametrize("route", [FILES, BATCHES], ids=["upload", "batch-create"])
+def test_a_create_reply_without_an_id_is_looked_up_not_redone(h, emu, proxy: HostileProxy, tmp_path: Path,
+                                                              route: str) -> None:  # fmt: skip
+    proxy.add(drop_id(on=route, times=1))
+    result = h.run_script("submit", str(job(h, tmp_path)), env=h.script_env(proxy.base_url))
+    assert result.code == 0, result
+    stats = emu.stats()
+    assert (stats["files_created"], stats["batches_created"]) == (1, 1)
+
+
+def test_an_html_reply_to_an_upload_is_looked_up_not_redone(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    def html_after_forward(up, seen):  # type: ignore[no-untyped-def]
+        return type(up)(200, {"Content-Type": "text/html"}, HTML_PAGE)
+
+    from hostile_server import Action
+
+    proxy.add(lambda seen, p: Action(edit=html_after_forward) if seen.path == "/files" and seen.method == "POST"
+              and not p.state.setdefault("html_done", False) and not p.state.update(html_done=True) else None)  # fmt: skip
+    result = h.run_script("submit", str(job(h, tmp_path)), env=h.script_env(proxy.base_url))
+    assert result.code == 0, result
+    assert emu.stats()["files_created"] == 1
+
+
+@pytest.mark.xfail(
+    reason="jobs (issue 16 item 3): the lookup after a lost create is not patient with a lagging list",
+    strict=False,
+)
+def test_a_lost_create_reply_with_a_lagging_list_makes_one_batch(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    proxy.add(lagging_lists(3.0), lose_reply(on=BATCHES, times=1))
+    result = h.run_script("submit", str(job(h, tmp_path)), env=h.script_env(proxy.base_url), timeout=120)
+    assert emu.stats()["batches_created"] == 1, result
+    assert result.code in (0, 5), result
+
+
+@pytest.mark.parametrize(
+    "value", ["lots", None, [1], {"n": 1}, 1.5], ids=["text", "null", "list", "object", "float"]
+)
+def test_counts_of_the_wrong_type_are_a_service_error(
+    h, emu, proxy: HostileProxy, tmp_path: Path, value: Any
+) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url)
+
+    def odd(batch: dict[str, Any]) -> dict[str, Any]:
+        batch["request_counts"] = {"total": value, "completed": value, "failed": value}
+        return batch
+
+    proxy.add(edit_json(odd, on=BATCH, method="GET"))
+    result = h.run_script("poll", "--manifest", str(manifest), "--base-url", proxy.base_url,
+                          env=h.script_env(proxy.base_url))  # fmt: skip
+    assert result.code == (0 if value is None else 5), result  # null: unknown counts; never 1 ("unexpected")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"<html>cache</html>", b"[1, 2]", b'"text"'], ids=["empty", "html", "list", "string"]
+)
+def test_a_list_reply_that_is_not_a_list_object_is_a_service_error(h, body: bytes) -> None:
+    with HostileProxy(None) as server:
+        server.add(reply(200, body, on=BATCHES))
+        result = h.run_script("list_batches", env=h.script_env(server.base_url))
+    assert result.code == 5, result
+
+
+def test_a_host_that_does_not_resolve_fails_fast_naming_it(h) -> None:
+    started = time.monotonic()
+    result = h.run_script("list_batches", "--allow-insecure",
+                          env=h.script_env("http://no-such-host.invalid/v1"))  # fmt: skip
+    assert time.monotonic() - started < 8
+    refused(result, 5, "no-such-host.invalid", "DOUBLEWORD_BASE_URL")
+    assert "retrying GET" not in result.stderr
+
+
+# --------------------------------------------------------------------------- downloads (fetch's engine)
+
+
+def _fetch_all(h, manifest: Path, proxy: HostileProxy, *extra: str) -> Any:  # type: ignore[no-untyped-def]
+    return h.run_script("fetch_results", "--manifest", str(manifest), "--base-url", proxy.base_url, *extra,
+                        env=h.script_env(proxy.base_url), timeout=120)  # fmt: skip
+
+
+def _answers(folder: Path) -> dict[str, str]:
+    results = folder / "jobs.results" / "results.jsonl"
+    return {r["custom_id"]: r["status"] for r in map(json.loads, results.read_text().splitlines())}
+
+
+@pytest.mark.xfail(
+    reason="fetch (issue 16 item 2): download.py must refuse a content reply that is not NDJSON", strict=False
+)
+def test_an_html_page_on_the_content_route_moves_no_cursor(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url, n=8)
+    proxy.add(html_page(on=CONTENT, times=1))
+    first = _fetch_all(h, manifest, proxy)
+    second = _fetch_all(h, manifest, proxy)
+    output = (tmp_path / "jobs.results" / "output.jsonl").read_text()
+    assert "<html" not in output.lower()
+    assert second.code == 0 and set(_answers(tmp_path).values()) == {"completed"}, (first, second)
+
+
+@pytest.mark.xfail(
+    reason="fetch (issue 16 item 2): a finished batch must be read until the server has no more", strict=False
+)
+def test_capped_pages_are_read_until_the_server_has_no_more(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url, n=120)
+    proxy.add(capped_pages(50))
+    result = _fetch_all(h, manifest, proxy)
+    answers = _answers(tmp_path)
+    assert result.code == 0 and len(answers) == 120 and set(answers.values()) == {"completed"}, result
+
+
+@pytest.mark.xfail(reason="fetch (issue 16 item 2): repeated pages must be detected", strict=False)
+def test_repeated_pages_lose_no_answer(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url, n=120)
+    proxy.add(ignore_skip())
+    result = _fetch_all(h, manifest, proxy, "--page-size", "50")
+    if result.code == 0:
+        assert set(_answers(tmp_path).values()) == {"completed"}
+    else:  # refusing to trust the server is fine too; claiming success with lost answers is not
+        assert result.code == 5 and result.doc["ok"] is False, result
+
+
+# --------------------------------------------------------------------------- files, devices, signals
+
+
+def test_a_full_stdout_is_reported_without_a_traceback(h, emu) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, str(h.SCRIPTS / "list_batches.py")],
+            env=h.script_env(emu.base_url), stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    assert "cannot write the result to stdout" in proc.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_termination_signals_leave_json_on_stdout(h, emu, tmp_path: Path, signum: int) -> None:
+    emu.configure(paused=True)
+    jobs = job(h, tmp_path)
+    env = h.script_env(emu.base_url)
+    assert h.run_script("submit", str(jobs), env=env).code == 0
+    proc = subprocess.Popen(
+        [sys.executable, str(h.SCRIPTS / "poll.py"), "--manifest", str(tmp_path / "jobs.jsonl.manifest.json"),
+         "--wait", "--interval", "0.2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(1.5)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    doc = json.loads(out)
+    assert doc["error"]["type"] == "interrupted" and signal.Signals(signum).name in doc["error"]["message"]
+    assert "Traceback" not in err
+
+
+def test_a_symlinked_manifest_stays_a_symlink(h, emu, tmp_path: Path) -> None:
+    jobs = job(h, tmp_path)
+    env = h.script_env(emu.base_url)
+    store = tmp_path / "store"
+    store.mkdir()
+    real = store / "real.manifest.json"
+    link = tmp_path / "jobs.jsonl.manifest.json"
+    assert h.run_script("submit", str(jobs), "--manifest", str(real), env=env).code == 0
+    link.symlink_to(real)
+    result = h.run_script(
+        "poll", "--manifest", str(link), "--wait", "--interval", "0.1", "--timeout", "60", env=env
+    )
+    assert result.code == 0, result
+    assert link.is_symlink() and os.path.realpath(link) == str(real)
+    assert '"completed"' in real.read_text()  # poll wrote the status through the link
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_every_file_written_gets_the_users_umask(h, emu, tmp_path: Path, umask: int) -> None:
+    jobs = job(h, tmp_path)
+    env = h.script_env(emu.base_url)
+    script = ("import os, runpy, sys; os.umask(int(sys.argv[1], 8)); s = sys.argv[2]; "
+              "sys.argv = sys.argv[2:]; sys.path.insert(0, os.path.dirname(s)); runpy.run_path(s, run_name='__main__')")  # fmt: skip
+
+    def run(name: str, *args: str) -> int:
+        proc = subprocess.run([sys.executable, "-c", script, oct(umask), str(h.SCRIPTS / f"{name}.py"), *args],
+                              env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        return proc.returncode
+
+    assert run("submit", str(jobs)) == 0
+    manifest = tmp_path / "jobs.jsonl.manifest.json"
+    assert run("poll", "--manifest", str(manifest), "--wait", "--interval", "0.1") == 0
+    assert run("fetch_results", "--manifest", str(manifest)) == 0
+    expected = 0o666 & ~umask
+    out = tmp_path / "jobs.results"
+    for path in [manifest, out / "results.jsonl", out / "retry.jsonl", out / "output.jsonl"]:
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == expected, (path, oct(path.stat().st_mode))
+
+
+def test_locks_do_not_pile_up(tmp_path: Path) -> None:
+    from doubleword.files import exclusive_lock
+
+    lock = tmp_path / ".x.lock"
+    for _ in range(3):
+        with exclusive_lock(lock) as mine:
+            assert mine and lock.exists()
+            with exclusive_lock(lock, wait=False) as second:
+                assert second is False  # flock is per open file: a second open in-process is refused too
+        assert not lock.exists()
+
+
+@pytest.mark.xfail(
+    reason="fetch: its download loop retries OSError (ENOSPC) for ~25 s and its appends name no path; use files.naming_errors(path) around writes and retry only network errors",
+    strict=False,
+)
+def test_a_full_disk_names_the_path_and_is_not_retried(h, emu, tmp_path: Path) -> None:
+    if os.geteuid() != 0 or sys.platform != "linux":
+        pytest.skip("needs root to mount a tiny tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True
+    ).returncode:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        manifest = submitted(h, tmp_path, emu.base_url, n=200)
+        started = time.monotonic()
+        result = h.run_script("fetch_results", "--manifest", str(manifest), "--out", str(disk / "out"),
+                              env=h.script_env(emu.base_url), timeout=120)  # fmt: skip
+        assert time.monotonic() - started < 15, result
+        refused(result, 4, str(disk / "out"), "No space left")
+        assert "retrying" not in result.stderr and "interrupted (" not in result.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
