@@ -222,10 +222,10 @@ def test_retry_after_header_seconds_and_date_and_body(server):
         (503, {"Retry-After": "7"}, b'{"error":"service_unavailable","message":"busy"}'),
         (429, {"Retry-After": date}, b"{}"),
         (429, {}, b'{"message":"slow down","retry_after_seconds":3}'),
-        (200, {}, b'{"ok": true}'),
+        (200, {}, b'{"object": "list", "data": []}'),
     ]
     sleeps: list[float] = []
-    assert _client(base, sleeps).get_json("batches") == {"ok": True}
+    assert _client(base, sleeps).get_json("batches") == {"object": "list", "data": []}
     assert sleeps[0] == 7 and 25 <= sleeps[1] <= 31 and sleeps[2] == 3
     assert len(script.received) == 4
 
@@ -304,3 +304,117 @@ def test_key_is_sent_as_bearer_and_upload_streams_a_multipart_body(server, tmp_p
     assert b'filename="my _file_.jsonl"' in head
     assert content[:-2] == payload  # the part ends with CRLF before the closing boundary
     assert parts[3] == b"--\r\n"
+
+
+# --------------------------------------------------------------------------- issue 16: keys, routes, redaction
+
+
+def test_redaction_covers_every_encoding_of_a_key():
+    from doubleword import redaction
+
+    key = 'sk-red"act\\ion/+key-0123456789abcdef'
+    redaction.register_secret(key)
+    from urllib.parse import quote, quote_plus
+
+    texts = [
+        key,
+        json.dumps({"k": key}),
+        quote(key, safe=""),
+        quote_plus(key),
+        key.replace('"', "&quot;"),
+        key[:25],  # cut off in an excerpt
+        key[:14] + "\n    " + key[14:],  # wrapped across lines
+        json.dumps(key[:14] + "\n" + key[14:]),  # wrapped, then JSON-escaped
+        "Authorization: Bearer " + key[::-1],  # a bearer token we never registered
+    ]
+    for text in texts:
+        out = redaction.redact(text)
+        assert key[3:11] not in out and key[-10:] not in out and key[::-1] not in out, (text, out)
+
+
+def test_redacted_data_stays_valid_json():
+    from doubleword import redaction
+
+    key = 'sk-json"esc\\aped-0123456789'
+    redaction.register_secret(key)
+    doc = {"error": {"message": f"echo: {json.dumps(key)} and {key}"}, key: [key]}
+    text = json.dumps(redaction.redact_data(doc))
+    assert json.loads(text) and key not in text and json.dumps(key)[1:-1] not in text
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("http://vm\\@127.0.0.1:8080/v1", "backslash"),
+        ("http://u:p@127.0.0.1:8080/v1", "user name"),
+        ("http://127.0.0.1:8080/v1?x=1", "query"),
+        ("http://127.0.0.1:99999/v1", "cannot be used"),
+        ("ftp://127.0.0.1/v1", "http"),
+        ("http://%31%32%37.0.0.1/v1", "cannot be used"),
+    ],
+)
+def test_urls_two_parsers_could_read_differently_are_refused(monkeypatch, url, problem):
+    monkeypatch.delenv(config.BASE_URL_ENV, raising=False)
+    with pytest.raises(errors.ConfigError, match=problem):
+        config.base_url_from(_args(base_url=url))
+
+
+@pytest.mark.parametrize(
+    "env, url, allowed",
+    [
+        ({"HTTP_PROXY": "http://proxy.example:3128"}, "http://127.0.0.1:9/v1", False),
+        ({"http_proxy": "http://proxy.example:3128"}, "http://127.0.0.1:9/v1", False),
+        ({"ALL_PROXY": "socks5://proxy.example:1080"}, "http://127.0.0.1:9/v1", False),
+        ({"HTTP_PROXY": "http://proxy.example:3128", "NO_PROXY": "127.0.0.1"}, "http://127.0.0.1:9/v1", True),
+        ({"HTTP_PROXY": "http://proxy.example:3128", "NO_PROXY": "*"}, "http://127.0.0.1:9/v1", True),
+        ({"HTTP_PROXY": "http://127.0.0.1:3128"}, "http://127.0.0.1:9/v1", True),
+        ({"HTTPS_PROXY": "http://proxy.example:3128"}, "https://api.example/v1", True),  # CONNECT: inside TLS
+        ({"HTTPS_PROXY": "http://proxy.example:3128"}, "http://127.0.0.1:9/v1", True),  # not for http URLs
+    ],
+)
+def test_the_route_through_a_proxy_is_checked_as_requests_would_take_it(monkeypatch, env, url, allowed):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if allowed:
+        assert config.base_url_from(_args(base_url=url)) == url
+    else:
+        with pytest.raises(errors.ConfigError, match="proxy"):
+            config.base_url_from(_args(base_url=url))
+        assert config.base_url_from(_args(base_url=url, allow_insecure=True)) == url
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [("sk-a\nsk-b-0123", "line break"), ("sk-\u00e9t\u00e9-0123", "non-ASCII"), ("sk a-0123", "space")],
+)
+def test_a_key_that_cannot_be_sent_names_the_problem_not_the_key(monkeypatch, value, problem):
+    monkeypatch.setenv(config.API_KEY_ENV, value)
+    with pytest.raises(errors.ConfigError, match=problem) as caught:
+        config.api_key_from_env()
+    assert caught.value.code == 3
+    for piece in value.split():
+        assert piece not in caught.value.message
+
+
+def test_a_create_reply_without_an_id_is_ambiguous(server):
+    url, script = server
+    script.replies.append(
+        (201, {"Content-Type": "application/json"}, b'{"object": "batch", "status": "validating"}')
+    )
+    client = http_client.ApiClient(url, "sk-test", sleep=lambda s: None)
+    with pytest.raises(errors.AmbiguousRequest, match="no object id"):
+        client.post_json("batches", {"input_file_id": "f"}, creates=True)
+
+
+def test_a_large_upload_shows_byte_progress_with_rate(server, tmp_path, capsys):
+    data = tmp_path / "big.jsonl"
+    data.write_bytes(b'{"custom_id": "x"}\n' * 120_000)  # 2.3 MB
+    url, script = server
+    script.replies.append((201, {"Content-Type": "application/json"}, b'{"id": "f1", "object": "file"}'))
+    client = http_client.ApiClient(url, "sk-test", sleep=lambda s: None)
+    client.upload_file(data, "big.jsonl", {"purpose": "batch"})
+    err = capsys.readouterr().err
+    assert "uploading big.jsonl:" in err and "MB/s" in err and "\x1b" not in err
