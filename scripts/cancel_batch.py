@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from doubleword.api import cancel_batch, get_batch
-from doubleword.cli import info, make_parser, run
+from doubleword.cli import info, make_parser, run, summary
 from doubleword.errors import ExitCode
 from doubleword.manifest import add_target_args, client_for, load_targets
 from doubleword.status import is_terminal
@@ -65,6 +65,9 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     if manifest is not None:
         manifest.record_batches(seen)
     result: dict[str, Any] = {"ok": not refused, "batches": outcomes}
+    summary(
+        f"{sum(bool(o['cancelled']) for o in outcomes)} cancelled, {len(refused)} refused (already finished)"
+    )
     if refused:
         message = (
             "refusing to cancel finished batches (--force would relabel them cancelled; it resends nothing "

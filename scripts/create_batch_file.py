@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from doubleword.build import DUPLICATES, ENDPOINTS, endpoint_url, make_request
-from doubleword.cli import info, make_parser, run, warn
+from doubleword.cli import info, make_parser, run, summary, warn
 from doubleword.config import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from doubleword.endpoints import REASONING_EFFORTS
 from doubleword.errors import ExitCode, UsageError
@@ -90,6 +90,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         warn(note)
     if notes:
         result["warnings"] = notes
+    summary(f"wrote {total} requests to {len(shards)} file(s) ({len(notes)} warnings)")
     return result, int(ExitCode.OK)
 
 

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from doubleword.api import iter_batches
-from doubleword.cli import make_parser, run
+from doubleword.cli import make_parser, run, summary
 from doubleword.client import client_from_args
 from doubleword.errors import ExitCode, UsageError
 
@@ -61,6 +61,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
                 "metadata": batch.get("metadata") or {},
             }
         )
+    summary(f"{len(batches)} batches listed" + (" (more on the server: --all)" if has_more else ""))
     # With --all, has_more stays true only if the walk had to stop early (the server repeated a page).
     return {"ok": True, "count": len(batches), "has_more": has_more, "batches": batches}, 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from doubleword.cli import make_parser, run
+from doubleword.cli import make_parser, run, summary
 from doubleword.errors import ExitCode, UsageError
 from doubleword.fingerprint import remember_valid
 from doubleword.validation import invalid_summary, validate_batch_file
@@ -63,6 +63,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         for report in reports:
             _summarise(report)
     result: dict[str, Any] = {"ok": ok, "files": reports}
+    summary(f"{len(reports)} file(s) checked, {sum(not r['valid'] for r in reports)} invalid")
     if not ok:
         result["error"] = {"type": "invalid_input", "message": invalid_summary(reports)}
     return result, int(ExitCode.OK if ok else ExitCode.INVALID_INPUT)

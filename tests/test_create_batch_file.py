@@ -206,7 +206,9 @@ def test_cli_prompts_with_all_body_options(tmp_path):
     assert body["stop"] == ["END", "STOP"] and body["seed"] == 42 and body["metadata"] == {"k": "v"}
     assert body["response_format"]["type"] == "json_schema"
     assert_valid(out)
-    assert proc.stderr.decode().splitlines() == ["create_batch_file.py: success (exit 0)"]  # the summary only
+    assert proc.stderr.decode().splitlines() == [
+        "create_batch_file.py: wrote 2 requests to 1 file(s) (0 warnings) (exit 0)"
+    ]
 
 
 def test_cli_csv_template_and_id_field(tmp_path):

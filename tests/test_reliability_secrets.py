@@ -199,7 +199,8 @@ def test_server_echoes_the_key(work, h) -> None:
 
 
 def test_debug_traceback_hides_the_key(work, h) -> None:
-    """An unexpected reply makes an internal error; --debug prints the traceback, the key still hidden."""
+    """A reply of the wrong shape holding the key: a service error naming the field, the key hidden;
+    an unexpected error with --debug prints a traceback, the key hidden there too."""
 
     def reply(seen: Seen) -> tuple[int, dict[str, str], str]:
         batch = {"id": "b1", "status": "in_progress", "request_counts": {"total": h.CANARY_KEY}}
@@ -208,11 +209,25 @@ def test_debug_traceback_hides_the_key(work, h) -> None:
     with ScriptedServer(reply) as server:
         env = env_for(h, work, server.base_url)
         result = h.run_script("poll", "b1", "--debug", env=env, cwd=work["work"])
-        plain = h.run_script("poll", "b1", env=env, cwd=work["work"])
-    assert result.code == 1 and "Traceback" in result.stderr, result
-    assert "<hidden>" in result.stderr and "<hidden>" in result.doc["error"]["message"]
-    assert plain.code == 1 and "Traceback" not in plain.stderr and "--debug" in plain.stderr
+    assert result.code == 5 and "request_counts.total" in result.doc["error"]["message"], result
+    assert "<hidden>" in result.doc["error"]["message"] and "<hidden>" in result.stderr
     h.assert_no_key_in_tree(work["work"])
+
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from doubleword import cli, config
+
+    config.register_secret(h.CANARY_KEY)
+
+    def crash(argv: list[str]) -> tuple[dict[str, Any], int]:
+        raise RuntimeError(f"boom near {h.CANARY_KEY}")
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli.run(crash, ["--debug"])
+    assert code == 1 and "Traceback" in err.getvalue() and "<hidden>" in err.getvalue()
+    assert h.CANARY_KEY not in out.getvalue() + err.getvalue()
     h.assert_no_key_in_tree(work["tmp"])
 
 
