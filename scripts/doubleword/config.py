@@ -177,7 +177,7 @@ def api_key_from_env() -> str:
     register_secret(key)
     if not key:
         base = os.environ.get(BASE_URL_ENV, "")
-        if base and _is_loopback(urlsplit(base).hostname or ""):  # a server on this machine
+        if base and is_loopback(urlsplit(base).hostname or ""):  # a server on this machine
             raise ConfigError(
                 f"{API_KEY_ENV} is not set. The local server at {base} needs no Doubleword account: it "
                 f"accepts any key unless it was started with --api-key. Run: export {API_KEY_ENV}=sk-local"
