@@ -381,3 +381,13 @@ def test_ocr_folder_end_to_end_against_the_emulator(emulator, env, tmp_path, h, 
     assert all(
         tokens > 100 for tokens in prompt_tokens
     )  # the image parts were counted, not just "Transcribe."
+
+
+def test_a_short_csv_row_has_empty_values_not_nulls(tmp_path):
+    csv = tmp_path / "d.csv"
+    csv.write_text("id,text\nA,hello\nB\n")
+    out = tmp_path / "o.jsonl"
+    proc, result = create("--csv", str(csv), "--id-field", "id", "--field", "text", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert result["empty_prompts"]["count"] == 1
+    assert lines(tmp_path / "o.rows.jsonl")[1] == {"custom_id": "B", "row": {"id": "B", "text": ""}}

@@ -89,6 +89,8 @@ def _csv_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
                 where = f"row {number} (line {reader.line_num}) of {path}"
                 if None in row:
                     raise InputError(f"{where} has more values than the header has columns")
+                if None in row.values():  # a short row: its missing values are empty, as in a spreadsheet
+                    row = {key: "" if value is None else value for key, value in row.items()}
                 yield where, row
         except csv.Error as exc:
             raise InputError(f"{path}: not readable as CSV near line {reader.line_num}: {exc}")
