@@ -50,6 +50,7 @@ class Completion:
     reasoning_tokens: int = 0
     completion_tokens: int = 0
     structured: bool = False
+    stop_sequence: str | None = None  # the stop sequence that ended the text, if one did
 
 
 def seed_of(*parts: str) -> int:
@@ -83,7 +84,7 @@ def compose(endpoint: str, body: dict, model: str, catalog: Catalog, sloppy_rate
     if sloppy_rate > 0:
         make_sloppy(out, sloppy_rate, seed, prompt)
     spend_budget(out, budget_of(body))
-    apply_stop(out, body.get("stop"))
+    apply_stop(out, body.get("stop", body.get("stop_sequences")))  # messages: stop_sequences
     out.reasoning_tokens = tokens(out.reasoning or "")
     out.completion_tokens = out.reasoning_tokens + tokens(out.content or "")
     out.completion_tokens += sum(tokens(t.arguments) for t in out.tool_calls)
@@ -231,13 +232,11 @@ def apply_stop(out: Completion, stop: object) -> None:
     """The text ends before the first stop sequence it holds (the sequence is not included)."""
     if out.content is None or out.structured or not stop:
         return
-    stops = (
-        [stop]
-        if isinstance(stop, str)
-        else [s for s in stop if isinstance(s, str) and s]
-        if isinstance(stop, list)
-        else []
-    )
-    hits = [i for i in (out.content.find(s) for s in stops) if i >= 0]
+    if isinstance(stop, str):
+        stops = [stop]
+    else:
+        stops = [s for s in stop if isinstance(s, str) and s] if isinstance(stop, list) else []
+    hits = [(i, s) for i, s in ((out.content.find(s), s) for s in stops) if i >= 0]
     if hits:
-        out.content, out.finish = out.content[: min(hits)], "stop"
+        at, out.stop_sequence = min(hits)
+        out.content, out.finish = out.content[:at], "stop"

@@ -121,8 +121,8 @@ def message(c: Completion, rid: str, model: str, created: int, reasoning: bool) 
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": MESSAGE_STOPS[c.finish],
-        "stop_sequence": None,
+        "stop_reason": "stop_sequence" if c.stop_sequence else MESSAGE_STOPS[c.finish],
+        "stop_sequence": c.stop_sequence,
         "usage": {"input_tokens": c.prompt_tokens, "output_tokens": c.completion_tokens},
     }
 

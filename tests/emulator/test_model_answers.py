@@ -86,6 +86,15 @@ def test_a_stop_sequence_ends_the_answer_before_it(api):
     choice = resp["choices"][0]
     assert choice["finish_reason"] == "stop" and choice["message"]["content"].endswith("alpha beta ")
     assert_usage_agrees(resp)
+    body = {
+        "model": CHAT,
+        "max_tokens": 100,
+        "stop_sequences": ["gamma"],
+        "messages": [{"role": "user", "content": "alpha beta gamma"}],
+    }
+    m = api.post("/messages", json=body).json()
+    assert (m["stop_reason"], m["stop_sequence"]) == ("stop_sequence", "gamma")
+    assert m["content"][0]["text"].endswith("alpha beta ")
 
 
 def test_budgets_hold_in_batches(api):
