@@ -15,6 +15,7 @@ The order of work makes it exactly-once and honest:
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,11 @@ def resubmit(args: Any, options: Options, adjust: Adjustments) -> tuple[dict[str
     options.window = manifest.window or options.window
     options.metadata = manifest.metadata
     last = manifest.last_round
+    dry_run = bool(getattr(args, "dry_run", False))
+    if not last.submitted and dry_run:
+        result = summary(manifest, last.shards, created=0)
+        result.update(dry_run=True, batches_to_create=sum(1 for s in last.shards if s.create_state != "done"))
+        return result, int(ExitCode.OK)
     if not last.submitted:  # planned, perhaps partly sent, by an earlier run: finish it, plan nothing
         info(f"round {last.number} of {manifest.path.resolve()} was not wholly sent; finishing it")
         created = send_shards(client, manifest, last.shards, options)
@@ -111,7 +117,7 @@ def resubmit(args: Any, options: Options, adjust: Adjustments) -> tuple[dict[str
     refuse_while_running(client, manifest)
     records, groups = job_view(args, manifest)
     manifest.reload()  # the download saved its cursors: keep them
-    return next_round(client, manifest, records, groups, options, adjust)
+    return next_round(client, manifest, records, groups, options, adjust, dry_run=dry_run)
 
 
 def refuse_while_running(client: ApiClient, manifest: Manifest) -> None:
@@ -181,6 +187,8 @@ def next_round(
     groups: list[dict[str, Any]],
     options: Options,
     adjust: Adjustments,
+    *,
+    dry_run: bool = False,
 ) -> tuple[dict[str, Any], int]:
     unanswered = [r for r in records if r.status != "completed"]
     persistent = persistent_ids(manifest, unanswered)
@@ -210,6 +218,15 @@ def next_round(
         return {"ok": False, "complete": False, "resubmitted": 0, "error": error, **base}, int(
             ExitCode.BATCH_UNSUCCESSFUL
         )
+    if dry_run:
+        by_status = dict(Counter(r.status for r in chosen))
+        info(
+            f"dry run: round {manifest.last_round.number + 1} would resend {len(chosen)} request(s); nothing sent"
+        )
+        plan: dict[str, Any] = {"dry_run": True, "round": manifest.last_round.number + 1}
+        plan["would_resubmit"] = len(chosen)
+        plan.update(by_status=by_status, left_behind=len(unanswered) - len(chosen), adjust=adjust.record())
+        return {"ok": True, **plan, **base}, int(ExitCode.OK)
     round_ = plan_round(manifest, chosen, unanswered, adjust, options)
     manifest.save()  # the round exists before anything is sent: a re-run finishes it, never plans another
     info(f"round {round_.number}: resubmitting {len(chosen)} of {len(unanswered)} unanswered input(s)")
