@@ -214,11 +214,24 @@ class Generator:
             return FORMATS[fmt](self.rng, self.words)
         pattern = schema.get("pattern")
         if isinstance(pattern, str):
+            return self.pattern_string(pattern, low, high)
+        return fit_length(self.text(key, schema), low, high, self.words)
+
+    def pattern_string(self, pattern: str, low: int, high: int) -> str:
+        """A match of `pattern` within the length bounds: longer repeats tried as needed, and an
+        unanchored pattern padded at its open end."""
+        open_end = not pattern.endswith("$") or pattern.endswith("\\$")
+        text = ""
+        for attempt in range(40):
             try:
-                return matching(pattern, self.rng, extra=3 + min(high - low, 20) // 4)
+                text = matching(pattern, self.rng, extra=3 + attempt * max(1, low // 6 + 1))
             except PatternError as exc:
                 raise Unsatisfiable(str(exc)) from exc
-        return fit_length(self.text(key, schema), low, high, self.words)
+            if open_end and len(text) < low:
+                text += "".join(self.rng.choice("abcdefghij") for _ in range(low - len(text)))
+            if low <= len(text) <= high:
+                return text
+        return text  # the final check tells what is wrong
 
     def text(self, key: str, schema: dict) -> str:
         """Words of the prompt: the whole prompt for answer-like keys, a few words otherwise."""

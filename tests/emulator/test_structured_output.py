@@ -33,8 +33,9 @@ def _uri(value: object) -> bool:
 
 
 def valid(answer: object, schema: dict) -> list[str]:
-    """Every problem jsonschema finds (formats checked), as text."""
-    v = jsonschema.Draft202012Validator(schema, format_checker=FORMATS)
+    """Every problem jsonschema finds (formats checked; the schema's own `$schema` draft, else 2020-12)."""
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    v = cls(schema, format_checker=FORMATS)
     return [f"{list(e.absolute_path)}: {e.message}" for e in v.iter_errors(answer)]
 
 
@@ -446,3 +447,76 @@ def test_a_batch_of_generated_schemas_is_valid_line_by_line(api, examples):
         assert valid(answer, schema) == [], (schema, answer)
         seen += 1
     assert seen == 40
+
+
+MORE_KEYWORDS = {
+    "dependentRequired": {
+        "type": "object",
+        "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
+        "dependentRequired": {"a": ["b"]},
+    },
+    "if/then": {
+        "type": "object",
+        "properties": {"kind": {"enum": ["x", "y"]}, "n": {"type": "integer"}},
+        "required": ["kind"],
+        "if": {"properties": {"kind": {"const": "x"}}},
+        "then": {"required": ["n"]},
+    },
+    "not": {"type": "integer", "minimum": 0, "maximum": 10, "not": {"enum": [0, 1, 2, 3, 4, 5]}},
+    "minProperties": {"type": "object", "additionalProperties": {"type": "integer"}, "minProperties": 3},
+    "patternProperties": {
+        "type": "object",
+        "patternProperties": {"^x_[a-z]+$": {"type": "boolean"}},
+        "additionalProperties": False,
+        "minProperties": 2,
+    },
+    "contains": {"type": "array", "items": {"type": "integer"}, "contains": {"const": 7}, "minItems": 2},
+    "propertyNames": {"type": "object", "propertyNames": {"pattern": "^[a-z]{3}$"}, "minProperties": 2},
+    "maxProperties": {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}, "c": {"type": "integer"}},
+        "maxProperties": 1,
+    },
+    "draft-07 definitions": {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "definitions": {"p": {"type": "string", "minLength": 3}},
+        "type": "array",
+        "items": {"$ref": "#/definitions/p"},
+        "minItems": 2,
+    },
+    "draft-04 exclusive bounds": {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+        "exclusiveMinimum": True,
+        "exclusiveMaximum": True,
+    },
+    "tuple items": {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "array",
+        "items": [{"type": "string"}, {"type": "integer"}],
+        "additionalItems": False,
+        "minItems": 2,
+    },
+    "pattern with lengths": {"type": "string", "pattern": "^[a-z]+$", "minLength": 20, "maxLength": 25},
+    "recursion": {
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {"c": {"type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 2}},
+                "required": ["c"],
+            }
+        },
+        "$ref": "#/$defs/node",
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(MORE_KEYWORDS))
+def test_less_common_keywords_get_valid_answers_too(api, name):
+    schema = MORE_KEYWORDS[name]
+    for prompt in PROMPTS[:4]:
+        choice = ask(api, prompt, schema)
+        answer = json.loads(choice["message"]["content"])
+        assert valid(answer, schema) == [], (name, answer)
