@@ -27,25 +27,18 @@ as given (only their shape is checked). Keys this version does not know are kept
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from doubleword.cli import warn
 from doubleword.errors import InputError
-from doubleword.files import atomic_write_json, read_json_file
+from doubleword.files import atomic_write_json, exclusive_lock, read_json_file
 from doubleword.manifest.check import FORMAT, VERSION, problem
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks, so concurrent runs on one manifest are unguarded
-    fcntl = None  # type: ignore[assignment]
 
 DOWNLOAD_KINDS = ("output", "errors")
 
@@ -394,30 +387,6 @@ _MANIFEST_KEYS = (
     "shards",
     "fetch",
 )
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
-    """Hold an advisory lock on ``path`` (created if needed); yields False when ``wait`` is False and
-    another process holds it. Locks die with their process, so a killed run never blocks the next."""
-    if fcntl is None:
-        yield True
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        handle = open(path, "a")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise OSError(exc.errno, f"{exc.strerror} (cannot create files in {path.parent})", str(path.parent))
-    with handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def record_batch(shard: Shard, batch: dict[str, Any]) -> None:
