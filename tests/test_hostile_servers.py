@@ -536,6 +536,16 @@ def test_every_file_written_gets_the_users_umask(h, emu, tmp_path: Path, umask: 
             assert stat.S_IMODE(path.stat().st_mode) == expected, (path, oct(path.stat().st_mode))
 
 
+def test_no_lock_file_is_left_after_a_job(h, emu, tmp_path: Path) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url)
+    env = h.script_env(emu.base_url)
+    assert h.run_script("fetch_results", "--manifest", str(manifest), env=env).code == 0
+    assert h.run_script("poll", "--manifest", str(manifest), env=env).code == 0
+    assert h.run_script("submit", str(tmp_path / "jobs.jsonl"), env=env).code == 0  # a re-run: nothing new
+    left = [p for p in tmp_path.rglob("*") if p.name.endswith(".lock")]
+    assert left == [], left
+
+
 def test_locks_do_not_pile_up(tmp_path: Path) -> None:
     from doubleword.files import exclusive_lock
 
