@@ -13,7 +13,9 @@ import errno
 import json
 import math
 import os
+import re
 import signal
+import sqlite3
 import sys
 import time
 import traceback
@@ -37,6 +39,7 @@ EXIT_MEANINGS = {
     ExitCode.NOT_FINISHED: "not finished yet (a batch is still running; partial results may be on disk)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM or SIGHUP); state saved, re-run to resume",
 }
+_DISK_TROUBLE = re.compile(r"disk is full", re.I)  # sqlite3 says so for ENOSPC and quota
 # Every command can end these ways, whatever it does: the boundary's own outcomes.
 _ALWAYS = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.INTERRUPTED)
 ExitCodes = Iterable["ExitCode | tuple[ExitCode, str]"]
@@ -215,6 +218,11 @@ def _run(main: Callable[[list[str]], tuple[dict[str, Any], int]], args: list[str
         return int(ExitCode.INTERNAL)
     except OSError as exc:
         result, code = _os_error(exc, debug)
+    except sqlite3.OperationalError as exc:  # a local index (fetch's) on a full or failing disk
+        if not _DISK_TROUBLE.search(str(exc)):
+            result, code = _unexpected(exc, debug)
+        else:
+            result, code = _os_error(OSError(errno.ENOSPC, f"{exc}", getattr(exc, "filename", None)), debug)
     except Exception as exc:  # the last line of defence: never a bare traceback unless asked
         result, code = _unexpected(exc, debug)
     previous = _set_handlers(signal.SIG_IGN)  # the JSON and summary are written whole, whatever comes
