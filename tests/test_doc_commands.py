@@ -23,7 +23,7 @@ CANARY_KEY = "sk-canary-docs-7f3a9c2e"
 # Exit codes a documented command may end with when everything works as the docs describe.
 ALLOWED_CODES = {
     "poll.py": {0, 6, 7},  # a single check may find the batch still running; 6: some requests failed
-    "fetch_results.py": {0, 7},
+    "fetch_results.py": {0, 6, 7},  # 6: finished, some requests failed (the docs' server fails 25%)
     "cancel_batch.py": {0, 4},  # 4: refused because the batch already finished (documented)
 }
 

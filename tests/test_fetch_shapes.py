@@ -1,10 +1,13 @@
-"""How served lines become results: Doubleword and OpenAI shapes, every endpoint's text, errors parsed."""
+"""How served lines become records: Doubleword and OpenAI shapes, every endpoint's answer, errors parsed."""
 
 from __future__ import annotations
 
 import json
 
-from doubleword.results import extract, join, line_status, normalise_error, usage_tokens
+import pytest
+
+from doubleword.answers import ANSWER_KEYS, encode_line, interpret, line_status, normalise_error, usage_tokens
+from doubleword.endpoints import ENDPOINTS
 
 DW_ERROR = {
     "id": "batch_req_1",
@@ -34,19 +37,16 @@ OPENAI_EXPIRED = {
 }
 
 
-def _ok(body):
-    return {
-        "id": "batch_req_9",
-        "custom_id": "z",
-        "response": {"status_code": 200, "body": body},
-        "error": None,
-    }
+def _ok(body, shape="doubleword"):
+    response = {"status_code": 200, "request_id": None, "body": body}
+    if shape == "openai":  # OpenAI puts request_id strings, key order differs, error null
+        response = {"status_code": 200, "request_id": "req_abc", "body": body}
+    return {"id": "batch_req_9", "custom_id": "z", "response": response, "error": None}
 
 
 def test_doubleword_error_message_is_parsed():
     assert line_status(DW_ERROR) == "failed"
-    err = normalise_error(DW_ERROR)
-    assert err == {
+    assert normalise_error(DW_ERROR) == {
         "type": "NonRetriableHttpStatus",
         "code": None,
         "status": 400,
@@ -72,42 +72,98 @@ def test_openai_shapes():
     assert normalise_error(OPENAI_EXPIRED)["type"] == "batch_expired"
 
 
-def test_text_of_every_endpoint():
-    chat = {"choices": [{"message": {"role": "assistant", "content": "hi"}}], "usage": {"prompt_tokens": 2}}
-    assert extract(_ok(chat))["content"] == "hi"
-    assert extract(_ok({"choices": [{"text": "done"}]}))["content"] == "done"
-    responses = {"output": [{"type": "message", "content": [{"type": "output_text", "text": "r"}]}]}
-    assert extract(_ok(responses))["content"] == "r"
-    messages = {"type": "message", "content": [{"type": "text", "text": "m"}], "usage": {"input_tokens": 3}}
-    assert extract(_ok(messages))["content"] == "m"
-    assert extract(_ok({"data": [{"embedding": [0.1, 0.2]}]}))["embedding"] == [0.1, 0.2]
-    assert extract(_ok("not json"))["content"] == "not json"
+CHAT = {
+    "object": "chat.completion",
+    "model": "m",
+    "choices": [
+        {
+            "message": {"role": "assistant", "content": "hi", "reasoning_content": "think"},
+            "finish_reason": "length",
+        }
+    ],
+    "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+}
+ANSWERS = {
+    "chat": (CHAT, {"content": "hi", "reasoning": "think", "finish_reason": "length"}, "truncated"),
+    "completions": (
+        {"object": "text_completion", "choices": [{"text": "done", "finish_reason": "stop"}]},
+        {"content": "done", "finish_reason": "stop"},
+        "completed",
+    ),
+    "responses": (
+        {
+            "object": "response",
+            "status": "incomplete",
+            "incomplete_details": {"reason": "max_output_tokens"},
+            "output": [
+                {"type": "reasoning", "summary": [{"type": "summary_text", "text": "plan"}]},
+                {"type": "message", "content": [{"type": "output_text", "text": "r"}]},
+                {"type": "function_call", "name": "f", "arguments": "{}"},
+            ],
+            "usage": {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7},
+        },
+        {"content": "r", "reasoning": "plan", "finish_reason": "max_output_tokens"},
+        "truncated",
+    ),
+    "messages": (
+        {
+            "type": "message",
+            "content": [
+                {"type": "thinking", "thinking": "hmm"},
+                {"type": "text", "text": "m"},
+                {"type": "tool_use", "id": "t", "name": "f", "input": {}},
+            ],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 3, "output_tokens": 4},
+        },
+        {"content": "m", "reasoning": "hmm", "finish_reason": "end_turn"},
+        "completed",
+    ),
+    "embeddings": (
+        {"object": "list", "data": [{"embedding": [0.1, 0.2]}], "usage": {"prompt_tokens": 2}},
+        {"content": None, "embedding": [0.1, 0.2]},
+        "completed",
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", ["doubleword", "openai"])
+@pytest.mark.parametrize("name", list(ANSWERS))
+def test_every_endpoint_in_both_shapes(name, shape):
+    body, want, want_status = ANSWERS[name]
+    for endpoint in (ENDPOINTS[name], None):  # from the batch's endpoint, or recognised by the body
+        status, record = interpret(_ok(body, shape), "B1", endpoint)
+        assert set(record) == set(ANSWER_KEYS)
+        assert status == want_status
+        assert {k: record[k] for k in want} == want
+        assert record["batch_id"] == "B1" and record["line_id"] == "batch_req_9"
+    if name in ("responses", "messages"):
+        assert record["tool_calls"] and record["tool_calls"][0]["name"] == "f"
     assert usage_tokens({"input_tokens": 3, "output_tokens": 4}) == (3, 4, 7)
 
 
-def test_join_order_precedence_and_retry(tmp_path):
-    inputs = tmp_path / "in.jsonl"
-    reqs = [{"custom_id": c, "method": "POST", "url": "/v1/chat/completions", "body": {}} for c in "abcd"]
-    inputs.write_text("".join(json.dumps(r) + "\n" for r in reqs))
-    out, errs = tmp_path / "output.jsonl", tmp_path / "errors.jsonl"
-    chat = {"choices": [{"message": {"content": "retried fine"}}]}
-    out.write_text(json.dumps(dict(_ok(chat), custom_id="a")) + "\n")
-    # "a" failed first and then succeeded after a retry: the success wins
-    errs.write_text(
-        json.dumps(dict(DW_ERROR, custom_id="a")) + "\n" + json.dumps(dict(DW_ERROR, custom_id="b")) + "\n"
-    )
-    summary = join([("B1", inputs, True)], out, errs, tmp_path / "results.jsonl", tmp_path / "retry.jsonl")
-    results = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert [(r["custom_id"], r["status"]) for r in results] == [
-        ("a", "completed"),
-        ("b", "failed"),
-        ("c", "missing"),
-        ("d", "missing"),
-    ]
-    assert summary["counts"]["completed"] == 1 and summary["failures_by_type"]["NonRetriableHttpStatus"] == 1
-    retry = [json.loads(x)["custom_id"] for x in (tmp_path / "retry.jsonl").read_text().splitlines()]
-    assert retry == ["b", "c", "d"]
-    # while the batch still runs, unanswered requests are pending and not offered for retry
-    join([("B1", inputs, False)], out, errs, tmp_path / "results.jsonl", tmp_path / "retry.jsonl")
-    results = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert [r["status"] for r in results][2:] == ["pending", "pending"]
+def test_a_body_that_is_not_json_is_the_answer_text():
+    status, record = interpret(_ok("not json"), "B1", ENDPOINTS["chat"])
+    assert status == "completed" and record["content"] == "not json"
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["plain", 'with "quotes" and \\ backslash\\', "emoji 🎉 and 東京", "ends with backslash \\", "", None],
+)
+def test_the_chat_fast_path_encodes_exactly_what_the_plain_path_does(content):
+    body = json.loads(json.dumps(CHAT))
+    body["choices"][0]["message"]["content"] = content
+    for ensure_ascii in (True, False):
+        raw = json.dumps(_ok(body), ensure_ascii=ensure_ascii).encode()
+        fast = encode_line(raw, "B1", ENDPOINTS["chat"])
+        plain = encode_line(raw, "B1", ENDPOINTS["completions"])  # takes the table's path
+        assert fast is not None and plain is not None
+        assert fast[:6] == plain[:6]
+        status, record = interpret(_ok(body), "B1", ENDPOINTS["chat"])
+        assert json.loads(fast[6]) == record
+
+
+def test_lines_that_are_not_output_lines_are_refused():
+    for raw in (b"<!DOCTYPE html>", b"[1, 2]", b'{"id": "x"}', b'"text"'):
+        assert encode_line(raw, "B1", None) is None

@@ -29,7 +29,15 @@ def test_chat_flow_results_in_input_order(emulator, env, tmp_path, h):
     code, doc, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
     assert code == 0, err
     assert doc["complete"] is True
-    assert doc["counts"] == {"requests": 40, "completed": 40, "failed": 0, "pending": 0, "missing": 0}
+    assert doc["counts"] == {
+        "requests": 40,
+        "completed": 40,
+        "failed": 0,
+        "truncated": 0,
+        "invalid": 0,
+        "pending": 0,
+        "missing": 0,
+    }
     assert doc["usage"]["total_tokens"] > 0
     results = h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
     assert [r["custom_id"] for r in results] == [line["custom_id"] for line in lines]
@@ -168,7 +176,7 @@ def test_all_failed_batch(tmp_path, h):
         assert code == 6 and poll["batches"][0]["status"] == "failed"
         code, doc, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
     assert code == 6, err
-    assert doc["complete"] is True and doc["counts"]["failed"] == 8
+    assert doc["finished"] is True and doc["complete"] is False and doc["counts"]["failed"] == 8
     assert sum(doc["failures_by_type"].values()) == 8
     results = h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
     assert all(r["status"] == "failed" and r["error"]["type"] and r["error"]["message"] for r in results)
@@ -224,7 +232,7 @@ def test_cancel_running_and_refuse_finished(emulator, env, tmp_path, h):
     code, poll, err = h.run_script("poll", batch_id, env=env)
     assert code == 6 and poll["batches"][0]["status"] == "cancelled"
     code, doc, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
-    assert code == 6 and doc["complete"] and doc["counts"]["missing"] == 5
+    assert code == 6 and doc["finished"] and not doc["complete"] and doc["counts"]["missing"] == 5
     assert len(h.read_jsonl(tmp_path / "jobs.results" / "retry.jsonl")) == 5
     # cancelling it again is a no-op success, and sends no second cancel
     before = len([r for r in emulator.requests_log() if r["path"].endswith("/cancel")])

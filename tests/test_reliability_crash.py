@@ -139,10 +139,10 @@ def run_fetch_kills(tmp_path: Path, h, seed: int, kills: int) -> dict[str, int]:
             proc = spawn(h, "fetch_results", *fetch_args, env=env)
             outcomes[kill_at_random_point(proc, rng, watch, max_delay=0.8)] += 1
         code, doc, err = h.run_script("fetch_results", *fetch_args, env=env)
-        assert code == 0, err
+        assert code == 6, err  # finished, with 10% of the requests failed
         # the reference: one uninterrupted run, after the batches finished
         code, ref, err = h.run_script("fetch_results", "--manifest", str(ref_manifest), env=env)
-        assert code == 0, err
+        assert code == 6, err
         stats = emu.stats()
     assert stats["files_created"] == 3 and stats["batches_created"] == 3
     for name in ("results.jsonl", "retry.jsonl"):

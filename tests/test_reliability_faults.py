@@ -152,14 +152,18 @@ def run_fault_flow(tmp_path: Path, h, seed: int, n: int, per_shard: int, mode: s
             )
             reruns += r
             assert poll.doc["all_terminal"] and {b["status"] for b in poll.doc["batches"]} == {"completed"}
-            fetch, r = _run_until_done(h, "fetch_results", "--manifest", str(manifest), env=env)
+            fetch, r = _run_until_done(
+                h, "fetch_results", "--manifest", str(manifest), env=env, ok_codes=(0, 6)
+            )
         else:
             follow = ("--follow", "--interval", "0.2", "--timeout", "200")
             if mode == "paged":
                 follow += ("--page-size", "100")
-            fetch, r = _run_until_done(h, "fetch_results", "--manifest", str(manifest), *follow, env=env)
+            fetch, r = _run_until_done(
+                h, "fetch_results", "--manifest", str(manifest), *follow, env=env, ok_codes=(0, 6)
+            )
         reruns += r
-        assert fetch.doc["complete"] is True, fetch
+        assert fetch.doc["finished"] is True, fetch  # every batch read to its end (5% of requests failed)
         assert_exactly_once_results(h, lines, tmp_path / "jobs.results", fetch.doc)
         stats = assert_one_upload_and_batch_per_shard(emu, manifest)
         log = emu.requests_log()

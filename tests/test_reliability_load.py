@@ -101,7 +101,9 @@ def full_flow(tmp_path: Path, h, emu: EmulatorServer, n: int) -> dict[str, float
     assert code == 0, err
     code, doc, err, rss["fetch"] = run_measured(h, "fetch_results", "--manifest", manifest, env=env)
     assert code == 0 and doc["complete"], err
-    assert doc["counts"] == {"requests": n, "completed": n, "failed": 0, "pending": 0, "missing": 0}
+    assert doc["counts"] == {
+        "requests": n, "completed": n, "failed": 0, "truncated": 0, "invalid": 0, "pending": 0, "missing": 0
+    }  # fmt: skip
     # every answer, in input order, once
     with open(work / "jobs.results" / "results.jsonl", encoding="utf-8") as handle, open(jobs) as inputs:
         count = 0

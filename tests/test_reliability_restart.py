@@ -139,7 +139,9 @@ def run_restarts(tmp_path: Path, h, seed: int, n: int, restarts: int) -> dict[st
         )
     output = h.read_jsonl(out / "output.jsonl")
     assert len({o["id"] for o in output}) == len(output) == n
-    assert fetched["counts"] == {"requests": n, "completed": n, "failed": 0, "pending": 0, "missing": 0}
+    assert fetched["counts"] == {
+        "requests": n, "completed": n, "failed": 0, "truncated": 0, "invalid": 0, "pending": 0, "missing": 0
+    }  # fmt: skip
     assert (out / "retry.jsonl").read_bytes() == b""
     h.assert_no_key_in_tree(tmp_path)
     return {"downs": downs}

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import json
 
-from doubleword.results import join
+from doubleword.answers import encode_line
 
 
-def test_output_line_with_invalid_utf8_is_completed_not_missing(tmp_path):
-    inputs = tmp_path / "in.jsonl"
-    reqs = [{"custom_id": c, "method": "POST", "url": "/v1/chat/completions", "body": {}} for c in "ab"]
-    inputs.write_text("".join(json.dumps(r) + "\n" for r in reqs))
-    out, errs = tmp_path / "output.jsonl", tmp_path / "errors.jsonl"
-    good = {
-        "id": "batch_req_1",
-        "custom_id": "a",
-        "response": {"status_code": 200, "body": {}},
-        "error": None,
-    }
+def test_output_line_with_invalid_utf8_is_completed_not_missing():
     bad = (
         json.dumps(
             {
@@ -30,10 +20,8 @@ def test_output_line_with_invalid_utf8_is_completed_not_missing(tmp_path):
         .encode()
         .replace(b"caf@", b"caf\xe9")
     )  # Latin-1 from a sloppy server
-    out.write_bytes(json.dumps(good).encode() + b"\n" + bad + b"\n")
-    errs.write_bytes(b"")
-    summary = join([("B1", inputs, True)], out, errs, tmp_path / "results.jsonl", tmp_path / "retry.jsonl")
-    assert summary["counts"]["completed"] == 2, summary
-    assert (tmp_path / "retry.jsonl").read_bytes() == b""
-    results = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert results[1]["content"].startswith("caf")
+    encoded = encode_line(bad, "B1", None)
+    assert encoded is not None
+    line_id, custom_id, status, *_, record = encoded
+    assert (line_id, custom_id, status) == ("batch_req_2", "b", "completed")
+    assert json.loads(record)["content"].startswith("caf")

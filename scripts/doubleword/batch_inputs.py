@@ -1,0 +1,122 @@
+"""The input lines of each batch, indexed so results come out in input order.
+
+A shard's input is the local batch file recorded by submit.py when it is still the file that was sent (its
+sha256 matches the manifest's), else the server's copy of the input file, downloaded once into the output
+folder. Each line is indexed by custom_id (read without parsing the line when it starts with it), where it
+is (to copy it into retry.jsonl) and whether it asked for JSON output. A batch whose input can be read
+nowhere is listed by what it answered.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from doubleword.api import download_file
+from doubleword.cli import info, warn
+from doubleword.client import ApiClient, ApiError
+from doubleword.errors import ServiceError
+from doubleword.manifest import sha256_file
+from doubleword.store import InputRow, Store
+
+_JSON_HINTS = (b'"response_format"', b'"format"')
+
+
+def leading_value(raw: bytes, key: bytes) -> str | None:
+    """The string value of ``key`` when a compact JSON line starts with it (``{"custom_id":"x",...``),
+    read without parsing the line; None when the line has another layout (the caller then parses it)."""
+    head = b'{"' + key + b'":"'
+    if not raw.startswith(head):
+        return None
+    start = len(head)
+    end = raw.find(b'"', start)
+    if end < 0 or b"\\" in raw[start:end] or not raw.rstrip().endswith(b"}"):
+        return None
+    try:
+        return raw[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def custom_id_of(raw: bytes) -> str | None:
+    value = leading_value(raw, b"custom_id")
+    if value is not None:
+        return value
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return None
+    found = line.get("custom_id") if isinstance(line, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def _rows(path: Path) -> Iterator[InputRow]:
+    with open(path, "rb") as handle:
+        offset = 0
+        for raw in handle:
+            length = len(raw)
+            line = raw.rstrip(b"\r\n")
+            if line.strip():
+                custom_id = custom_id_of(line)
+                wants_json = 1 if any(hint in line for hint in _JSON_HINTS) else 0
+                yield custom_id or "", None, offset, len(line), wants_json, zlib.crc32(line)
+            offset += length
+
+
+def input_path(client: ApiClient, shard: Any, out_dir: Path) -> Path | None:
+    """The shard's input lines as sent: the recorded file if unchanged, else a copy of the server's."""
+    local = shard.get("path")
+    if local and Path(local).is_file():
+        recorded = shard.get("sha256")
+        if not recorded or sha256_file(local) == recorded:
+            return Path(local)
+        warn(f"{local} changed since it was submitted; joining results to the server's copy of the input")
+    copy = out_dir / f"input-{int(shard.get('index') or 0):03d}.jsonl"
+    if copy.is_file():
+        return copy
+    if not shard.get("file_id"):
+        warn(f"batch {shard['batch_id']}: its input file is gone; results list only what was answered")
+        return None
+    info(f"batch {shard['batch_id']}: downloading its input file to join results in input order")
+    try:
+        download_file(client, shard["file_id"], copy)
+    except (ApiError, ServiceError) as exc:  # deleted, or a server that refuses to serve batch inputs
+        warn(
+            f"batch {shard['batch_id']}: cannot download its input file ({exc}); results list only what was answered"
+        )
+        return None
+    return copy
+
+
+def index_inputs(
+    client: ApiClient, store: Store, shards: list[Any], out_dir: Path, lock: Any, *, by_content: bool
+) -> None:
+    """Index every shard's input lines once (again when the file changed), then link the rounds."""
+    for position, shard in enumerate(shards):
+        batch_id = str(shard["batch_id"])
+        round_number = position + 1 if by_content else int(shard.get("round") or 1)
+        with lock:
+            known = store.source(batch_id)
+        path = input_path(client, shard, out_dir)
+        if path is not None:
+            stat = path.stat()
+            if known and known[1] == str(path) and known[2:4] == (stat.st_size, stat.st_mtime_ns):
+                continue
+            with lock:
+                if known:
+                    store.drop_source(known[0])
+                store.add_source(
+                    batch_id, round_number, str(path), stat.st_size, stat.st_mtime_ns, _rows(path)
+                )
+        else:  # what was answered, in custom_id order; rebuilt each run (more may have arrived)
+            with lock:
+                if known:
+                    store.drop_source(known[0])
+                answered = [(c, None, -1, 0, 0, 0) for c in store.answered(batch_id)]
+                store.add_source(batch_id, round_number, None, 0, 0, answered)
+    with lock:
+        store.link_rounds(by_content)
+        store.commit()

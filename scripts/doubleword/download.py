@@ -1,0 +1,421 @@
+"""The resumable download engine: output and error files page by page, decoded once as the bytes arrive.
+
+Content is read with ``skip`` (never ``offset``) from a cursor per batch and file, kept in the manifest
+(``shards[].downloads``); the served lines are appended to ``output.jsonl`` / ``errors.jsonl`` (raw, as
+served, de-duplicated by line id) whose committed lengths the manifest also keeps (``fetch.files``). Each
+line is decoded once, on arrival, into a row of the fetch index (:mod:`doubleword.store`), so results are
+written later without reading the output again. A commit (raw files synced, index committed, manifest saved)
+happens every :data:`COMMIT_LINES` lines or :data:`COMMIT_SECONDS`; a run killed at any point resumes exactly:
+raw bytes past the committed length are cut, index rows past it are dropped, and re-served lines are
+recognised by their id. Separate batches download concurrently (:data:`DOWNLOAD_WORKERS`).
+
+A reply that is not NDJSON of output lines (an HTML page, a wrong content type, lines that are not line
+objects) is a fault that moves no cursor and is retried; a server that ignores ``skip`` (repeated pages) is
+detected; a finished batch is read until the server has no more, whatever its page size
+(``references/api_reference.md``, downloading file content).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from doubleword.answers import decode_line
+from doubleword.api import content_response, get_batch
+from doubleword.batch_inputs import index_inputs
+from doubleword.cli import Progress, info, warn
+from doubleword.client import ApiClient, ApiError
+from doubleword.config import DELETED
+from doubleword.errors import BusyError, ExitCode, InputError, ServiceError
+from doubleword.export import Export
+from doubleword.files import atomic_write_text
+from doubleword.manifest import Manifest, exclusive_lock, record_batch
+from doubleword.results import join
+from doubleword.sinks import RecordFile, ReplyReader, Sink, check_content_type
+from doubleword.status import describe_batch, is_terminal
+from doubleword.store import RECORDS_NAME, Store
+
+KINDS = {"output": ("output_file_id", "output.jsonl", 0), "errors": ("error_file_id", "errors.jsonl", 1)}
+STREAM_RETRIES = 5
+DOWNLOAD_CHUNK = 1 << 18  # bytes per read of a streamed body
+DOWNLOAD_WORKERS = 4  # batches downloaded at the same time
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def fetch_state(manifest: Manifest) -> dict[str, Any]:
+    """The manifest's ``fetch`` member (the engine's own state)."""
+    if not isinstance(manifest.fetch, dict):
+        manifest.fetch = {}
+    return manifest.fetch
+
+
+class Engine:
+    """Downloads of one job into one output folder (the caller holds the folder's run lock)."""
+
+    def __init__(self, client: ApiClient, manifest: Manifest, out_dir: Path, page_size: int = 0) -> None:
+        self.client, self.manifest, self.out_dir, self.page_size = client, manifest, out_dir, page_size
+        self.lock = threading.RLock()
+        state = fetch_state(manifest)
+        if state.get("out_dir") != str(out_dir):
+            if state.get("out_dir"):
+                info(f"downloading into a new directory {out_dir}; starting the downloads afresh")
+            state.clear()
+            state.update({"out_dir": str(out_dir), "files": {}})
+            for shard in manifest.shards:
+                shard["downloads"] = {}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(out_dir)
+        self.records = RecordFile(out_dir / RECORDS_NAME, self.store)
+        self.sinks: dict[str, Sink] = {}
+        for kind, (_, name, number) in KINDS.items():
+            files = state.setdefault("files", {})
+            sink = Sink(out_dir / name, files.setdefault(kind, {"path": name, "bytes": 0, "lines": 0}))
+            if sink.reset:
+                for shard in manifest.shards:
+                    shard.get("downloads", {}).pop(kind, None)
+            last = self.store.cut(number, 0 if self.records.reset else int(sink.state["bytes"]))
+            if last < 0 < int(sink.state["bytes"]):
+                # Lines on disk that the index does not hold (it was removed, or an older version wrote
+                # them): which batch each came from is not known, so this file is downloaded again.
+                info(f"{sink.path.name} is not indexed; downloading it again from the start")
+                sink.truncate()
+                for shard in manifest.shards:
+                    shard.get("downloads", {}).pop(kind, None)
+            self.sinks[kind] = sink
+        self.commit()
+        self.last_commit = time.monotonic()
+
+    def close(self) -> None:
+        with self.lock:
+            for sink in self.sinks.values():
+                sink.close()
+            self.records.close()
+            self.store.close()
+
+    def commit(self) -> None:
+        """Make everything appended durable, then record it (index, then manifest)."""
+        with self.lock:
+            for sink in self.sinks.values():
+                sink.sync()
+            self.records.sync()
+            self.store.commit()
+            self.manifest.save()
+            self.last_commit = time.monotonic()
+
+    # -- batches
+
+    def refresh(self, shard: Any) -> dict[str, Any]:
+        """The batch as the server says now (recorded in the shard); a deleted one from the manifest."""
+        try:
+            batch = get_batch(self.client, shard["batch_id"])
+        except ApiError as exc:
+            # A batch deleted on the server keeps its output and error files: fetch what it produced.
+            if exc.status != 404 or not (shard.get("output_file_id") or shard.get("error_file_id")):
+                raise
+            if shard.get("status") != DELETED:
+                warn(
+                    f"batch {shard['batch_id']} no longer exists on the server (deleted?); downloading "
+                    "the output and error files recorded in the manifest"
+                )
+            shard["status"] = DELETED
+            return {
+                "id": shard["batch_id"],
+                "status": DELETED,
+                "endpoint": shard.get("endpoint"),
+                "output_file_id": shard.get("output_file_id"),
+                "error_file_id": shard.get("error_file_id"),
+                "request_counts": shard.get("request_counts"),
+            }
+        with self.lock:
+            record_batch(shard, batch)
+        return batch
+
+    def download_all(self, work: list[tuple[Any, dict[str, Any]]]) -> None:
+        """Bring every file of every (shard, batch) up to date, several batches at a time."""
+        tasks = [(shard, kind, batch) for shard, batch in work for kind in KINDS]
+        if len(work) <= 1:
+            for task in tasks:
+                self.download(*task)
+            return
+        with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS) as pool:
+            for future in [pool.submit(self.download, *task) for task in tasks]:
+                future.result()
+
+    def download(self, shard: Any, kind: str, batch: dict[str, Any]) -> None:
+        """Bring one file of one batch up to date from its cursor."""
+        cursor = self._cursor(shard, kind, batch)
+        if cursor is None:
+            return
+        for _ in range(10_000):  # requests; a bound against a server that never ends a file
+            if not self._fetch_once(shard, kind, cursor, batch):
+                return
+
+    def _cursor(self, shard: Any, kind: str, batch: dict[str, Any]) -> dict[str, Any] | None:
+        """The cursor to download from, or None when nothing can be new."""
+        id_key = KINDS[kind][0]
+        file_id = batch.get(id_key)
+        terminal = is_terminal(batch.get("status"))
+        with self.lock:
+            downloads = shard.setdefault("downloads", {})
+            cursor = downloads.get(kind)
+            if not isinstance(cursor, dict) or cursor.get("file_id") != file_id:
+                cursor = downloads[kind] = {"file_id": file_id, "skip": 0, "complete": False}
+        finished = finish_stamp(batch) if terminal else None
+        if finished and cursor.get("finished") not in (None, finished):
+            # Finished again since we last saw it finished: a /retry ran. Failed rows left the error file
+            # and new ones were appended, so positions shifted under the cursor.
+            cursor["complete"] = False
+            if kind == "errors":
+                info(f"batch {shard['batch_id']}: finished again after a retry; re-reading its error file")
+                cursor["skip"] = 0
+        if finished:
+            cursor["finished"] = finished
+        served = _served(batch, kind)
+        if not terminal or (served is not None and served != cursor["skip"]):
+            cursor["complete"] = False
+        if cursor["complete"]:
+            return None
+        if not file_id:  # OpenAI: no file yet, or never (output of an all-failed batch)
+            cursor["complete"] = terminal
+            return None
+        if kind == "errors" and served is not None and cursor["skip"] > served:
+            info(f"batch {shard['batch_id']}: the error file shrank (a retry?); reading it again from 0")
+            cursor["skip"] = 0
+        headers_seen = fetch_state(self.manifest).get("server_headers")
+        if headers_seen and served == cursor["skip"]:
+            if not terminal:
+                return None  # still running, but the counts promise no line past the cursor yet
+            if batch.get("status") != "cancelled":  # after a cancel, in-flight lines may still arrive
+                cursor["complete"] = True
+                return None
+        return cursor
+
+    def _fetch_once(self, shard: Any, kind: str, cursor: dict[str, Any], batch: dict[str, Any]) -> bool:
+        """One content request from the cursor; True if another should follow right away."""
+        terminal = is_terminal(batch.get("status"))
+        attempts = 0
+        while True:
+            start = cursor["skip"]
+            response = content_response(self.client, cursor["file_id"], start, self.page_size or None)
+            header = response.headers.get("X-Incomplete")
+            if header is None and not terminal:
+                response.close()  # a server without the headers (OpenAI): download once, when terminal
+                return False
+            if header is not None:
+                fetch_state(self.manifest)["server_headers"] = True
+            try:
+                check_content_type(response)
+                received = self._stream(response, shard, kind, cursor, batch)
+                break
+            except (requests.exceptions.RequestException, OSError) as exc:
+                attempts += 1
+                if attempts > STREAM_RETRIES:
+                    raise ServiceError(f"downloading {kind} of batch {shard['batch_id']} kept failing: {exc}")
+                warn(f"download of {kind} interrupted ({exc}); resuming from line {cursor['skip']}")
+                time.sleep(min(10.0, 0.5 * 2**attempts))
+            finally:
+                response.close()
+        incomplete = header is not None and header.strip().lower() == "true"
+        served = _served(batch, kind)
+        promised = served is not None and cursor["skip"] < served
+        if received == 0:
+            done = terminal
+        elif terminal:  # read a finished batch until the server has no more
+            done = not incomplete and not promised
+            if not done:
+                return True
+        else:
+            return promised or bool(self.page_size and received >= self.page_size)
+        if done:
+            with self.lock:
+                cursor["complete"] = True
+            self.commit()
+        return False
+
+    def _stream(
+        self,
+        response: requests.Response,
+        shard: Any,
+        kind: str,
+        cursor: dict[str, Any],
+        batch: dict[str, Any],
+    ) -> int:
+        """Decode and append the body's lines as they arrive; returns the lines received."""
+        reader = ReplyReader(self, shard, kind, cursor, batch)
+        buffer = b""
+        try:
+            for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK):
+                buffer += chunk
+                cut = buffer.rfind(b"\n")
+                if cut >= 0:
+                    reader.take(buffer[:cut].split(b"\n"))
+                    buffer = buffer[cut + 1 :]
+            tail = buffer.strip()
+            if tail:  # a last line without "\n" counts only if it is whole JSON
+                if decode_line(tail) is None:
+                    raise requests.exceptions.ChunkedEncodingError("the body ended inside a line")
+                reader.take([tail])
+            reader.finish()
+        finally:
+            reader.flush()
+        return reader.received
+
+
+def _served(batch: dict[str, Any], kind: str) -> int | None:
+    counts = batch.get("request_counts") or {}
+    value = counts.get("completed" if kind == "output" else "failed")
+    return value if isinstance(value, int) else None
+
+
+# --------------------------------------------------------------------------- a whole job
+
+RUN_LOCK = ".fetch.lock"  # one fetch per output directory: two would append to the same files
+OUR_FILES = ("output.jsonl", "errors.jsonl", "results.jsonl", "retry.jsonl")
+
+
+@dataclass
+class Options:
+    """How :func:`fetch_job` runs (the command's flags)."""
+
+    follow: bool = False
+    timeout: float = 3600.0
+    interval: float = 10.0
+    page_size: int = 0
+    by_content: bool = False  # batches given by id: a re-sent request is recognised by its content
+    export: Path | None = None
+    progress: bool = True
+
+
+def fetch_job(
+    client: ApiClient, manifest: Manifest, out_dir: Path, options: Options | None = None
+) -> tuple[dict[str, Any], int]:
+    """Download every round of a job into ``out_dir`` and write results.jsonl, retry.jsonl (and the export).
+
+    Returns the summary (SPEC section 4: counts per status, usage, failure groups, files, ``complete``) and
+    the exit code: 0 when every input has a usable answer, 7 while anything runs, 6 otherwise. Raises
+    :class:`BusyError` when another fetch holds the folder.
+    """
+    options = options or Options()
+    out_dir = out_dir.resolve()
+    with exclusive_lock(out_dir / RUN_LOCK, wait=False) as mine:
+        if not mine:
+            raise BusyError(
+                f"another fetch_results.py is already downloading into {out_dir}; let it finish "
+                "(or stop it), then run this again; it resumes where the other stopped"
+            )
+        _claim(out_dir, manifest)
+        engine = Engine(client, manifest, out_dir, options.page_size)
+        try:
+            batches, finished = _download_loop(engine, options)
+            shards = [s for s in manifest.shards if s.get("batch_id")]
+            index_inputs(client, engine.store, shards, out_dir, engine.lock, by_content=options.by_content)
+            running = {b for b, batch in batches.items() if not is_terminal(batch.get("status"))}
+            extra = [Export(options.export, engine.store, shards)] if options.export else []
+            summary = join(engine.store, running, out_dir / "results.jsonl", out_dir / "retry.jsonl", extra)
+            short = _shortfall(engine.store, shards, batches)
+        finally:
+            engine.close()
+    per_batch = summary.pop("per_batch")
+    for shard in manifest.shards:
+        if shard.get("batch_id") in batches:
+            shard["final_counts"] = per_batch.get(str(shard["batch_id"]))
+    manifest.save()
+    counts = summary["counts"]
+    complete = finished and counts["completed"] == counts["requests"] and not short
+    code = ExitCode.OK if complete else ExitCode.NOT_FINISHED if not finished else ExitCode.BATCH_UNSUCCESSFUL
+    files = {name: str(out_dir / f"{name}.jsonl") for name in ("output", "errors", "results", "retry")}
+    if options.export:
+        files["export"] = str(options.export.resolve())
+    state = fetch_state(manifest)
+    result: dict[str, Any] = {"ok": True, "complete": complete, "finished": finished, "out_dir": str(out_dir)}
+    result.update(files=files, **summary)
+    if short:
+        result["unlisted"] = short
+    result["lines_on_disk"] = {k: state["files"][k].get("lines", 0) for k in KINDS}
+    result["batches"] = [
+        {k: v for k, v in describe_batch(b).items() if k not in ("metadata", "in_progress_at")}
+        for b in batches.values()
+    ]
+    result["manifest"] = str(manifest.path.resolve())
+    result["api_calls"] = client.calls
+    return result, int(code)
+
+
+def _claim(out_dir: Path, manifest: Manifest) -> None:
+    """Refuse a folder holding another job's (or anyone's) result files; mark it as this job's.
+
+    The mark is the job's first batch id (which no other job has, and which moves with a job folder that is
+    moved or copied as a whole)."""
+    state = fetch_state(manifest)
+    token = (manifest.batch_ids() or ["?"])[0]
+    marker = out_dir / ".fetch-job"
+    recorded = marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+    if recorded == token:
+        return
+    present = [name for name in OUR_FILES if (out_dir / name).exists()]
+    ours = recorded is None and state.get("out_dir") == str(out_dir)  # written before marks existed
+    if present and not ours:
+        whose = "another job" if recorded else "files this job did not write"
+        raise InputError(
+            f"{out_dir} already holds {', '.join(present)} from {whose}; choose another --out "
+            "(or move those files away)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, token + "\n")
+
+
+def _download_loop(engine: Engine, options: Options) -> tuple[dict[str, dict[str, Any]], bool]:
+    """Check and download until done (or once without --follow); returns the batches and whether every
+    batch is terminal with every file read to its end."""
+    shards = [s for s in engine.manifest.shards if s.get("batch_id")]  # a partly submitted manifest
+    progress = Progress() if options.follow and options.progress else None
+    deadline = time.monotonic() + max(0.0, options.timeout)
+    try:
+        while True:
+            checked_at = time.monotonic()
+            batches = {s["batch_id"]: engine.refresh(s) for s in shards}
+            engine.commit()
+            engine.download_all([(s, batches[s["batch_id"]]) for s in shards])
+            engine.commit()
+            finished = all(
+                is_terminal(batches[s["batch_id"]].get("status"))
+                and all(s["downloads"].get(k, {}).get("complete") for k in KINDS)
+                for s in shards
+            )
+            if progress is not None:
+                lines = {k: engine.sinks[k].state.get("lines", 0) for k in KINDS}
+                done = sum(is_terminal(b.get("status")) for b in batches.values())
+                progress.update(
+                    f"{lines['output']} output and {lines['errors']} error lines on disk; "
+                    f"{done}/{len(batches)} batches terminal"
+                )
+            if finished or not options.follow or time.monotonic() >= deadline:
+                break
+            # One check every --interval: a line is on disk at most one interval after it completed.
+            now = time.monotonic()
+            time.sleep(max(0.0, min(checked_at + options.interval - now, deadline - now)))
+    finally:
+        if progress is not None:
+            progress.done()
+    if options.follow and not finished:
+        info(f"fetch_results.py: --timeout {options.timeout:g}s reached before every batch finished")
+    return batches, finished
+
+
+def _shortfall(store: Store, shards: list[Any], batches: dict[str, dict[str, Any]]) -> int:
+    """Requests of batches without a readable input that are in no file (so not listed as missing)."""
+    short = 0
+    for shard in shards:
+        source = store.source(str(shard["batch_id"]))
+        if source is not None and source[4]:
+            total = ((batches.get(shard["batch_id"]) or {}).get("request_counts") or {}).get("total")
+            if isinstance(total, int):
+                short += max(0, total - store.line_count(str(shard["batch_id"])))
+    return short

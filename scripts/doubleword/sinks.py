@@ -1,0 +1,199 @@
+"""The files a download appends to, and the reader of one content reply.
+
+:class:`Sink` is a raw line file (``output.jsonl``, ``errors.jsonl``) whose committed length the manifest
+keeps; :class:`RecordFile` holds each indexed line's encoded answer members (committed length in the fetch
+index). :class:`ReplyReader` decodes a reply's lines as they arrive (:func:`doubleword.answers.encode_line`),
+appends the new ones (de-duplicated by line id) and moves the cursor only past what it accounted for; a
+reply that is not NDJSON of output lines, or that repeats lines already downloaded (a cache that ignores
+``skip``), raises :class:`BadContent`, a retried fault.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from doubleword.answers import encode_line
+from doubleword.cli import warn
+from doubleword.endpoints import endpoint_for_url
+from doubleword.store import Store
+
+COMMIT_LINES = 10_000  # commit at least this often (and at least every COMMIT_SECONDS)
+COMMIT_SECONDS = 1.0
+NUMBERS = {"output": 0, "errors": 1}
+
+
+class BadContent(requests.exceptions.RequestException):
+    """A content reply that is not what a file of output lines looks like: retried, no cursor moved."""
+
+
+class Sink:
+    """An append-only raw line file whose committed length lives in the manifest."""
+
+    def __init__(self, path: Path, state: dict[str, Any]) -> None:
+        self.path = path
+        self.state = state
+        committed = int(state.get("bytes", 0))
+        size = path.stat().st_size if path.exists() else 0
+        self.reset = size < committed  # removed or cut by hand: downloaded again from the start
+        if self.reset:
+            warn(f"{path} is shorter than recorded; downloading it again from the start")
+            committed = 0
+            state["lines"] = 0
+        with open(path, "ab") as handle:
+            handle.truncate(committed)
+        state["bytes"] = committed
+        state.pop("segments", None)  # version-1 bookkeeping; the index now records each line's batch
+        self.handle = open(path, "ab")  # noqa: SIM115 - closed by close()
+        self.pending_bytes = 0
+        self.pending_lines = 0
+
+    def append(self, raw: bytes) -> int:
+        """Append one line; returns its byte offset."""
+        offset = int(self.state["bytes"]) + self.pending_bytes
+        self.handle.write(raw + b"\n")
+        self.pending_bytes += len(raw) + 1
+        self.pending_lines += 1
+        return offset
+
+    def truncate(self) -> None:
+        self.handle.truncate(0)
+        self.state["bytes"] = self.state["lines"] = 0
+
+    def sync(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.state["bytes"] = int(self.state["bytes"]) + self.pending_bytes
+        self.state["lines"] = int(self.state.get("lines", 0)) + self.pending_lines
+        self.pending_bytes = self.pending_lines = 0
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class RecordFile:
+    """The encoded answer members of every indexed line (appended; committed length in the index)."""
+
+    def __init__(self, path: Path, store: Store) -> None:
+        self.path, self.store = path, store
+        committed = int(store.meta("records_bytes") or 0)
+        size = path.stat().st_size if path.exists() else 0
+        self.reset = size < committed  # removed by hand: the lines must be read again
+        self.committed = 0 if self.reset else committed
+        with open(path, "ab") as handle:
+            handle.truncate(self.committed)
+        self.handle = open(path, "ab")  # noqa: SIM115 - closed by close()
+        self.pending = 0
+
+    def append(self, data: bytes) -> tuple[int, int]:
+        offset = self.committed + self.pending
+        self.handle.write(data + b"\n")
+        self.pending += len(data) + 1
+        return offset, len(data)
+
+    def sync(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.committed += self.pending
+        self.pending = 0
+        self.store.set_meta("records_bytes", str(self.committed))
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class ReplyReader:
+    """One content reply being read: decodes lines, appends the new ones and moves the cursor."""
+
+    def __init__(
+        self, engine: Any, shard: Any, kind: str, cursor: dict[str, Any], batch: dict[str, Any]
+    ) -> None:
+        self.engine, self.kind, self.cursor = engine, kind, cursor
+        self.number = NUMBERS[kind]
+        self.batch_id = str(shard["batch_id"])
+        self.endpoint = endpoint_for_url(shard.get("endpoint") or batch.get("endpoint"))
+        self.start = cursor["skip"]
+        self.received = 0  # lines of this reply
+        self.moved = 0  # lines the cursor has been moved past
+        self.fresh = 0  # lines that were new
+
+    def take(self, lines: list[bytes]) -> None:
+        encoded = []
+        bad = None
+        for raw in lines:
+            raw = raw.rstrip(b"\r")
+            if not raw.strip():
+                continue
+            item = encode_line(raw, self.batch_id, self.endpoint)
+            if item is None:
+                bad = raw
+                break
+            encoded.append((raw, item))
+        engine = self.engine
+        with engine.lock:
+            sink = engine.sinks[self.kind]
+            ids = [item[0] for _, item in encoded if item[0] is not None]
+            known = engine.store.known(self.number, ids) if ids else set()
+            rows = []
+            for raw, (line_id, custom_id, status, (p, c, t), et, es, record) in encoded:
+                self.received += 1
+                if line_id is not None:
+                    if line_id in known:
+                        continue
+                    known.add(line_id)
+                else:  # a line without an id cannot be recognised again; it is kept under its position
+                    line_id = f"\x00{sink.state['bytes'] + sink.pending_bytes}"
+                offset = sink.append(raw)
+                rec_off, rec_len = engine.records.append(record)
+                rows.append(
+                    (
+                        self.number,
+                        offset,
+                        line_id,
+                        self.batch_id,
+                        custom_id,
+                        status,
+                        p,
+                        c,
+                        t,
+                        et,
+                        es,
+                        rec_off,
+                        rec_len,
+                    )
+                )
+                self.fresh += 1
+                self.moved = self.received  # a new line: every line before it is accounted for
+            engine.store.add_records(rows)
+            self.cursor["skip"] = self.start + self.moved
+            due = (
+                sink.pending_lines >= COMMIT_LINES or time.monotonic() - engine.last_commit >= COMMIT_SECONDS
+            )
+        if due:
+            engine.commit()
+        if bad is not None:
+            raise BadContent(f"the server sent a line that is not an output line: {bad[:80]!r}")
+
+    def finish(self) -> None:
+        """The whole reply arrived: lines that were all known move the cursor unless the page repeats."""
+        if self.fresh == 0 and self.received >= 2 and self.start > 0:
+            raise BadContent(
+                f"the server repeated {self.received} lines already downloaded when asked for skip={self.start} "
+                "(does something between here and the server ignore 'skip'?)"
+            )
+        with self.engine.lock:
+            self.moved = self.received
+            self.cursor["skip"] = self.start + self.moved
+
+    def flush(self) -> None:
+        self.engine.commit()
+
+
+def check_content_type(response: requests.Response) -> None:
+    kind = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if kind in ("text/html", "application/xhtml+xml"):
+        raise BadContent(f"the server sent {kind} instead of the file's lines (a proxy's error page?)")

@@ -1,0 +1,176 @@
+"""The fetch index: one SQLite file in the output folder holding what the download already decoded.
+
+Every served line is decoded once, as it streams in (:mod:`doubleword.download`), and lands here as a row
+of ``records``: its file (0 output, 1 errors) and byte offset in the raw file, line id, batch, custom_id,
+line status, token counts, error type and HTTP status, and where its answer members, already encoded as
+JSON, are in the record file (:data:`RECORDS_NAME`, appended beside the raw files). The input lines of every batch are indexed in ``inputs`` (custom_id, where the line is, whether it
+asked for JSON output, and ``origin``: the first-round input it is a re-send of). Writing results.jsonl is
+then one ordered SQL scan, without reading the output again; memory stays flat whatever the job size.
+
+The raw files are the truth: rows past a raw file's committed length (a killed run) are deleted on open,
+and rows missing below it (the index was removed by hand) are rebuilt from the raw bytes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+INDEX_NAME = ".fetch-index.sqlite"
+RECORDS_NAME = ".fetch-records.jsonl"
+SCHEMA_VERSION = 2
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS records (
+    kind INTEGER NOT NULL, off INTEGER NOT NULL, line_id TEXT NOT NULL, batch_id TEXT, custom_id TEXT,
+    status TEXT, pt INTEGER, ct INTEGER, tt INTEGER, err_type TEXT, err_status INTEGER, rec_off INTEGER,
+    rec_len INTEGER, PRIMARY KEY (kind, line_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_request ON records (batch_id, custom_id);
+CREATE TABLE IF NOT EXISTS sources (
+    src INTEGER PRIMARY KEY, batch_id TEXT, round INTEGER, path TEXT, size INTEGER, mtime_ns INTEGER,
+    synthetic INTEGER);
+CREATE TABLE IF NOT EXISTS inputs (
+    seq INTEGER PRIMARY KEY, src INTEGER, batch_id TEXT, round INTEGER, custom_id TEXT, off INTEGER,
+    len INTEGER, json INTEGER, digest INTEGER, origin INTEGER);
+"""
+RecordRow = tuple[int, int, Any, str, Any, str, int, int, int, Any, Any, int, int]
+InputRow = tuple[str, Any, int, int, int, int]  # custom_id, (unused), off, len, json flag, digest
+
+
+class Store:
+    """The index in ``out_dir``; every method runs on the caller's thread (the engine holds one lock)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / INDEX_NAME
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        version = self._version()
+        if version not in (None, SCHEMA_VERSION):  # written by another version: rebuilt from the raw files
+            self.db.executescript(
+                "DROP TABLE IF EXISTS records; DROP TABLE IF EXISTS inputs; DROP TABLE IF EXISTS sources;"
+            )
+        self.db.executescript(_SCHEMA)
+        self.set_meta("schema", str(SCHEMA_VERSION))
+        self.db.execute("BEGIN")
+
+    def _version(self) -> int | None:
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return int(row[0]) if row else None
+
+    def close(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+        self.db.close()
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+        self.db.execute("BEGIN")
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- records
+
+    def cut(self, kind: int, committed: int) -> int:
+        """Forget the rows at or past ``committed`` bytes of a raw file; returns the bytes indexed below."""
+        self.db.execute("DELETE FROM records WHERE kind = ? AND off >= ?", (kind, committed))
+        row = self.db.execute("SELECT max(off) FROM records WHERE kind = ?", (kind,)).fetchone()
+        return -1 if row[0] is None else int(row[0])
+
+    def known(self, kind: int, line_ids: Sequence[str]) -> set[str]:
+        """Which of ``line_ids`` are already on disk in that file (de-duplication by line id)."""
+        found: set[str] = set()
+        line_ids = list(line_ids)
+        for start in range(0, len(line_ids), 500):
+            part = line_ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            query = f"SELECT line_id FROM records WHERE kind = ? AND line_id IN ({marks})"
+            found.update(row[0] for row in self.db.execute(query, (kind, *part)))
+        return found
+
+    def add_records(self, rows: Iterable[RecordRow]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def answered(self, batch_id: str) -> list[str]:
+        query = "SELECT DISTINCT custom_id FROM records WHERE batch_id = ? AND custom_id IS NOT NULL ORDER BY custom_id"
+        return [row[0] for row in self.db.execute(query, (batch_id,))]
+
+    def line_count(self, batch_id: str) -> int:
+        row = self.db.execute("SELECT count(DISTINCT custom_id) FROM records WHERE batch_id = ?", (batch_id,))
+        return int(row.fetchone()[0])
+
+    # -- inputs
+
+    def source(self, batch_id: str) -> tuple[int, str | None, int, int, int] | None:
+        row = self.db.execute(
+            "SELECT src, path, size, mtime_ns, synthetic FROM sources WHERE batch_id = ?", (batch_id,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), row[1], int(row[2] or 0), int(row[3] or 0), int(row[4]))
+
+    def drop_source(self, src: int) -> None:
+        self.db.execute("DELETE FROM inputs WHERE src = ?", (src,))
+        self.db.execute("DELETE FROM sources WHERE src = ?", (src,))
+
+    def add_source(
+        self,
+        batch_id: str,
+        round_number: int,
+        path: str | None,
+        size: int,
+        mtime_ns: int,
+        rows: Iterable[InputRow],
+    ) -> int:
+        synthetic = 1 if path is None else 0
+        cursor = self.db.execute(
+            "INSERT INTO sources (batch_id, round, path, size, mtime_ns, synthetic) VALUES (?,?,?,?,?,?)",
+            (batch_id, round_number, path, size, mtime_ns, synthetic),
+        )
+        src = int(cursor.lastrowid or 0)
+        self.db.executemany(
+            "INSERT INTO inputs (src, batch_id, round, custom_id, off, len, json, digest) VALUES (?,?,?,?,?,?,?,?)",
+            ((src, batch_id, round_number, r[0], r[2], r[3], r[4], r[5]) for r in rows),
+        )
+        return src
+
+    def source_paths(self) -> dict[int, str]:
+        return {
+            int(r[0]): r[1] for r in self.db.execute("SELECT src, path FROM sources WHERE path IS NOT NULL")
+        }
+
+    def link_rounds(self, by_content: bool) -> None:
+        """Set every input's ``origin``: the input of the earliest round it re-sends (same custom_id; with
+        ``by_content`` also the same request line, for batches given by id), else itself."""
+        first, last = self.db.execute("SELECT min(round), max(round) FROM inputs").fetchone()
+        self.db.execute("UPDATE inputs SET origin = seq WHERE round = ?", (first,))
+        if first == last:
+            return
+        self.db.execute("CREATE INDEX IF NOT EXISTS inputs_custom_id ON inputs (custom_id, round)")
+        match = "f.custom_id = inputs.custom_id AND f.round < inputs.round"
+        if by_content:
+            match += " AND f.digest = inputs.digest"
+        self.db.execute(
+            f"UPDATE inputs SET origin = coalesce((SELECT f.seq FROM inputs f WHERE {match}"
+            " ORDER BY f.round, f.seq LIMIT 1), seq) WHERE round > ?",
+            (first,),
+        )
+
+    def joined(self) -> Iterator[tuple[Any, ...]]:
+        """Every input with its records, first inputs in input order, each followed by its re-sends."""
+        rounds = self.db.execute("SELECT count(DISTINCT round) FROM inputs").fetchone()[0]
+        order = "i.origin, i.seq" if rounds > 1 else "i.seq"  # one round: the table's own order, no sort
+        return self.db.execute(
+            "SELECT i.origin, i.seq, i.round, i.batch_id, i.custom_id, i.src, i.off, i.len, i.json,"
+            " r.kind, r.off, r.status, r.rec_off, r.rec_len, r.pt, r.ct, r.tt, r.err_type, r.err_status"
+            " FROM inputs i LEFT JOIN records r ON r.batch_id = i.batch_id AND r.custom_id = i.custom_id"
+            f" ORDER BY {order}"
+        )
