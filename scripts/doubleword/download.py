@@ -56,6 +56,11 @@ def fetch_state(manifest: Manifest) -> dict[str, Any]:
     return manifest.fetch
 
 
+def finish_stamp(batch: dict[str, Any]) -> str:
+    """When and how a batch finished; it changes only if the batch runs again (a /retry) and re-finishes."""
+    return "|".join(f"{key}={batch.get(key)}" for key in ("completed_at", "failed_at", "cancelled_at"))
+
+
 class Engine:
     """Downloads of one job into one output folder (the caller holds the folder's run lock)."""
 
