@@ -56,6 +56,12 @@ def build_parser() -> Any:
         "--follow", action="store_true", help="keep downloading until every batch is terminal"
     )
     parser.add_argument(
+        "--delete-remote",
+        action="store_true",
+        help="once every result is on disk and no batch runs, delete the job's input, output and error files "
+        "on the server (refused, with the reason, before that)",
+    )
+    parser.add_argument(
         "--timeout", type=seconds, default=3600.0, help="with --follow: give up after SECONDS (default 3600)"
     )
     parser.add_argument(
@@ -91,6 +97,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         page_size=args.page_size,
         by_content=args.manifest is None,
         export=export,
+        delete_remote=args.delete_remote,
     )
     result, code = fetch_job(client, manifest, out_dir, options)
     summary(_summary_text(result))

@@ -327,7 +327,6 @@ def _validator(schema_text: str) -> Any:
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _CONTENT_KEY = b'"content":"'
 _PLACEHOLDER = b'"\\u0000"'
-_ENCODED_PLACEHOLDER = '"content":"\\u0000"'
 Encoded = tuple[Any, Any, str, tuple[int, int, int], Any, Any, bytes]
 
 
@@ -350,6 +349,7 @@ def encode_line(raw: bytes, batch_id: str | None, endpoint: Endpoint | None) -> 
 
 
 def _encode_chat(raw: bytes, batch_id: str | None) -> Encoded | None:
+    """:func:`encode_line` for a chat answer, in one function (it runs once per line of most jobs)."""
     start = raw.find(_CONTENT_KEY)
     if start < 0:
         return None
@@ -357,22 +357,65 @@ def _encode_chat(raw: bytes, batch_id: str | None) -> Encoded | None:
     end = _string_end(raw, first)
     if end <= first:  # unterminated, or an empty answer (the placeholder would hide that it is empty)
         return None
+    literal = raw[first - 1 : end + 1]
+    if not literal.isascii():
+        try:
+            literal.decode("utf-8")  # results.jsonl stays valid UTF-8; a sloppy server takes the plain path
+        except UnicodeDecodeError:
+            return None
     try:
-        literal = raw[first - 1 : end + 1].decode("utf-8")
-    except UnicodeDecodeError:
+        line = json.loads(raw[: first - 1] + _PLACEHOLDER + raw[end + 1 :])
+        response = line["response"]
+        body = response["body"]
+        choice = body["choices"][0]
+        message = choice["message"]
+    except (ValueError, KeyError, IndexError, TypeError):
         return None
-    line = decode_line(raw[: first - 1] + _PLACEHOLDER + raw[end + 1 :])
-    if line is None:
-        return None
-    try:
-        placed = line["response"]["body"]["choices"][0]["message"]["content"] == "\x00"
-    except (KeyError, IndexError, TypeError):
-        placed = False
-    if not placed:
-        return None
-    status, record = interpret(line, batch_id, _CHAT)
-    text = _encode(record).replace(_ENCODED_PLACEHOLDER, '"content":' + literal, 1)
-    return _pack(line, status, record, text.encode("utf-8"))
+    if (
+        message.get("content") != "\x00"
+        or line.get("error")
+        or "custom_id" not in line
+        or not isinstance(response.get("status_code", 200), int)
+        or response.get("status_code", 200) >= 400
+    ):
+        return None  # not where the placeholder went, or a failure: the plain path decides
+    reasoning = message.get("reasoning_content")
+    if reasoning is None:
+        reasoning = message.get("reasoning")
+    finish = choice.get("finish_reason")
+    finish = None if finish is None else str(finish)
+    usage = body.get("usage")
+    line_id = line.get("id")
+    members = {
+        "reasoning": None if reasoning is None else str(reasoning),
+        "tool_calls": message.get("tool_calls") or None,
+        "finish_reason": finish,
+        "embedding": None,
+        "usage": usage,
+        "error": None,
+        "batch_id": batch_id,
+        "line_id": line_id,
+        "model": body.get("model"),
+    }
+    status = "completed"
+    error_type = None
+    if finish in _TRUNCATED:
+        status, error_type = "truncated", "truncated"
+        members["error"] = truncation_error({"content": "x", "finish_reason": finish})
+    record = b'{"content":' + literal + b"," + _encode(members)[1:].encode("utf-8")
+    tokens = usage_tokens(usage) if usage else (0, 0, 0)
+    return (
+        None if line_id is None else str(line_id),
+        line["custom_id"],
+        status,
+        tokens,
+        error_type,
+        None,
+        record,
+    )
+
+
+_TRUNCATED = _CHAT.answer.truncated_when
 
 
 def _string_end(raw: bytes, start: int) -> int:

@@ -37,6 +37,7 @@ from doubleword.errors import BusyError, ExitCode, InputError, ServiceError
 from doubleword.export import Export
 from doubleword.files import atomic_write_text
 from doubleword.manifest import Manifest, exclusive_lock, record_batch
+from doubleword.remote import delete_remote, job_cost
 from doubleword.results import join
 from doubleword.sinks import RecordFile, ReplyReader, Sink, check_content_type
 from doubleword.status import describe_batch, is_terminal
@@ -296,6 +297,8 @@ class Options:
     by_content: bool = False  # batches given by id: a re-sent request is recognised by its content
     export: Path | None = None
     progress: bool = True
+    cost: bool = True  # ask the server's analytics for the real cost
+    delete_remote: bool = False  # delete the job's files on the server once every result is on disk
 
 
 def fetch_job(
@@ -327,6 +330,8 @@ def fetch_job(
             short = _shortfall(engine.store, shards, batches)
         finally:
             engine.close()
+    cost = job_cost(client, [str(s["batch_id"]) for s in shards]) if options.cost else None
+    deleted = delete_remote(client, shards, finished) if options.delete_remote else None
     per_batch = summary.pop("per_batch")
     for shard in manifest.shards:
         if shard.get("batch_id") in batches:
@@ -341,6 +346,9 @@ def fetch_job(
     state = fetch_state(manifest)
     result: dict[str, Any] = {"ok": True, "complete": complete, "finished": finished, "out_dir": str(out_dir)}
     result.update(files=files, **summary)
+    result["cost"] = cost
+    if deleted is not None:
+        result["delete_remote"] = deleted
     if short:
         result["unlisted"] = short
     result["lines_on_disk"] = {k: state["files"][k].get("lines", 0) for k in KINDS}

@@ -20,6 +20,7 @@ import requests
 from doubleword.answers import encode_line
 from doubleword.cli import warn
 from doubleword.endpoints import endpoint_for_url
+from doubleword.errors import ServiceError
 from doubleword.store import Store
 
 COMMIT_LINES = 10_000  # commit at least this often (and at least every COMMIT_SECONDS)
@@ -181,9 +182,9 @@ class ReplyReader:
     def finish(self) -> None:
         """The whole reply arrived: lines that were all known move the cursor unless the page repeats."""
         if self.fresh == 0 and self.received >= 2 and self.start > 0:
-            raise BadContent(
+            raise ServiceError(  # not retried: a cache that ignores skip answers the same again
                 f"the server repeated {self.received} lines already downloaded when asked for skip={self.start} "
-                "(does something between here and the server ignore 'skip'?)"
+                "(does something between here and the server ignore 'skip'?); nothing was lost: run again later"
             )
         with self.engine.lock:
             self.moved = self.received

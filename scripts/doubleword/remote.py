@@ -1,0 +1,95 @@
+"""What fetch asks the server besides the downloads: the real cost, and deleting the job's files.
+
+``cost`` comes from ``GET /batches/{id}/analytics`` (a Doubleword extension; costs are decimal strings, all
+zeros until the server's aggregation has run), summed per job with :class:`~decimal.Decimal` so nothing is
+lost to floats. A server without the route (OpenAI and most compatible servers) gives no cost, not an error.
+
+``--delete-remote`` deletes every input, output and error file of the job on the server, for privacy and
+storage, but only once every result is on disk and no batch runs: deleting earlier would lose answers
+(deleting an input file also cancels the batches still running on it).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import quote
+
+from doubleword.cli import info, warn
+from doubleword.client import ApiClient
+from doubleword.errors import ApiError, ServiceError
+
+_TOKEN_KEYS = ("total_prompt_tokens", "total_completion_tokens", "total_reasoning_tokens", "total_tokens")
+
+
+def _decimal(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value is not None else None
+    except InvalidOperation:
+        return None
+
+
+def job_cost(client: ApiClient, batch_ids: list[str]) -> dict[str, Any] | None:
+    """``{"total", "list_total", "tokens": {...}, "per_batch": [...]}`` from the server, or None."""
+    per_batch = []
+    total, listed = Decimal(0), Decimal(0)
+    tokens = dict.fromkeys(_TOKEN_KEYS, 0)
+    for batch_id in batch_ids:
+        try:
+            analytics = client.get_json(f"batches/{quote(batch_id, safe='')}/analytics")
+        except (ApiError, ServiceError) as exc:
+            status = getattr(exc, "status", None)
+            if status in (400, 404, 405, 501):
+                continue  # no analytics on this server (or for this batch)
+            raise
+        if not isinstance(analytics, dict):
+            continue
+        cost, list_cost = _decimal(analytics.get("total_cost")), _decimal(analytics.get("total_list_cost"))
+        entry: dict[str, Any] = {
+            "batch_id": batch_id,
+            "total_cost": None if cost is None else str(cost),
+            "total_list_cost": None if list_cost is None else str(list_cost),
+        }
+        for key in _TOKEN_KEYS:
+            value = analytics.get(key)
+            if isinstance(value, int):
+                entry[key] = value
+                tokens[key] += value
+        total += cost or 0
+        listed += list_cost or 0
+        per_batch.append(entry)
+    if not per_batch:
+        return None
+    return {
+        "total": str(total),
+        "list_total": str(listed),
+        "currency": "USD",
+        "tokens": tokens,
+        "per_batch": per_batch,
+    }
+
+
+def delete_remote(client: ApiClient, shards: list[Any], finished: bool) -> dict[str, Any]:
+    """Delete the job's files on the server when ``finished`` (every result on disk, nothing running)."""
+    if not finished:
+        reason = (
+            "not every batch has finished and been downloaded to its end; nothing was deleted "
+            "(run again with --delete-remote once fetch reports finished: true)"
+        )
+        warn(f"--delete-remote refused: {reason}")
+        return {"done": False, "reason": reason, "deleted": [], "already_gone": []}
+    deleted, gone = [], []
+    for shard in shards:
+        for key in ("file_id", "output_file_id", "error_file_id"):
+            file_id = shard.get(key)
+            if not file_id or file_id in deleted or file_id in gone:
+                continue
+            try:
+                client.request("DELETE", f"files/{quote(str(file_id), safe='')}").close()
+                deleted.append(file_id)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                gone.append(file_id)
+    info(f"deleted {len(deleted)} files of the job on the server ({len(gone)} were already gone)")
+    return {"done": True, "reason": None, "deleted": deleted, "already_gone": gone}
