@@ -330,7 +330,13 @@ def fetch_job(
             short = _shortfall(engine.store, shards, batches)
         finally:
             engine.close()
-    cost = job_cost(client, [str(s["batch_id"]) for s in shards]) if options.cost else None
+    settled = {
+        str(s["batch_id"])
+        for s in shards
+        if is_terminal(s.get("status"))
+        and all((s.get("downloads") or {}).get(k, {}).get("complete") for k in KINDS)
+    }
+    cost = job_cost(client, shards, settled) if options.cost else None
     deleted = delete_remote(client, shards, finished) if options.delete_remote else None
     per_batch = summary.pop("per_batch")
     for shard in manifest.shards:

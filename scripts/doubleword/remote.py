@@ -29,19 +29,29 @@ def _decimal(value: Any) -> Decimal | None:
         return None
 
 
-def job_cost(client: ApiClient, batch_ids: list[str]) -> dict[str, Any] | None:
-    """``{"total", "list_total", "tokens": {...}, "per_batch": [...]}`` from the server, or None."""
+def job_cost(client: ApiClient, shards: list[Any], settled: set[str]) -> dict[str, Any] | None:
+    """``{"total", "list_total", "tokens": {...}, "per_batch": [...]}`` from the server, or None.
+
+    A batch in ``settled`` (finished and downloaded) whose analytics were already complete (they count
+    every request of the batch) is not asked again: its figures are kept in its shard (``analytics``)."""
     per_batch = []
     total, listed = Decimal(0), Decimal(0)
     tokens = dict.fromkeys(_TOKEN_KEYS, 0)
-    for batch_id in batch_ids:
-        try:
-            analytics = client.get_json(f"batches/{quote(batch_id, safe='')}/analytics")
-        except (ApiError, ServiceError) as exc:
-            status = getattr(exc, "status", None)
-            if status in (400, 404, 405, 501):
-                continue  # no analytics on this server (or for this batch)
-            raise
+    for shard in shards:
+        batch_id = str(shard["batch_id"])
+        analytics = shard.get("analytics") if batch_id in settled else None
+        if not isinstance(analytics, dict):
+            try:
+                analytics = client.get_json(f"batches/{quote(batch_id, safe='')}/analytics")
+            except (ApiError, ServiceError) as exc:
+                status = getattr(exc, "status", None)
+                if status in (400, 404, 405, 501):
+                    continue  # no analytics on this server (or for this batch)
+                raise
+            requested = (shard.get("request_counts") or {}).get("total")
+            aggregated = isinstance(analytics, dict) and analytics.get("total_requests") == requested
+            if batch_id in settled and aggregated:
+                shard["analytics"] = analytics
         if not isinstance(analytics, dict):
             continue
         cost, list_cost = _decimal(analytics.get("total_cost")), _decimal(analytics.get("total_list_cost"))

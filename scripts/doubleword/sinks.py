@@ -121,6 +121,9 @@ class ReplyReader:
         self.received = 0  # lines of this reply
         self.moved = 0  # lines the cursor has been moved past
         self.fresh = 0  # lines that were new
+        # Lines before the furthest point ever read may have been seen (a re-read after a /retry): those
+        # are checked against the index; past it only the first line of the reply is.
+        self.check_all = self.start < int(cursor.get("high", 0))
 
     def take(self, lines: list[bytes]) -> None:
         encoded = []
@@ -138,7 +141,11 @@ class ReplyReader:
         with engine.lock:
             sink = engine.sinks[self.kind]
             ids = [item[0] for _, item in encoded if item[0] is not None]
-            known = engine.store.known(self.number, ids) if ids else set()
+            if not self.check_all and ids and self.start > 0 and not self.received:
+                # the first line of a reply past the furthest point read so far: a known one means the
+                # server is repeating itself, so every line of this reply is checked
+                self.check_all = bool(engine.store.known(self.number, ids[:1]))
+            known = engine.store.known(self.number, ids) if ids and self.check_all else set()
             rows = []
             for raw, (line_id, custom_id, status, (p, c, t), et, es, record) in encoded:
                 self.received += 1
@@ -171,6 +178,7 @@ class ReplyReader:
                 self.moved = self.received  # a new line: every line before it is accounted for
             engine.store.add_records(rows)
             self.cursor["skip"] = self.start + self.moved
+            self.cursor["high"] = max(int(self.cursor.get("high", 0)), self.cursor["skip"])
             due = (
                 sink.pending_lines >= COMMIT_LINES or time.monotonic() - engine.last_commit >= COMMIT_SECONDS
             )
@@ -189,6 +197,7 @@ class ReplyReader:
         with self.engine.lock:
             self.moved = self.received
             self.cursor["skip"] = self.start + self.moved
+            self.cursor["high"] = max(int(self.cursor.get("high", 0)), self.cursor["skip"])
 
     def flush(self) -> None:
         self.engine.commit()

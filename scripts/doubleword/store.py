@@ -20,14 +20,13 @@ from typing import Any
 
 INDEX_NAME = ".fetch-index.sqlite"
 RECORDS_NAME = ".fetch-records.jsonl"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: no records_request index (the join builds one in bulk, which is cheaper)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS records (
     kind INTEGER NOT NULL, off INTEGER NOT NULL, line_id TEXT NOT NULL, batch_id TEXT, custom_id TEXT,
     status TEXT, pt INTEGER, ct INTEGER, tt INTEGER, err_type TEXT, err_status INTEGER, rec_off INTEGER,
     rec_len INTEGER, PRIMARY KEY (kind, line_id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS records_request ON records (batch_id, custom_id);
 CREATE TABLE IF NOT EXISTS sources (
     src INTEGER PRIMARY KEY, batch_id TEXT, round INTEGER, path TEXT, size INTEGER, mtime_ns INTEGER,
     synthetic INTEGER);
