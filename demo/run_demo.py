@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The whole workflow against a local emulator: build, validate, submit, wait, fetch, show answers.
+"""The whole workflow against a local emulator: build, validate, submit, wait, fetch, resubmit what
+failed as the job's next round, fetch again, show answers.
 
 Starts the emulator on a free port, runs each script as a subprocess exactly as a user or an agent
 would (DOUBLEWORD_BASE_URL / DOUBLEWORD_API_KEY pointing at the emulator), prints a short summary and
@@ -94,6 +95,28 @@ def main() -> int:
         fetched = step(
             "download results and errors", "fetch_results.py", "--manifest", manifest, env=env, ok=(0, 6)
         )
+        rounds = 1
+        while not fetched["complete"] and rounds < 4:
+            rounds += 1
+            again = step(
+                f"round {rounds}: resubmit what has no answer",
+                "submit.py",
+                "--resubmit",
+                "--manifest",
+                manifest,
+                env=env,
+            )
+            print(f"   resent {again['resubmitted']} request(s) as round {again['round']}")
+            wait = ("--wait", "--interval", "1", "--timeout", "45")
+            step(f"wait for round {rounds}", "poll.py", "--manifest", manifest, *wait, env=env, ok=(0, 6))
+            fetched = step(
+                "download again (best answer per input)",
+                "fetch_results.py",
+                "--manifest",
+                manifest,
+                env=env,
+                ok=(0, 6),
+            )
 
     counts = fetched["counts"]
     print("\n== summary")
@@ -108,16 +131,19 @@ def main() -> int:
             failed = next((json.loads(x) for x in handle if '"status": "failed"' in x), None)
         if failed:
             print(f"   e.g. {failed['custom_id']}: {failed['error']['type']}: {failed['error']['message']}")
-    print(f"   results: {fetched['files']['results']}")
-    print(f"   to resubmit the failures: python3 scripts/submit.py {fetched['files']['retry']}")
+    print(f"   results: {fetched['files']['results']} (complete: {fetched['complete']}, {rounds} round(s))")
+    if not fetched["complete"]:
+        print(
+            f"   to resubmit what has no answer: python3 scripts/submit.py --resubmit --manifest {manifest}"
+        )
     print("\n== a few answers")
     with open(fetched["files"]["results"], encoding="utf-8") as handle:
-        shown = 0
-        for line in handle:
-            record = json.loads(line)
-            if record["status"] == "completed" and shown < 4:
-                print(f"   {record['custom_id']}: {record['content'][:100]}")
-                shown += 1
+        records = [json.loads(line) for line in handle]
+    answered = [r for r in records if r["status"] == "completed"]
+    retried = [r for r in answered if (r.get("attempts") or 1) > 1][:1]  # one answered in a later round
+    for record in answered[:3] + [r for r in retried if r not in answered[:3]]:
+        tries = f" (after {record['attempts']} attempts)" if (record.get("attempts") or 1) > 1 else ""
+        print(f"   {record['custom_id']}{tries}: {record['content'][:100]}")
     print(f"\ndemo finished in {time.monotonic() - started:.1f}s")
     return 0
 

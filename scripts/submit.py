@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from doubleword import cli
 from doubleword.cli import info, make_parser, run, warn
 from doubleword.client import client_from_args
 from doubleword.config import COMPLETION_WINDOWS, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
@@ -209,9 +208,6 @@ def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple
         return with_notes(result, notes), int(ExitCode.INVALID_INPUT)
     result = summary(manifest, shards, created=created)
     result["api_calls"] = client.calls
-    cli.summary(
-        f"{created} batch(es) created, {len(shards)} in the job; check later: poll.py --manifest {manifest.path}"
-    )
     return with_notes(result, notes), int(ExitCode.OK)
 
 

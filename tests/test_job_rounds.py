@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 from emulator_server import EmulatorServer
 
@@ -106,7 +105,6 @@ def test_rounds_until_every_input_has_an_answer(tmp_path, h):
         assert "DOUBLEWORD_BASE_URL" in err and emu.base_url in err  # a warning, not a failure
 
 
-@pytest.mark.xfail(reason="needs the download engine's job-level join (results.jsonl one line per input)")
 def test_final_results_hold_one_line_per_original_input_with_attempts(tmp_path, h):
     with EmulatorServer(
         "--start-delay", "0", "--fail-rate", "0.1", "--seed", "5", "--quiet", api_key=h.CANARY_KEY
@@ -131,7 +129,6 @@ def test_final_results_hold_one_line_per_original_input_with_attempts(tmp_path, 
         assert any(r.get("attempts", 1) > 1 for r in final)
 
 
-@pytest.mark.xfail(reason="needs the download engine's truncated status (fetch's redesign)")
 def test_resubmit_dry_run_sends_nothing_and_a_round_can_be_narrowed_and_adjusted(tmp_path, h):
     """Cut-off answers resent alone with a larger budget: --only truncated --max-tokens."""
     with EmulatorServer("--start-delay", "0", "--quiet", api_key=h.CANARY_KEY) as emu:

@@ -27,7 +27,7 @@ from doubleword.errors import BusyError, CliError, ExitCode, InputError, UsageEr
 from doubleword.files import atomic_writer
 from doubleword.manifest import Manifest, Round, client_for
 from doubleword.planning import Options, add_shards, stats_for
-from doubleword.rounds import InputRecord, failure_groups, job_records, read_results, signature
+from doubleword.rounds import InputRecord, job_records, read_results, signature
 from doubleword.status import is_terminal
 from doubleword.submission import send_shards, summary
 
@@ -157,8 +157,7 @@ def job_view(args: Any, manifest: Manifest) -> tuple[list[InputRecord], list[dic
             "the job's results are not all downloaded yet (a batch is still running); nothing was sent"
         )
     records = job_records(manifest, read_results(Path(fetched["files"]["results"])))
-    groups = fetched.get("failure_groups") or []
-    return records, groups if all("resubmit" in g for g in groups) else []
+    return records, list(fetched.get("failure_groups") or [])
 
 
 def persistent_ids(manifest: Manifest, unanswered: list[InputRecord]) -> set[str]:
@@ -192,7 +191,6 @@ def next_round(
 ) -> tuple[dict[str, Any], int]:
     unanswered = [r for r in records if r.status != "completed"]
     persistent = persistent_ids(manifest, unanswered)
-    groups = groups or failure_groups(unanswered, persistent)  # the engine's judgement when it gives one
     chosen = [
         r
         for r in unanswered

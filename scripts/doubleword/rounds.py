@@ -1,16 +1,10 @@
-"""A job's rounds seen together: which inputs still lack a usable answer, and whether resubmitting them
-is likely to help.
+"""A job's rounds seen together: one record per first-round input, the best across rounds.
 
 ``job_records`` reduces a results.jsonl to one record per first-round input (best across rounds:
 ``completed`` beats everything, otherwise the latest round's record; ``attempts`` = rounds that sent it).
-It works on a results.jsonl that already holds one line per input (the download engine's job-level join)
-and on one with a line per round's request (each line naming its batch), so resubmission does not
-depend on which of the two the engine writes.
-
-Failure judgement (SPEC section 4, issue 11): server errors, timeouts, rate limits and requests that were
-never run are worth resubmitting; a request that failed the same way in the last two rounds is not
-(fix it); a first rejection (4xx) gets one more round to tell the two apart; a cut-off answer only helps
-with a larger max_tokens.
+The download engine already writes results.jsonl that way (one line per input); a results.jsonl with a
+line per round's request (each naming its batch) gives the same records, so resubmission reads either.
+Whether resubmitting helps is judged by the engine (its ``failure_groups``: ``resubmit``, ``advice``).
 """
 
 from __future__ import annotations
@@ -24,10 +18,6 @@ from typing import Any
 from doubleword.manifest import Manifest
 
 USABLE = "completed"
-TRANSIENT_TYPES = frozenset(
-    {"RetriableHttpStatus", "NetworkError", "Timeout", "TaskTerminated", "BatchTerminated", "not_answered"}
-)
-TRANSIENT_HTTP = frozenset({408, 409, 425, 429})
 
 
 @dataclass
@@ -83,46 +73,3 @@ def job_records(manifest: Manifest, results: Iterable[dict[str, Any]]) -> list[I
         else:
             seen.attempts = record.attempts
     return list(by_id.values())
-
-
-def judge(status: str, error: dict[str, Any] | None, persistent: bool) -> tuple[bool, str]:
-    """Whether resubmitting an unanswered input is likely to help, and why."""
-    if persistent:
-        return False, "failed the same way in the last two rounds: fix the request instead of resending it"
-    if status == "truncated":
-        return False, "the answer was cut off: resubmit with a larger --max-tokens (--only truncated)"
-    if status == "invalid":
-        return True, "the answer broke its JSON schema; another sample may not (a clearer prompt helps more)"
-    if status == "missing" or not error:
-        return True, "never answered (the batch ended first): resubmitting runs it"
-    kind, http = error.get("type"), error.get("status")
-    if kind in TRANSIENT_TYPES or (isinstance(http, int) and (http >= 500 or http in TRANSIENT_HTTP)):
-        return True, "a server error, timeout or rate limit: likely to pass on another round"
-    return True, "rejected once; one more round tells a passing fault from a request to fix"
-
-
-def failure_groups(unanswered: list[InputRecord], persistent_ids: set[str]) -> list[dict[str, Any]]:
-    """The unanswered inputs grouped by status and failure kind, each with a judgement."""
-    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for record in unanswered:
-        error = record.error or {}
-        persistent = record.custom_id in persistent_ids
-        helps, why = judge(record.status, record.error, persistent)
-        verdict = "no" if not helps else "yes"
-        key = (record.status, error.get("type"), error.get("status"), persistent)
-        group = groups.setdefault(
-            key,
-            {
-                "type": error.get("type"),
-                "status": error.get("status"),
-                "result_status": record.status,
-                "count": 0,
-                "persistent": int(persistent),
-                "resubmit": verdict,
-                "advice": why,
-                "example": {"custom_id": record.custom_id, "message": str(error.get("message") or "")[:300]},
-            },
-        )
-        group["count"] += 1
-        group["persistent"] = group["count"] if persistent else 0
-    return sorted(groups.values(), key=lambda g: -g["count"])

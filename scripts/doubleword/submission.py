@@ -323,7 +323,7 @@ def summary(manifest: Manifest, shards: list[Shard], *, created: int) -> dict[st
     number = shards[0].round if shards else manifest.last_round.number
     cli.summary(
         f"round {number}: {created} batch(es) created, {existing} already there, {requests:,} requests; "
-        f"manifest {manifest.path.resolve()}"
+        f"check later: poll.py --manifest {manifest.path.resolve()}"
     )
     return {
         "ok": True,
