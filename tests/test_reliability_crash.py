@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -430,3 +431,59 @@ def test_ctrl_c_during_upload(tmp_path, h):
     assert [f["id"] for f in files] == [doc["batches"][0]["input_file_id"]]
     assert files[0]["bytes"] == big.stat().st_size
     assert_no_temp_litter(tmp_path)
+
+
+# --------------------------------------------------------------------------- resubmit
+
+
+def _sent_custom_ids(emu: EmulatorServer) -> Counter[str]:
+    """custom_id -> times the server was sent it, over every uploaded batch file (read back from it)."""
+    sent: Counter[str] = Counter()
+    files, _ = _server_objects(emu)
+    for file in files:
+        content = requests.get(f"{emu.base_url}/files/{file['id']}/content", headers=emu.headers, timeout=30)
+        sent.update(json.loads(line)["custom_id"] for line in content.text.splitlines() if line.strip())
+    return sent
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_resubmit_killed_at_random_points_makes_one_round_sent_once(tmp_path, h, seed):
+    rng = random.Random(seed)
+    outcomes = {"killed": 0, "finished": 0}
+    args = ("--start-delay", "0", "--fail-rate", "0.2", "--seed", str(seed), "--quiet")
+    with EmulatorServer(*args, api_key=h.CANARY_KEY) as emu:
+        env = h.script_env(emu.base_url)
+        lines = h.chat_lines(300)
+        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+        manifest = tmp_path / "jobs.jsonl.manifest.json"
+        assert h.run_script("submit", str(src), env=env).code == 0
+        assert (
+            h.run_script("poll", "--manifest", str(manifest), "--wait", "--interval", "0.1", env=env).code
+            == 6
+        )
+        code, first, err = h.run_script("fetch_results", "--manifest", str(manifest), env=env)
+        unanswered = {
+            json.loads(x)["custom_id"] for x in Path(first["files"]["retry"]).read_text().splitlines()
+        }
+        assert code == 6 and unanswered, first
+        emu.configure(fail_rate=0.0)  # round 2 answers everything: a third round would be a duplicate
+        resubmit = ("--resubmit", "--manifest", str(manifest), "--max-requests", "10")
+        for _ in range(5):
+            proc = spawn(h, "submit", *resubmit, env=env)
+            outcomes[kill_at_random_point(proc, rng, [manifest], max_delay=3.0, max_changes=12)] += 1
+        code, doc, err = h.run_script("submit", *resubmit, env=env)
+        assert code in (0, 7), doc  # sent now, or already sent and still running (exit 7, nothing sent)
+        assert (
+            h.run_script("poll", "--manifest", str(manifest), "--wait", "--interval", "0.1", env=env).code
+            == 0
+        )
+        code, final, err = h.run_script("fetch_results", "--manifest", str(manifest), env=env)
+        assert code == 0 and final["complete"] is True, final
+        code, done, err = h.run_script("submit", *resubmit, env=env)
+        assert code == 0 and done["resubmitted"] == 0 and done["complete"] is True, done
+        data = json.loads(manifest.read_text())
+        assert [r["number"] for r in data["rounds"]] == [1, 2]
+        second = [s for s in data["shards"] if s["round"] == 2]
+        assert emu.stats()["batches_created"] == 1 + len(second) == emu.stats()["files_created"]
+        assert _sent_custom_ids(emu) == Counter(line["custom_id"] for line in lines) + Counter(unanswered)
+    assert outcomes["killed"] >= 1, outcomes
