@@ -22,7 +22,9 @@ REPO = HERE.parent
 SCRIPTS = REPO / "scripts"
 OUT = HERE / "out"
 MODEL = "Qwen/Qwen3.5-9B"
-DEMO_KEY = "sk-demo-local-emulator"
+# Random-looking on purpose: output redaction hides any 8+ character fragment of the key, and a key made of
+# words (say "-emulator") would also hide them in paths such as this worktree's.
+DEMO_KEY = "sk-demo-Qx7vL2mZ9tRw"
 # A slow, slightly faulty model, so the demo shows a batch in progress and a few failed requests.
 EMULATOR_FLAGS = ("--quiet", "--start-delay", "0.5", "--rate", "4", "--fail-rate", "0.1", "--seed", "4")
 
