@@ -78,6 +78,7 @@ class Engine:
                 shard["downloads"] = {}
         out_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(out_dir)
+        self.store.drop_join_index()
         self.records = RecordFile(out_dir / RECORDS_NAME, self.store)
         self.sinks: dict[str, Sink] = {}
         for kind, (_, name, number) in KINDS.items():

@@ -80,6 +80,10 @@ class Store:
 
     # -- records
 
+    def drop_join_index(self) -> None:
+        """Downloads append many rows: the join's index is rebuilt in bulk when results are written."""
+        self.db.execute("DROP INDEX IF EXISTS records_request")
+
     def cut(self, kind: int, committed: int) -> int:
         """Forget the rows at or past ``committed`` bytes of a raw file; returns the bytes indexed below."""
         self.db.execute("DELETE FROM records WHERE kind = ? AND off >= ?", (kind, committed))
@@ -101,6 +105,7 @@ class Store:
         self.db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def answered(self, batch_id: str) -> list[str]:
+        self.db.execute("CREATE INDEX IF NOT EXISTS records_request ON records (batch_id, custom_id)")
         query = "SELECT DISTINCT custom_id FROM records WHERE batch_id = ? AND custom_id IS NOT NULL ORDER BY custom_id"
         return [row[0] for row in self.db.execute(query, (batch_id,))]
 
@@ -165,6 +170,9 @@ class Store:
 
     def joined(self) -> Iterator[tuple[Any, ...]]:
         """Every input with its records, first inputs in input order, each followed by its re-sends."""
+        # Built in bulk here (and dropped while downloading, see drop_join_index): cheaper than keeping it
+        # up to date line by line.
+        self.db.execute("CREATE INDEX IF NOT EXISTS records_request ON records (batch_id, custom_id)")
         rounds = self.db.execute("SELECT count(DISTINCT round) FROM inputs").fetchone()[0]
         order = "i.origin, i.seq" if rounds > 1 else "i.seq"  # one round: the table's own order, no sort
         return self.db.execute(
