@@ -706,3 +706,48 @@ def test_the_portable_base64_check_agrees_with_the_c_one(payload):
         except ValueError:  # binascii.Error is a ValueError
             outcomes.append(False)
     assert outcomes[0] == outcomes[1], payload
+
+
+anthropic_blocks = st.lists(
+    st.one_of(
+        st.fixed_dictionaries({"type": st.just("text"), "text": st.one_of(st.text(max_size=3), st.none())}),
+        st.fixed_dictionaries(
+            {
+                "type": st.just("image"),
+                "source": st.one_of(
+                    st.fixed_dictionaries(
+                        {
+                            "type": st.just("base64"),
+                            "media_type": st.sampled_from(["image/png", "text/plain", "png"]),
+                            "data": st.sampled_from([PNG_B64, PNG_B64[:-1], "", "@@@@"]),
+                        }
+                    ),
+                    st.fixed_dictionaries({"type": st.just("url"), "url": image_urls}),
+                    st.fixed_dictionaries({"type": st.sampled_from(["file", "base64"])}),
+                ),
+            }
+        ),
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(anthropic_blocks, st.sampled_from(["user", "assistant"]))
+def test_messages_fast_path_agrees_with_schema_and_line_checks(blocks, role):
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": role, "content": blocks}]}
+    if bv.endpoint_checker("/v1/messages").fast_check(body) >= 0:
+        assert bv.endpoint_checker("/v1/messages").validator.is_valid(body), body
+        assert (
+            bv.validate_line({"custom_id": "a", "method": "POST", "url": "/v1/messages", "body": body}) == []
+        )
+
+
+def test_messages_image_blocks_take_the_fast_path():
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "ab"}, image]}],
+    }
+    assert bv.endpoint_checker("/v1/messages").fast_check(body) == 2

@@ -169,9 +169,34 @@ def _parts_chars(parts: list[Any]) -> int:
     return chars
 
 
-def fast_messages(roles: frozenset[str], with_parts: bool) -> Check:
+def _anthropic_parts_chars(parts: list[Any]) -> int:
+    """Text characters of an Anthropic content list of text and image blocks (base64 or url source)."""
+    if not parts:
+        return -1
+    chars = 0
+    for part in parts:
+        if type(part) is not dict or len(part) != 2:
+            return -1
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if type(text) is not str:
+                return -1
+            chars += len(text)
+        elif kind == "image":
+            source = part.get("source")
+            if type(source) is not dict or source.get("type") not in ("base64", "url"):
+                return -1
+            if len(source) != (3 if source["type"] == "base64" else 2) or _anthropic_source_problem(source):
+                return -1
+        else:
+            return -1
+    return chars
+
+
+def fast_messages(roles: frozenset[str], parts: Callable[[list[Any]], int] | None) -> Check:
     """Messages whose items are {"role": R, "content": "<text>"} (plus an optional string name); with
-    ``with_parts``, a user message may also hold a list of text and image_url parts (vision, OCR)."""
+    ``parts``, a user message may also hold a content list that ``parts`` accepts (text and images)."""
 
     def check(messages: Any) -> int:
         if type(messages) is not list or not messages:
@@ -188,8 +213,8 @@ def fast_messages(roles: frozenset[str], with_parts: bool) -> Check:
                 return -1
             if type(content) is str:
                 chars += len(content)
-            elif with_parts and role == "user" and type(content) is list:
-                found = _parts_chars(content)
+            elif parts is not None and role == "user" and type(content) is list:
+                found = parts(content)
                 if found < 0:
                     return -1
                 chars += found
@@ -280,8 +305,8 @@ _SIMPLE_ROLES = frozenset({"system", "developer", "user", "assistant"})
 _ANTHROPIC_ROLES = frozenset({"user", "assistant"})
 # The fast-check kinds the endpoint table names (Endpoint.fast_paths).
 FAST_KINDS: dict[str, Check] = {
-    "chat_messages": fast_messages(_SIMPLE_ROLES, with_parts=True),
-    "anthropic_messages": fast_messages(_ANTHROPIC_ROLES, with_parts=False),
+    "chat_messages": fast_messages(_SIMPLE_ROLES, _parts_chars),
+    "anthropic_messages": fast_messages(_ANTHROPIC_ROLES, _anthropic_parts_chars),
     "text_input": fast_text_input,
     "string": fast_string,
     "responses_input": fast_responses_input,
