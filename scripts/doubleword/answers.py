@@ -296,7 +296,10 @@ def check_json(content: Any, schema: Any) -> tuple[Any, dict[str, Any] | None]:
         if not isinstance(parsed, dict):
             return None, _invalid("$", f"a JSON object was asked for, got {type(parsed).__name__}")
         return parsed, None
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    last_schema, validator = _LAST_VALIDATOR
+    if schema != last_schema:  # most jobs send one schema: compared, not re-encoded, on every line
+        validator = _validator(json.dumps(schema, sort_keys=True))
+        _LAST_VALIDATOR[:] = [schema, validator]
     if validator is None:
         return parsed, None  # the request's own schema is not a valid schema: nothing to check against
     error = next(iter(sorted(validator.iter_errors(parsed), key=lambda e: list(e.absolute_path))), None)
@@ -307,6 +310,9 @@ def check_json(content: Any, schema: Any) -> tuple[Any, dict[str, Any] | None]:
 
 def _invalid(path: str, why: str) -> dict[str, Any]:
     return {"type": "invalid_json", "code": None, "status": None, "path": path, "message": f"{path}: {why}"}
+
+
+_LAST_VALIDATOR: list[Any] = [None, None]
 
 
 @lru_cache(maxsize=64)

@@ -53,8 +53,9 @@ class Result:
 
     def line(self) -> bytes:
         """The results.jsonl line (without the newline), encoding as little as the record allows."""
-        if self.body is not None and self.error is None and self.parsed is None:
-            head = f'{{"custom_id":{_encode(self.custom_id)},"status":"{self.status}","parsed":null,"attempts":{self.attempts},'
+        if self.body is not None and self.error is None:
+            parsed = "null" if self.parsed is None else _encode(self.parsed)
+            head = f'{{"custom_id":{_encode(self.custom_id)},"status":"{self.status}","parsed":{parsed},"attempts":{self.attempts},'
             return head.encode("utf-8") + self.body[1:]
         return _encode(self.record()).encode("utf-8")
 
