@@ -357,10 +357,6 @@ def test_an_html_reply_to_an_upload_is_looked_up_not_redone(
     assert emu.stats()["files_created"] == 1
 
 
-@pytest.mark.xfail(
-    reason="jobs (issue 16 item 3): the lookup after a lost create is not patient with a lagging list",
-    strict=False,
-)
 def test_a_lost_create_reply_with_a_lagging_list_makes_one_batch(
     h, emu, proxy: HostileProxy, tmp_path: Path
 ) -> None:
@@ -421,9 +417,6 @@ def _answers(folder: Path) -> dict[str, str]:
     return {r["custom_id"]: r["status"] for r in map(json.loads, results.read_text().splitlines())}
 
 
-@pytest.mark.xfail(
-    reason="fetch (issue 16 item 2): download.py must refuse a content reply that is not NDJSON", strict=False
-)
 def test_an_html_page_on_the_content_route_moves_no_cursor(
     h, emu, proxy: HostileProxy, tmp_path: Path
 ) -> None:
@@ -436,9 +429,6 @@ def test_an_html_page_on_the_content_route_moves_no_cursor(
     assert second.code == 0 and set(_answers(tmp_path).values()) == {"completed"}, (first, second)
 
 
-@pytest.mark.xfail(
-    reason="fetch (issue 16 item 2): a finished batch must be read until the server has no more", strict=False
-)
 def test_capped_pages_are_read_until_the_server_has_no_more(
     h, emu, proxy: HostileProxy, tmp_path: Path
 ) -> None:
@@ -449,7 +439,6 @@ def test_capped_pages_are_read_until_the_server_has_no_more(
     assert result.code == 0 and len(answers) == 120 and set(answers.values()) == {"completed"}, result
 
 
-@pytest.mark.xfail(reason="fetch (issue 16 item 2): repeated pages must be detected", strict=False)
 def test_repeated_pages_lose_no_answer(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
     manifest = submitted(h, tmp_path, emu.base_url, n=120)
     proxy.add(ignore_skip())
@@ -577,10 +566,6 @@ def _fetch_onto_a_full_disk(h, emu, tmp_path: Path) -> tuple[Any, float, Path]: 
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
-@pytest.mark.xfail(
-    reason="fetch: today's download loop retries OSError (ENOSPC) for ~25 s (fixed by download.py)",
-    strict=False,
-)
 def test_a_full_disk_is_an_input_error_and_is_not_retried(h, emu, tmp_path: Path) -> None:
     result, elapsed, _ = _fetch_onto_a_full_disk(h, emu, tmp_path)
     assert elapsed < 15, result
