@@ -162,3 +162,21 @@ def test_resubmit_dry_run_sends_nothing_and_a_round_can_be_narrowed_and_adjusted
         assert [s["custom_id"] for s in sent] == [line["custom_id"] for line in lines[:2]]
         assert all(s["body"]["max_tokens"] == 64 for s in sent)
         assert h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env).code == 0
+
+
+def test_resubmit_sends_the_original_lines_even_when_the_input_file_is_gone(tmp_path, h):
+    """The round is built from the engine's retry.jsonl (the server's copy of round 1), not the local file."""
+    args = ("--start-delay", "0", "--fail-rate", "0.3", "--seed", "3", "--quiet")
+    with EmulatorServer(*args, api_key=h.CANARY_KEY) as emu:
+        env = h.script_env(emu.base_url)
+        lines = h.chat_lines(40)
+        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+        manifest = h.run_script("submit", str(src), env=env).doc["manifest"]
+        assert h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env).code == 6
+        src.unlink()
+        code, res, err = h.run_script("submit", "--resubmit", "--manifest", manifest, env=env)
+        assert code == 0 and res["resubmitted"] > 0, res
+        data = json.loads(Path(manifest).read_text())
+        sent = [json.loads(x) for x in Path(data["rounds"][1]["source"]).read_text().splitlines()]
+        originals = {line["custom_id"]: line for line in lines}
+        assert sent and all(s == originals[s["custom_id"]] for s in sent)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,9 +116,9 @@ def resubmit(args: Any, options: Options, adjust: Adjustments) -> tuple[dict[str
         created = send_shards(client, manifest, last.shards, options)
         return _sent(manifest, last, client, created, None), int(ExitCode.OK)
     refuse_while_running(client, manifest)
-    records, groups = job_view(args, manifest)
+    view = job_view(args, manifest)
     manifest.reload()  # the download saved its cursors: keep them
-    return next_round(client, manifest, records, groups, options, adjust, dry_run=dry_run)
+    return next_round(client, manifest, view, options, adjust, dry_run=dry_run)
 
 
 def refuse_while_running(client: ApiClient, manifest: Manifest) -> None:
@@ -138,7 +139,17 @@ def refuse_while_running(client: ApiClient, manifest: Manifest) -> None:
         )
 
 
-def job_view(args: Any, manifest: Manifest) -> tuple[list[InputRecord], list[dict[str, Any]]]:
+@dataclass
+class JobView:
+    """The job as the download engine left it: a record per input, its failure groups, and retry.jsonl
+    (the original round-1 request lines of every input without a usable answer)."""
+
+    records: list[InputRecord]
+    groups: list[dict[str, Any]]
+    retry: Path | None
+
+
+def job_view(args: Any, manifest: Manifest) -> JobView:
     """Bring the job's results up to date with the download engine: one record per input, and the
     engine's failure groups (with its judgement of whether resubmitting helps)."""
     import fetch_results  # the download engine's command; scripts/ is on sys.path when submit.py runs
@@ -157,7 +168,8 @@ def job_view(args: Any, manifest: Manifest) -> tuple[list[InputRecord], list[dic
             "the job's results are not all downloaded yet (a batch is still running); nothing was sent"
         )
     records = job_records(manifest, read_results(Path(fetched["files"]["results"])))
-    return records, list(fetched.get("failure_groups") or [])
+    retry = (fetched.get("files") or {}).get("retry")
+    return JobView(records, list(fetched.get("failure_groups") or []), Path(retry) if retry else None)
 
 
 def persistent_ids(manifest: Manifest, unanswered: list[InputRecord]) -> set[str]:
@@ -182,13 +194,13 @@ def persistent_ids(manifest: Manifest, unanswered: list[InputRecord]) -> set[str
 def next_round(
     client: ApiClient,
     manifest: Manifest,
-    records: list[InputRecord],
-    groups: list[dict[str, Any]],
+    view: JobView,
     options: Options,
     adjust: Adjustments,
     *,
     dry_run: bool = False,
 ) -> tuple[dict[str, Any], int]:
+    records, groups = view.records, view.groups
     unanswered = [r for r in records if r.status != "completed"]
     persistent = persistent_ids(manifest, unanswered)
     chosen = [
@@ -225,7 +237,7 @@ def next_round(
         plan["would_resubmit"] = len(chosen)
         plan.update(by_status=by_status, left_behind=len(unanswered) - len(chosen), adjust=adjust.record())
         return {"ok": True, **plan, **base}, int(ExitCode.OK)
-    round_ = plan_round(manifest, chosen, unanswered, adjust, options)
+    round_ = plan_round(manifest, chosen, unanswered, adjust, options, view.retry)
     manifest.save()  # the round exists before anything is sent: a re-run finishes it, never plans another
     info(f"round {round_.number}: resubmitting {len(chosen)} of {len(unanswered)} unanswered input(s)")
     created = send_shards(client, manifest, round_.shards, options)
@@ -240,8 +252,12 @@ def plan_round(
     unanswered: list[InputRecord],
     adjust: Adjustments,
     options: Options,
+    retry: Path | None = None,
 ) -> Round:
-    """Write the round's request file (the ORIGINAL round-1 lines, adjusted) and plan its shards."""
+    """Write the round's request file (the ORIGINAL round-1 lines, adjusted) and plan its shards.
+
+    The lines come from the engine's retry.jsonl (only the unanswered, as the server received them in
+    round 1), else from the first round's files."""
     folder = manifest.path.resolve().parent / f"{_stem(manifest.path)}.rounds"
     number = manifest.last_round.number + 1
     source = folder / f"round-{number:03d}.jsonl"
@@ -249,7 +265,8 @@ def plan_round(
     folder.mkdir(parents=True, exist_ok=True)
     written = 0
     with atomic_writer(source) as out, atomic_writer(_causes_path(source)) as causes:
-        for raw in _first_round_lines(manifest):
+        lines = _lines(retry) if retry is not None and retry.is_file() else _first_round_lines(manifest)
+        for raw in lines:
             custom_id = _custom_id(raw)
             record = wanted.pop(custom_id, None) if custom_id else None
             if record is None:
@@ -274,7 +291,12 @@ def plan_round(
     return round_
 
 
-def _first_round_lines(manifest: Manifest) -> Any:
+def _lines(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        yield from (raw for raw in handle if raw.strip())
+
+
+def _first_round_lines(manifest: Manifest) -> Iterator[bytes]:
     for shard in manifest.first_round.shards:
         path = Path(str(shard.path))
         if not path.is_file():
