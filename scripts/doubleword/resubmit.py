@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from doubleword.api import get_batch
-from doubleword.cli import info
+from doubleword.cli import info, warn
 from doubleword.client import ApiClient
 from doubleword.errors import BusyError, CliError, ExitCode, InputError, UsageError
 from doubleword.files import atomic_writer
@@ -103,6 +103,8 @@ def resubmit(args: Any, options: Options, adjust: Adjustments) -> tuple[dict[str
     """The command: finish a half-sent round, or refuse while the job runs, or plan and send the next one."""
     manifest = Manifest.load(args.manifest)
     client = client_for(args, manifest)
+    if options.metadata and options.metadata != manifest.metadata:
+        warn("--metadata is ignored with --resubmit: a round's batches carry the job's metadata")
     options.window = manifest.window or options.window
     options.metadata = manifest.metadata
     last = manifest.last_round
