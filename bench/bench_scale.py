@@ -1,6 +1,6 @@
 """Scale benchmarks (issue 15): how each command grows with the job, and the pipelining targets.
 
-- growth table: 10,000 / 20,000 / 100,000 / 200,000 requests (1,000,000 with --full or BENCH_FULL=1) x
+- growth table: 10,000 / 20,000 / 100,000 / 200,000 / 1,000,000 requests (not 1,000,000 with --quick) x
   create_batch_file.py, validate_batch_file.py, submit.py, fetch_results.py: wall time, peak memory
   (VmHWM of the command's own process) and the API calls the emulator logged for it. The emulator is
   paused while submit.py runs (so the two do not share the 2 cores) and its processing time is shown as
@@ -8,7 +8,7 @@
 - the emulator told ``--rate 50000`` processes the 200,000-request job at >= 0.9x that rate (unpaused to
   last batch finished; its CPU time is shown too, since on a shared machine it may not get a whole core);
 - flat memory: create and fetch peak memory at 200,000 requests within 1.25x of 20,000 (at 1,000,000
-  within 1.25x of 100,000 for every command, with --full);
+  within 1.25x of 100,000 for every command, unless --quick);
 - first batch: in a 4-shard submit the first batch is created before the last upload has finished
   (seen by the emulator: its counts of files and batches, sampled every 5 ms);
 - poll --wait: four batches that finish at different times; each finished batch is read at most once

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Run every bench/bench_*.py module (each exposes ``run() -> list of row dicts``) and print its tables.
 
-Usage: python3 bench/run.py [--full] [--json FILE] [--markdown FILE] [NAME ...]   (e.g. `local` runs
-bench_local.py only). --full (or BENCH_FULL=1 in the environment, e.g. `BENCH_FULL=1 make bench`) adds the
-slow rows: the 1,000,000-request row of the growth table. --json FILE also writes every row, with the
+Usage: python3 bench/run.py [--quick] [--json FILE] [--markdown FILE] [NAME ...]   (e.g. `local` runs
+bench_local.py only). --quick (or BENCH_QUICK=1 in the environment, e.g. `BENCH_QUICK=1 make bench`) leaves
+out the slow rows: the 1,000,000-request row of the growth table and its memory targets. --json FILE also writes every row, with the
 run's date, machine, duration and load average, to FILE; --markdown FILE the same as Markdown tables
 (what the README's performance section quotes). Exit 1 if a row misses its target (``"ok": false``), so `make bench` can gate on it.
 
@@ -29,12 +29,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
-    parser.add_argument("--full", action="store_true", help="add the 1,000,000-request growth row")
+    parser.add_argument("--quick", action="store_true", help="leave out the 1,000,000-request growth row")
     parser.add_argument("--json", metavar="FILE", help="also write every row to FILE")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE as Markdown")
     args = parser.parse_args(argv)
-    if args.full:
-        os.environ["BENCH_FULL"] = "1"
+    if args.quick:
+        os.environ["BENCH_QUICK"] = "1"
     if str(BENCH_DIR) not in sys.path:
         sys.path.insert(0, str(BENCH_DIR))
     names = sorted(p.stem for p in BENCH_DIR.glob("bench_*.py"))
