@@ -85,8 +85,7 @@ def run_script(script: str) -> Any:
     threads: list[cProfile.Profile] = []
 
     def in_thread(*_: Any) -> None:
-        threading.setprofile(None)
-        sys.setprofile(None)
+        sys.setprofile(None)  # this thread's hook only: threads started later get one too
         thread_profiler = cProfile.Profile()
         threads.append(thread_profiler)
         thread_profiler.enable()
