@@ -20,7 +20,7 @@ from typing import Any
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from harness import paired, timed  # noqa: E402
+from harness import paired, ratio_row, timed  # noqa: E402
 
 from doubleword import build as batch_file  # noqa: E402
 from doubleword import validation as batch_validation  # noqa: E402
@@ -213,7 +213,7 @@ def run() -> list[dict[str, Any]]:
         validate()  # warm the schema caches once, as a long-lived process would be
         base, ours = paired(timed(loads_loop), timed(validate), repeat=REPEAT)
         rows.append(
-            _ratio_row(f"validate {LINES:,} lines / {size_mb:.0f} MB", "json.loads loop", base, ours, 1.5)
+            ratio_row(f"validate {LINES:,} lines / {size_mb:.0f} MB", "json.loads loop", base, ours, 1.5)
         )
 
         prompts = make_prompts(LINES)
@@ -254,13 +254,13 @@ def run() -> list[dict[str, Any]]:
         )
         # The target compares the same bytes (compact, UTF-8 kept); json.dumps' defaults write other bytes
         # (spaces, \u escapes) and are shown for information only.
-        rows.append(_ratio_row("make_request + write_batch", "same-format dumps loop", same, built, 1.5))
-        rows.append(_ratio_row("write_batch (validated, atomic)", "same-format dumps loop", same, wrote, 1.5))
+        rows.append(ratio_row("make_request + write_batch", "same-format dumps loop", same, built, 1.5))
+        rows.append(ratio_row("write_batch (validated, atomic)", "same-format dumps loop", same, wrote, 1.5))
         for label, ours in (
             ("make_request + write_batch", built),
             ("write_batch (validated, atomic)", wrote),
         ):
-            row = _ratio_row(label, "default json.dumps loop", base, ours, 1.5)
+            row = ratio_row(label, "default json.dumps loop", base, ours, 1.5)
             row.update(target="(info)", ok=True)
             rows.append(row)
 
@@ -273,18 +273,6 @@ def run() -> list[dict[str, Any]]:
         rows += create_memory_rows(tmpdir)
         rows += image_rows(tmpdir, big)
     return rows
-
-
-def _ratio_row(name: str, baseline: str, base: float, ours: float, target: float) -> dict[str, Any]:
-    ratio = ours / base
-    return {
-        "benchmark": name,
-        "baseline": f"{baseline} {base:.3f}s",
-        "measured": f"{ours:.3f}s",
-        "ratio": round(ratio, 2),
-        "target": f"<= {target}x",
-        "ok": ratio <= target,
-    }
 
 
 def _memory_row(name: str, small_kib: int, big_kib: int) -> dict[str, Any]:
