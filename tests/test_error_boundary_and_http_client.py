@@ -6,6 +6,7 @@ The HTTP client is exercised against a scripted local server on a free loopback 
 from __future__ import annotations
 
 import email.utils
+import html
 import io
 import json
 import threading
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -330,6 +332,78 @@ def test_redaction_covers_every_encoding_of_a_key():
     for text in texts:
         out = redaction.redact(text)
         assert key[3:11] not in out and key[-10:] not in out and key[::-1] not in out, (text, out)
+
+
+CANARY = "sk-canary-7f3a9c1e5b2d4f60a8e1"  # 30 characters
+
+
+@pytest.fixture
+def only_secrets() -> Iterator[None]:
+    """No secret registered by an earlier test changes what these see."""
+    from doubleword import redaction
+
+    redaction.forget_secrets()
+    yield
+    redaction.forget_secrets()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        CANARY,
+        json.dumps({"echo": CANARY}),
+        quote(CANARY, safe=""),
+        quote_plus(CANARY),
+        html.escape(CANARY),
+        f"Authorization: Bearer {CANARY}",
+        f"token {CANARY[:12]}",  # cut off at the end of an excerpt
+        f"token {CANARY[:10]}...",  # cut off, with an ellipsis
+        f"{CANARY[-9:]} was the end of it",  # the start cut off
+        f"middle {CANARY[6:22]} of it",  # half of the key from its middle
+        CANARY[:13] + "\n" + CANARY[13:],
+        CANARY[:13] + "\r\n    " + CANARY[13:],
+        json.dumps(CANARY[:13] + "\n" + CANARY[13:]),
+        CANARY[:13] + "\n> " + CANARY[13:],  # quoted in a mail reply
+        CANARY[:13] + "=\n" + CANARY[13:],  # quoted-printable soft line break
+    ],
+    ids=["raw", "json", "url", "url-plus", "html", "bearer", "cut-end", "cut-ellipsis", "cut-start",
+         "half-middle", "wrap-lf", "wrap-crlf-indent", "wrap-json", "wrap-mail-quote", "wrap-qp"],
+)  # fmt: skip
+def test_every_real_leak_of_the_canary_is_hidden(only_secrets: None, text: str) -> None:
+    from doubleword import redaction
+
+    redaction.register_secret(CANARY)
+    out = redaction.redact(text)
+    assert "<hidden>" in out, (text, out)
+    for piece in (CANARY[:8], CANARY[-8:], CANARY[10:18]):
+        assert piece not in out.replace("\n", "").replace(" ", ""), (text, out)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/work/run-7f3a9c1e5b/out.jsonl",  # 11 characters from the key's middle, in a path
+        "build sk-canary-7f3ab passed",  # starts like the key but is another word
+        "digest x4f60a8e1",  # ends like the key, inside a longer word
+        "canary-7f3a9c1",  # a middle piece, shorter than half of the key
+    ],
+)
+def test_text_that_merely_shares_characters_with_the_canary_is_left_alone(
+    only_secrets: None, text: str
+) -> None:
+    from doubleword import redaction
+
+    redaction.register_secret(CANARY)
+    assert redaction.redact(text) == text
+
+
+def test_a_path_sharing_the_end_of_a_made_up_key_is_left_alone(only_secrets: None) -> None:
+    from doubleword import redaction
+
+    redaction.register_secret("sk-demo-local-emulator")  # the demo's old key, made of words
+    path = "/work/wt-emulator/jobs/jobs.jsonl.manifest.json"
+    assert redaction.redact(path) == path
+    assert redaction.redact("key sk-demo-local-emulator") == "key <hidden>"
 
 
 def test_redacted_data_stays_valid_json():

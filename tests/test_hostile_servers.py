@@ -148,6 +148,14 @@ def test_a_server_echoing_the_key_never_gets_it_into_any_output(h, tmp_path: Pat
     assert key[8:24] not in result.stdout + result.stderr
 
 
+def test_a_path_sharing_characters_with_the_key_is_shown_intact(h, emu, tmp_path: Path) -> None:
+    folder = tmp_path / f"run-{h.CANARY_KEY[10:22]}"  # 12 characters from the key's middle
+    folder.mkdir()
+    result = h.run_script("submit", str(job(h, folder)), env=h.script_env(emu.base_url))
+    assert result.code == 0, result
+    assert str(folder) in result.stdout and "<hidden>" not in result.stdout + result.stderr, result
+
+
 def _proxy_env(h, base_url: str, **proxies: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
     env = h.script_env(base_url)
     for name in (

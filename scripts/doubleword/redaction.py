@@ -1,8 +1,10 @@
 """Redaction: the API key never leaves the process in anything we print or write, in any encoding.
 
 A server may echo the Authorization header back (in an error body, JSON-escaped, URL-encoded, HTML-escaped,
-cut at our 200-character excerpt, or wrapped across lines); every such form, and any run of at least
-``MIN_FRAGMENT`` characters of it, becomes ``<hidden>``. Bearer tokens are hidden whatever their value.
+cut at our 200-character excerpt, or wrapped across lines); every such form becomes ``<hidden>``, and so
+does every run of it that gives the key away: half of it or more, or a cut-off start or end of it
+(at least ``MIN_FRAGMENT`` characters) standing as a word of its own. Text that merely shares a few
+characters with the key is left alone. Bearer tokens are hidden whatever their value.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from urllib.parse import quote, quote_plus
 
 HIDDEN = "<hidden>"
 MIN_SECRET = 4  # shorter values would hide ordinary words
-MIN_FRAGMENT = 8  # a run this long of a secret's text is hidden even when the rest is cut off
+MIN_FRAGMENT = 8  # a cut-off start or end of a secret this long is hidden
 _BEARER = re.compile(r"(?i)\b(bearer\s+)(?!<hidden>)[^\s\"'<>,;\\]+")
-_LINE_BREAK = re.compile(r"(?:\r?\n|(?:\\r)?\\n)[ \t]*")
+_LINE_BREAK = re.compile(r"(?:=?\r?\n|(?:\\r)?\\n)[ \t>|]*")
 
 _FORMS: set[str] = set()
 _GRAMS: dict[str, list[tuple[str, int]]] = {}
@@ -73,19 +75,28 @@ def redact_data(value: Any) -> Any:
 
 
 def _hide_fragments(text: str) -> str:
-    """Hide runs of a secret's text at least MIN_FRAGMENT long, continuing across line breaks."""
+    """Hide the runs of a secret's text (continuing across line breaks) that give it away.
+
+    A run is hidden when it holds at least half of the secret, or when it is a cut-off piece: the
+    secret's start or end (what an excerpt or a wrap leaves) standing alone as a word. Ordinary text that
+    merely shares a few characters with the key (a path ``/work/wt-emulator`` against a made-up key
+    ``sk-demo-local-emulator``) is left alone."""
     spans: list[tuple[int, int]] = []
     position = 0
     limit = len(text) - MIN_FRAGMENT + 1
     while position < limit:
-        hits = _GRAMS.get(text[position : position + MIN_FRAGMENT])
-        if not hits:
+        best: tuple[int, int] | None = None
+        for form, start in _GRAMS.get(text[position : position + MIN_FRAGMENT], ()):
+            end, form_end = _extend(text, position, form, start)
+            begin, form_begin = _extend_left(text, position, form, start)
+            longer = best is None or end - begin > best[1] - best[0]
+            if longer and _gives_away(text, begin, end, form, form_begin, form_end):
+                best = (begin, end)
+        if best is None:
             position += 1
             continue
-        end = max(_extend(text, position, form, start) for form, start in hits)
-        begin = min(_extend_left(text, position, form, start) for form, start in hits)
-        spans.append((begin, end))
-        position = end
+        spans.append(best)
+        position = best[1]
     if not spans:
         return text
     out, last = [], 0
@@ -98,8 +109,20 @@ def _hide_fragments(text: str) -> str:
     return "".join(out)
 
 
-def _extend(text: str, at: int, form: str, start: int) -> int:
-    """Where the run of ``form[start:]`` found at ``at`` ends, line breaks inside it skipped."""
+def _gives_away(text: str, begin: int, end: int, form: str, form_begin: int, form_end: int) -> bool:
+    """Whether the run ``text[begin:end]`` (``form[form_begin:form_end]``) reveals the secret."""
+    length = form_end - form_begin
+    if length < MIN_FRAGMENT:
+        return False
+    if 2 * length >= len(form):
+        return True
+    if form_begin != 0 and form_end != len(form):
+        return False  # a piece from the middle of the key, shorter than half of it
+    return not (begin > 0 and text[begin - 1].isalnum()) and not (end < len(text) and text[end].isalnum())
+
+
+def _extend(text: str, at: int, form: str, start: int) -> tuple[int, int]:
+    """Where the run of ``form[start:]`` found at ``at`` ends (text index, form index), line breaks skipped."""
     i, j = at, start
     while j < len(form):
         if i < len(text) and text[i] == form[j]:
@@ -110,11 +133,11 @@ def _extend(text: str, at: int, form: str, start: int) -> int:
             i = wrap.end()
             continue
         break
-    return i
+    return i, j
 
 
-def _extend_left(text: str, at: int, form: str, start: int) -> int:
-    """Where the run containing ``form[start:]`` at ``at`` begins (looking back over the same text)."""
+def _extend_left(text: str, at: int, form: str, start: int) -> tuple[int, int]:
+    """Where the run containing ``form[start:]`` at ``at`` begins (text index, form index)."""
     i, j = at, start
     while j > 0 and i > 0:
         if text[i - 1] == form[j - 1]:
@@ -124,15 +147,15 @@ def _extend_left(text: str, at: int, form: str, start: int) -> int:
         if back is None or back == 0 or text[back - 1] != form[j - 1]:
             break
         i = back
-    return i
+    return i, j
 
 
 def _wrap_before(text: str, i: int) -> int | None:
     """The index where a line break (with indentation) ending at ``i`` starts, or None."""
     k = i
-    while k > 0 and text[k - 1] in " \t":
+    while k > 0 and text[k - 1] in " \t>|":
         k -= 1
-    for brk in ("\r\n", "\n", "\\r\\n", "\\n"):
+    for brk in ("=\r\n", "=\n", "\r\n", "\n", "\\r\\n", "\\n"):
         if text.endswith(brk, 0, k):
             return k - len(brk)
     return None
