@@ -16,6 +16,7 @@ Stdlib only, plus ``requests`` for forwarding.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -407,3 +408,95 @@ def echo_authorization(status: int = 401, *, encode: Callable[[str], str] = lamb
         return Action(reply=Upstream(status, {"Content-Type": "text/plain"}, text.encode()))
 
     return behaviour
+
+
+# -- a SOCKS5 proxy (RFC 1928, no authentication): relays to the requested host, or misbehaves first
+
+
+class SocksProxy:
+    """A SOCKS5 proxy on 127.0.0.1:free port (``url`` is ``socks5h://...``). ``targets`` records every
+    CONNECT it relayed; ``handshake_pause`` sends each byte of its handshake replies that many seconds apart
+    (a proxy that trickles or stalls its handshake)."""
+
+    def __init__(self, *, handshake_pause: float = 0.0) -> None:
+        self.handshake_pause = handshake_pause
+        self.targets: list[tuple[str, int]] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"socks5h://127.0.0.1:{self.port}"
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _send(self, sock: socket.socket, data: bytes) -> None:
+        if not self.handshake_pause:
+            sock.sendall(data)
+            return
+        for byte in data:
+            time.sleep(self.handshake_pause)
+            sock.sendall(bytes([byte]))
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            with client:
+                greeting = _recv_exactly(client, 2)
+                _recv_exactly(client, greeting[1])  # the methods offered
+                self._send(client, b"\x05\x00")  # no authentication
+                version, _command, _, kind = _recv_exactly(client, 4)
+                if kind == 3:
+                    host = _recv_exactly(client, _recv_exactly(client, 1)[0]).decode()
+                elif kind == 1:
+                    host = socket.inet_ntoa(_recv_exactly(client, 4))
+                else:
+                    host = socket.inet_ntop(socket.AF_INET6, _recv_exactly(client, 16))
+                port = int.from_bytes(_recv_exactly(client, 2), "big")
+                self.targets.append((host, port))
+                with socket.create_connection((host, port), timeout=30) as upstream:
+                    self._send(client, b"\x05\x00\x00\x01" + bytes(4) + b"\x00\x00")
+                    _relay(client, upstream)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+
+    def __enter__(self) -> SocksProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def _relay(a: socket.socket, b: socket.socket) -> None:
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    other = threading.Thread(target=pump, args=(b, a), daemon=True)
+    other.start()
+    pump(a, b)
+    other.join(timeout=60)

@@ -444,9 +444,13 @@ def test_urls_two_parsers_could_read_differently_are_refused(monkeypatch, url, p
         ({"HTTP_PROXY": "http://127.0.0.1:3128"}, "http://127.0.0.1:9/v1", True),
         ({"HTTPS_PROXY": "http://proxy.example:3128"}, "https://api.example/v1", True),  # CONNECT: inside TLS
         ({"HTTPS_PROXY": "http://proxy.example:3128"}, "http://127.0.0.1:9/v1", True),  # not for http URLs
+        ({"ALL_PROXY": "socks5h://proxy.example:1080"}, "https://api.example/v1", True),  # TLS inside SOCKS
+        ({"HTTPS_PROXY": "socks5://proxy.example:1080"}, "https://api.example/v1", True),
+        ({"HTTP_PROXY": "socks4a://proxy.example:1080"}, "http://127.0.0.1:9/v1", False),
     ],
 )
 def test_the_route_through_a_proxy_is_checked_as_requests_would_take_it(monkeypatch, env, url, allowed):
+    monkeypatch.setattr(config, "_have_pysocks", lambda: True)  # the same answers with or without PySocks
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
@@ -458,6 +462,20 @@ def test_the_route_through_a_proxy_is_checked_as_requests_would_take_it(monkeypa
         with pytest.raises(errors.ConfigError, match="proxy"):
             config.base_url_from(_args(base_url=url))
         assert config.base_url_from(_args(base_url=url, allow_insecure=True)) == url
+
+
+@pytest.mark.parametrize("url", ["https://api.example/v1", "http://127.0.0.1:9/v1"])
+def test_a_socks_proxy_without_pysocks_is_refused_naming_the_variable(monkeypatch, url):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("ALL_PROXY", "socks5h://user:secret@proxy.example:1080")
+    monkeypatch.setattr(config, "_have_pysocks", lambda: False)
+    with pytest.raises(errors.ConfigError) as caught:
+        config.base_url_from(_args(base_url=url, allow_insecure=True))
+    message = str(caught.value)
+    assert "ALL_PROXY" in message and "requests[socks]" in message and "NO_PROXY" in message, message
+    assert "secret" not in message
 
 
 @pytest.mark.parametrize(

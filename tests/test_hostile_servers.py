@@ -11,6 +11,7 @@ appears anywhere (``h.run_script`` checks stdout and stderr on every run).
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
@@ -32,6 +33,7 @@ from hostile_server import (
     FILES,
     HTML_PAGE,
     HostileProxy,
+    SocksProxy,
     capped_pages,
     drop_id,
     echo_authorization,
@@ -173,11 +175,16 @@ def _proxy_env(h, base_url: str, **proxies: str) -> dict[str, str]:  # type: ign
     return env
 
 
-@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+@pytest.mark.parametrize(
+    "variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "ALL_PROXY=socks5", "all_proxy=socks5h"]
+)
 def test_no_key_through_a_remote_proxy_over_plain_http(h, emu, variable: str) -> None:
+    variable, _, socks_scheme = variable.partition("=")
     ip = non_loopback_ipv4()
     listener = ScriptedServer(host=ip) if ip else None
     proxy_url = listener.url if listener else "http://proxy.example:3128"
+    if socks_scheme:  # with or without PySocks, the key never goes to a remote SOCKS proxy in the clear
+        proxy_url = proxy_url.replace("http://", f"{socks_scheme}://")
     try:
         result = h.run_script("list_batches", env=_proxy_env(h, emu.base_url, **{variable: proxy_url}))
         refused(result, 3, "proxy", "NO_PROXY")
@@ -197,6 +204,86 @@ def test_a_proxy_on_this_machine_is_allowed(h, emu, proxy: HostileProxy) -> None
     result = h.run_script("list_batches", env=_proxy_env(h, emu.base_url, HTTP_PROXY=proxy.url))
     assert result.code == 0, result
     assert proxy.seen and proxy.seen[0].raw_path.startswith("http://127.0.0.1")  # it really went through
+
+
+# --------------------------------------------------------------------------- SOCKS proxies
+
+HAVE_PYSOCKS = importlib.util.find_spec("socks") is not None
+needs_pysocks = pytest.mark.skipif(not HAVE_PYSOCKS, reason="PySocks (requests[socks]) is not installed")
+_WRAPPER = (
+    "import os, runpy, sys; exec(sys.argv[1]); s = sys.argv[2]; sys.argv = sys.argv[2:]; "
+    "sys.path.insert(0, os.path.dirname(s)); runpy.run_path(s, run_name='__main__')"
+)
+WITHOUT_PYSOCKS = "sys.modules['socks'] = None"  # as if PySocks were not installed
+
+
+class Patched:
+    """Exit code, stdout JSON and stderr of a script run with a few Python statements run first."""
+
+    def __init__(self, proc: subprocess.CompletedProcess[str], key: str) -> None:
+        self.code, self.stdout, self.stderr = proc.returncode, proc.stdout, proc.stderr
+        assert key not in proc.stdout + proc.stderr, "the API key leaked"
+        self.doc = json.loads(proc.stdout)
+
+    def __repr__(self) -> str:
+        return f"Patched(code={self.code}, doc={self.doc!r}, stderr={self.stderr[-1500:]!r})"
+
+
+def run_patched(h, prelude: str, name: str, *args: str, env: dict[str, str], timeout: float = 60) -> Patched:  # type: ignore[no-untyped-def]
+    """Run ``scripts/NAME.py`` as a subprocess after ``prelude`` (e.g. smaller waits, PySocks hidden)."""
+    prelude = f"sys.path.insert(0, {str(h.SCRIPTS)!r}); {prelude}"
+    command = [sys.executable, "-c", _WRAPPER, prelude, str(h.SCRIPTS / f"{name}.py"), *args]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    return Patched(proc, h.CANARY_KEY)
+
+
+@needs_pysocks
+def test_a_socks_proxy_on_the_route_is_used(h, emu) -> None:
+    with SocksProxy() as socks_proxy:
+        result = h.run_script("list_batches", env=_proxy_env(h, emu.base_url, ALL_PROXY=socks_proxy.url))
+        assert result.code == 0, result
+        assert socks_proxy.targets == [("127.0.0.1", urlsplit(emu.base_url).port)], socks_proxy.targets
+
+
+@needs_pysocks
+def test_a_trickled_reply_through_a_socks_proxy_is_bounded_by_timeout(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url)
+    proxy.add(edit_json(lambda b: {**b, "padding": "x" * 400}, on=BATCH), trickle(1, 0.3, on=BATCH))
+    with SocksProxy() as socks_proxy:
+        env = _proxy_env(h, proxy.base_url, ALL_PROXY=socks_proxy.url)
+        started = time.monotonic()
+        result = h.run_script("poll", "--manifest", str(manifest), "--wait", "--timeout", "2",
+                              "--base-url", proxy.base_url, env=env, timeout=90)  # fmt: skip
+        elapsed = time.monotonic() - started
+        assert socks_proxy.targets, "the requests did not go through the SOCKS proxy"
+    assert elapsed < 2 + http_client.DEADLINE_GRACE + 8, elapsed  # unwatched: ~130 s per trickled reply
+    assert result.code == 7 and result.doc["error"]["type"] == "timeout", result
+
+
+@needs_pysocks
+def test_a_socks_proxy_trickling_its_handshake_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "CONNECT_BUDGET", 1.0)
+    with SocksProxy(handshake_pause=0.4) as socks_proxy, HostileProxy(None) as server:
+        server.add(reply(200, {"object": "list", "data": [], "has_more": False}, on=BATCHES))
+        for name in ("ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("ALL_PROXY", socks_proxy.url)
+        client = http_client.ApiClient(server.base_url, "sk-test-key", retries=0, sleep=lambda s: None)
+        started = time.monotonic()
+        with pytest.raises(errors.ServiceError, match="handshake took more than"):
+            client.get_json("batches")
+        assert time.monotonic() - started < 4  # each byte within the read timeout: ~5 s unwatched
+        assert not server.seen
+
+
+def test_without_pysocks_a_socks_proxy_is_refused_naming_the_variable(h, emu) -> None:
+    with SocksProxy() as socks_proxy:
+        env = _proxy_env(h, emu.base_url, ALL_PROXY=socks_proxy.url)
+        result = run_patched(h, WITHOUT_PYSOCKS, "list_batches", env=env)
+        assert not socks_proxy.targets
+    refused(result, 3, "SOCKS", "ALL_PROXY", "requests[socks]", "NO_PROXY")
 
 
 @pytest.mark.parametrize(

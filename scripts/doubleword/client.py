@@ -32,6 +32,8 @@ from doubleword.errors import AmbiguousRequest, ApiError, DeadlineExceeded, Serv
 from doubleword.multipart import MultipartFile
 from doubleword.shapes import check_reply
 from doubleword.transport import (
+    CONNECT,
+    CONNECT_BUDGET,
     METER_BYTES,
     REPLY_BUDGET,
     SLOW,
@@ -260,6 +262,8 @@ class ApiClient:
             raise _Transient(
                 f"no complete reply within {watch.budget:.0f}s (the server is too slow)", reached=True
             )
+        if watch.fired == CONNECT:
+            raise _Transient(f"the proxy's handshake took more than {CONNECT_BUDGET:.0f}s", reached=False)
 
     def _remaining(self, what: str) -> float:
         if self.deadline is None:

@@ -114,7 +114,10 @@ def _parse(url: str) -> tuple[str, str, int | None, str]:
 
 
 def check_route(url: str, *, allow_insecure: bool) -> None:
-    """Refuse to send the key over plain http beyond this machine: to the host or through a proxy."""
+    """Refuse to send the key over plain http beyond this machine: to the host or through a proxy.
+
+    Any proxy counts, HTTP or SOCKS: over plain http both see the key. A SOCKS proxy also needs PySocks
+    (``requests[socks]``); without it the route is refused here, naming the variable that set it."""
     scheme, host, _, _ = _parse(url)
     if scheme == "http" and not allow_insecure and not is_loopback(host):
         raise ConfigError(
@@ -122,17 +125,42 @@ def check_route(url: str, *, allow_insecure: bool) -> None:
             "or pass --allow-insecure if you really mean it"
         )
     proxy = proxy_for(url)
-    if proxy is None or scheme == "https" or allow_insecure:
-        return  # https: the key travels inside TLS, through a proxy's CONNECT tunnel too
+    if proxy is None:
+        return
     try:
-        _, proxy_host, _, _ = _parse_proxy(proxy)
+        proxy_scheme, proxy_host, _, _ = _parse_proxy(proxy)
     except ValueError as exc:
         raise ConfigError(f"the proxy {_show(proxy)} set in the environment cannot be used: {exc}")
+    source = _proxy_source(proxy)
+    if proxy_scheme.startswith("socks") and not _have_pysocks():
+        raise ConfigError(
+            f"the proxy {_show(proxy)} (from {source}) is a SOCKS proxy, which needs the PySocks package: "
+            f"pip install 'requests[socks]'; or unset {source}, add {host} to NO_PROXY, or use an HTTP "
+            "proxy (HTTPS_PROXY=http://HOST:PORT)"
+        )
+    if scheme == "https" or allow_insecure:
+        return  # https: the key travels inside TLS, through a CONNECT tunnel or a SOCKS one too
     if not is_loopback(proxy_host):
         raise ConfigError(
-            f"refusing to send the API key over plain http through the proxy {proxy_host} (from HTTP_PROXY "
-            f"or ALL_PROXY); add {host} to NO_PROXY, unset the proxy, use https, or pass --allow-insecure"
+            f"refusing to send the API key over plain http through the proxy {proxy_host} (from {source}); "
+            f"add {host} to NO_PROXY, unset the proxy, use https, or pass --allow-insecure"
         )
+
+
+def _proxy_source(proxy: str) -> str:
+    """The environment variable(s) a proxy setting came from, for messages."""
+    names = sorted(
+        name
+        for name, value in os.environ.items()
+        if name.lower() in ("http_proxy", "https_proxy", "all_proxy") and value.strip() == proxy.strip()
+    )
+    return " or ".join(names) or "HTTP_PROXY, HTTPS_PROXY or ALL_PROXY"
+
+
+def _have_pysocks() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("socks") is not None
 
 
 def proxy_for(url: str) -> str | None:

@@ -5,11 +5,16 @@ line by line, never trips it. Each request here is watched: its socket is shut d
 deadline (``--timeout``) passes, when a plain reply is not complete ``REPLY_BUDGET`` seconds after the
 request was sent, or when a streamed body brings less than ``TRICKLE_MIN_BYTES`` in ``TRICKLE_WINDOW``
 seconds. The blocked read then fails at once, and the client reports why (:attr:`Watch.fired`).
+
+Connections through a SOCKS proxy (``ALL_PROXY=socks5h://...``, which needs PySocks) are watched the
+same way, from the proxy handshake on: a proxy that stalls or trickles its handshake is cut after
+``CONNECT_BUDGET`` seconds, and every later read is bounded as on a direct connection.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import threading
 import time
@@ -29,11 +34,13 @@ METER_BYTES = 1_000_000  # transfers at least this big show byte progress
 REPLY_BUDGET = 45.0  # seconds for a whole non-streamed reply, from the end of sending
 TRICKLE_WINDOW = 30.0  # a streamed body must bring at least TRICKLE_MIN_BYTES in every such window
 TRICKLE_MIN_BYTES = 16 * 1024
+CONNECT_BUDGET = 20.0  # seconds for a proxy's handshake (SOCKS), however it trickles
 _TICK = 0.2
 
 DEADLINE = "deadline"
 SLOW = "slow"
 TRICKLE = "trickle"
+CONNECT = "connect"
 
 
 class Watch:
@@ -45,9 +52,19 @@ class Watch:
         self.budget = budget
         self.sock: socket.socket | None = None
         self.reply_end: float | None = None
+        self.connect_end: float | None = None
         self.fired: str | None = None
         self.response: requests.Response | None = None  # for a stream: how many bytes came
         self._window = (time.monotonic(), 0)
+
+    def connecting(self, sock: socket.socket) -> None:
+        """A socket exists but is not ready yet (a proxy handshake): bound the handshake too."""
+        self.sock = sock
+        self.connect_end = time.monotonic() + CONNECT_BUDGET
+
+    def connected(self, sock: socket.socket | None) -> None:
+        self.sock = sock
+        self.connect_end = None
 
     def replying(self, sock: socket.socket | None) -> None:
         """The request is sent: the reply's time budget starts now."""
@@ -66,6 +83,8 @@ class Watch:
             return
         if self.deadline is not None and now >= self.deadline:
             self.cut(DEADLINE)
+        elif self.connect_end is not None and now >= self.connect_end:
+            self.cut(CONNECT)
         elif self.reply_end is not None and now >= self.reply_end:
             self.cut(SLOW)
         elif self.stream and self.response is not None:
@@ -147,7 +166,7 @@ class _Tracked:
         super().connect()  # type: ignore[misc]
         watch = current_watch()
         if watch is not None:
-            watch.sock = self.sock
+            watch.connected(self.sock)
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         watch = current_watch()
@@ -175,8 +194,67 @@ class _HTTPSPool(HTTPSConnectionPool):
 _POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
+@functools.cache
+def _socks_pools() -> dict[str, type]:
+    """Pools whose SOCKS connections report their socket before the proxy handshake (needs PySocks)."""
+    from urllib3.contrib.socks import (
+        SOCKSConnection,
+        SOCKSHTTPConnectionPool,
+        SOCKSHTTPSConnection,
+        SOCKSHTTPSConnectionPool,
+    )
+
+    class _SOCKSConnection(_Tracked, SOCKSConnection):
+        _new_conn = _socks_new_conn
+
+    class _SOCKSHTTPSConnection(_Tracked, SOCKSHTTPSConnection):
+        _new_conn = _socks_new_conn
+
+    class _SOCKSHTTPPool(SOCKSHTTPConnectionPool):
+        ConnectionCls = _SOCKSConnection
+
+    class _SOCKSHTTPSPool(SOCKSHTTPSConnectionPool):
+        ConnectionCls = _SOCKSHTTPSConnection
+
+    return {"http": _SOCKSHTTPPool, "https": _SOCKSHTTPSPool}
+
+
+def _socks_new_conn(conn: Any) -> socket.socket:
+    """urllib3's SOCKS connect, with the socket handed to the current :class:`Watch` before the handshake
+    (PySocks' ``create_connection`` returns it only once the proxy has answered, however slowly)."""
+    import socks
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+    opts = conn._socks_options
+    proxy_host, proxy_port = str(opts["proxy_host"]).strip("[]"), opts["proxy_port"]
+    error: BaseException | None = None
+    for family, kind, proto, _, _ in socket.getaddrinfo(proxy_host, proxy_port, 0, socket.SOCK_STREAM):
+        sock = socks.socksocket(family, kind, proto)
+        try:
+            for option in conn.socket_options or ():
+                sock.setsockopt(*option)
+            if isinstance(conn.timeout, (int, float)):
+                sock.settimeout(conn.timeout)
+            sock.set_proxy(opts["socks_version"], proxy_host, proxy_port, opts["rdns"],
+                           opts["username"], opts["password"])  # fmt: skip
+            if conn.source_address:
+                sock.bind(conn.source_address)
+            watch = current_watch()
+            if watch is not None:
+                watch.connecting(sock)
+            sock.connect((conn.host.strip("[]"), conn.port))
+            return sock
+        except (OSError, socks.ProxyError) as exc:
+            error = exc
+            sock.close()
+    cause = getattr(error, "socket_err", None) or error
+    if isinstance(cause, TimeoutError):
+        raise ConnectTimeoutError(conn, f"the SOCKS proxy {proxy_host} did not answer in time")
+    raise NewConnectionError(conn, f"Failed to establish a new connection through the SOCKS proxy: {error}")
+
+
 class WatchedAdapter(HTTPAdapter):
-    """An adapter whose connections (direct or through an HTTP proxy) report their sockets."""
+    """An adapter whose connections (direct, through an HTTP proxy or a SOCKS one) report their sockets."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -184,8 +262,7 @@ class WatchedAdapter(HTTPAdapter):
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if not proxy.lower().startswith("socks"):
-            manager.pool_classes_by_scheme = dict(_POOLS)
+        manager.pool_classes_by_scheme = dict(_socks_pools() if proxy.lower().startswith("socks") else _POOLS)
         return manager
 
 
