@@ -8,7 +8,7 @@ from typing import Any
 
 from doubleword.cli import make_parser, run, summary
 from doubleword.errors import ExitCode, UsageError
-from doubleword.fingerprint import remember_valid
+from doubleword.fingerprint import validate_file
 from doubleword.validation import invalid_summary, validate_batch_file
 
 DESCRIPTION = """\
@@ -55,9 +55,11 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         raise UsageError("--max-errors must be 0 or more")
     if args.files.count("-") > 1:
         raise UsageError("stdin (-) can be given only once")
-    reports = [validate_batch_file(path, max_errors=args.max_errors) for path in args.files]
-    for path, report in zip(args.files, reports, strict=True):
-        remember_valid(path, report)  # submit.py then skips validating this content again
+    # A file is hashed as it is validated (one read): submit.py then skips validating this content again.
+    reports = [
+        (validate_batch_file if path == "-" else validate_file)(path, max_errors=args.max_errors)
+        for path in args.files
+    ]
     ok = all(report["valid"] for report in reports)
     if not args.quiet:
         for report in reports:

@@ -27,6 +27,7 @@ from doubleword.config import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_
 from doubleword.endpoints import endpoint_for_url
 from doubleword.errors import InputError, UsageError
 from doubleword.files import remove_stale_temps, temp_file_beside
+from doubleword.fingerprint import note_written
 from doubleword.idset import IdSet
 from doubleword.validation import MAX_BODY_BYTES, endpoint_checker, inspect_line, plain_line
 
@@ -59,14 +60,18 @@ class _ShardWriter:
     """Writes byte lines into temporary shard files, starting a new one when a limit would be passed; with
     ``rows``, each shard gets a companion rows file written in step (line i describes line i)."""
 
-    def __init__(self, out_path: Path, max_requests: int, max_bytes: int, *, rows: bool = False) -> None:
+    def __init__(
+        self, out_path: Path, max_requests: int, max_bytes: int, *, rows: bool = False, digests: bool = False
+    ) -> None:
         if max_requests < 1 or max_bytes < 2:
             raise UsageError("--max-requests and --max-bytes must be positive")
         self.out_path = out_path
         self.max_requests = max_requests
         self.max_bytes = max_bytes
         self.rows = rows
-        self.shards: list[dict[str, Any]] = []  # {"tmp", "rows_tmp", "requests", "bytes"}
+        self.digests = digests  # hash each shard as it is written (its sha256 in the shard dict)
+        self._sha: Any = None
+        self.shards: list[dict[str, Any]] = []  # {"tmp", "rows_tmp", "requests", "bytes", "sha256", "stat"}
         self._handle: IO[bytes] | None = None
         self._rows_handle: IO[bytes] | None = None
         self.requests = self.bytes = 0  # of the current shard
@@ -85,6 +90,7 @@ class _ShardWriter:
         self._handle = self._open()
         if self.rows:
             self._rows_handle = self._open()
+        self._sha = hashlib.sha256() if self.digests else None
         self.requests = self.bytes = 0
 
     def _close_current(self) -> None:
@@ -95,6 +101,8 @@ class _ShardWriter:
                 handle.flush()
                 os.fsync(handle.fileno())
                 handle.close()
+        if self._sha is not None and self._handle is not None:
+            self.shards[-1].update(sha256=self._sha.hexdigest(), stat=os.stat(self.shards[-1]["tmp"]))
         self._handle = self._rows_handle = None
 
     def write(self, line: bytes, where: str | None, row_line: bytes = b"", number: int = 0) -> None:
@@ -109,6 +117,8 @@ class _ShardWriter:
                 )
             self._new_shard()
         self._handle.write(line)  # type: ignore[union-attr]
+        if self._sha is not None:
+            self._sha.update(line)
         if self._rows_handle is not None:
             self._rows_handle.write(row_line)
         self.requests += 1
@@ -130,6 +140,9 @@ class _ShardWriter:
                 os.replace(shard["rows_tmp"], rows_path(path))
                 entry["rows_path"] = str(rows_path(path))
             os.replace(shard["tmp"], path)
+            if "sha256" in shard:  # known without reading the shard again (unless it changes)
+                entry["sha256"] = shard["sha256"]
+                note_written(path, shard["sha256"], shard["stat"])
             result.append(entry)
         return result
 
@@ -292,7 +305,8 @@ def shard_file(
     ``out_prefix`` is a path like ``work/jobs.jsonl`` (shards ``work/jobs-001.jsonl``...) or an existing
     directory (shards named after the input file inside it). Lines are copied byte for byte (blank lines
     dropped, a missing final newline added); always numbered, even when one shard suffices. When the input
-    has a source-rows file (``X.rows.jsonl``), each shard gets its own.
+    has a source-rows file (``X.rows.jsonl``), each shard gets its own. Each shard dict holds its
+    ``sha256`` (hashed as it was written).
     """
     source = Path(path)
     prefix = Path(out_prefix)
@@ -302,7 +316,7 @@ def shard_file(
         raise UsageError("the shard prefix must differ from the input file name")
     rows_source = rows_path(source)
     rows = rows_source.is_file()
-    writer = _ShardWriter(prefix, max_requests, max_bytes, rows=rows)
+    writer = _ShardWriter(prefix, max_requests, max_bytes, rows=rows, digests=True)
     try:
         with open(source, "rb") as handle, contextlib.ExitStack() as stack:
             # A source-rows file beside the input is split in step (line i describes line i).

@@ -18,7 +18,7 @@ from typing import Any
 from doubleword.api import RESERVED_KEYS
 from doubleword.cli import info, warn
 from doubleword.errors import UsageError
-from doubleword.fingerprint import recall_valid, remember_valid
+from doubleword.fingerprint import recall_valid, validate_file
 from doubleword.manifest import Manifest, Round, new_shard, sha256_file
 
 
@@ -39,9 +39,8 @@ class Options:
 
 
 def validate_inputs(inputs: list[Path]) -> list[dict[str, Any]]:
-    """Each input's validation report; content validated before (same digest, same rules) is not read again."""
-    from doubleword.validation import validate_batch_file
-
+    """Each input's validation report, validated and hashed in one read; content validated before (same
+    digest, same rules) is only hashed, not validated again."""
     reports = []
     for path in inputs:
         report = recall_valid(path)
@@ -49,8 +48,7 @@ def validate_inputs(inputs: list[Path]) -> list[dict[str, Any]]:
             info(f"{path}: this content passed validation before; not validating it again")
         else:
             # no per-file limits here: an oversize input is sharded, not refused (each shard fits)
-            report = validate_batch_file(str(path), max_bytes=sys.maxsize, max_requests=sys.maxsize)
-            remember_valid(path, report)
+            report = validate_file(path, max_bytes=sys.maxsize, max_requests=sys.maxsize)
         reports.append(report)
     for text in validation_warnings(reports):
         warn(text)
