@@ -452,6 +452,70 @@ def test_an_html_reply_to_an_upload_is_looked_up_not_redone(
     assert emu.stats()["files_created"] == 1
 
 
+def _slow_upload_answer(
+    h, emu, proxy: HostileProxy, tmp_path: Path, *, answer_after: float, wait: float
+) -> Any:  # type: ignore[no-untyped-def]
+    """Submit through a server that stores an upload ``answer_after`` s after the body and only then answers.
+
+    Every wait is scaled down 30 times (the 30 s read timeout becomes 1 s, the 8 s list lag 0.3 s, a lookup
+    pause 0.2 s); ``wait`` is the reply wait this body gets (for 200 MB: 30 + 100 s, i.e. 4.5 s scaled).
+    Returns the result, the seconds it took, the file ids in the manifest and the files the server made
+    (counted once every upload the proxy held has reached the server)."""
+    jobs = job(h, tmp_path)
+    body = jobs.stat().st_size + 400  # the multipart part's headers and boundaries
+    prelude = (
+        "import doubleword.client as c, doubleword.submission as s, doubleword.api as a; "
+        "c.READ_TIMEOUT = 1.0; c.REPLY_BUDGET = 1.5; s.LIST_LAG_S = 0.3; a.UPLOAD_LOOK_PAUSE = 0.2; "
+        f"c.UPLOAD_CHECK_RATE = {body / max(wait - 1.0, 0.001)}"
+    )
+    proxy.add(stall(answer_after, on=FILES, method="POST"))  # the file exists upstream only after the stall
+    started = time.monotonic()
+    result = run_patched(h, prelude, "submit", str(jobs), env=h.script_env(proxy.base_url), timeout=90)
+    elapsed = time.monotonic() - started
+    last_post = max(seen.at for seen in proxy.requests_to(FILES, "POST"))
+    time.sleep(max(0.0, last_post + answer_after + 1.0 - time.monotonic()))  # every held upload has landed
+    manifest = json.loads((tmp_path / "jobs.jsonl.manifest.json").read_text())
+    file_ids = [shard.get("file_id") for shard in manifest.get("shards", [])]
+    return result, elapsed, file_ids, emu.stats()["files_created"]
+
+
+def test_an_upload_answered_after_the_read_timeout_is_waited_for(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    # 200 MB answered 60 s after the body: within its reply wait (30 + 100 s); was ambiguous after 30 s
+    result, elapsed, file_ids, files = _slow_upload_answer(
+        h, emu, proxy, tmp_path, answer_after=2.0, wait=4.5
+    )
+    assert result.code == 0, result
+    assert files == 1 and len(proxy.requests_to(FILES, "POST")) == 1, result
+    assert file_ids and all(file_ids), file_ids
+    assert "--force" not in result.stdout + result.stderr and "unknown" not in result.stderr, result
+    assert elapsed < 15, elapsed
+
+
+def test_an_upload_answered_after_its_reply_wait_is_found_not_sent_again(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    # the server answers after the reply wait but within as long again: the lookup that follows finds it
+    result, elapsed, file_ids, files = _slow_upload_answer(
+        h, emu, proxy, tmp_path, answer_after=3.0, wait=2.0
+    )
+    assert result.code == 0, result
+    assert files == 1 and len(proxy.requests_to(FILES, "POST")) == 1, result
+    assert file_ids and all(file_ids) and "--force" not in result.stdout + result.stderr, result
+    assert elapsed < 15, elapsed
+
+
+@pytest.mark.xfail(strict=True, reason="submission (polish): after an ambiguous upload, look_up waits only LIST_LAG_S "
+                   "from the start of the send, so a server still storing the file is missed and it is sent again")  # fmt: skip
+def test_an_upload_answered_after_twice_its_reply_wait_is_not_sent_again(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    result, _, file_ids, files = _slow_upload_answer(h, emu, proxy, tmp_path, answer_after=2.5, wait=1.0)
+    assert "--force" not in result.stdout + result.stderr, result
+    assert files == 1, (result, files)
+
+
 def test_a_lost_create_reply_with_a_lagging_list_makes_one_batch(
     h, emu, proxy: HostileProxy, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ crashed between sending and recording) can adopt the object instead of creating 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -17,8 +18,8 @@ from urllib.parse import quote
 import requests
 
 from doubleword.cli import warn
-from doubleword.client import ApiClient
-from doubleword.errors import ServiceError
+from doubleword.client import ApiClient, upload_reply_wait
+from doubleword.errors import AmbiguousRequest, ServiceError
 
 MARKER_KEY = "dwb_marker"  # batch metadata: the shard's unique marker (exactly-once lookups)
 JOB_KEY = "dwb_job"  # batch metadata: the job (manifest) the batch belongs to
@@ -26,6 +27,7 @@ ROUND_KEY = "dwb_round"  # batch metadata: the round of the job
 RESERVED_KEYS = (MARKER_KEY, JOB_KEY, ROUND_KEY)
 LIST_PAGE = 100  # the server clamps to 1..101; the docs promise 100
 MAX_CONTENT_PAGE = 100
+UPLOAD_LOOK_PAUSE = 2.0  # seconds between lookups of an upload the server has not answered
 
 
 def _id(value: str) -> str:
@@ -37,8 +39,33 @@ def _id(value: str) -> str:
 
 
 def upload_file(client: ApiClient, path: str | os.PathLike[str], filename: str) -> dict[str, Any]:
-    """Upload a JSONL file with ``purpose=batch`` (streamed from disk). A creating call."""
-    return client.upload_file(path, filename, {"purpose": "batch"})
+    """Upload a JSONL file with ``purpose=batch`` (streamed from disk). A creating call.
+
+    When the whole file was sent but no reply came within the (size-scaled) wait, the server may still be
+    storing it: it is looked for by its unique name for as long again before the upload is called
+    ambiguous, so a slow server does not get the same file twice."""
+    try:
+        return client.upload_file(path, filename, {"purpose": "batch"})
+    except AmbiguousRequest as exc:
+        if not exc.unanswered:
+            raise
+        found = _wait_for_upload(client, filename, upload_reply_wait(os.path.getsize(path)))
+        if found is None:
+            raise
+        return found
+
+
+def _wait_for_upload(client: ApiClient, filename: str, patience: float) -> dict[str, Any] | None:
+    """The file named ``filename`` once the server lists it, looking for up to ``patience`` seconds."""
+    until = time.monotonic() + patience
+    if client.deadline is not None:
+        until = min(until, client.deadline - 1.0)
+    warn(f"the server has not answered the upload of {filename}; looking for it for up to {patience:.0f}s")
+    while True:
+        found = find_file_by_name(client, filename)
+        if found is not None or time.monotonic() >= until:
+            return found
+        time.sleep(max(0.0, min(UPLOAD_LOOK_PAUSE, until - time.monotonic())))
 
 
 def find_file_by_name(client: ApiClient, filename: str) -> dict[str, Any] | None:

@@ -48,6 +48,10 @@ from doubleword.transport import (
 USER_AGENT = f"doubleword-batches/{skill_version()} (+python-requests)"
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0  # the longest silence on one read: well under a minute
+# After an upload's body is sent the server stores and validates the file before it answers, silently:
+# that wait grows with the file (READ_TIMEOUT + size / UPLOAD_CHECK_RATE: 200 MB -> 30 + 100 s). A shorter
+# wait would turn a slow but successful upload into an ambiguous one (and a lookup that may miss it).
+UPLOAD_CHECK_RATE = 2_000_000  # bytes per second the server is assumed to check, at the slowest
 DEADLINE_GRACE = 10.0  # --timeout + this bounds every request a command makes
 MAX_REDIRECTS = 5
 URL_SOURCE = f"{BASE_URL_ENV} or --base-url, or the manifest's base_url"
@@ -117,7 +121,7 @@ class ApiClient:
         api_key: str,
         *,
         retries: int = DEFAULT_RETRIES,
-        timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
+        timeout: tuple[float, float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[str], None] | None = None,
         deadline: float | None = None,
@@ -125,7 +129,7 @@ class ApiClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retries = retries
-        self.timeout = timeout
+        self.timeout = timeout or (CONNECT_TIMEOUT, READ_TIMEOUT)
         self.sleep = sleep
         self.on_retry = on_retry or (lambda message: info(message))
         self.deadline = deadline
@@ -157,12 +161,14 @@ class ApiClient:
         stream: bool = False,
         creates: bool = False,
         rewind: Callable[[], None] | None = None,
+        reply_wait: float | None = None,
     ) -> requests.Response:
         """Send one API call, retrying transient failures; return the successful response.
 
         ``creates=True`` marks a call that makes a new object: a failure after the request may have
         reached the server (lost reply, 5xx other than 503) raises :class:`AmbiguousRequest` instead of
         being replayed. ``rewind`` resets a streamed body before each retry (and redirect).
+        ``reply_wait`` replaces the read timeout for the wait between sending and the reply (an upload).
         """
         attempt = 0
         while True:
@@ -170,11 +176,16 @@ class ApiClient:
             if rewind is not None and attempt > 1:
                 rewind()
             call = _Call(method, self.url(path), params, json_body, data, headers, stream, rewind)
+            call.reply_wait = reply_wait
             try:
                 response = self._send_following(call)
             except _Transient as fault:
                 ambiguous = creates and fault.reached
-                self._transient(method, path, attempt, None, fault.what, ambiguous)
+                try:
+                    self._transient(method, path, attempt, None, fault.what, ambiguous)
+                except AmbiguousRequest as exc:
+                    exc.unanswered = fault.unanswered
+                    raise
                 continue
             if response.ok:
                 return response
@@ -207,9 +218,11 @@ class ApiClient:
         """One HTTP exchange under a :class:`Watch`; faults become :class:`_Transient`."""
         remaining = self._remaining(f"{call.method} {call.url}")
         connect, read = self.timeout
+        budget = self.reply_budget
+        if call.reply_wait is not None and call.reply_wait > read:
+            read, budget = call.reply_wait, budget + call.reply_wait - read
         timeout = (min(connect, remaining), min(read, remaining))
-        deadline = self.deadline
-        watch = Watch(deadline, stream=call.stream, budget=self.reply_budget)
+        watch = Watch(self.deadline, stream=call.stream, budget=budget)
         headers = dict(call.headers or {})
         if call.stream:
             headers["Connection"] = "close"  # a cut stream's socket is never handed to another request
@@ -243,7 +256,10 @@ class ApiClient:
         except (requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             WATCHDOG.remove(watch)
             self._cut_or_raise(watch, call)
-            raise _Transient(f"no complete reply ({_short(exc)})", reached=True) from None
+            unanswered = isinstance(exc, requests.exceptions.ReadTimeout)
+            raise _Transient(
+                f"no complete reply ({_short(exc)})", reached=True, unanswered=unanswered
+            ) from None
         except requests.exceptions.RequestException as exc:
             WATCHDOG.remove(watch)
             raise ServiceError(f"{call.method} {call.url}: request failed: {_short(exc)}") from None
@@ -260,7 +276,9 @@ class ApiClient:
             )
         if watch.fired == SLOW:
             raise _Transient(
-                f"no complete reply within {watch.budget:.0f}s (the server is too slow)", reached=True
+                f"no complete reply within {watch.budget:.0f}s (the server is too slow)",
+                reached=True,
+                unanswered=True,
             )
         if watch.fired == CONNECT:
             raise _Transient(f"the proxy's handshake took more than {CONNECT_BUDGET:.0f}s", reached=False)
@@ -329,8 +347,9 @@ class ApiClient:
         body.meter = meter
         try:
             response = self.request(
-                "POST", endpoint, data=body, headers=headers, creates=True, rewind=body.rewind
-            )
+                "POST", endpoint, data=body, headers=headers, creates=True, rewind=body.rewind,
+                reply_wait=upload_reply_wait(len(body)),
+            )  # fmt: skip
         finally:
             body.close()
             if meter is not None:
@@ -338,8 +357,15 @@ class ApiClient:
         return check_reply("POST", endpoint, _created(response, "POST", endpoint))
 
 
+def upload_reply_wait(size: int) -> float:
+    """How long to wait, after sending an upload of ``size`` bytes, for the server's reply."""
+    return READ_TIMEOUT + size / UPLOAD_CHECK_RATE
+
+
 class _Call:
     """What one API call sends; a redirect changes its URL (and a 303 its method)."""
+
+    reply_wait: float | None = None
 
     def __init__(
         self,
@@ -360,10 +386,11 @@ class _Call:
 class _Transient(Exception):
     """A failed exchange worth retrying; ``reached`` when the request may have reached the server."""
 
-    def __init__(self, what: str, *, reached: bool) -> None:
+    def __init__(self, what: str, *, reached: bool, unanswered: bool = False) -> None:
         super().__init__(what)
         self.what = what
         self.reached = reached
+        self.unanswered = unanswered  # sent whole, no reply in time: the server may still be at work
 
 
 def _check_redirect(call: _Call, location: str) -> None:

@@ -68,7 +68,12 @@ class ServiceError(CliError):
 
 
 class AmbiguousRequest(ServiceError):
-    """A creating call failed in a way that leaves its effect unknown (reply lost or server error)."""
+    """A creating call failed in a way that leaves its effect unknown (reply lost or server error).
+
+    ``unanswered`` when the request was sent whole but no reply came in time: the server may still be
+    working on it (storing an upload), so the object can appear a while later."""
+
+    unanswered = False
 
 
 class DeadlineExceeded(CliError):
