@@ -4,38 +4,18 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
-from doubleword.cli import info, make_parser, run, warn
-from doubleword.client import client_from_args
+from doubleword.cli import make_parser, run
 from doubleword.config import COMPLETION_WINDOWS, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
-from doubleword.errors import ExitCode, InputError, UsageError
-from doubleword.manifest import Manifest, client_for, default_manifest_path
-from doubleword.planning import (
-    Options,
-    dry_run_plan,
-    nothing_sent,
-    parse_cost,
-    parse_metadata,
-    plan_job,
-    same_inputs,
-    validate_inputs,
-    validation_warnings,
-)
+from doubleword.errors import ExitCode, UsageError
+from doubleword.first_round import input_paths, submit
+from doubleword.manifest import default_manifest_path
+from doubleword.planning import DEFAULT_UPLOADS, DEFAULT_WINDOW, options_from_args
 from doubleword.resubmit import RESUBMITTABLE, Adjustments, resubmit
-from doubleword.submission import (
-    DEFAULT_UPLOADS,
-    MAX_UPLOADS,
-    CostLimit,
-    send_shards,
-    submit_lock,
-    summary,
-    usd,
-)
+from doubleword.submission import submit_lock
 
 EXAMPLES = """\
   python3 scripts/submit.py jobs.jsonl
@@ -69,7 +49,9 @@ def build_parser() -> Any:
     parser.add_argument("inputs", nargs="*", metavar="FILE", help="batch JSONL file(s) to submit")
     parser.add_argument("--manifest", help="manifest path (default: <first input>.manifest.json)")
     parser.add_argument(
-        "--window", choices=COMPLETION_WINDOWS, default="24h", help="completion window (default 24h)"
+        "--window",
+        choices=COMPLETION_WINDOWS,
+        help=f"completion window (default {DEFAULT_WINDOW}; with --resubmit: the new round's, default the job's)",
     )
     parser.add_argument(
         "--metadata", action="append", default=[], metavar="KEY=VALUE", help="batch metadata (repeatable)"
@@ -124,19 +106,7 @@ def build_parser() -> Any:
 
 def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     args = build_parser().parse_args(argv)
-    options = Options(
-        window=args.window,
-        metadata=parse_metadata(args.metadata),
-        max_requests=args.max_requests,
-        max_bytes=args.max_bytes,
-        validate=not args.no_validate,
-        max_cost=parse_cost(args.max_cost),
-        upload_workers=args.uploads,
-    )
-    if args.uploads < 1 or args.uploads > MAX_UPLOADS:
-        raise UsageError(f"--uploads must be between 1 and {MAX_UPLOADS}")
-    if args.max_requests < 1 or args.max_bytes < 1024:
-        raise UsageError("--max-requests must be >= 1 and --max-bytes >= 1024")
+    options = options_from_args(args)
     if args.resubmit:
         if not args.manifest or args.inputs or args.force:
             raise UsageError("--resubmit takes --manifest PATH and no input files (nor --force)")
@@ -147,107 +117,10 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         raise UsageError("--only, --max-tokens, --set and --skip-persistent go with --resubmit")
     if not args.inputs:
         raise UsageError("give the batch file(s) to submit, or --resubmit --manifest PATH")
-    inputs = [Path(p) for p in args.inputs]
-    for path in inputs:
-        if path.is_dir():
-            raise InputError(f"input {path} is a directory, not a batch file; give the .jsonl file(s) in it")
-        if not path.is_file():
-            raise InputError(f"input file {path} does not exist")
+    inputs = input_paths(args.inputs)
     manifest_path = Path(args.manifest) if args.manifest else default_manifest_path(inputs[0])
     with submit_lock(manifest_path):
         return submit(args, options, inputs, manifest_path)
-
-
-def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple[dict[str, Any], int]:
-    """Round 1 of a job: plan it (or find it planned), then send every shard not yet sent."""
-    notes: list[str] = []  # warnings, also returned in the JSON so an agent sees them
-    manifest = existing_manifest(args, inputs, path, notes)
-    if manifest is None:
-        reports = validate_inputs(inputs) if options.validate else []
-        notes += validation_warnings(reports)
-        if any(not r.get("valid") for r in reports):
-            from doubleword.validation import invalid_summary
-
-            message = f"{invalid_summary(reports)}; nothing was uploaded"
-            info(f"error: {message} (details in the 'validation' member of stdout)")
-            error = {"type": "invalid_input", "message": message}
-            return {"ok": False, "error": error, "validation": reports}, int(ExitCode.INVALID_INPUT)
-        if args.dry_run:
-            return with_notes(dry_run_plan(inputs, reports, options, path), notes), int(ExitCode.OK)
-        client = client_from_args(
-            args
-        )  # a missing key or an unsafe URL stops here, before any file is written
-        manifest = plan_job(inputs, reports, options, path, client.base_url)
-        manifest.save()
-    elif args.dry_run:
-        result = summary(manifest, manifest.first_round.shards, created=0)
-        result["dry_run"] = True
-        result["batches_to_create"] = sum(1 for s in manifest.first_round.shards if s.create_state != "done")
-        return result, int(ExitCode.OK)
-    else:
-        client = client_for(args, manifest)
-    shards = manifest.first_round.shards
-    if manifest.first_round.submitted:
-        info(
-            f"all {len(shards)} batch(es) already exist (see {manifest.path.resolve()}); to send what has no "
-            f"answer once they finish: submit.py --resubmit --manifest {manifest.path.resolve()}"
-        )
-        return with_notes(summary(manifest, shards, created=0), notes), int(ExitCode.OK)
-    try:
-        created = send_shards(client, manifest, shards, options)
-    except CostLimit as exc:
-        assert options.max_cost is not None
-        message = (
-            f"the estimated cost ${usd(exc.total)} exceeds --max-cost ${usd(options.max_cost)}; no batch was "
-            "created (files are uploaded; re-run with a higher --max-cost to go ahead)"
-        )
-        info(f"error: {message}")
-        result = summary(manifest, shards, created=0)
-        result.update(ok=False, error={"type": "cost_limit", "message": message})
-        result.update(estimated_cost_usd=usd(exc.total), max_cost_usd=usd(options.max_cost))
-        return with_notes(result, notes), int(ExitCode.INVALID_INPUT)
-    result = summary(manifest, shards, created=created)
-    result["api_calls"] = client.calls
-    return with_notes(result, notes), int(ExitCode.OK)
-
-
-def existing_manifest(args: Any, inputs: list[Path], path: Path, notes: list[str]) -> Manifest | None:
-    """The job already planned for these inputs, or None to plan afresh (refusing what would pay twice)."""
-    if not Manifest.exists(path):
-        return None
-    if args.force:  # keep the old one beside the new
-        backup = path.with_name(f"{path.name}.{uuid.uuid4().hex[:6]}.bak")
-        os.replace(path, backup)
-        info(f"--force: the previous manifest was moved to {backup.resolve()}")
-        return None
-    manifest = Manifest.load(path)
-    if not same_inputs(manifest, inputs):
-        if not nothing_sent(manifest):
-            sent = sum(s.requests or 0 for s in manifest.shards if s.upload_state != "pending")
-            raise InputError(
-                f"manifest {manifest.path.resolve()} was made for other inputs (or they changed since) and "
-                f"{sent} of its requests were sent (they run or ran as batches {', '.join(manifest.batch_ids()) or 'being created'}). "
-                "To submit these inputs as a separate job, pass --manifest NEW_PATH; --force would move "
-                f"this manifest aside and send every input again, paying again for those {sent} requests"
-            )
-        # An earlier attempt stopped before anything reached the server (e.g. a rejected
-        # upload that the user has since fixed): plan afresh; nothing can be duplicated.
-        info(f"{manifest.path.resolve()}: nothing was submitted from it; planning afresh for these inputs")
-        os.unlink(manifest.path)
-        return None
-    if manifest.window != args.window:
-        notes.append(
-            f"the batches in {manifest.path.resolve()} use --window {manifest.window}; --window "
-            f"{args.window} was ignored (the job exists; its requests are not sent twice)"
-        )
-        warn(notes[-1])
-    return manifest
-
-
-def with_notes(result: dict[str, Any], notes: list[str]) -> dict[str, Any]:
-    if notes:
-        result["warnings"] = notes
-    return result
 
 
 if __name__ == "__main__":

@@ -21,18 +21,41 @@ from doubleword.errors import UsageError
 from doubleword.fingerprint import recall_valid, validate_file
 from doubleword.manifest import Manifest, Round, new_shard, sha256_file
 
+DEFAULT_WINDOW = "24h"
+DEFAULT_UPLOADS = 1
+MAX_UPLOADS = 8
+
 
 @dataclass
 class Options:
     """What the user asked for, independent of argparse."""
 
-    window: str = "24h"
+    window: str | None = None  # None: not asked (24h for a new job; the job's own window for a round)
     metadata: dict[str, str] = field(default_factory=dict)
     max_requests: int = 50_000
     max_bytes: int = 200 * 1024 * 1024
     validate: bool = True
     max_cost: Decimal | None = None
-    upload_workers: int = 1  # files uploaded at once (each batch is created as soon as its file is up)
+    upload_workers: int = (
+        DEFAULT_UPLOADS  # files uploaded at once (each batch is created as soon as its file is up)
+    )
+
+
+def options_from_args(args: Any) -> Options:
+    """submit.py's flags as Options, each checked (a usage error names the flag)."""
+    if args.uploads < 1 or args.uploads > MAX_UPLOADS:
+        raise UsageError(f"--uploads must be between 1 and {MAX_UPLOADS}")
+    if args.max_requests < 1 or args.max_bytes < 1024:
+        raise UsageError("--max-requests must be >= 1 and --max-bytes >= 1024")
+    return Options(
+        window=args.window,
+        metadata=parse_metadata(args.metadata),
+        max_requests=args.max_requests,
+        max_bytes=args.max_bytes,
+        validate=not args.no_validate,
+        max_cost=parse_cost(args.max_cost),
+        upload_workers=args.uploads,
+    )
 
 
 # --------------------------------------------------------------------------- planning
@@ -169,7 +192,7 @@ def plan_job(
         inputs=[
             {"path": str(p.resolve()), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in inputs
         ],
-        window=options.window,
+        window=options.window or DEFAULT_WINDOW,
         metadata=options.metadata,
     )
     for i, source in enumerate(inputs):
@@ -205,7 +228,7 @@ def dry_run_plan(
         "ok": True,
         "dry_run": True,
         "manifest": str(path.resolve()),
-        "window": options.window,
+        "window": options.window or DEFAULT_WINDOW,
         "batches_to_create": len(shards),
         "requests": sum(s["requests"] for s in shards),
         "estimated_input_tokens": sum(s["estimated_input_tokens"] for s in shards),

@@ -30,7 +30,7 @@ from doubleword.manifest import Manifest, Round, client_for
 from doubleword.planning import Options, add_shards, stats_for
 from doubleword.rounds import InputRecord, job_records, read_results, signature
 from doubleword.status import is_terminal
-from doubleword.submission import send_shards, summary
+from doubleword.submission import round_window, send_shards, summary, with_notes
 
 RESUBMITTABLE = ("failed", "missing", "truncated", "invalid")
 SCRIPTS = Path(__file__).resolve().parent.parent
@@ -100,13 +100,31 @@ def _max_tokens_key(url: str, body: dict[str, Any]) -> str:
 
 
 def resubmit(args: Any, options: Options, adjust: Adjustments) -> tuple[dict[str, Any], int]:
-    """The command: finish a half-sent round, or refuse while the job runs, or plan and send the next one."""
+    """The command: finish a half-sent round, or refuse while the job runs, or plan and send the next one.
+
+    ``--window`` applies to the new round (recorded in it); ``--metadata`` and, for a round already
+    planned, ``--window`` are ignored with a warning (on stderr and in the JSON's ``warnings``)."""
     manifest = Manifest.load(args.manifest)
     client = client_for(args, manifest)
+    notes: list[str] = []
     if options.metadata and options.metadata != manifest.metadata:
-        warn("--metadata is ignored with --resubmit: a round's batches carry the job's metadata")
-    options.window = manifest.window or options.window
+        notes.append("--metadata is ignored with --resubmit: a round's batches carry the job's metadata")
     options.metadata = manifest.metadata
+    last = manifest.last_round
+    if not last.submitted and options.window and options.window != round_window(manifest, last.number):
+        notes.append(
+            f"round {last.number} was planned with --window {round_window(manifest, last.number)}; --window "
+            f"{options.window} was ignored (the round is finished as planned)"
+        )
+    for note in notes:
+        warn(note)
+    result, code = _resubmit(args, manifest, client, options, adjust)
+    return with_notes(result, notes), code
+
+
+def _resubmit(
+    args: Any, manifest: Manifest, client: ApiClient, options: Options, adjust: Adjustments
+) -> tuple[dict[str, Any], int]:
     last = manifest.last_round
     dry_run = bool(getattr(args, "dry_run", False))
     if not last.submitted and dry_run:
@@ -120,6 +138,7 @@ def resubmit(args: Any, options: Options, adjust: Adjustments) -> tuple[dict[str
     refuse_while_running(client, manifest)
     view = job_view(args, manifest)
     manifest.reload()  # the download saved its cursors: keep them
+    options.window = options.window or round_window(manifest, 1)  # the new round's: asked, else the job's
     return next_round(client, manifest, view, options, adjust, dry_run=dry_run)
 
 
@@ -236,6 +255,7 @@ def next_round(
             f"dry run: round {manifest.last_round.number + 1} would resend {len(chosen)} request(s); nothing sent"
         )
         plan: dict[str, Any] = {"dry_run": True, "round": manifest.last_round.number + 1}
+        plan["window"] = options.window
         plan["would_resubmit"] = len(chosen)
         plan.update(by_status=by_status, left_behind=len(unanswered) - len(chosen), adjust=adjust.record())
         return {"ok": True, **plan, **base}, int(ExitCode.OK)
@@ -287,6 +307,7 @@ def plan_round(
         adjust=adjust.record(),
         source=str(source),
         left_behind=len(unanswered) - written,
+        extra={"window": options.window or round_window(manifest, 1)},
     )
     stats = stats_for(source, None)
     add_shards(manifest, round_, source, stats, options, folder / f"round-{number:03d}")

@@ -39,13 +39,12 @@ from doubleword.api import (
 )
 from doubleword.cli import info, warn
 from doubleword.client import ApiClient
+from doubleword.config import COMPLETION_WINDOWS
 from doubleword.errors import AmbiguousRequest, ApiError, InputError, ServiceError
 from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
-from doubleword.planning import Options
+from doubleword.planning import DEFAULT_WINDOW, Options
 
 MAX_ATTEMPTS = 3
-DEFAULT_UPLOADS = 1
-MAX_UPLOADS = 8
 LIST_LAG_S = 8.0  # how long after a send a lookup may still miss the new object (lists lag behind writes)
 LOOKUP_PAUSES = (0.5, 1.0, 2.0, 4.0)
 
@@ -205,9 +204,19 @@ def batch_metadata(manifest: Manifest, shard: Shard) -> dict[str, str]:
     }
 
 
+def round_window(manifest: Manifest, number: int | None) -> str:
+    """The completion window of a round's batches: the round's own (recorded when --resubmit was given
+    --window), else the job's."""
+    round_ = next((r for r in manifest.rounds if r.number == number), None)
+    window = round_.extra.get("window") if round_ is not None else None
+    if window not in COMPLETION_WINDOWS:
+        window = manifest.window if manifest.window in COMPLETION_WINDOWS else DEFAULT_WINDOW
+    return str(window)
+
+
 def create_step(client: ApiClient, manifest: Manifest, shard: Shard) -> Step:
     marker = str(shard.marker)
-    window = manifest.window or "24h"
+    window = round_window(manifest, shard.round)
 
     def send() -> dict[str, Any]:
         metadata = batch_metadata(manifest, shard)
@@ -283,9 +292,9 @@ def uploaded(client: ApiClient, manifest: Manifest, shards: list[Shard], workers
 
 
 def estimate_cost(client: ApiClient, manifest: Manifest, shards: list[Shard]) -> Decimal:
-    window = manifest.window or "24h"
     total = Decimal(0)
     for shard in shards:
+        window = round_window(manifest, shard.round)
         cached = shard.cost_estimate
         if not (isinstance(cached, dict) and cached.get("window") == window):
             estimate = cost_estimate(client, str(shard.file_id), window)
@@ -333,6 +342,13 @@ def summary(manifest: Manifest, shards: list[Shard], *, created: int) -> dict[st
         "round": number,
         "created": created,
         "existing": existing,
-        "window": manifest.window,
+        "window": round_window(manifest, number),
         "batches": batches,
     }
+
+
+def with_notes(result: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """The result with the run's warnings in its ``warnings`` member (when there are any)."""
+    if notes:
+        result["warnings"] = [*result.get("warnings", []), *notes]
+    return result

@@ -1,0 +1,130 @@
+"""``submit.py FILE ...``: round 1 of a job. Plan it (validated inputs, shards, markers) or find it already
+planned in its manifest, refusing what would pay twice, then send every shard not yet sent.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from doubleword.cli import info, warn
+from doubleword.client import client_from_args
+from doubleword.errors import ExitCode, InputError
+from doubleword.manifest import Manifest, client_for
+from doubleword.planning import (
+    Options,
+    dry_run_plan,
+    nothing_sent,
+    plan_job,
+    same_inputs,
+    validate_inputs,
+    validation_warnings,
+)
+from doubleword.submission import CostLimit, send_shards, summary, usd, with_notes
+
+
+def input_paths(names: list[str]) -> list[Path]:
+    """The input files, each checked to be a file (a folder or a missing path is an input error)."""
+    inputs = [Path(p) for p in names]
+    for path in inputs:
+        if path.is_dir():
+            raise InputError(f"input {path} is a directory, not a batch file; give the .jsonl file(s) in it")
+        if not path.is_file():
+            raise InputError(f"input file {path} does not exist")
+    return inputs
+
+
+def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple[dict[str, Any], int]:
+    """Round 1 of a job: plan it (or find it planned), then send every shard not yet sent."""
+    notes: list[str] = []  # warnings, also returned in the JSON so an agent sees them
+    manifest = existing_manifest(args, options, inputs, path, notes)
+    if manifest is None:
+        reports = validate_inputs(inputs) if options.validate else []
+        notes += validation_warnings(reports)
+        if any(not r.get("valid") for r in reports):
+            from doubleword.validation import invalid_summary
+
+            message = f"{invalid_summary(reports)}; nothing was uploaded"
+            info(f"error: {message} (details in the 'validation' member of stdout)")
+            error = {"type": "invalid_input", "message": message}
+            return {"ok": False, "error": error, "validation": reports}, int(ExitCode.INVALID_INPUT)
+        if args.dry_run:
+            return with_notes(dry_run_plan(inputs, reports, options, path), notes), int(ExitCode.OK)
+        client = client_from_args(
+            args
+        )  # a missing key or an unsafe URL stops here, before any file is written
+        manifest = plan_job(inputs, reports, options, path, client.base_url)
+        manifest.save()
+    elif args.dry_run:
+        result = summary(manifest, manifest.first_round.shards, created=0)
+        result["dry_run"] = True
+        result["batches_to_create"] = sum(1 for s in manifest.first_round.shards if s.create_state != "done")
+        return with_notes(result, notes), int(ExitCode.OK)
+    else:
+        client = client_for(args, manifest)
+    shards = manifest.first_round.shards
+    if manifest.first_round.submitted:
+        info(
+            f"all {len(shards)} batch(es) already exist (see {manifest.path.resolve()}); to send what has no "
+            f"answer once they finish: submit.py --resubmit --manifest {manifest.path.resolve()}"
+        )
+        return with_notes(summary(manifest, shards, created=0), notes), int(ExitCode.OK)
+    try:
+        created = send_shards(client, manifest, shards, options)
+    except CostLimit as exc:
+        return with_notes(cost_refusal(manifest, options, exc), notes), int(ExitCode.INVALID_INPUT)
+    result = summary(manifest, shards, created=created)
+    result["api_calls"] = client.calls
+    return with_notes(result, notes), int(ExitCode.OK)
+
+
+def cost_refusal(manifest: Manifest, options: Options, exc: CostLimit) -> dict[str, Any]:
+    """The JSON of a submit stopped by ``--max-cost``: files uploaded, no batch created."""
+    assert options.max_cost is not None
+    message = (
+        f"the estimated cost ${usd(exc.total)} exceeds --max-cost ${usd(options.max_cost)}; no batch was "
+        "created (files are uploaded; re-run with a higher --max-cost to go ahead)"
+    )
+    info(f"error: {message}")
+    result = summary(manifest, manifest.first_round.shards, created=0)
+    result.update(ok=False, error={"type": "cost_limit", "message": message})
+    result.update(estimated_cost_usd=usd(exc.total), max_cost_usd=usd(options.max_cost))
+    return result
+
+
+def existing_manifest(
+    args: Any, options: Options, inputs: list[Path], path: Path, notes: list[str]
+) -> Manifest | None:
+    """The job already planned for these inputs, or None to plan afresh (refusing what would pay twice)."""
+    if not Manifest.exists(path):
+        return None
+    if args.force:  # keep the old one beside the new
+        backup = path.with_name(f"{path.name}.{uuid.uuid4().hex[:6]}.bak")
+        os.replace(path, backup)
+        info(f"--force: the previous manifest was moved to {backup.resolve()}")
+        return None
+    manifest = Manifest.load(path)
+    if not same_inputs(manifest, inputs):
+        if not nothing_sent(manifest):
+            sent = sum(s.requests or 0 for s in manifest.shards if s.upload_state != "pending")
+            batches = ", ".join(manifest.batch_ids()) or "being created"
+            raise InputError(
+                f"manifest {manifest.path.resolve()} was made for other inputs (or they changed since) and "
+                f"{sent} of its requests were sent (they run or ran as batches {batches}). "
+                "To submit these inputs as a separate job, pass --manifest NEW_PATH; --force would move "
+                f"this manifest aside and send every input again, paying again for those {sent} requests"
+            )
+        # An earlier attempt stopped before anything reached the server (e.g. a rejected
+        # upload that the user has since fixed): plan afresh; nothing can be duplicated.
+        info(f"{manifest.path.resolve()}: nothing was submitted from it; planning afresh for these inputs")
+        os.unlink(manifest.path)
+        return None
+    if options.window is not None and manifest.window != options.window:
+        notes.append(
+            f"the batches in {manifest.path.resolve()} use --window {manifest.window}; --window "
+            f"{options.window} was ignored (the job exists; its requests are not sent twice)"
+        )
+        warn(notes[-1])
+    return manifest
