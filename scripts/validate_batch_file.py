@@ -24,8 +24,9 @@ Warnings (not errors): blank lines, stream: true, priority, near-miss field name
 
 stdout: {"ok": bool, "files": [report, ...]}; each report has errors and warnings (physical line number,
 custom_id, a stable code, a message that says how to fix it), bounded by --max-errors with the count of
-the rest, and stats (requests, bytes, endpoint, models, estimated_input_tokens). Line 0 means the whole
-file (file_not_found, empty_file). A summary goes to stderr."""
+the rest, and stats (requests, bytes, endpoint, models, estimated_input_tokens: prompt characters / 4
+plus each image's tokens from its pixel size, one per 32x32 pixels, 256 for an image URL). Line 0 means
+the whole file (file_not_found, empty_file). A summary goes to stderr."""
 
 EXAMPLES = """\
   python3 scripts/validate_batch_file.py batch.jsonl

@@ -363,13 +363,15 @@ def image_message(url: str, *, text: str = "Read this") -> list:
     ]
 
 
+# An image counts 4 characters per estimated token (the estimate is characters / 4): the 1x1 PNG the
+# minimum of 64 tokens, a URL (not fetched) or an SVG (no pixel size) the flat 256.
 @pytest.mark.parametrize(
-    "url",
-    [f"data:image/png;base64,{PNG_B64}", "https://example.com/a.jpg", "http://example.com/b.png", "data:image/svg+xml;base64,PHN2Zy8+"],
+    ("url", "tokens"),
+    [(f"data:image/png;base64,{PNG_B64}", 64), ("https://example.com/a.jpg", 256), ("http://example.com/b.png", 256), ("data:image/svg+xml;base64,PHN2Zy8+", 256)],
 )  # fmt: skip
-def test_image_parts_pass_on_the_fast_path(tmp_path, url):
+def test_image_parts_pass_on_the_fast_path(tmp_path, url, tokens):
     body = chat(messages=image_message(url))
-    assert bv.endpoint_checker(CHAT).fast_check(body) == len("Read this")
+    assert bv.endpoint_checker(CHAT).fast_check(body) == len("Read this") + 4 * tokens
     assert bv.validate_batch_file(str(write(tmp_path, line("q-1", body=body) + "\n")))["valid"]
 
 
@@ -688,7 +690,7 @@ def test_responses_fast_path_agrees_with_schema_and_line_checks(value):
 def test_responses_image_lines_take_the_fast_path():
     part = {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}"}
     body = responses(input=[{"role": "user", "content": [{"type": "input_text", "text": "abc"}, part]}])
-    assert bv.endpoint_checker(RESPONSES).fast_check(body) == 3
+    assert bv.endpoint_checker(RESPONSES).fast_check(body) == 3 + 4 * 64  # text + the image's tokens
 
 
 @pytest.mark.parametrize(
@@ -750,4 +752,4 @@ def test_messages_image_blocks_take_the_fast_path():
         "max_tokens": 5,
         "messages": [{"role": "user", "content": [{"type": "text", "text": "ab"}, image]}],
     }
-    assert bv.endpoint_checker("/v1/messages").fast_check(body) == 2
+    assert bv.endpoint_checker("/v1/messages").fast_check(body) == 2 + 4 * 64  # text + the image's tokens

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from doubleword.imagesize import UNKNOWN_IMAGE_TOKENS, base64_tokens, url_tokens
+
 Check = Callable[[Any], int]
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {
@@ -150,8 +152,28 @@ def _chat_image_part(part: dict[str, Any]) -> bool:
     return image_url_problem(image.get("url")) is None
 
 
+# The checks return a line's prompt size in characters (the input-token estimate is characters / 4): an
+# image counts as CHARS_PER_TOKEN characters per token of its pixel size (doubleword.imagesize).
+CHARS_PER_TOKEN = 4
+
+
+def image_part_chars(part: dict[str, Any]) -> int:
+    """The prompt size, in token-equivalent characters, of one image part of any endpoint's shape."""
+    kind = part.get("type")
+    if kind == "image_url":
+        image = part.get("image_url")
+        tokens = url_tokens(image.get("url") if isinstance(image, dict) else image)
+    elif kind == "input_image":
+        tokens = url_tokens(part.get("image_url"))
+    else:  # an Anthropic image block
+        source = part.get("source")
+        data = source.get("data") if isinstance(source, dict) and source.get("type") == "base64" else None
+        tokens = base64_tokens(data) if isinstance(data, str) else UNKNOWN_IMAGE_TOKENS
+    return CHARS_PER_TOKEN * tokens
+
+
 def _parts_chars(parts: list[Any]) -> int:
-    """Text characters of a user content list of text and image_url parts; -1 for anything else."""
+    """Prompt characters of a user content list of text and image_url parts; -1 for anything else."""
     if not parts:
         return -1
     chars = 0
@@ -164,7 +186,9 @@ def _parts_chars(parts: list[Any]) -> int:
             if type(text) is not str or len(part) != 2:
                 return -1
             chars += len(text)
-        elif kind != "image_url" or not _chat_image_part(part):
+        elif kind == "image_url" and _chat_image_part(part):
+            chars += image_part_chars(part)
+        else:
             return -1
     return chars
 
@@ -189,6 +213,7 @@ def _anthropic_parts_chars(parts: list[Any]) -> int:
                 return -1
             if len(source) != (3 if source["type"] == "base64" else 2) or _anthropic_source_problem(source):
                 return -1
+            chars += image_part_chars(part)
         else:
             return -1
     return chars
@@ -247,6 +272,7 @@ def _responses_parts_chars(parts: list[Any]) -> int:
                 return -1
             if image_url_problem(part.get("image_url")) is not None:
                 return -1
+            chars += image_part_chars(part)
         else:
             return -1
     return chars

@@ -24,6 +24,7 @@ from doubleword.validation.fast import (
     fast_model,
     fast_no_stream,
     first_of,
+    image_part_chars,
     image_problems,
     numeric_spec,
     scalar_checker,
@@ -41,6 +42,7 @@ _NONTEXT_KEYS = frozenset(
     | {"file_id", "file_url", "url", "data", "source", "detail", "format", "tool_use_id"}
 )
 _MAX_MESSAGE = 300
+_IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 
 
 @cache
@@ -244,13 +246,17 @@ def endpoint_checker(url: str) -> EndpointChecker:
 
 
 def text_chars(value: Any) -> int:
-    """Characters of prompt text inside a body value (for the input-token estimate)."""
+    """Characters of prompt text inside a body value, an image counted by its tokens (for the input-token
+    estimate; as the fast checks count)."""
     if isinstance(value, str):
         return len(value)
     if isinstance(value, list):
         return sum(text_chars(v) for v in value)
     if isinstance(value, dict):
-        return sum(text_chars(v) for k, v in value.items() if k not in _NONTEXT_KEYS)
+        chars = sum(text_chars(v) for k, v in value.items() if k not in _NONTEXT_KEYS)
+        if value.get("type") in _IMAGE_PARTS:
+            chars += image_part_chars(value)
+        return chars
     return 0
 
 
