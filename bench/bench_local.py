@@ -1,26 +1,25 @@
 """Local benchmarks: validation vs a bare json.loads loop, building vs a bare json.dumps loop, and the
 peak memory of validation at two file sizes (it must not grow with the file).
 
-Targets: validation <= 1.5x json.loads, build <= 1.5x json.dumps, validation memory flat; create's peak memory
-at 200,000 requests within 1.25x of 20,000; an image batch (2,000 x 200 KB) validates at >= 0.8x the text
-batch's bytes per second (its build and validate time and memory are shown).
+Targets: validation <= 1.5x json.loads, build <= 1.5x json.dumps, validation memory flat; an image batch
+(2,000 x 200 KB) validates at >= 0.8x the text batch's bytes per second (its build and validate time and
+memory are shown). Create's peak memory at 200,000 vs 20,000 requests is bench_scale's growth target.
+Commands run through harness.probe (their own process; peak memory = its VmHWM).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from harness import paired, ratio_row, timed  # noqa: E402
+from harness import paired, probe, ratio_row, timed  # noqa: E402
 
 from doubleword import build as batch_file  # noqa: E402
 from doubleword import validation as batch_validation  # noqa: E402
@@ -72,71 +71,11 @@ def write_file(path: Path, count: int) -> None:
             handle.write(json.dumps(request(i, text), ensure_ascii=False) + "\n")
 
 
-def peak_rss_kib(path: Path) -> int:
-    """Peak RSS of a fresh process that imports the validator and validates ``path``.
-
-    VmHWM rather than ru_maxrss: the latter survives exec, so a child of this big process would report
-    the parent's peak.
-    """
-    code = (
-        "import resource, sys; sys.path.insert(0, sys.argv[1]); from doubleword import validation as bv; "
-        "r = bv.validate_batch_file(sys.argv[2]); assert r['valid'], r['errors']; "
-        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]; "
-        "print(hwm[0].split()[1] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(SCRIPTS), str(path)], capture_output=True, text=True, check=True
-    )
-    return int(out.stdout.strip())
-
-
-_PEAK_WRAPPER = (
-    "import os, runpy, sys; script = sys.argv[1]; sys.argv = sys.argv[1:]\n"
-    "sys.path.insert(0, os.path.dirname(script))\n"
-    "try:\n    runpy.run_path(script, run_name='__main__')\nexcept SystemExit:\n    pass\n"
-    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
-    "sys.stderr.write('PEAK_KIB ' + (hwm[0].split()[1] if hwm else '0') + '\\n')\n"
-)
-
-
-def command_peak(script: str, *args: str) -> tuple[float, int]:
-    """(seconds, peak RSS KiB) of one command run in a fresh process (its exit code must be 0)."""
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", _PEAK_WRAPPER, str(SCRIPTS / script), *args], capture_output=True, text=True
-    )
-    elapsed = time.perf_counter() - start
-    assert json.loads(proc.stdout)["ok"], proc.stdout[-2000:]
-    peak = [line for line in proc.stderr.splitlines() if line.startswith("PEAK_KIB ")]
-    return elapsed, int(peak[-1].split()[1])
-
-
-def create_memory_rows(tmpdir: Path) -> list[dict[str, Any]]:
-    """Peak memory of create_batch_file.py at 20,000 and 200,000 requests (issue 15: within 1.25x)."""
-    prompts = tmpdir / "prompts.txt"
-    rng = random.Random(3)
-    with open(prompts, "w", encoding="utf-8") as handle:
-        for _ in range(200_000):
-            handle.write(prompt(rng, 30).replace("\n", " ") + "\n")
-    peaks = []
-    for count in (20_000, 200_000):
-        out = tmpdir / f"create-{count}.jsonl"
-        _, peak = command_peak("create_batch_file.py", "--model", MODEL, "--prompts", str(prompts),
-                               "--limit", str(count), "-o", str(out))  # fmt: skip
-        peaks.append(peak)
-        for path in tmpdir.glob(f"create-{count}*"):
-            path.unlink()
-    ratio = peaks[1] / peaks[0]
-    return [
-        {
-            "benchmark": "create peak RSS 20,000 vs 200,000 requests",
-            "baseline": f"{peaks[0] / 1024:.1f} MiB",
-            "measured": f"{peaks[1] / 1024:.1f} MiB",
-            "ratio": round(ratio, 2),
-            "target": "<= 1.25x",
-            "ok": ratio <= 1.25,
-        }
-    ]
+def command_peak(tmpdir: Path, script: str, *args: str) -> tuple[float, int]:
+    """(seconds, peak RSS KiB) of one command in its own process (harness.probe); it must exit 0."""
+    run = probe(None, tmpdir, script, *args)
+    assert run["stdout"].get("ok"), run["stdout"]
+    return run["wall"], int(run["peak_rss_kib"])
 
 
 def image_rows(tmpdir: Path, text_file: Path) -> list[dict[str, Any]]:
@@ -148,13 +87,13 @@ def image_rows(tmpdir: Path, text_file: Path) -> list[dict[str, Any]]:
     for i in range(2000):
         (folder / f"page-{i:04d}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + rng.randbytes(200 * 1024 - 8))
     out = tmpdir / "images.jsonl"
-    build_s, build_kib = command_peak("create_batch_file.py", "--model", "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8",
+    build_s, build_kib = command_peak(tmpdir, "create_batch_file.py", "--model", "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8",
                                       "--images", str(folder), "--prompt", "Transcribe this page.",
                                       "-o", str(out))  # fmt: skip
     shards = sorted(str(p) for p in tmpdir.glob("images*.jsonl") if not p.name.endswith(".rows.jsonl"))
     image_bytes = sum(Path(p).stat().st_size for p in shards)
-    check_s, check_kib = command_peak("validate_batch_file.py", "--quiet", *shards)
-    text_s, _ = command_peak("validate_batch_file.py", "--quiet", str(text_file))
+    check_s, check_kib = command_peak(tmpdir, "validate_batch_file.py", "--quiet", *shards)
+    text_s, _ = command_peak(tmpdir, "validate_batch_file.py", "--quiet", str(text_file))
     image_rate, text_rate = image_bytes / check_s, text_file.stat().st_size / text_s
     for path in [*folder.iterdir(), *tmpdir.glob("images*")]:
         path.unlink()
@@ -266,11 +205,11 @@ def run() -> list[dict[str, Any]]:
 
         small = tmpdir / "small.jsonl"
         write_file(small, LINES // 5)
-        rss_small, rss_big = peak_rss_kib(small), peak_rss_kib(big)
+        rss_small = command_peak(tmpdir, "validate_batch_file.py", "--quiet", str(small))[1]
+        rss_big = command_peak(tmpdir, "validate_batch_file.py", "--quiet", str(big))[1]
         rows.append(_memory_row(f"peak RSS {LINES // 5:,} vs {LINES:,} lines", rss_small, rss_big))
         traced_small, traced_big = traced_peak_kib(small), traced_peak_kib(big)
         rows.append(_memory_row("peak Python heap (tracemalloc)", traced_small, traced_big))
-        rows += create_memory_rows(tmpdir)
         rows += image_rows(tmpdir, big)
     return rows
 
