@@ -59,16 +59,9 @@ class Adjustments:
             raise UsageError(f"--only takes statuses among {', '.join(RESUBMITTABLE)}, got {only!r}")
         if max_tokens is not None and max_tokens < 1:
             raise UsageError("--max-tokens must be at least 1")
-        body: dict[str, Any] = {}
-        for pair in sets:
-            key, sep, value = pair.partition("=")
-            if not sep or not key.strip():
-                raise UsageError(f"--set expects KEY=JSON, got {pair!r}")
-            try:
-                body[key.strip()] = json.loads(value)
-            except ValueError:
-                raise UsageError(f"--set {key.strip()}: the value is not JSON ({value!r}; quote strings)")
-        return cls(statuses, max_tokens, body, skip_persistent)
+        from doubleword.sources import parse_set  # the same --set as create_batch_file.py's
+
+        return cls(statuses, max_tokens, parse_set(sets), skip_persistent)
 
     def record(self) -> dict[str, Any]:
         """What the manifest keeps of the round's changes."""
