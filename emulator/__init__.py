@@ -14,7 +14,9 @@ Test-control endpoints (unauthenticated, never faulted, not logged):
 
 - ``GET /_emulator/requests``: ``{"requests": [{"method", "path", "query", "status", "fault"}, ...]}``, every
   API call in order (``status`` is null for a dropped connection; ``fault`` null or the injected kind).
-- ``GET /_emulator/stats``: ``{"files_created", "batches_created", "api_calls", "faults_injected"}``.
+- ``GET /_emulator/stats``: ``{"files_created", "batches_created", "api_calls", "faults_injected", "pool",
+  "pool_answers"}`` (the second process that answers big batches, see answer_pool.py: ``off``,
+  ``starting``, ``ready`` or ``broken``, and how many batch answers it made).
 - ``GET|POST /_emulator/config``: read or change ``rate``, ``fail_rate``, ``fault_rate``, ``start_delay``,
   ``paused``, ``fault_retry_after``, ``batch_create_error`` (null, ``"balance"`` -> 402, ``"capacity"`` ->
   429), ``retry_base``, ``max_retries``; returns the full runtime config.

@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.db:
         tmpdir = tempfile.mkdtemp(prefix="dw-emulator-")
         cfg.db = os.path.join(tmpdir, "state.sqlite3")
+        cfg.scratch_db = True
     try:
         asyncio.run(serve(cfg))
     finally:

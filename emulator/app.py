@@ -115,6 +115,7 @@ def build_app(cfg: Config) -> web.Application:
         task = asyncio.ensure_future(state.worker.run())
         yield
         task.cancel()
+        state.worker.pool.close()
         for t in list(state.worker.inflight):
             t.cancel()
         if state.upstream is not None:

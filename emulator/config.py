@@ -84,6 +84,8 @@ class Config:
     # Injected batch-creation failure: None, "balance" (402) or "capacity" (429).
     batch_create_error: str | None = None
     quiet: bool = False
+    # The state file is a scratch file removed on exit (no --db): nothing needs it to survive a crash.
+    scratch_db: bool = False
 
     RUNTIME_KEYS = (
         "rate",

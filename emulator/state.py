@@ -22,7 +22,7 @@ class State:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.clock = Clock()
-        self.store = Store(cfg.db, self.clock, cfg.flavor)
+        self.store = Store(cfg.db, self.clock, cfg.flavor, durable=not cfg.scratch_db)
         self.upstream = Upstream(cfg.upstream, cfg.upstream_key) if cfg.upstream else None
         self.model = Model(cfg)
         self.worker = Worker(self.store, cfg, self.model, self.upstream)

@@ -10,7 +10,9 @@ import logging
 import random
 import sqlite3
 import time
+from concurrent.futures import Future
 
+from .answer_pool import AnswerPool, plain_output_line
 from .config import Config
 from .model import Model
 from .outcome import Outcome, error_json
@@ -21,7 +23,11 @@ from .upstream import Upstream
 log = logging.getLogger("emulator.worker")
 
 TICK_S = 0.02
-CHUNK = 2000  # rows per transaction
+CHUNK = 2000  # rows per tick
+BURST_S = 0.1  # the rate's budget saved up at most (a tick after a pause runs this much of it)
+PART = 500  # rows per transaction, and per job of the answer pool
+POOL_MIN = 2 * PART  # a tick with fewer rows is answered inline (the pool's round trips would not pay)
+POOL_TIMEOUT_S = 30.0  # a part not answered by then: the pool is taken as broken
 RETRIABLE = {408, 404, 429, 499}
 MAX_BACKOFF_S = 10.0
 
@@ -44,10 +50,7 @@ def output_line(req_id: str, custom_id: str, o: Outcome) -> str:
             except ValueError:
                 body = o.body
         text = compact(body, sort_keys=True)
-    return (
-        f'{{"id":"batch_req_{req_id}","custom_id":{compact(custom_id)},"response":{{"status_code":'
-        f'{o.status or 200},"request_id":null,"body":{text}}},"error":null}}'
-    )
+    return plain_output_line(req_id, custom_id, o.status or 200, text)
 
 
 def failure_reason(o: Outcome) -> str:
@@ -95,6 +98,12 @@ def openai_failure_line(req_id: str, custom_id: str, o: Outcome) -> str:
     )
 
 
+def done_future(value: object) -> Future:
+    f: Future = Future()
+    f.set_result(value)
+    return f
+
+
 class Worker:
     """Runs as one asyncio task for the life of the server."""
 
@@ -109,6 +118,7 @@ class Worker:
         self.budget = 0.0
         self.last = time.monotonic()
         self.wake = asyncio.Event()
+        self.pool = AnswerPool(cfg)
 
     async def run(self) -> None:
         while True:
@@ -132,6 +142,8 @@ class Worker:
         """One round: start due batches, run what the rate allows. Returns how many requests ran."""
         st, now = self.store, self.store.clock.now()
         for b in st.due_batches(now):
+            if b["total"] >= POOL_MIN and self.upstream is None and self.big_ticks():
+                self.pool.warm()
             st.populate(b)
         if self.cfg.flavor == "openai":
             for b in st.overdue_batches(now):
@@ -148,9 +160,9 @@ class Worker:
         if rows:
             self.budget -= len(rows)
             if self.upstream is None:
-                self.settle([(r, self.call_builtin(r)) for r in rows])
+                self.run_builtin(rows)
             else:
-                st.mark_in_progress([r["rid"] for r in rows], {r["batch_id"] for r in rows})
+                st.mark_in_progress([r["rid"] for r in rows], [r["batch_id"] for r in rows])
                 for r in rows:
                     task = asyncio.ensure_future(self.call_upstream(r))
                     self.inflight.add(task)
@@ -162,6 +174,10 @@ class Worker:
                     st.finish_if_done(row)
         return len(rows)
 
+    def big_ticks(self) -> bool:
+        """Whether the rate lets a tick run POOL_MIN rows or more (the pool is worth starting)."""
+        return self.cfg.rate <= 0 or self.cfg.rate * BURST_S >= POOL_MIN
+
     def allowance(self) -> int:
         """How many requests this tick may run: the rate's budget, bounded per tick and by concurrency."""
         mono = time.monotonic()
@@ -172,11 +188,64 @@ class Worker:
         if self.cfg.rate <= 0:
             self.budget = float(CHUNK)
         else:
-            self.budget = min(self.budget + self.cfg.rate * elapsed, max(self.cfg.rate * 0.1, 1.0))
+            self.budget = min(self.budget + self.cfg.rate * elapsed, max(self.cfg.rate * BURST_S, 1.0))
         want = min(int(self.budget), CHUNK)
         if self.upstream is not None:
             want = min(want, self.cfg.upstream_concurrency - len(self.inflight))
         return want
+
+    def run_builtin(self, rows: list[sqlite3.Row]) -> None:
+        """Answer and store the rows, PART by PART. Plain requests of a big tick are answered in the pool
+        process, one part ahead of the part being stored, so the two overlap on two cores."""
+        parts = [rows[i : i + PART] for i in range(0, len(rows), PART)]
+        inline = len(rows) < POOL_MIN or self.fates or self.cfg.fail_rate or self.cfg.sloppy_rate
+        if inline or not self.pool.ready():
+            with self.store.transaction():
+                for part in parts:
+                    self.settle([(r, self.call_builtin(r)) for r in part])
+            return
+        created = self.store.clock.now_i()
+        jobs = [self.pool_job(part, created) for part in parts[:2]]
+        with self.store.transaction():  # one commit per tick
+            self.run_parts(parts, jobs, created)
+
+    def run_parts(self, parts: list[list[sqlite3.Row]], jobs: list[Future], created: int) -> None:
+        for i, part in enumerate(parts):
+            try:
+                answers = jobs[i].result(timeout=POOL_TIMEOUT_S)
+            except Exception:  # the pool died: answer this part and the rest here
+                self.pool.broken()
+                answers = [None] * len(part)
+            if i + 2 < len(parts) and self.pool.usable:
+                jobs.append(self.pool_job(parts[i + 2], created))
+            elif i + 2 < len(parts):
+                jobs.append(done_future([None] * len(parts[i + 2])))
+            self.settle_answers(part, answers)
+
+    def pool_job(self, part: list[sqlite3.Row], created: int) -> Future:
+        try:
+            return self.pool.submit([(r["id"], r["custom_id"], r["url"], r["body"]) for r in part], created)
+        except Exception:
+            self.pool.broken()
+            return done_future([None] * len(part))
+
+    def settle_answers(self, part: list[sqlite3.Row], answers: list) -> None:
+        """Store a part: the pool's answers as they are, the rest (None) answered here."""
+        st, now = self.store, self.store.clock.now()
+        rows, batch_of, general = [], [], []
+        for r, a in zip(part, answers, strict=True):
+            if a is None:
+                general.append(r)
+            else:
+                line, pt, ct = a
+                rows.append(
+                    ("completed", r["attempts"] + 1, 0, st.next_done_seq(), now, line, pt, ct, 1.0, r["rid"])
+                )
+                batch_of.append(r["batch_id"])
+        st.save_outcomes(rows, batch_of)
+        self.pool.answered += len(rows)
+        if general:
+            self.settle([(r, self.call_builtin(r)) for r in general])
 
     def forced_status(self, r: sqlite3.Row) -> int | None:
         if r["attempts"] == 0 and self.cfg.fail_rate > 0 and self.rng.random() < self.cfg.fail_rate:
@@ -205,14 +274,17 @@ class Worker:
             except Exception as exc:  # any transport surprise is a network error, never a stuck row
                 o = Outcome(0, failure="NetworkError", body=f"{type(exc).__name__}: {exc}")
         try:
-            self.settle([(r, o)], (time.monotonic() - start) * 1000)
+            self.settle([(r, o)], (time.monotonic() - start) * 1000, "in_progress")
         except sqlite3.Error:
             log.exception("could not store an upstream result")
         self.wake.set()
 
-    def settle(self, results: list[tuple[sqlite3.Row, Outcome]], duration_ms: float = 1.0) -> None:
-        """Store outcomes: 2xx -> output line; retriable -> pending again with backoff (bounded, never past
-        the deadline); anything else -> error line. One pass, one executemany (this runs per request)."""
+    def settle(
+        self, results: list[tuple[sqlite3.Row, Outcome]], duration_ms: float = 1.0, was: str = "pending"
+    ) -> None:
+        """Store outcomes of requests that were in state `was`: 2xx -> output line; retriable -> pending
+        again with backoff (bounded, never past the deadline); anything else -> error line. One pass, one
+        executemany (this runs per request)."""
         st, now = self.store, self.store.clock.now()
         fates = self.fates
         rows = []
@@ -246,7 +318,7 @@ class Worker:
             fates.pop(rid, None)
             line = self.failure_line(r, o)
             rows.append(("failed", attempts, 0, st.next_done_seq(), now, line, 0, 0, duration_ms, rid))
-        st.save_outcomes(rows, {r["batch_id"] for r, _ in results})
+        st.save_outcomes(rows, [r["batch_id"] for r, _ in results], was)
 
     def failure_line(self, r: sqlite3.Row, o: Outcome) -> str:
         if self.cfg.flavor == "openai":

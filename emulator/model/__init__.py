@@ -24,6 +24,10 @@ from .shapes import SHAPES
 
 STATUS_KEY = "x_emulator_status"
 FAIL_TIMES_KEY = "x_emulator_fail_times"
+# The paths `answer` reads as the chat endpoint (it strips an "/ai" and a "/v1" prefix).
+CHAT_PATHS = frozenset(
+    {"/v1/chat/completions", "/ai/v1/chat/completions", "/ai/chat/completions", "/chat/completions"}
+)
 
 
 class Model:
@@ -32,11 +36,15 @@ class Model:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.catalog = Catalog(cfg.models, cfg.reasoning_models)
+        self.plain_models: dict[str, bool] = {}  # model -> whether its plain chat answers take the fast path
 
     def answer(
         self, path: str, body: object, attempt: int = 0, now: int | None = None, key: str | None = None
     ) -> Outcome:
         """One request's outcome. `path` is e.g. /v1/chat/completions; `key` makes the answer's id."""
+        fast = self.plain_answer(path, body, now, key)
+        if fast is not None:
+            return Outcome(200, fast[0], prompt_tokens=fast[1], completion_tokens=fast[2], sorted_json=True)
         if not isinstance(body, dict):
             return Outcome(400, error_json("Request body must be a JSON object"))
         forced = forced_status(body, attempt)
@@ -55,21 +63,30 @@ class Model:
                 return Outcome(404, error_json(f"Unknown endpoint {path}", "not_found_error"))
             if is_embedding_model(model):
                 raise ModelError(400, f"Model '{model}' does not support {endpoint}")
-            if (
-                endpoint == "/chat/completions"
-                and not self.cfg.sloppy_rate
-                and not self.catalog.reasons(model)
-            ):
-                fast = plain_chat(body, model, rid_of(key), created_of(now))
-                if fast is not None:
-                    return Outcome(
-                        200, fast[0], prompt_tokens=fast[1], completion_tokens=fast[2], sorted_json=True
-                    )
             c = compose(endpoint, body, model, self.catalog, self.cfg.sloppy_rate)
         except ModelError as exc:
             return Outcome(exc.status, error_json(exc.message))
         resp = shape(c, rid_of(key), model, created_of(now), self.catalog.reasons(model))
         return Outcome(200, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, obj=resp)
+
+    def plain_answer(
+        self, path: str, body: object, now: int | None, key: str | None
+    ) -> tuple[str, int, int] | None:
+        """The common case at speed (the batch rate rests on it): a plain chat request to a model that
+        neither reasons nor embeds, with the sloppy model off, answered by `plain_chat` as (sorted JSON
+        body, prompt tokens, completion tokens); None for anything else (the general path answers it)."""
+        if path not in CHAT_PATHS or type(body) is not dict or self.cfg.sloppy_rate:
+            return None
+        model = body.get("model")
+        if type(model) is not str:
+            return None
+        plain = self.plain_models.get(model)
+        if plain is None:
+            plain = not is_embedding_model(model) and not self.catalog.reasons(model)
+            self.plain_models[model] = plain
+        if not plain:
+            return None
+        return plain_chat(body, model, rid_of(key), created_of(now))
 
 
 def rid_of(key: str | None) -> str:

@@ -4,7 +4,7 @@ path's objects. It gives byte for byte what `compose` + `shapes.chat` give (test
 
 from __future__ import annotations
 
-from ..responses import compact
+from ..responses import json_string
 from .compose import MAX_REPLY_CHARS
 
 # Body keys that change nothing in a plain answer (sampling settings, metadata).
@@ -61,10 +61,10 @@ def plain_chat(body: dict, model: str, rid: str, created: int) -> tuple[str, int
     ct = -(-len(content) // 4)
     model_json = _MODEL_JSON.get(model)
     if model_json is None:
-        model_json = _MODEL_JSON.setdefault(model, compact(model))
+        model_json = _MODEL_JSON.setdefault(model, json_string(model))
     text = (
         f'{{"choices":[{{"finish_reason":"{finish}","index":0,"logprobs":null,"message":{{"content":'
-        f'{compact(content)},"role":"assistant"}}}}],"created":{created},"id":"chatcmpl-{rid}","model":'
+        f'{json_string(content)},"role":"assistant"}}}}],"created":{created},"id":"chatcmpl-{rid}","model":'
         f'{model_json},"object":"chat.completion","usage":{{"completion_tokens":{ct},"prompt_tokens":{pt},'
         f'"total_tokens":{pt + ct}}}}}'
     )

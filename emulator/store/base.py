@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from ..config import Clock
 from .schema import SCHEMA
@@ -11,14 +13,20 @@ from .schema import SCHEMA
 class Database:
     """One sqlite3 connection used on the event loop thread: short statements only."""
 
-    def __init__(self, path: str, clock: Clock, flavor: str = "doubleword") -> None:
+    def __init__(self, path: str, clock: Clock, flavor: str = "doubleword", durable: bool = True) -> None:
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.clock = clock
         self.flavor = flavor
-        if path != ":memory:":
-            self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        if not durable:
+            # A scratch file removed on exit (one connection, nobody reads it after a crash): commits write
+            # each page once, with no fsync. A --db file keeps WAL, so a killed emulator carries on.
+            self.db.execute("PRAGMA journal_mode=MEMORY")
+            self.db.execute("PRAGMA synchronous=OFF")
+        else:
+            if path != ":memory:":
+                self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         row = self.db.execute("SELECT value FROM meta WHERE key='clock_offset'").fetchone()
         if row:
@@ -35,6 +43,35 @@ class Database:
         """The rows of these batches changed: their counts are computed again on the next read."""
         for bid in batch_ids:
             self.count_cache.pop(bid, None)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction around the block; inside another, part of that one. A rollback forgets every
+        cached count (some may have followed writes that are now undone)."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.rollback()
+            self.count_cache.clear()
+            raise
+        self.db.commit()
+
+    def moved(self, batch_of: Sequence[str], was: str, now_in: Sequence[str]) -> None:
+        """Request i of batch `batch_of[i]` went from state `was` to `now_in[i]`: cached counts follow (a
+        poll of a running 50,000-request batch then counts nothing), or are dropped when they cannot."""
+        for bid, state in zip(batch_of, now_in, strict=True):
+            cached = self.count_cache.get(bid)
+            if cached is None:
+                continue
+            if cached.get(was, 0) <= 0 or state not in cached:
+                self.count_cache.pop(bid, None)
+                continue
+            cached[was] -= 1
+            cached[state] += 1
 
     def q(self, sql: str, *args: object) -> list[sqlite3.Row]:
         return self.db.execute(sql, args).fetchall()

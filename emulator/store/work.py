@@ -73,16 +73,16 @@ class WorkQueries(Database):
         )
         return row is not None
 
-    def mark_in_progress(self, rids: Sequence[int], batch_ids: set[str]) -> None:
-        self.changed(*batch_ids)
+    def mark_in_progress(self, rids: Sequence[int], batch_of: Sequence[str]) -> None:
+        """Pending requests (of the batches `batch_of`, one per rid) handed to the upstream."""
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany("UPDATE requests SET state='in_progress' WHERE rid=?", [(r,) for r in rids])
+        self.moved(batch_of, "pending", ["in_progress"] * len(batch_of))
 
-    def save_outcomes(self, rows: Sequence[tuple], batch_ids: set[str]) -> None:
+    def save_outcomes(self, rows: Sequence[tuple], batch_of: Sequence[str], was: str = "pending") -> None:
         """Each row: (state, attempts, next_at, done_seq, done_at, line, prompt_tokens, completion_tokens,
-        duration_ms, rid), for requests of `batch_ids`."""
-        self.changed(*batch_ids)
-        with self.db:
-            self.db.execute("BEGIN")
+        duration_ms, rid), for a request in state `was` of the batch `batch_of[i]`."""
+        with self.transaction():
             self.db.executemany(SAVE_SQL, rows)
+        self.moved(batch_of, was, [row[0] for row in rows])

@@ -1,0 +1,114 @@
+"""Big batches are answered partly in a second process (emulator/answer_pool.py): the answers must be the
+ones the emulator gives anywhere else, requests the pool cannot answer must still be answered, and a pool
+process that dies must not lose or stall a request."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from conftest import Api, chat_line
+from emulator_server import EmulatorServer
+
+PLAIN = 2000
+OTHER = 400  # copies of the first plain lines with a no-op `tools: []`: the general path answers them
+PROMPTS = ("hello é 😀", 'quote "q" and \\ backslash', "x" * 900, "line\nbreak\ttab")
+
+
+def mixed_lines() -> list[dict]:
+    lines = []
+    for i in range(PLAIN):
+        budget = 5 if i % 7 == 0 else 64  # every seventh answer is cut short by its budget
+        lines.append(chat_line(i, f"{PROMPTS[i % len(PROMPTS)]} #{i}", max_tokens=budget))
+    for i in range(OTHER):
+        twin = lines[i]
+        lines.append({**twin, "custom_id": f"other-{i}", "body": {**twin["body"], "tools": []}})
+    return lines
+
+
+def wait_for_pool(emu: EmulatorServer) -> None:
+    deadline = time.monotonic() + 30
+    while emu.stats()["pool"] != "ready":
+        assert time.monotonic() < deadline, emu.stats()
+        time.sleep(0.05)
+
+
+def all_lines(api: Api, file_id: str) -> list[dict]:
+    out: list[dict] = []
+    while True:
+        page = api.lines(file_id, skip=len(out), limit=100)
+        out += page
+        if len(page) < 100:
+            return out
+
+
+def test_pool_answers_match_the_general_path_and_the_rest_are_answered_here():
+    # --rate 0 (no limit): every tick runs 2,000 rows, so the first runs the plain lines, all in the pool
+    with EmulatorServer("--start-delay", "0", "--rate", "0") as emu:
+        api = Api(emu)
+        lines = mixed_lines()
+        emu.configure(paused=True)
+        batch = api.batch(lines)
+        wait_for_pool(emu)  # it starts with a batch the rate can run in big ticks
+        emu.configure(paused=False)
+        done = api.wait(batch["id"], timeout=60)
+        stats = emu.stats()
+        assert done["request_counts"] == {"total": len(lines), "completed": len(lines), "failed": 0}
+        got = {x["custom_id"]: x for x in all_lines(api, done["output_file_id"])}
+    assert sorted(got) == sorted(x["custom_id"] for x in lines)
+    # The pool answered the plain requests, and only those.
+    assert stats["pool_answers"] == PLAIN
+    for line in got.values():
+        body = line["response"]["body"]
+        assert line["id"].startswith("batch_req_") and line["error"] is None
+        assert line["response"]["status_code"] == 200 and line["response"]["request_id"] is None
+        assert body["id"] == "chatcmpl-" + line["id"].removeprefix("batch_req_").replace("-", "")
+        usage = body["usage"]
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        budget = 5 if int(line["custom_id"].rsplit("-", 1)[1]) % 7 == 0 else 64
+        finish = body["choices"][0]["finish_reason"]
+        assert usage["completion_tokens"] <= budget
+        assert finish == "stop" or (finish == "length" and usage["completion_tokens"] == budget)
+        assert budget == 64 or finish == "length"  # 5 tokens are too few for any of these answers
+    # The same request answers alike whichever path made it (the pool, or the general path here).
+    for i in range(OTHER):
+        a, b = got[f"req-{i}"]["response"]["body"], got[f"other-{i}"]["response"]["body"]
+        for key in ("choices", "usage", "model", "object"):
+            assert a[key] == b[key], (i, key)
+
+
+def pool_pids(pid: int) -> list[int]:
+    """The emulator's pool processes (not multiprocessing's resource tracker)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        children = [int(x) for x in f.read().split()]
+    out = []
+    for child in children:
+        with open(f"/proc/{child}/cmdline", "rb") as f:
+            if b"spawn_main" in f.read():
+                out.append(child)
+    return out
+
+
+def test_a_dead_pool_process_loses_no_request():
+    n = 40_000
+    with EmulatorServer("--start-delay", "0", "--rate", "20000") as emu:
+        api = Api(emu)
+        emu.configure(paused=True)
+        batch = api.batch([chat_line(i, f"question {i}", max_tokens=16) for i in range(n)])
+        wait_for_pool(emu)
+        (child,) = pool_pids(emu.pid)
+        emu.configure(paused=False)
+        deadline = time.monotonic() + 30
+        while emu.stats()["pool_answers"] < 2000:
+            assert time.monotonic() < deadline, emu.stats()
+            time.sleep(0.02)
+        os.kill(child, signal.SIGKILL)
+        done = api.wait(batch["id"], timeout=60)
+        assert emu.stats()["pool"] == "broken"
+        assert done["request_counts"] == {"total": n, "completed": n, "failed": 0}
+        answered_by_pool = emu.stats()["pool_answers"]
+        assert 2000 <= answered_by_pool < n  # the rest were answered by the worker itself
+        r = api.get(f"/files/{done['output_file_id']}/content")
+        ids = [line.split('"custom_id":"', 1)[1].split('"', 1)[0] for line in r.text.splitlines()]
+        assert sorted(ids) == sorted(f"req-{i}" for i in range(n))
