@@ -10,7 +10,10 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, hdrs, web
+from aiohttp.helpers import parse_mimetype
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from .config import FILE_TTL_S, MULTIPART_OVERHEAD
 from .responses import json_ok, text_error
@@ -20,6 +23,12 @@ from .validation import LineValidator, UploadError
 
 CHUNK = 256 * 1024
 INTEGER = re.compile(r"[+-]?[0-9]+")
+I64 = (-(2**63), 2**63 - 1)  # the server parses expires_after[seconds] as an i64 (anything else: ignored)
+# What a broken multipart stream raises in aiohttp: bad part headers (HttpProcessingError: no colon, too
+# long, too many), an unknown charset (LookupError), bad bytes or framing (ValueError, RuntimeError,
+# AssertionError), a body that ends early (EOFError).
+REASON_CHARS = 200  # a reason quoting an 8 KB header line is cut
+MULTIPART_ERRORS = (ValueError, AssertionError, RuntimeError, LookupError, EOFError, HttpProcessingError)
 log = logging.getLogger("emulator.files")
 
 
@@ -73,12 +82,32 @@ async def upload(request: web.Request) -> web.Response:
     return json_ok(state.store.file_object(f, full=False), 200 if state.openai else 201)
 
 
+class FlatMultipartReader(MultipartReader):
+    """A part whose own Content-Type is multipart is read as bytes, like any other part (the server's
+    parser does not descend into nested multipart: a nested "file" part is then invalid JSON)."""
+
+    def _get_part_reader(self, headers: CIMultiDictProxy[str]) -> MultipartReader | BodyPartReader:
+        if parse_mimetype(headers.get(hdrs.CONTENT_TYPE, "")).type == "multipart":
+            flat = CIMultiDict(headers)
+            flat[hdrs.CONTENT_TYPE] = "application/octet-stream"
+            headers = CIMultiDictProxy(flat)
+        return super()._get_part_reader(headers)
+
+
+def problem(exc: BaseException) -> str:
+    """The reason shown after "Failed to read multipart upload: " (aiohttp's HTTP errors print their
+    status and headers in str())."""
+    text = (exc.message if isinstance(exc, HttpProcessingError) else str(exc)) or type(exc).__name__
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+
+
 async def read_upload(request: web.Request, state: State, spool: IO[bytes]) -> Upload:
     """Read every part; the file part is validated while it streams in. Raises UploadError."""
     up = Upload(state)
     started = False  # a break after the first part is a read failure, not a malformed request
     try:
         reader = await request.multipart()
+        reader.__class__ = FlatMultipartReader
         while True:
             part = await reader.next()
             if part is None:
@@ -87,10 +116,10 @@ async def read_upload(request: web.Request, state: State, spool: IO[bytes]) -> U
             await read_part(part, up, spool, state.cfg.max_file_bytes)  # type: ignore[arg-type]
     except UploadError:
         raise
-    except (ValueError, AssertionError, RuntimeError) as exc:
+    except MULTIPART_ERRORS as exc:
         if started:
-            raise UploadError(400, f"Failed to read multipart upload: {exc}")
-        raise UploadError(400, f"Invalid multipart request: {exc}")
+            raise UploadError(400, f"Failed to read multipart upload: {problem(exc)}")
+        raise UploadError(400, f"Invalid multipart request: {problem(exc)}")
     if not up.have_file:
         raise UploadError(400, "No file field found in multipart upload")
     if up.validator.count == 0:
@@ -106,7 +135,8 @@ async def read_part(part: BodyPartReader, up: Upload, spool: IO[bytes], limit: i
             raise UploadError(400, f"Invalid purpose '{up.purpose}'. Only 'batch' is supported.")
     elif name == "expires_after[seconds]":
         raw = (await part.text()).strip()
-        if INTEGER.fullmatch(raw):  # anything else is ignored: the 30-day default applies
+        # anything else is ignored, the 30-day default applies (so does a deadline past what an i64 holds)
+        if INTEGER.fullmatch(raw) and I64[0] <= int(raw) <= I64[1] - 2**40:
             up.expires_after = int(raw)
     elif name == "file" and not up.have_file:
         up.have_file = True
