@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from doubleword import fastjson
 from doubleword.answers import ANSWER_KEYS, encode_line, interpret, line_status, normalise_error, usage_tokens
 from doubleword.endpoints import ENDPOINTS
 
@@ -147,21 +148,75 @@ def test_a_body_that_is_not_json_is_the_answer_text():
     assert status == "completed" and record["content"] == "not json"
 
 
-@pytest.mark.parametrize(
-    "content",
-    ["plain", 'with "quotes" and \\ backslash\\', "emoji 🎉 and 東京", "ends with backslash \\", "", None],
-)
-def test_the_chat_fast_path_encodes_exactly_what_the_plain_path_does(content):
+@pytest.fixture(params=["orjson", "json"])
+def json_path(request, monkeypatch):
+    """Each fast-path test runs with the accelerator and with the standard library alone."""
+    if request.param == "orjson":
+        orjson = pytest.importorskip("orjson")
+        monkeypatch.setattr(fastjson, "loads", orjson.loads)
+        monkeypatch.setattr(fastjson, "dumps", orjson.dumps)
+    else:
+        monkeypatch.setattr(fastjson, "loads", None)
+        monkeypatch.setattr(fastjson, "dumps", None)
+    return request.param
+
+
+FAST_CASES = [
+    ("plain", "stop", None),
+    ('with "quotes" and \\ backslash\\', "stop", None),
+    ("emoji 🎉 and 東京 \u2028 \x01", "stop", None),
+    ("ends with backslash \\", "length", None),
+    ("", "stop", None),
+    (None, "stop", None),
+    ("thought first", "stop", "because"),
+    ("cut", "length", "long reasoning"),
+]
+
+
+@pytest.mark.parametrize("content,finish,reasoning", FAST_CASES)
+def test_the_chat_fast_path_encodes_exactly_what_the_plain_path_does(json_path, content, finish, reasoning):
     body = json.loads(json.dumps(CHAT))
     body["choices"][0]["message"]["content"] = content
+    body["choices"][0]["finish_reason"] = finish
+    if reasoning is not None:
+        body["choices"][0]["message"]["reasoning_content"] = reasoning
     for ensure_ascii in (True, False):
         raw = json.dumps(_ok(body), ensure_ascii=ensure_ascii).encode()
         fast = encode_line(raw, "B1", ENDPOINTS["chat"])
         plain = encode_line(raw, "B1", ENDPOINTS["completions"])  # takes the table's path
         assert fast is not None and plain is not None
         assert fast[:6] == plain[:6]
-        status, record = interpret(_ok(body), "B1", ENDPOINTS["chat"])
-        assert json.loads(fast[6]) == record
+        status, members = interpret(_ok(body), "B1", ENDPOINTS["chat"])
+        record = json.loads(fast[6])
+        assert list(record) == [
+            "custom_id",
+            "status",
+            "parsed",
+            "attempts",
+            *ANSWER_KEYS,
+        ]  # results.jsonl order
+        assert record == {"custom_id": "z", "status": status, "parsed": None, "attempts": 1, **members}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"id":"l1","custom_id":"n","response":{"status_code":200,"body":{"choices":[{"message":'
+        b'{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":NaN}}},"error":null}',
+        b'{"id":"l2","custom_id":"big","response":{"status_code":200,"body":{"choices":[{"message":'
+        b'{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":123456789012345678901234567890}}}}',
+        b'{"id":"l3","custom_id":"bad-utf8","response":{"status_code":200,"body":{"choices":[{"message":'
+        b'{"content":"caf\xe9"},"finish_reason":"stop"}]}}}',
+        b'{"id":"l4","custom_id":7,"response":{"status_code":200,"body":{"choices":[{"message":'
+        b'{"content":"a number id"},"finish_reason":"stop"}]}}}',
+    ],
+)
+def test_lines_the_accelerator_refuses_are_decided_by_the_plain_path(json_path, raw):
+    encoded = encode_line(raw, "B1", ENDPOINTS["chat"])
+    assert encoded is not None
+    record = json.loads(encoded[6])
+    assert record["status"] == "completed" and record["line_id"] == encoded[0]
+    assert isinstance(record["content"], str) and record["content"]
 
 
 def test_lines_that_are_not_output_lines_are_refused():

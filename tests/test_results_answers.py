@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from scripted_server import ScriptedServer, Seen
 
 BATCH = "5f0e1c2a-0000-4000-8000-000000000001"
@@ -168,12 +169,14 @@ def _server() -> ScriptedServer:
     return ScriptedServer(reply)
 
 
-def test_every_kind_of_answer_gets_its_status_and_only_unusable_ones_are_resubmitted(tmp_path, h):
+@pytest.mark.parametrize(
+    "pure_json", ["0", "1"]
+)  # with the optional orjson accelerator (if installed), without
+def test_every_kind_of_answer_gets_its_status_and_only_unusable_ones_are_resubmitted(tmp_path, h, pure_json):
     with _server() as server:
         out = tmp_path / "out"
-        code, doc, err = h.run_script(
-            "fetch_results", BATCH, "--out", str(out), env=h.script_env(server.base_url)
-        )
+        env = h.script_env(server.base_url, DOUBLEWORD_PURE_JSON=pure_json)
+        code, doc, err = h.run_script("fetch_results", BATCH, "--out", str(out), env=env)
         seen = list(server.seen)
     assert code == 6 and doc["complete"] is False, (code, doc, err)
     assert all("offset=" not in s.query for s in seen)

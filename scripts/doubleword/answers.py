@@ -20,6 +20,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from doubleword import fastjson
 from doubleword.endpoints import ENDPOINTS, Endpoint, endpoint_for_body, endpoint_for_url, read_answer
 
 NOT_RUN_CODES = frozenset({"batch_cancelled", "batch_expired"})
@@ -334,15 +335,18 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _CONTENT_KEY = b'"content":"'
 _PLACEHOLDER = b'"\\u0000"'
 Encoded = tuple[Any, Any, str, tuple[int, int, int], Any, Any, bytes]
+HEAD_KEYS = ("custom_id", "status", "parsed", "attempts")  # the join's keys, before ANSWER_KEYS
 
 
 def encode_line(raw: bytes, batch_id: str | None, endpoint: Endpoint | None) -> Encoded | None:
     """A served line as ``(line_id, custom_id, status, tokens, error type, error status, record)``, where
-    record is the encoded answer members (UTF-8 JSON); None when the bytes are not an output line.
+    record is the line's results.jsonl line as it stands when nothing else is known (one attempt, no JSON
+    check: UTF-8 JSON, every key of SPEC section 4); None when the bytes are not an output line.
 
-    Decoded once. For chat answers the answer text, the bulk of a line, is not decoded at all: its JSON
-    string is copied as served into the record, and only the rest of the line is parsed (the placement is
-    checked, and anything unusual takes the plain path)."""
+    Decoded once. Chat answers, most lines, take a direct path: with orjson (:mod:`doubleword.fastjson`)
+    the line is decoded and the record encoded by it; without, the answer text, the bulk of a line, is not
+    decoded at all: its JSON string is copied as served into the record and only the rest of the line is
+    parsed (the placement is checked). Anything unusual takes the plain path, which decides."""
     if endpoint is _CHAT or endpoint is None:
         fast = _encode_chat(raw, batch_id)
         if fast is not None:
@@ -350,12 +354,70 @@ def encode_line(raw: bytes, batch_id: str | None, endpoint: Endpoint | None) -> 
     line = decode_line(raw)
     if line is None:
         return None
-    status, record = interpret(line, batch_id, endpoint)
-    return _pack(line, status, record, _encode(record).encode("utf-8"))
+    status, members = interpret(line, batch_id, endpoint)
+    record = {"custom_id": line.get("custom_id"), "status": status, "parsed": None, "attempts": 1, **members}
+    return _pack(line, status, members, _encode(record).encode("utf-8"))
+
+
+def _chat_parts(line: Any) -> tuple[Any, Any, Any, Any] | None:
+    """(response, body, first choice, message) of a successful chat line, else None (the plain path)."""
+    try:
+        response = line["response"]
+        body = response["body"]
+        choice = body["choices"][0]
+        message = choice["message"]
+        code = response.get("status_code", 200)
+    except (KeyError, IndexError, TypeError):
+        return None
+    if line.get("error") or "custom_id" not in line or not isinstance(code, int) or code >= 400:
+        return None
+    if not isinstance(message, dict) or not isinstance(choice, dict) or not isinstance(body, dict):
+        return None
+    return response, body, choice, message
+
+
+def _chat_members(line: Any, body: Any, choice: Any, message: Any, batch_id: str | None) -> tuple[str, dict]:
+    """The line's status and its answer members after ``content`` (the plain path's values)."""
+    reasoning = message.get("reasoning_content")
+    if reasoning is None:
+        reasoning = message.get("reasoning")
+    finish = choice.get("finish_reason")
+    finish = None if finish is None else str(finish)
+    members = {
+        "reasoning": None if reasoning is None else str(reasoning),
+        "tool_calls": message.get("tool_calls") or None,
+        "finish_reason": finish,
+        "embedding": None,
+        "usage": body.get("usage"),
+        "error": None,
+        "batch_id": batch_id,
+        "line_id": line.get("id"),
+        "model": body.get("model"),
+    }
+    if finish in _TRUNCATED:
+        members["error"] = truncation_error({"content": "x", "finish_reason": finish})
+        return "truncated", members
+    return "completed", members
+
+
+def _encoded(line: Any, status: str, members: dict, record: bytes) -> Encoded:
+    usage = members["usage"]
+    line_id = line.get("id")
+    return (
+        None if line_id is None else str(line_id),
+        line["custom_id"],
+        status,
+        usage_tokens(usage) if usage else (0, 0, 0),
+        "truncated" if status == "truncated" else None,
+        None,
+        record,
+    )
 
 
 def _encode_chat(raw: bytes, batch_id: str | None) -> Encoded | None:
-    """:func:`encode_line` for a chat answer, in one function (it runs once per line of most jobs)."""
+    """:func:`encode_line` for a chat answer (it runs once per line of most jobs)."""
+    if fastjson.loads is not None:
+        return _encode_chat_accelerated(raw, batch_id)
     start = raw.find(_CONTENT_KEY)
     if start < 0:
         return None
@@ -371,54 +433,34 @@ def _encode_chat(raw: bytes, batch_id: str | None) -> Encoded | None:
             return None
     try:
         line = json.loads(raw[: first - 1] + _PLACEHOLDER + raw[end + 1 :])
-        response = line["response"]
-        body = response["body"]
-        choice = body["choices"][0]
-        message = choice["message"]
-    except (ValueError, KeyError, IndexError, TypeError):
+    except ValueError:
         return None
-    if (
-        message.get("content") != "\x00"
-        or line.get("error")
-        or "custom_id" not in line
-        or not isinstance(response.get("status_code", 200), int)
-        or response.get("status_code", 200) >= 400
-    ):
+    parts = _chat_parts(line)
+    if parts is None or parts[3].get("content") != "\x00":
         return None  # not where the placeholder went, or a failure: the plain path decides
-    reasoning = message.get("reasoning_content")
-    if reasoning is None:
-        reasoning = message.get("reasoning")
-    finish = choice.get("finish_reason")
-    finish = None if finish is None else str(finish)
-    usage = body.get("usage")
-    line_id = line.get("id")
-    members = {
-        "reasoning": None if reasoning is None else str(reasoning),
-        "tool_calls": message.get("tool_calls") or None,
-        "finish_reason": finish,
-        "embedding": None,
-        "usage": usage,
-        "error": None,
-        "batch_id": batch_id,
-        "line_id": line_id,
-        "model": body.get("model"),
-    }
-    status = "completed"
-    error_type = None
-    if finish in _TRUNCATED:
-        status, error_type = "truncated", "truncated"
-        members["error"] = truncation_error({"content": "x", "finish_reason": finish})
-    record = b'{"content":' + literal + b"," + _encode(members)[1:].encode("utf-8")
-    tokens = usage_tokens(usage) if usage else (0, 0, 0)
-    return (
-        None if line_id is None else str(line_id),
-        line["custom_id"],
-        status,
-        tokens,
-        error_type,
-        None,
-        record,
-    )
+    status, members = _chat_members(line, *parts[1:], batch_id)
+    head = f'{{"custom_id":{_encode(line["custom_id"])},"status":"{status}","parsed":null,"attempts":1,"content":'
+    record = head.encode("utf-8") + literal + b"," + _encode(members)[1:].encode("utf-8")
+    return _encoded(line, status, members, record)
+
+
+def _encode_chat_accelerated(raw: bytes, batch_id: str | None) -> Encoded | None:
+    assert fastjson.loads is not None and fastjson.dumps is not None
+    try:
+        line = fastjson.loads(raw)
+    except ValueError:  # orjson refuses what the standard library may accept: the plain path decides
+        return None
+    parts = _chat_parts(line)
+    if parts is None:
+        return None
+    content = parts[3].get("content")
+    if not isinstance(content, str) or not content:
+        return None
+    status, members = _chat_members(line, *parts[1:], batch_id)
+    record = {"custom_id": line["custom_id"], "status": status, "parsed": None, "attempts": 1}
+    record["content"] = content
+    record.update(members)
+    return _encoded(line, status, members, fastjson.dumps(record))
 
 
 _TRUNCATED = _CHAT.answer.truncated_when

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from doubleword.errors import ServiceError
 from doubleword.manifest import sha256_file
 from doubleword.store import InputRow, Store
 
-_JSON_HINTS = (b'"response_format"', b'"format"')
+_HINT_RESPONSE_FORMAT, _HINT_FORMAT = b'"response_format"', b'"format"'  # a request that may ask for JSON
 
 
 def leading_value(raw: bytes, key: bytes) -> str | None:
@@ -61,7 +62,7 @@ def _rows(path: Path) -> Iterator[InputRow]:
             line = raw.rstrip(b"\r\n")
             if line.strip():
                 custom_id = custom_id_of(line)
-                wants_json = 1 if any(hint in line for hint in _JSON_HINTS) else 0
+                wants_json = 1 if _HINT_FORMAT in line or _HINT_RESPONSE_FORMAT in line else 0
                 yield custom_id or "", None, offset, len(line), wants_json, zlib.crc32(line)
             offset += length
 
@@ -91,10 +92,24 @@ def input_path(client: ApiClient, shard: Any, out_dir: Path) -> Path | None:
     return copy
 
 
+INSERT_ROWS = 5_000  # input rows inserted per hold of the engine's lock (downloads run meanwhile)
+
+
 def index_inputs(
-    client: ApiClient, store: Store, shards: list[Any], out_dir: Path, lock: Any, *, by_content: bool
+    client: ApiClient,
+    store: Store,
+    shards: list[Any],
+    out_dir: Path,
+    lock: Any,
+    *,
+    by_content: bool,
+    files_only: bool = False,
 ) -> None:
-    """Index every shard's input lines once (again when the file changed), then link the rounds."""
+    """Index every shard's input lines once (again when the file changed), then link the rounds.
+
+    With ``files_only`` only the shards whose input can be read are indexed (this may run while the
+    downloads do: the lock is held one slice of rows at a time); the others, listed by what they answered,
+    and the rounds' links are left for a call without it, after the downloads."""
     for position, shard in enumerate(shards):
         batch_id = str(shard["batch_id"])
         round_number = position + 1 if by_content else int(shard.get("round") or 1)
@@ -108,15 +123,27 @@ def index_inputs(
             with lock:
                 if known:
                     store.drop_source(known[0])
-                store.add_source(
-                    batch_id, round_number, str(path), stat.st_size, stat.st_mtime_ns, _rows(path)
-                )
-        else:  # what was answered, in custom_id order; rebuilt each run (more may have arrived)
+                # size -1 until every row is in: a commit by the downloads meanwhile, then a kill, leaves
+                # a source that the next run sees as changed and indexes again
+                src = store.add_source(batch_id, round_number, str(path), -1, 0, ())
+            rows = _rows(path)
+            while True:
+                part = list(islice(rows, INSERT_ROWS))
+                with lock:
+                    if not part:
+                        store.finish_source(src, stat.st_size, stat.st_mtime_ns)
+                        break
+                    store.add_inputs(src, batch_id, round_number, part)
+        elif (
+            not files_only
+        ):  # what was answered, in custom_id order; rebuilt each run (more may have arrived)
             with lock:
                 if known:
                     store.drop_source(known[0])
                 answered = [(c, None, -1, 0, 0, 0) for c in store.answered(batch_id)]
                 store.add_source(batch_id, round_number, None, 0, 0, answered)
+    if files_only:
+        return
     with lock:
         store.link_rounds(by_content)
         store.commit()

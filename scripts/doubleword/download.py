@@ -22,6 +22,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -322,9 +323,23 @@ def fetch_job(
         _claim(out_dir, manifest)
         engine = Engine(client, manifest, out_dir, options.page_size)
         try:
-            batches, finished = _download_loop(engine, options)
             shards = [s for s in manifest.shards if s.get("batch_id")]
-            index_inputs(client, engine.store, shards, out_dir, engine.lock, by_content=options.by_content)
+            index = partial(
+                index_inputs,
+                client,
+                engine.store,
+                shards,
+                out_dir,
+                engine.lock,
+                by_content=options.by_content,
+            )
+            # The input files are indexed while the downloads run (their bytes arrive meanwhile); what
+            # needs the downloads (batches without a readable input, the rounds' links) comes after.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                indexing = pool.submit(index, files_only=True)
+                batches, finished = _download_loop(engine, options)
+            indexing.result()
+            index()
             running = {b for b, batch in batches.items() if not is_terminal(batch.get("status"))}
             extra = [Export(options.export, engine.store, shards)] if options.export else []
             summary = join(engine.store, running, out_dir / "results.jsonl", out_dir / "retry.jsonl", extra)

@@ -16,10 +16,11 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from doubleword.answers import ANSWER_KEYS, STATUSES, USABLE, check_json, json_request
+from doubleword.answers import ANSWER_KEYS, HEAD_KEYS, STATUSES, USABLE, check_json, json_request
 from doubleword.files import atomic_writer
 from doubleword.store import RECORDS_NAME, Store
 
@@ -29,6 +30,8 @@ RETRY_HELPS = frozenset(
     {"RetriableHttpStatus", "NetworkError", "Timeout", "TaskTerminated", "BatchTerminated"}
 )
 _EMPTY = dict.fromkeys(ANSWER_KEYS)
+COPY_PIECE = 1 << 20
+WRITE_LINES = 512  # results.jsonl lines written at once
 
 
 @dataclass
@@ -52,24 +55,38 @@ class Result:
     _record: dict[str, Any] | None = field(default=None, repr=False)
 
     def line(self) -> bytes:
-        """The results.jsonl line (without the newline), encoding as little as the record allows."""
-        if self.body is not None and self.error is None:
-            parsed = "null" if self.parsed is None else _encode(self.parsed)
-            head = f'{{"custom_id":{_encode(self.custom_id)},"status":"{self.status}","parsed":{parsed},"attempts":{self.attempts},'
-            return head.encode("utf-8") + self.body[1:]
+        """The results.jsonl line (without the newline): the index's record as it is when the join changed
+        nothing (one attempt, no JSON check), else encoded again."""
+        if self.body is not None and self.error is None and self.parsed is None and self.attempts == 1:
+            return self.body
         return _encode(self.record()).encode("utf-8")
 
     def record(self) -> dict[str, Any]:
         """The whole record (every key of SPEC section 4's results.jsonl)."""
         if self._record is None:
-            members = json.loads(self.body) if self.body is not None else dict(_EMPTY, batch_id=self.batch_id)
-            if self.error is not None:
-                members["error"] = self.error
-            record = {"custom_id": self.custom_id, "status": self.status, "parsed": self.parsed}
+            if self.body is not None:
+                record = json.loads(self.body)
+            else:
+                record = dict.fromkeys(HEAD_KEYS)
+                record.update(_EMPTY, batch_id=self.batch_id)
+            record.update(custom_id=self.custom_id, status=self.status, parsed=self.parsed)
             record["attempts"] = self.attempts
-            record.update(members)
+            if self.error is not None:
+                record["error"] = self.error
             self._record = record
         return self._record
+
+
+@dataclass
+class Run:
+    """Inputs whose results.jsonl lines are, as they are, consecutive lines of the record file: all
+    completed, one attempt, no JSON check, one batch. The writers that know runs take them whole."""
+
+    batch_id: str | None
+    start: int  # byte range in the record file, newlines included
+    end: int
+    count: int
+    tokens: list[int]
 
 
 class Writer(Protocol):
@@ -94,6 +111,19 @@ class _Requests:
         self.records.seek(offset)
         return self.records.read(length)
 
+    def copy(self, start: int, end: int, write: Any) -> None:
+        """Bytes ``start`` to ``end`` of the record file, written in pieces (memory stays flat)."""
+        assert self.records is not None
+        self.records.seek(start)
+        while start < end:
+            piece = self.records.read(min(COPY_PIECE, end - start))
+            if not piece:
+                raise OSError(
+                    f"{RECORDS_NAME} ended at byte {start} of {end} (changed while writing results?)"
+                )
+            write(piece)
+            start += len(piece)
+
     def raw(self, source: tuple[int, int, int]) -> bytes | None:
         src, offset, length = source
         if offset < 0 or src not in self.paths:
@@ -111,14 +141,41 @@ class _Requests:
             self.records.close()
 
 
-def records(store: Store, running: set[str], requests: _Requests) -> Iterator[Result]:
-    """One :class:`Result` per first input, in input order (see the module docstring)."""
-    for _, group in groupby(store.joined(), key=lambda row: row[0]):
+def records(
+    store: Store, running: set[str], requests: _Requests, *, runs: bool = False
+) -> Iterator[Result | Run]:
+    """One :class:`Result` per first input, in input order (see the module docstring). With ``runs``,
+    inputs whose lines need nothing from the join come as :class:`Run` s: the first of each run as a
+    Result, the rest of it as one Run (a job answered in order is a few runs, whatever its size)."""
+    run: Run | None = None
+    for _, group in groupby(store.joined(), key=_ORIGIN):
         rows = list(group)
         if len(rows) == 1:
+            row = rows[0]
+            if runs and row[9] is not None and row[11] == USABLE and not row[8]:
+                start, end = row[12], row[12] + row[13] + 1
+                if run is not None and start == run.end and row[3] == run.batch_id:
+                    run.end = end
+                    run.count += 1
+                    tokens = run.tokens
+                    tokens[0] += row[14] or 0
+                    tokens[1] += row[15] or 0
+                    tokens[2] += row[16] or 0
+                    continue
+                if run is not None and run.count:
+                    yield run
+                run = Run(row[3], end, end, 0, [0, 0, 0])
+            elif run is not None:
+                if run.count:
+                    yield run
+                run = None
             yield _attempt(rows, running, requests, 1)
             continue
-        attempts = [list(g) for _, g in groupby(rows, key=lambda row: row[1])]
+        if run is not None:
+            if run.count:
+                yield run
+            run = None
+        attempts = [list(g) for _, g in groupby(rows, key=_SEQ)]
         tried = [_attempt(a, running, requests, len(attempts)) for a in attempts]
         best = next((r for r in tried if r.status == USABLE), tried[-1])
         best.source, best.custom_id, best.first_batch = tried[0].source, tried[0].custom_id, tried[0].batch_id
@@ -130,6 +187,11 @@ def records(store: Store, running: set[str], requests: _Requests) -> Iterator[Re
                 before.err_status,
             )
         yield best
+    if run is not None and run.count:
+        yield run
+
+
+_ORIGIN, _SEQ = itemgetter(0), itemgetter(1)
 
 
 def _attempt(rows: list[tuple[Any, ...]], running: set[str], requests: _Requests, attempts: int) -> Result:
@@ -205,11 +267,24 @@ def _check_structured(result: Result, requests: _Requests) -> None:
 
 
 class ResultsFile:
-    def __init__(self, handle: IO[bytes]) -> None:
-        self.write = handle.write
+    def __init__(self, handle: IO[bytes], requests: _Requests) -> None:
+        self.handle, self.requests = handle, requests
+        self.lines: list[bytes] = []
 
     def add(self, result: Result) -> None:
-        self.write(result.line() + b"\n")
+        self.lines.append(result.line())
+        if len(self.lines) >= WRITE_LINES:
+            self.flush()
+
+    def add_run(self, run: Run) -> None:
+        self.flush()
+        self.requests.copy(run.start, run.end, self.handle.write)
+
+    def flush(self) -> None:
+        if self.lines:
+            self.lines.append(b"")
+            self.handle.write(b"\n".join(self.lines))
+            self.lines = []
 
 
 class RetryFile:
@@ -224,6 +299,9 @@ class RetryFile:
         raw = self.requests.raw(result.source)
         if raw:
             self.handle.write(raw + b"\n")
+
+    def add_run(self, run: Run) -> None:
+        pass  # every input of a run has its answer
 
 
 class Summary:
@@ -241,7 +319,7 @@ class Summary:
 
     def add(self, result: Result) -> None:
         status = result.status
-        mine = self.per_batch.setdefault(str(result.first_batch), {"requests": 0, **{s: 0 for s in STATUSES}})
+        mine = self._batch(result.first_batch)
         for bucket in (self.counts, mine):
             bucket["requests"] += 1
             bucket[status] += 1
@@ -285,6 +363,21 @@ class Summary:
             }
         group["count"] += 1
         group["persistent"] += int(result.persistent)
+
+    def _batch(self, batch_id: str | None) -> dict[str, int]:
+        mine = self.per_batch.get(str(batch_id))
+        if mine is None:
+            mine = self.per_batch[str(batch_id)] = {"requests": 0, **{s: 0 for s in STATUSES}}
+        return mine
+
+    def add_run(self, run: Run) -> None:
+        for bucket in (self.counts, self._batch(run.batch_id)):
+            bucket["requests"] += run.count
+            bucket[USABLE] += run.count
+        for key, value in zip(
+            ("prompt_tokens", "completion_tokens", "total_tokens"), run.tokens, strict=False
+        ):
+            self.usage[key] += value
 
     def report(self) -> dict[str, Any]:
         groups = sorted(self.groups.values(), key=lambda g: -g["count"])
@@ -344,11 +437,19 @@ def join(
     summary = Summary()
     try:
         with atomic_writer(results_path) as results, atomic_writer(retry_path) as retry:
-            writers: list[Writer] = [ResultsFile(results), RetryFile(retry, requests), summary, *extra]
+            lines = ResultsFile(results, requests)
+            writers: list[Writer] = [lines, RetryFile(retry, requests), summary, *extra]
             adders = [w.add for w in writers]
-            for result in records(store, running, requests):
-                for add in adders:
-                    add(result)
+            run_adders = [getattr(w, "add_run", None) for w in writers]  # a writer without: no runs
+            runs = None not in run_adders
+            for item in records(store, running, requests, runs=runs):
+                if isinstance(item, Run):
+                    for add_run in run_adders:
+                        add_run(item)  # type: ignore[misc]
+                else:
+                    for add in adders:
+                        add(item)
+            lines.flush()
             for writer in extra:
                 close = getattr(writer, "close", None)
                 if close is not None:

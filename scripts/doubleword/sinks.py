@@ -53,13 +53,17 @@ class Sink:
         self.pending_bytes = 0
         self.pending_lines = 0
 
-    def append(self, raw: bytes) -> int:
-        """Append one line; returns its byte offset."""
-        offset = int(self.state["bytes"]) + self.pending_bytes
-        self.handle.write(raw + b"\n")
-        self.pending_bytes += len(raw) + 1
-        self.pending_lines += 1
-        return offset
+    def end(self) -> int:
+        """The byte offset the next appended line gets."""
+        return int(self.state["bytes"]) + self.pending_bytes
+
+    def extend(self, lines: list[bytes], size: int) -> None:
+        """Append lines (``size``: their bytes, newlines included) in one write."""
+        if lines:
+            lines.append(b"")
+            self.handle.write(b"\n".join(lines))
+            self.pending_bytes += size
+            self.pending_lines += len(lines) - 1
 
     def truncate(self) -> None:
         self.handle.truncate(0)
@@ -90,11 +94,14 @@ class RecordFile:
         self.handle = open(path, "ab")  # noqa: SIM115 - closed by close()
         self.pending = 0
 
-    def append(self, data: bytes) -> tuple[int, int]:
-        offset = self.committed + self.pending
-        self.handle.write(data + b"\n")
-        self.pending += len(data) + 1
-        return offset, len(data)
+    def end(self) -> int:
+        return self.committed + self.pending
+
+    def extend(self, lines: list[bytes], size: int) -> None:
+        if lines:
+            lines.append(b"")
+            self.handle.write(b"\n".join(lines))
+            self.pending += size
 
     def sync(self) -> None:
         self.handle.flush()
@@ -147,6 +154,10 @@ class ReplyReader:
                 self.check_all = bool(engine.store.known(self.number, ids[:1]))
             known = engine.store.known(self.number, ids) if ids and self.check_all else set()
             rows = []
+            raws: list[bytes] = []
+            datas: list[bytes] = []
+            offset, rec_off = sink.end(), engine.records.end()
+            number, batch_id = self.number, self.batch_id
             for raw, (line_id, custom_id, status, (p, c, t), et, es, record) in encoded:
                 self.received += 1
                 if line_id is not None:
@@ -154,15 +165,13 @@ class ReplyReader:
                         continue
                     known.add(line_id)
                 else:  # a line without an id cannot be recognised again; it is kept under its position
-                    line_id = f"\x00{sink.state['bytes'] + sink.pending_bytes}"
-                offset = sink.append(raw)
-                rec_off, rec_len = engine.records.append(record)
+                    line_id = f"\x00{offset}"
                 rows.append(
                     (
-                        self.number,
+                        number,
                         offset,
                         line_id,
-                        self.batch_id,
+                        batch_id,
                         custom_id,
                         status,
                         p,
@@ -171,11 +180,17 @@ class ReplyReader:
                         et,
                         es,
                         rec_off,
-                        rec_len,
+                        len(record),
                     )
                 )
-                self.fresh += 1
+                raws.append(raw)
+                datas.append(record)
+                offset += len(raw) + 1
+                rec_off += len(record) + 1
                 self.moved = self.received  # a new line: every line before it is accounted for
+            self.fresh += len(rows)
+            sink.extend(raws, offset - sink.end())
+            engine.records.extend(datas, rec_off - engine.records.end())
             engine.store.add_records(rows)
             self.cursor["skip"] = self.start + self.moved
             self.cursor["high"] = max(int(self.cursor.get("high", 0)), self.cursor["skip"])

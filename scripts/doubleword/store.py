@@ -20,13 +20,13 @@ from typing import Any
 
 INDEX_NAME = ".fetch-index.sqlite"
 RECORDS_NAME = ".fetch-records.jsonl"
-SCHEMA_VERSION = 3  # 3: no records_request index (the join builds one in bulk, which is cheaper)
+SCHEMA_VERSION = 4  # 4: a record is the whole results.jsonl line; records in arrival order, no key
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS records (
     kind INTEGER NOT NULL, off INTEGER NOT NULL, line_id TEXT NOT NULL, batch_id TEXT, custom_id TEXT,
     status TEXT, pt INTEGER, ct INTEGER, tt INTEGER, err_type TEXT, err_status INTEGER, rec_off INTEGER,
-    rec_len INTEGER, PRIMARY KEY (kind, line_id)) WITHOUT ROWID;
+    rec_len INTEGER);
 CREATE TABLE IF NOT EXISTS sources (
     src INTEGER PRIMARY KEY, batch_id TEXT, round INTEGER, path TEXT, size INTEGER, mtime_ns INTEGER,
     synthetic INTEGER);
@@ -50,6 +50,7 @@ class Store:
         if version not in (None, SCHEMA_VERSION):  # written by another version: rebuilt from the raw files
             self.db.executescript(
                 "DROP TABLE IF EXISTS records; DROP TABLE IF EXISTS inputs; DROP TABLE IF EXISTS sources;"
+                "DELETE FROM meta WHERE key = 'records_bytes';"  # the record file is written again too
             )
         self.db.executescript(_SCHEMA)
         self.set_meta("schema", str(SCHEMA_VERSION))
@@ -81,8 +82,10 @@ class Store:
     # -- records
 
     def drop_join_index(self) -> None:
-        """Downloads append many rows: the join's index is rebuilt in bulk when results are written."""
+        """Downloads append many rows: the indexes are built in bulk when they are needed (the join's when
+        results are written, the line ids' when a reply may repeat lines), cheaper than row by row."""
         self.db.execute("DROP INDEX IF EXISTS records_request")
+        self.db.execute("DROP INDEX IF EXISTS records_line")
 
     def cut(self, kind: int, committed: int) -> int:
         """Forget the rows at or past ``committed`` bytes of a raw file; returns the bytes indexed below."""
@@ -93,6 +96,7 @@ class Store:
     def known(self, kind: int, line_ids: Sequence[str]) -> set[str]:
         """Which of ``line_ids`` are already on disk in that file (de-duplication by line id)."""
         found: set[str] = set()
+        self.db.execute("CREATE INDEX IF NOT EXISTS records_line ON records (kind, line_id)")
         line_ids = list(line_ids)
         for start in range(0, len(line_ids), 500):
             part = line_ids[start : start + 500]
@@ -102,7 +106,7 @@ class Store:
         return found
 
     def add_records(self, rows: Iterable[RecordRow]) -> None:
-        self.db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        self.db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def answered(self, batch_id: str) -> list[str]:
         self.db.execute("CREATE INDEX IF NOT EXISTS records_request ON records (batch_id, custom_id)")
@@ -140,11 +144,18 @@ class Store:
             (batch_id, round_number, path, size, mtime_ns, synthetic),
         )
         src = int(cursor.lastrowid or 0)
+        self.add_inputs(src, batch_id, round_number, rows)
+        return src
+
+    def finish_source(self, src: int, size: int, mtime_ns: int) -> None:
+        self.db.execute("UPDATE sources SET size = ?, mtime_ns = ? WHERE src = ?", (size, mtime_ns, src))
+
+    def add_inputs(self, src: int, batch_id: str, round_number: int, rows: Iterable[InputRow]) -> None:
+        """Input lines of a source, in their order (a source's rows may come in several slices)."""
         self.db.executemany(
             "INSERT INTO inputs (src, batch_id, round, custom_id, off, len, json, digest) VALUES (?,?,?,?,?,?,?,?)",
             ((src, batch_id, round_number, r[0], r[2], r[3], r[4], r[5]) for r in rows),
         )
-        return src
 
     def source_paths(self) -> dict[int, str]:
         return {

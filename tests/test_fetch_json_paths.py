@@ -1,0 +1,68 @@
+"""fetch_results.py gives the same results with the optional JSON accelerator (orjson) and without it.
+
+The standard library path is the reference: ``DOUBLEWORD_PURE_JSON=1`` switches orjson off. A job of
+answers of every kind (truncated by small budgets, reasoning, JSON output with its check, failures,
+sloppy answers) is fetched both ways into two folders; the results, the retry lines and the summary must
+agree. Without orjson installed both runs take the plain path and the test still checks the pair.
+"""
+
+from __future__ import annotations
+
+import json
+
+from emulator_server import EmulatorServer
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"label": {"type": "string"}, "score": {"type": "number"}},
+    "required": ["label", "score"],
+}
+
+
+def _lines(h):
+    lines = h.chat_lines(120)
+    for i, line in enumerate(lines):
+        body = line["body"]
+        if i % 3 == 0:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "r", "schema": SCHEMA}}
+            body["max_tokens"] = 200
+        elif i % 5 == 0:
+            body["max_tokens"] = 2  # cut off
+        elif i % 7 == 0:
+            body["messages"][0]["content"] += ' with "quotes", a \\ backslash, 東京 and 🎉'
+    return lines
+
+
+def test_the_accelerated_and_the_plain_json_paths_write_the_same_results(tmp_path, h):
+    args = ("--start-delay", "0", "--quiet", "--fail-rate", "0.1", "--sloppy-rate", "0.2", "--seed", "5")
+    with EmulatorServer(*args, api_key=h.CANARY_KEY) as emu:
+        env = h.script_env(emu.base_url)
+        batch = h.write_jsonl(tmp_path / "jobs.jsonl", _lines(h))
+        code, doc, err = h.run_script("submit", str(batch), env=env)
+        assert code == 0, err
+        manifest = doc["manifest"]
+        code, _, err = h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env)
+        assert code in (0, 6), err
+        runs = {}
+        for name, pure in (("accelerated", "0"), ("plain", "1")):
+            out = tmp_path / name
+            copy = tmp_path / f"{name}.manifest.json"
+            copy.write_text(open(manifest, encoding="utf-8").read(), encoding="utf-8")
+            code, doc, err = h.run_script(
+                "fetch_results", "--manifest", str(copy), "--out", str(out),
+                env=dict(env, DOUBLEWORD_PURE_JSON=pure),
+            )  # fmt: skip
+            assert code == 6, err  # failures and cut-off answers: not every input has a usable answer
+            runs[name] = (out, doc)
+    (fast_out, fast), (plain_out, plain) = runs["accelerated"], runs["plain"]
+    fast_results, plain_results = (
+        h.read_jsonl(fast_out / "results.jsonl"),
+        h.read_jsonl(plain_out / "results.jsonl"),
+    )
+    assert len(fast_results) == 120 and fast_results == plain_results
+    statuses = {r["status"] for r in plain_results}
+    assert {"completed", "failed", "truncated"} <= statuses  # the job exercised more than the happy path
+    assert any(r["parsed"] for r in plain_results)
+    assert (fast_out / "retry.jsonl").read_bytes() == (plain_out / "retry.jsonl").read_bytes()
+    for key in ("counts", "usage", "failures_by_type", "failure_groups"):
+        assert json.dumps(fast[key], sort_keys=True) == json.dumps(plain[key], sort_keys=True), key
