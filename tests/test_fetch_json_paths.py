@@ -9,6 +9,7 @@ agree. Without orjson installed both runs take the plain path and the test still
 from __future__ import annotations
 
 import json
+import shutil
 
 from emulator_server import EmulatorServer
 
@@ -47,7 +48,7 @@ def test_the_accelerated_and_the_plain_json_paths_write_the_same_results(tmp_pat
         for name, pure in (("accelerated", "0"), ("plain", "1")):
             out = tmp_path / name
             copy = tmp_path / f"{name}.manifest.json"
-            copy.write_text(open(manifest, encoding="utf-8").read(), encoding="utf-8")
+            shutil.copyfile(manifest, copy)
             code, doc, err = h.run_script(
                 "fetch_results", "--manifest", str(copy), "--out", str(out),
                 env=dict(env, DOUBLEWORD_PURE_JSON=pure),
