@@ -16,12 +16,16 @@ Scripts run as subprocesses through bench/probe.py, which times their phases and
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import math
+import os
 import shutil
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +124,23 @@ def fetch_fresh(emu: EmulatorServer, tmp: Path, manifest: Path, tag: str, *extra
     return result
 
 
+@contextlib.contextmanager
+def plain_json() -> Iterator[None]:
+    """Scripts started inside take the standard library's JSON path (no orjson)."""
+    os.environ["DOUBLEWORD_PURE_JSON"] = "1"
+    try:
+        yield
+    finally:
+        del os.environ["DOUBLEWORD_PURE_JSON"]
+
+
 def bench_download(tmp: Path) -> list[dict[str, Any]]:
     big, small = tmp / "results-big.jsonl", tmp / "results-small.jsonl"
     write_requests(big, DOWNLOAD_LINES, 100)
     write_requests(small, SMALL_LINES, 100)
     runs: list[dict[str, Any]] = []
+    plain_runs: list[dict[str, Any]] = []
+    accelerated = importlib.util.find_spec("orjson") is not None
     with emulator("--rate", "0", "--start-delay", "0") as emu:
         manifest, batch = submit_and_finish(emu, tmp, big)
         small_manifest, _ = submit_and_finish(emu, tmp, small)
@@ -138,31 +154,38 @@ def bench_download(tmp: Path) -> list[dict[str, Any]]:
             runs.append(fetch_fresh(emu, tmp, manifest, str(len(runs))))
             return float(runs[-1]["wall"])
 
-        base, _ = paired(with_curl, with_fetch)
+        def with_plain_fetch() -> float:
+            with plain_json():
+                plain_runs.append(fetch_fresh(emu, tmp, manifest, f"plain-{len(plain_runs)}"))
+            return float(plain_runs[-1]["wall"])
+
+        base, *_ = paired(with_curl, with_fetch, *([with_plain_fetch] if accelerated else []))
         mbytes = fetched.stat().st_size / 1e6
         small_runs = [fetch_fresh(emu, tmp, small_manifest, f"small-{i}") for i in range(REPEAT)]
     whole = statistics.median(r["wall"] for r in runs)
-    join = statistics.median(r["phases"].get("join", 0.0) for r in runs)
     rss_small = statistics.median(r["peak_rss_kib"] for r in small_runs) / 1024
     rss_big = statistics.median(r["peak_rss_kib"] for r in runs) / 1024
     label = f"{DOWNLOAD_LINES:,} results / {mbytes:.0f} MB"
+    cpu = statistics.median(r["cpu"] for r in runs)
     rows = [
         throughput_row(
-            f"fetch {label}: whole fetch_results.py (download + results.jsonl)",
+            f"fetch {label}: whole fetch_results.py (download + results.jsonl; {'orjson' if accelerated else 'json'}, "
+            f"{cpu:.2f}s CPU)",
             "curl GET content",
             base,
             whole,
             mbytes,
         )
     ]
-    if join:  # a separate join pass after the download (before issue 15): its share, for information
+    if plain_runs:  # the standard library path, for information (the accelerator is optional)
+        plain_cpu = statistics.median(r["cpu"] for r in plain_runs)
         rows.append(
             info(
                 throughput_row(
-                    f"fetch: without its join pass ({join:.2f}s)",
+                    f"fetch: the same without orjson (DOUBLEWORD_PURE_JSON=1; {plain_cpu:.2f}s CPU)",
                     "curl GET content",
                     base,
-                    whole - join,
+                    statistics.median(r["wall"] for r in plain_runs),
                     mbytes,
                 )
             )

@@ -120,8 +120,10 @@ def main(argv: list[str]) -> int:
     phases: dict[str, float] = {}
     for label, begin, end in calls:
         phases[label] = phases.get(label, 0.0) + end - begin
+    times = os.times()
     report = {
         "seconds": time.perf_counter() - START,
+        "cpu": times.user + times.system,  # this process's CPU seconds (its threads included)
         "phases": phases,
         "calls": calls,
         "exit": code if isinstance(code, int) else (0 if code is None else 1),

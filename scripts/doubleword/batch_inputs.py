@@ -104,19 +104,26 @@ def index_inputs(
     *,
     by_content: bool,
     files_only: bool = False,
-) -> None:
+    skip: set[str] | frozenset[str] = frozenset(),
+) -> set[str]:
     """Index every shard's input lines once (again when the file changed), then link the rounds.
 
     With ``files_only`` only the shards whose input can be read are indexed (this may run while the
     downloads do: the lock is held one slice of rows at a time); the others, listed by what they answered,
-    and the rounds' links are left for a call without it, after the downloads."""
+    and the rounds' links are left for a call without it, after the downloads (``skip``: the batches the
+    first call indexed). Returns the batches whose input file is indexed."""
+    indexed: set[str] = set()
     for position, shard in enumerate(shards):
         batch_id = str(shard["batch_id"])
+        if batch_id in skip:
+            indexed.add(batch_id)
+            continue
         round_number = position + 1 if by_content else int(shard.get("round") or 1)
         with lock:
             known = store.source(batch_id)
         path = input_path(client, shard, out_dir)
         if path is not None:
+            indexed.add(batch_id)
             stat = path.stat()
             if known and known[1] == str(path) and known[2:4] == (stat.st_size, stat.st_mtime_ns):
                 continue
@@ -142,8 +149,8 @@ def index_inputs(
                     store.drop_source(known[0])
                 answered = [(c, None, -1, 0, 0, 0) for c in store.answered(batch_id)]
                 store.add_source(batch_id, round_number, None, 0, 0, answered)
-    if files_only:
-        return
-    with lock:
-        store.link_rounds(by_content)
-        store.commit()
+    if not files_only:
+        with lock:
+            store.link_rounds(by_content)
+            store.commit()
+    return indexed

@@ -35,10 +35,9 @@ from doubleword.cli import Progress, info, warn
 from doubleword.client import ApiClient, ApiError
 from doubleword.config import DELETED
 from doubleword.errors import BusyError, ExitCode, InputError, ServiceError
-from doubleword.export import Export
 from doubleword.files import atomic_write_text
 from doubleword.manifest import Manifest, exclusive_lock, record_batch
-from doubleword.remote import delete_remote, job_cost
+from doubleword.remote import delete_remote, early_analytics, job_cost
 from doubleword.results import join
 from doubleword.sinks import RecordFile, ReplyReader, Sink, check_content_type
 from doubleword.status import describe_batch, is_terminal
@@ -335,13 +334,18 @@ def fetch_job(
             )
             # The input files are indexed while the downloads run (their bytes arrive meanwhile); what
             # needs the downloads (batches without a readable input, the rounds' links) comes after.
-            with ThreadPoolExecutor(max_workers=1) as pool:
+            with ThreadPoolExecutor(max_workers=2) as pool:
                 indexing = pool.submit(index, files_only=True)
+                early = pool.submit(early_analytics, client, shards) if options.cost else None
                 batches, finished = _download_loop(engine, options)
-            indexing.result()
-            index()
+            indexed = indexing.result()
+            index(skip=indexed)
             running = {b for b, batch in batches.items() if not is_terminal(batch.get("status"))}
-            extra = [Export(options.export, engine.store, shards)] if options.export else []
+            extra = []
+            if options.export:
+                from doubleword.export import Export  # only --export pays for its import
+
+                extra.append(Export(options.export, engine.store, shards))
             summary = join(engine.store, running, out_dir / "results.jsonl", out_dir / "retry.jsonl", extra)
             short = _shortfall(engine.store, shards, batches)
         finally:
@@ -352,7 +356,7 @@ def fetch_job(
         if is_terminal(s.get("status"))
         and all((s.get("downloads") or {}).get(k, {}).get("complete") for k in KINDS)
     }
-    cost = job_cost(client, shards, settled) if options.cost else None
+    cost = job_cost(client, shards, settled, early.result() if early else None) if options.cost else None
     deleted = delete_remote(client, shards, finished) if options.delete_remote else None
     per_batch = summary.pop("per_batch")
     for shard in manifest.shards:

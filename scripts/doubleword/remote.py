@@ -29,28 +29,51 @@ def _decimal(value: Any) -> Decimal | None:
         return None
 
 
-def job_cost(client: ApiClient, shards: list[Any], settled: set[str]) -> dict[str, Any] | None:
+def early_analytics(client: ApiClient, shards: list[Any]) -> dict[str, Any]:
+    """Each batch's analytics asked at the start (beside the downloads, to save a round trip at the end);
+    :func:`job_cost` uses one only if it already counts every request of its batch."""
+    early: dict[str, Any] = {}
+    for shard in shards:
+        try:
+            early[str(shard["batch_id"])] = _analytics(client, str(shard["batch_id"]))
+        except (ApiError, ServiceError):
+            pass  # asked again at the end, where the error counts
+    return early
+
+
+def _analytics(client: ApiClient, batch_id: str) -> Any:
+    """The batch's analytics; None when the server has none (not an error)."""
+    try:
+        return client.get_json(f"batches/{quote(batch_id, safe='')}/analytics")
+    except (ApiError, ServiceError) as exc:
+        if getattr(exc, "status", None) in (400, 404, 405, 501):
+            return None  # no analytics on this server (or for this batch)
+        raise
+
+
+def job_cost(
+    client: ApiClient, shards: list[Any], settled: set[str], early: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """``{"total", "list_total", "tokens": {...}, "per_batch": [...]}`` from the server, or None.
 
     A batch in ``settled`` (finished and downloaded) whose analytics were already complete (they count
-    every request of the batch) is not asked again: its figures are kept in its shard (``analytics``)."""
+    every request of the batch) is not asked again: its figures are kept in its shard (``analytics``).
+    ``early`` (:func:`early_analytics`) answers for a batch when complete."""
     per_batch = []
     total, listed = Decimal(0), Decimal(0)
     tokens = dict.fromkeys(_TOKEN_KEYS, 0)
+    early = early or {}
     for shard in shards:
         batch_id = str(shard["batch_id"])
+        requested = (shard.get("request_counts") or {}).get("total")
         analytics = shard.get("analytics") if batch_id in settled else None
         if not isinstance(analytics, dict):
-            try:
-                analytics = client.get_json(f"batches/{quote(batch_id, safe='')}/analytics")
-            except (ApiError, ServiceError) as exc:
-                status = getattr(exc, "status", None)
-                if status in (400, 404, 405, 501):
-                    continue  # no analytics on this server (or for this batch)
-                raise
-            requested = (shard.get("request_counts") or {}).get("total")
-            aggregated = isinstance(analytics, dict) and analytics.get("total_requests") == requested
-            if batch_id in settled and aggregated:
+            if batch_id in early and early[batch_id] is None:
+                continue  # the server has no analytics for it
+            analytics = early.get(batch_id)
+            if not _counts_all(analytics, requested) or batch_id not in settled:
+                analytics = _analytics(client, batch_id)
+            if batch_id in settled and _counts_all(analytics, requested):
                 shard["analytics"] = analytics
         if not isinstance(analytics, dict):
             continue
@@ -77,6 +100,10 @@ def job_cost(client: ApiClient, shards: list[Any], settled: set[str]) -> dict[st
         "tokens": tokens,
         "per_batch": per_batch,
     }
+
+
+def _counts_all(analytics: Any, requested: Any) -> bool:
+    return isinstance(analytics, dict) and analytics.get("total_requests") == requested
 
 
 def delete_remote(client: ApiClient, shards: list[Any], finished: bool) -> dict[str, Any]:

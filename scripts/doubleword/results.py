@@ -87,6 +87,7 @@ class Run:
     end: int
     count: int
     tokens: list[int]
+    head: bytes  # the first line (a summary looks at one answer of each run)
 
 
 class Writer(Protocol):
@@ -145,8 +146,8 @@ def records(
     store: Store, running: set[str], requests: _Requests, *, runs: bool = False
 ) -> Iterator[Result | Run]:
     """One :class:`Result` per first input, in input order (see the module docstring). With ``runs``,
-    inputs whose lines need nothing from the join come as :class:`Run` s: the first of each run as a
-    Result, the rest of it as one Run (a job answered in order is a few runs, whatever its size)."""
+    inputs whose lines need nothing from the join come as :class:`Run` s (a job answered in order is a
+    few runs, whatever its size)."""
     run: Run | None = None
     for _, group in groupby(store.joined(), key=_ORIGIN):
         rows = list(group)
@@ -162,18 +163,18 @@ def records(
                     tokens[1] += row[15] or 0
                     tokens[2] += row[16] or 0
                     continue
-                if run is not None and run.count:
+                if run is not None:
                     yield run
-                run = Run(row[3], end, end, 0, [0, 0, 0])
-            elif run is not None:
-                if run.count:
-                    yield run
+                tokens = [row[14] or 0, row[15] or 0, row[16] or 0]
+                run = Run(row[3], start, end, 1, tokens, requests.record(start, row[13]) or b"")
+                continue
+            if run is not None:
+                yield run
                 run = None
             yield _attempt(rows, running, requests, 1)
             continue
         if run is not None:
-            if run.count:
-                yield run
+            yield run
             run = None
         attempts = [list(g) for _, g in groupby(rows, key=_SEQ)]
         tried = [_attempt(a, running, requests, len(attempts)) for a in attempts]
@@ -187,7 +188,7 @@ def records(
                 before.err_status,
             )
         yield best
-    if run is not None and run.count:
+    if run is not None:
         yield run
 
 
@@ -328,15 +329,8 @@ class Summary:
         self.usage["completion_tokens"] += c
         self.usage["total_tokens"] += t
         if status == USABLE:
-            if not self._embedding_seen and result.body and b'"embedding":[' in result.body:
-                self._embedding_seen = True
-                vector = result.record().get("embedding")
-                first = (
-                    vector[0]
-                    if isinstance(vector, list) and vector and isinstance(vector[0], list)
-                    else vector
-                )
-                self.embedding_size = len(first) if isinstance(first, list) else None
+            if not self._embedding_seen and result.body:
+                self._note_embedding(result.body)
             return
         if status == "pending":
             return
@@ -370,7 +364,18 @@ class Summary:
             mine = self.per_batch[str(batch_id)] = {"requests": 0, **{s: 0 for s in STATUSES}}
         return mine
 
+    def _note_embedding(self, line: bytes) -> None:
+        """The embedding size, from the first completed answer that has one."""
+        if b'"embedding":[' not in line:
+            return
+        self._embedding_seen = True
+        vector = json.loads(line).get("embedding")
+        first = vector[0] if isinstance(vector, list) and vector and isinstance(vector[0], list) else vector
+        self.embedding_size = len(first) if isinstance(first, list) else None
+
     def add_run(self, run: Run) -> None:
+        if not self._embedding_seen:
+            self._note_embedding(run.head)
         for bucket in (self.counts, self._batch(run.batch_id)):
             bucket["requests"] += run.count
             bucket[USABLE] += run.count
@@ -442,7 +447,9 @@ def join(
             adders = [w.add for w in writers]
             run_adders = [getattr(w, "add_run", None) for w in writers]  # a writer without: no runs
             runs = None not in run_adders
-            for item in records(store, running, requests, runs=runs):
+            ordered = _ordered(store, requests) if runs else None
+            items: Iterable[Result | Run] = ordered or records(store, running, requests, runs=runs)
+            for item in items:
                 if isinstance(item, Run):
                     for add_run in run_adders:
                         add_run(item)  # type: ignore[misc]
@@ -459,6 +466,17 @@ def join(
     report = summary.report()
     report["per_batch"] = summary.per_batch
     return report
+
+
+def _ordered(store: Store, requests: _Requests) -> list[Run] | None:
+    """The whole job as runs, when its record file is its results in order (:meth:`Store.in_order`)."""
+    ranges = store.in_order()
+    if ranges is None:
+        return None
+    return [
+        Run(b, start, end, n, tokens, requests.record(start, first) or b"")
+        for b, start, end, n, tokens, first in ranges
+    ]
 
 
 def unusable(results: Iterable[Result]) -> Iterator[Result]:

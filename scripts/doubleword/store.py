@@ -166,18 +166,59 @@ class Store:
         """Set every input's ``origin``: the input of the earliest round it re-sends (same custom_id; with
         ``by_content`` also the same request line, for batches given by id), else itself."""
         first, last = self.db.execute("SELECT min(round), max(round) FROM inputs").fetchone()
-        self.db.execute("UPDATE inputs SET origin = seq WHERE round = ?", (first,))
         if first == last:
-            return
+            return  # origin NULL: the input itself (no row to update in a one-round job)
         self.db.execute("CREATE INDEX IF NOT EXISTS inputs_custom_id ON inputs (custom_id, round)")
         match = "f.custom_id = inputs.custom_id AND f.round < inputs.round"
         if by_content:
             match += " AND f.digest = inputs.digest"
         self.db.execute(
-            f"UPDATE inputs SET origin = coalesce((SELECT f.seq FROM inputs f WHERE {match}"
-            " ORDER BY f.round, f.seq LIMIT 1), seq) WHERE round > ?",
+            f"UPDATE inputs SET origin = (SELECT f.seq FROM inputs f WHERE {match}"
+            " ORDER BY f.round, f.seq LIMIT 1) WHERE round > ?",
             (first,),
         )
+
+    def in_order(self) -> list[tuple[str, int, int, int, list[int], int]] | None:
+        """When a one-round job's results.jsonl is its record file as it is: per source (in input order),
+        ``(batch_id, start, end, count, tokens, first record's length)`` for the byte range of its records;
+        None unless every input has exactly one record, completed, no JSON check, in input order.
+
+        Checked in SQL by position (each input's seq against a record's rowid), no row reaches Python:
+        the common case of a job answered in order is written without a per-line join."""
+        if self.db.execute("SELECT count(DISTINCT round) FROM inputs").fetchone()[0] != 1:
+            return None
+        ranges = []
+        for src, batch_id, synthetic in self.db.execute(
+            "SELECT src, batch_id, synthetic FROM sources ORDER BY src"
+        ).fetchall():
+            inputs, first_seq = self.db.execute(
+                "SELECT count(*), min(seq) FROM inputs WHERE src = ?", (src,)
+            ).fetchone()
+            found = self.db.execute(
+                "SELECT count(*), min(rowid), min(rec_off), sum(rec_len + 1), sum(pt), sum(ct), sum(tt)"
+                " FROM records WHERE batch_id = ?",
+                (batch_id,),
+            ).fetchone()
+            if synthetic or not inputs or found[0] != inputs:
+                return None
+            shift = found[1] - first_seq
+            matched = self.db.execute(
+                "SELECT count(*) FROM inputs i JOIN records r ON r.rowid = i.seq + ? WHERE i.src = ?"
+                " AND r.batch_id = i.batch_id AND r.custom_id = i.custom_id AND r.status = 'completed'"
+                " AND i.json = 0",
+                (shift, src),
+            ).fetchone()[0]
+            first, last = (
+                self.db.execute("SELECT rec_off, rec_len FROM records WHERE rowid = ?", (row,)).fetchone()
+                for row in (found[1], found[1] + inputs - 1)
+            )
+            start, end = found[2], last[0] + last[1] + 1
+            if matched != inputs or first[0] != start or end - start != found[3]:
+                return None  # out of order, or not contiguous in the record file
+            ranges.append(
+                (batch_id, start, end, inputs, [found[4] or 0, found[5] or 0, found[6] or 0], first[1])
+            )
+        return ranges or None
 
     def joined(self) -> Iterator[tuple[Any, ...]]:
         """Every input with its records, first inputs in input order, each followed by its re-sends."""
@@ -185,9 +226,9 @@ class Store:
         # up to date line by line.
         self.db.execute("CREATE INDEX IF NOT EXISTS records_request ON records (batch_id, custom_id)")
         rounds = self.db.execute("SELECT count(DISTINCT round) FROM inputs").fetchone()[0]
-        order = "i.origin, i.seq" if rounds > 1 else "i.seq"  # one round: the table's own order, no sort
+        order = "coalesce(i.origin, i.seq), i.seq" if rounds > 1 else "i.seq"  # one round: no sort
         return self.db.execute(
-            "SELECT i.origin, i.seq, i.round, i.batch_id, i.custom_id, i.src, i.off, i.len, i.json,"
+            "SELECT coalesce(i.origin, i.seq), i.seq, i.round, i.batch_id, i.custom_id, i.src, i.off, i.len, i.json,"
             " r.kind, r.off, r.status, r.rec_off, r.rec_len, r.pt, r.ct, r.tt, r.err_type, r.err_status"
             " FROM inputs i LEFT JOIN records r ON r.batch_id = i.batch_id AND r.custom_id = i.custom_id"
             f" ORDER BY {order}"
