@@ -34,6 +34,8 @@ def early_analytics(client: ApiClient, shards: list[Any]) -> dict[str, Any]:
     :func:`job_cost` uses one only if it already counts every request of its batch."""
     early: dict[str, Any] = {}
     for shard in shards:
+        if isinstance(shard.get("analytics"), dict):
+            continue  # final figures kept from an earlier run
         try:
             early[str(shard["batch_id"])] = _analytics(client, str(shard["batch_id"]))
         except (ApiError, ServiceError):
