@@ -67,3 +67,34 @@ def test_the_accelerated_and_the_plain_json_paths_write_the_same_results(tmp_pat
     assert (fast_out / "retry.jsonl").read_bytes() == (plain_out / "retry.jsonl").read_bytes()
     for key in ("counts", "usage", "failures_by_type", "failure_groups"):
         assert json.dumps(fast[key], sort_keys=True) == json.dumps(plain[key], sort_keys=True), key
+
+
+def test_a_job_answered_in_order_is_written_the_same_without_the_per_line_join(tmp_path, h):
+    """A job answered in input order (here three shards, every answer completed) is written by copying
+    its record file (no per-line join); --export needs every row, so it takes the per-line join: the two
+    results.jsonl must be byte for byte the same, in input order, and the summary the same."""
+    with EmulatorServer("--start-delay", "0", "--quiet", api_key=h.CANARY_KEY) as emu:
+        env = h.script_env(emu.base_url)
+        lines = h.chat_lines(150)
+        batch = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+        code, doc, err = h.run_script("submit", str(batch), "--max-requests", "50", env=env)
+        assert code == 0 and len(doc["batches"]) == 3, err
+        manifest = doc["manifest"]
+        code, _, err = h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env)
+        assert code == 0, err
+        docs = {}
+        for name, extra in (("copied", ()), ("joined", ("--export", str(tmp_path / "answers.jsonl")))):
+            copy = tmp_path / f"{name}.manifest.json"
+            shutil.copyfile(manifest, copy)
+            code, docs[name], err = h.run_script(
+                "fetch_results", "--manifest", str(copy), "--out", str(tmp_path / name), *extra, env=env
+            )
+            assert code == 0 and docs[name]["complete"] is True, err
+    copied = (tmp_path / "copied" / "results.jsonl").read_bytes()
+    assert copied == (tmp_path / "joined" / "results.jsonl").read_bytes()
+    results = [json.loads(line) for line in copied.splitlines()]
+    assert [r["custom_id"] for r in results] == [line["custom_id"] for line in lines]
+    assert all(r["status"] == "completed" and r["content"] for r in results)
+    assert len(h.read_jsonl(tmp_path / "answers.jsonl")) == 150
+    for key in ("counts", "usage", "failure_groups"):
+        assert docs["copied"][key] == docs["joined"][key], key

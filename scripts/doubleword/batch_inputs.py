@@ -54,16 +54,33 @@ def custom_id_of(raw: bytes) -> str | None:
     return found if isinstance(found, str) else None
 
 
+_ID_HEAD = b'{"custom_id":"'
+
+
 def _rows(path: Path) -> Iterator[InputRow]:
+    """Each line's (custom_id, -, offset, length, asks for JSON, crc32), in order.
+
+    The custom_id of a compact line that starts with it is read in place (most lines: every line
+    create_batch_file.py writes); any other layout is parsed."""
+    head = len(_ID_HEAD)
     with open(path, "rb") as handle:
         offset = 0
         for raw in handle:
             length = len(raw)
             line = raw.rstrip(b"\r\n")
-            if line.strip():
-                custom_id = custom_id_of(line)
+            if line and not line.isspace():
+                custom_id = None
+                if line.startswith(_ID_HEAD):
+                    end = line.find(b'"', head)
+                    if end > 0 and line.endswith(b"}") and b"\\" not in line[head:end]:
+                        try:
+                            custom_id = line[head:end].decode("utf-8")
+                        except UnicodeDecodeError:
+                            pass
+                if custom_id is None:
+                    custom_id = custom_id_of(line) or ""
                 wants_json = 1 if _HINT_FORMAT in line or _HINT_RESPONSE_FORMAT in line else 0
-                yield custom_id or "", None, offset, len(line), wants_json, zlib.crc32(line)
+                yield custom_id, None, offset, len(line), wants_json, zlib.crc32(line)
             offset += length
 
 
