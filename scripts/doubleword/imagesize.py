@@ -4,7 +4,7 @@ by decoding only the few bytes the header needs, and the input tokens a vision m
 The token rule is Qwen-VL's (the vision models Doubleword serves): one token per 32 x 32 pixels (16-pixel
 patches merged 2 x 2), at least 64 and at most 16,384 tokens per image (the processor resizes outside
 that range). An image whose size is unknown (an http(s) URL, which is not fetched, or a header that does not
-parse) counts :data:`UNKNOWN_IMAGE_TOKENS`, what the emulator counts per image part. An estimate, not a bill:
+parse) counts :data:`UNKNOWN_IMAGE_TOKENS`, a flat figure per image part. An estimate, not a bill:
 other models tile images differently.
 """
 
