@@ -506,14 +506,16 @@ def test_an_upload_answered_after_its_reply_wait_is_found_not_sent_again(
     assert elapsed < 15, elapsed
 
 
-@pytest.mark.xfail(strict=True, reason="submission (polish): after an ambiguous upload, look_up waits only LIST_LAG_S "
-                   "from the start of the send, so a server still storing the file is missed and it is sent again")  # fmt: skip
 def test_an_upload_answered_after_twice_its_reply_wait_is_not_sent_again(
     h, emu, proxy: HostileProxy, tmp_path: Path
 ) -> None:
     result, _, file_ids, files = _slow_upload_answer(h, emu, proxy, tmp_path, answer_after=2.5, wait=1.0)
     assert "--force" not in result.stdout + result.stderr, result
     assert files == 1, (result, files)
+    assert result.code == 5 and "not sent again" in result.stderr, result  # not resent: stopped, safely
+    again = h.run_script("submit", str(tmp_path / "jobs.jsonl"), env=h.script_env(proxy.base_url))
+    assert again.code == 0 and emu.stats()["files_created"] == 1, again  # the re-run adopts the stored file
+    assert emu.stats()["batches_created"] == 1, again
 
 
 def test_a_lost_create_reply_with_a_lagging_list_makes_one_batch(

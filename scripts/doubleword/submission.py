@@ -154,11 +154,12 @@ def ensure_once(manifest: Manifest, step: Step, before_send: Callable[[], None] 
         before_send()
     for attempt in range(1, MAX_ATTEMPTS + 1):
         step.mark(manifest, "sending")
+        unanswered = False
         try:
             made = step.send()
         except AmbiguousRequest as exc:
             warn(f"{exc}; looking for the {step.what} by its marker {step.marker}")
-            made = {}
+            made, unanswered = {}, exc.unanswered
         except ApiError:
             step.mark(manifest, "pending")  # a definite refusal: nothing was stored
             raise
@@ -167,6 +168,13 @@ def ensure_once(manifest: Manifest, step: Step, before_send: Callable[[], None] 
             if found:
                 step.adopt(found)
                 return True
+            if unanswered:  # sent whole, never answered: the server may still be making it
+                raise ServiceError(
+                    f"shard {step.shard.index}: the server received the whole {step.what} but never answered "
+                    f"and no {step.what} marked {step.marker} is listed yet (it may still be storing it); it "
+                    "was not sent again, so that it cannot exist twice. Run the same command again in a few "
+                    "minutes: it looks the object up by its marker before sending anything"
+                )
             if attempt < MAX_ATTEMPTS:
                 continue
             raise ServiceError(
