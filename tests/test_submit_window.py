@@ -41,3 +41,14 @@ def test_resubmit_window_is_the_new_rounds_and_an_ignored_window_is_a_warning(tm
         served = requests.get(f"{emu.base_url}/batches", headers=emu.headers, timeout=30).json()["data"]
         windows = {b["metadata"]["dwb_round"]: b["completion_window"] for b in served}
         assert windows == {"1": "24h", "2": "1h"}, windows
+
+        # a round planned but not wholly sent is finished with the window it was planned with
+        data["shards"][-1].update(create_state="pending", batch_id=None, status=None)
+        Path(manifest).write_text(json.dumps(data))
+        code, res, err = h.run_script(
+            "submit", "--resubmit", "--manifest", manifest, "--window", "24h", env=env
+        )
+        assert code == 0 and res["round"] == 2 and res["window"] == "1h" and res["created"] == 1, res
+        assert any("--window 24h was ignored" in w for w in res["warnings"]) and "--window 24h" in err, res
+        served = requests.get(f"{emu.base_url}/batches", headers=emu.headers, timeout=30).json()["data"]
+        assert sorted(b["completion_window"] for b in served) == ["1h", "1h", "24h"], served
