@@ -3,7 +3,6 @@ order, get, list with filters, cancel, retry, retry-requests, delete, results an
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -11,6 +10,8 @@ from decimal import Decimal
 from aiohttp import web
 
 from .config import BATCH_URLS, WINDOWS
+from .jsonbody import BadJson
+from .jsonbody import parse as parse_json
 from .pricing import cost, decimal_str
 from .responses import (
     Reject,
@@ -68,11 +69,12 @@ async def create_batch(request: web.Request) -> web.Response:
     owner = state.auth_files(request)
     if not is_json_content_type(request.content_type):
         return text_error(415, "Expected request with `Content-Type: application/json`")
-    raw = await request.text()
+    data = await request.read()
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        return text_error(400, f"Failed to parse the request body as JSON: {exc}")
+        body = parse_json(data)
+    except BadJson as exc:
+        return text_error(400, f"Failed to parse the request body as JSON: {exc.reason}")
+    raw = data.decode("utf-8")
     if not isinstance(body, dict):
         raise _unprocessable(f"invalid type: {serde_kind(body)}, expected struct CreateBatchRequest", raw)
     for key in ("input_file_id", "endpoint", "completion_window"):
@@ -242,9 +244,9 @@ async def retry_requests(request: web.Request) -> web.Response:
     if not is_json_content_type(request.content_type):
         return text_error(415, "Expected request with `Content-Type: application/json`")
     try:
-        body = await request.json()
-    except ValueError as exc:
-        return text_error(400, f"Failed to parse the request body as JSON: {exc}")
+        body = parse_json(await request.read())
+    except BadJson as exc:
+        return text_error(400, f"Failed to parse the request body as JSON: {exc.reason}")
     ids = body.get("request_ids") if isinstance(body, dict) else None
     if not isinstance(ids, list):
         return text_error(

@@ -6,6 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from .config import Config
+from .jsonbody import BadJson
+from .jsonbody import parse as parse_json
 from .responses import json_ok
 from .state import state_of
 
@@ -32,8 +34,8 @@ async def control_config(request: web.Request) -> web.Response:
     s = state_of(request)
     if request.method == "POST":
         try:
-            changes = await request.json()
-        except ValueError:
+            changes = parse_json(await request.read())
+        except BadJson:
             return json_ok({"error": "body must be a JSON object"}, 400)
         if not isinstance(changes, dict):
             return json_ok({"error": "body must be a JSON object"}, 400)
@@ -56,8 +58,8 @@ async def control_config(request: web.Request) -> web.Response:
 async def control_clock(request: web.Request) -> web.Response:
     s = state_of(request)
     try:
-        body = await request.json()
-        secs = float(body.get("advance_seconds", 0))
+        body = parse_json(await request.read())
+        secs = float(body.get("advance_seconds", 0))  # type: ignore[union-attr]
     except (ValueError, AttributeError, TypeError):
         return json_ok({"error": 'expected {"advance_seconds": N}'}, 400)
     s.clock.offset += secs

@@ -9,6 +9,8 @@ import json
 from aiohttp import web
 
 from .catalog import Catalog
+from .jsonbody import BadJson
+from .jsonbody import parse as parse_json
 from .model import FAIL_TIMES_KEY
 from .reasoning_rules import reasoning_problem
 from .responses import json_ok, openai_error
@@ -50,8 +52,8 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     state.auth_openai(request)
     raw = await request.read()
     try:
-        body = json.loads(raw)
-    except ValueError:
+        body = parse_json(raw)
+    except BadJson:
         return openai_error(400, "Failed to parse the request body as JSON")
     if not isinstance(body, dict):
         return openai_error(400, "Request body must be a JSON object")

@@ -133,11 +133,18 @@ def query_int(request: web.Request, name: str) -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise Reject(
             text_error(400, f"Failed to deserialize query string: {name}: invalid digit found in string")
         )
+    if not -(2**63) <= value < 2**63:  # the server's integers are i64
+        raise Reject(
+            text_error(
+                400, f"Failed to deserialize query string: {name}: number too large to fit in target type"
+            )
+        )
+    return value
 
 
 def or_default(value: int | None, default: int) -> int:

@@ -4,24 +4,15 @@
 from __future__ import annotations
 
 import json
-import re
 
 from .catalog import Catalog, is_embedding_model
 from .config import BATCH_URLS, MAX_BODY_BYTES, MAX_CUSTOM_ID_BYTES
+from .jsonbody import BadJson
+from .jsonbody import parse as parse_json
 from .reasoning_rules import reasoning_problem
 
 ALLOWED_PATHS_TEXT = ", ".join(BATCH_URLS)
 REQUIRED_FIELDS = ("custom_id", "method", "url", "body")
-_JSON_MESSAGES = {
-    "Expecting value": "expected value",
-    "Extra data": "trailing characters",
-    "Expecting property name enclosed in double quotes": "key must be a string",
-    "Expecting ',' delimiter": "expected `,` or `}`",
-    "Expecting ':' delimiter": "expected `:`",
-    "Unterminated string starting at": "EOF while parsing a string",
-    "Invalid control character at": "control character (\\u0000-\\u001F) found while parsing a string",
-    "Invalid \\escape": "invalid escape",
-}
 
 
 class UploadError(Exception):
@@ -50,38 +41,11 @@ def serde_kind(value: object) -> str:
     return "map"
 
 
-def json_error_text(exc: json.JSONDecodeError) -> str:
-    msg = exc.msg
-    for prefix, text in _JSON_MESSAGES.items():
-        if msg.startswith(prefix):
-            msg = text
-            break
-    return f"{msg} at line {exc.lineno} column {exc.colno}"
-
-
 def sanitise_body(body: object) -> str:
     """The stored body: top-level `priority` removed, keys sorted (what the input file serves back)."""
     if isinstance(body, dict) and "priority" in body:
         body = {k: v for k, v in body.items() if k != "priority"}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-_LONE_SURROGATE = re.compile(
-    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-)
-
-
-def _reject_lone_surrogates(obj: object, text: str, n: int) -> None:
-    """Python's json accepts an unpaired \\uD800-\\uDFFF escape; serde_json (the server) rejects the line."""
-    try:
-        json.dumps(obj, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        m = _LONE_SURROGATE.search(text)
-        col = m.end() if m else len(text)
-        raise UploadError(
-            400, f"Invalid JSON on line {n}: lone leading surrogate in hex escape at line 1 column {col}"
-        )
 
 
 class LineValidator:
@@ -119,11 +83,9 @@ class LineValidator:
     def _parse(self, text: str, n: int) -> dict:
         """The line as a JSON object holding the four fields of the right types (check 9)."""
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UploadError(400, f"Invalid JSON on line {n}: {json_error_text(exc)}")
-        if "\\ud" in text or "\\uD" in text:  # surrogate escapes are rare: astral characters only
-            _reject_lone_surrogates(obj, text, n)
+            obj = parse_json(text)
+        except BadJson as exc:
+            raise UploadError(400, f"Invalid JSON on line {n}: {exc.reason}")
         end = f"at line 1 column {len(text)}"
         if not isinstance(obj, dict):
             raise UploadError(

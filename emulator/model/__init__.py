@@ -103,7 +103,7 @@ def forced_status(body: dict, attempt: int) -> int | None:
     fail_times = body.get(FAIL_TIMES_KEY)
     if (
         isinstance(forced, int)
-        and forced >= 400
+        and 400 <= forced <= 599  # an HTTP status a server can send (anything else: no forced failure)
         and (not isinstance(fail_times, int) or attempt < fail_times)
     ):
         return forced

@@ -160,9 +160,22 @@ def schema_answer(schema: object, prompt: Prompt, seed: int, what: str) -> objec
         raise ModelError(400, f"The {what} schema cannot be satisfied: {exc}") from exc
 
 
+JSON_KINDS = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (object, "an object"),
+)
+
+
 def tool_to_call(endpoint: str, body: dict, prompt: Prompt, seed: int) -> tuple[str, object] | None:
     """(name, parameter schema) of the tool the model calls, or None to answer in words."""
-    tools = [t for t in (tool_spec(t) for t in body.get("tools") or []) if t is not None]
+    given = body.get("tools")
+    if given is not None and not isinstance(given, list):
+        kind = next(k for t, k in JSON_KINDS if isinstance(given, t))
+        raise ModelError(400, f"Invalid type for 'tools': expected an array, but got {kind} instead.")
+    tools = [t for t in (tool_spec(t) for t in given or []) if t is not None]
     if not tools:
         return None
     choice = body.get("tool_choice", "auto")
