@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -20,6 +23,7 @@ from .responses import json_string
 log = logging.getLogger("emulator.pool")
 
 _MODEL: list[Model] = []  # the pool process's model (one)
+WATCH_S = 0.5  # how often the pool process looks whether the server is still there
 
 # (request id, custom_id, url, body JSON) in; (output line, prompt tokens, completion tokens) or None out.
 Job = tuple[str, str, str, str]
@@ -49,8 +53,17 @@ def plain_lines(model: Model, jobs: Sequence[Job], created: int) -> list[Answer]
     return out
 
 
-def _start(models: list[str], reasoning_models: list[str]) -> None:
+def _start(models: list[str], reasoning_models: list[str], server: int) -> None:
     _MODEL.append(Model(Config(models=models, reasoning_models=reasoning_models)))
+    threading.Thread(target=_exit_with, args=(server,), name="watch-server", daemon=True).start()
+
+
+def _exit_with(server: int) -> None:
+    """The pool process ends when the server does, even when the server was SIGKILLed (nothing would
+    tell it otherwise: it would wait for work for ever)."""
+    while os.getppid() == server:
+        time.sleep(WATCH_S)
+    os._exit(0)
 
 
 def _run(jobs: Sequence[Job], created: int) -> list[Answer]:
@@ -74,7 +87,7 @@ class AnswerPool:
                 1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start,
-                initargs=(list(self.cfg.models), list(self.cfg.reasoning_models)),
+                initargs=(list(self.cfg.models), list(self.cfg.reasoning_models), os.getpid()),
             )
         return self.executor.submit(_run, jobs, created)
 

@@ -115,3 +115,46 @@ def test_a_dead_pool_process_loses_no_request():
         r = api.get(f"/files/{done['output_file_id']}/content")
         ids = [line.split('"custom_id":"', 1)[1].split('"', 1)[0] for line in r.text.splitlines()]
         assert sorted(ids) == sorted(f"req-{i}" for i in range(n))
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for its parent to reap it)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "zombie" not in f.read()
+    except FileNotFoundError:
+        return False
+
+
+def test_the_pool_process_ends_with_a_killed_server():
+    """A SIGKILLed server (the crash tests do it) leaves no pool process waiting for work for ever."""
+    emu = EmulatorServer("--start-delay", "0", "--rate", "50000")
+    try:
+        api = Api(emu)
+        emu.configure(paused=True)
+        api.batch([chat_line(i) for i in range(1000)])
+        wait_for_pool(emu)
+        (child,) = pool_pids(emu.pid)
+    finally:
+        emu.kill()
+    deadline = time.monotonic() + 10
+    while alive(child):
+        assert time.monotonic() < deadline, "the pool process outlived its server"
+        time.sleep(0.1)
+
+
+def test_a_server_stopped_with_sigterm_stops_its_pool_at_once():
+    emu = EmulatorServer("--start-delay", "0", "--rate", "50000")
+    api = Api(emu)
+    emu.configure(paused=True)
+    api.batch([chat_line(i) for i in range(1000)])
+    wait_for_pool(emu)
+    (child,) = pool_pids(emu.pid)
+    start = time.monotonic()
+    emu.stop()
+    assert emu.proc is not None and emu.proc.returncode == 0  # exited by itself, not killed after 10 s
+    assert time.monotonic() - start < 5
+    deadline = time.monotonic() + 5
+    while alive(child):
+        assert time.monotonic() < deadline, "the pool process outlived its server"
+        time.sleep(0.1)
