@@ -26,6 +26,7 @@ JOB_KEY = "dwb_job"  # batch metadata: the job (manifest) the batch belongs to
 ROUND_KEY = "dwb_round"  # batch metadata: the round of the job
 RESERVED_KEYS = (MARKER_KEY, JOB_KEY, ROUND_KEY)
 LIST_PAGE = 100  # the server clamps to 1..101; the docs promise 100
+MAX_LIST_PAGES = 500  # --all stops after this many pages (50,000 batches) of a list that never ends
 MAX_CONTENT_PAGE = 100
 UPLOAD_LOOK_PAUSE = 2.0  # seconds between lookups of an upload the server has not answered
 
@@ -168,12 +169,13 @@ def iter_batches(
     """Yield ``(batch, has_more_after_this_page)``, following ``after`` until ``limit`` (or the end).
 
     An unknown ``after`` silently restarts from the first page, so a page that repeats ids already
-    seen ends the walk (client pitfall 17).
+    seen ends the walk (client pitfall 17), and so does a list still saying ``has_more`` after
+    MAX_LIST_PAGES pages.
     """
     seen: set[str] = set()
     after: str | None = None
     remaining = None if all_pages else max(1, limit)
-    while True:
+    for _ in range(MAX_LIST_PAGES):
         page_size = LIST_PAGE if all_pages else min(LIST_PAGE, remaining or LIST_PAGE)
         params: dict[str, Any] = {"limit": page_size}
         if status:
@@ -197,3 +199,4 @@ def iter_batches(
         if not has_more or not data:
             return
         after = str(page.get("last_id") or data[-1].get("id"))
+    warn(f"the server still says has_more after {MAX_LIST_PAGES} pages; stopping the listing there")

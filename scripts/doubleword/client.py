@@ -30,7 +30,7 @@ from doubleword.cli import Transfer, info
 from doubleword.config import BASE_URL_ENV, redact, register_secret, skill_version
 from doubleword.errors import AmbiguousRequest, ApiError, DeadlineExceeded, ServiceError
 from doubleword.multipart import MultipartFile
-from doubleword.shapes import check_reply
+from doubleword.shapes import check_reply, is_plain_id
 from doubleword.transport import (
     CONNECT,
     CONNECT_BUDGET,
@@ -59,7 +59,8 @@ _NO_NAME = tuple(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if has
 DEFAULT_RETRIES = 6
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
-MAX_RETRY_AFTER = 120.0  # never sleep longer than this on one server hint
+MAX_RETRY_AFTER = 120.0  # a longer wait asked by the server ends the command at once (exit 5, naming it)
+MAX_REPLY_BYTES = 32 * 1024 * 1024  # a JSON reply (not a download) larger than this, decoded, is refused
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -236,14 +237,14 @@ class ApiClient:
                     json=call.json_body,
                     data=call.data,
                     headers=headers,
-                    stream=call.stream,
+                    stream=True,  # a plain reply is read below, within MAX_REPLY_BYTES
                     timeout=timeout,
                     allow_redirects=False,
                 )
                 if call.stream and response.ok and not response.is_redirect:
                     watch.response = response
                     return guarded_stream(response, watch, _path_of(call.url))
-                _ = response.content  # read the body now so a truncated reply is detected here
+                _read_capped(response, call)  # now, so a truncated or endless reply is caught here
             WATCHDOG.remove(watch)
             return response
         except requests.exceptions.ConnectionError as exc:
@@ -312,8 +313,14 @@ class ApiClient:
         if attempt > self.retries:
             raise ServiceError(f"{method} {path}: {what} (gave up after {attempt} attempts)")
         hinted = retry_after_seconds(response) if response is not None else None
+        if hinted is not None and hinted > MAX_RETRY_AFTER:
+            until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=hinted)
+            raise ServiceError(
+                f"{method} {path}: {what}; the server asks to wait {hinted:.0f}s: try again after "
+                f"{until:%Y-%m-%d %H:%M} UTC"
+            )
         if hinted is not None:
-            delay = min(hinted, MAX_RETRY_AFTER)
+            delay = hinted
         else:
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
         if self.deadline is not None and time.monotonic() + delay >= self.deadline:
@@ -355,6 +362,25 @@ class ApiClient:
             if meter is not None:
                 info(meter.finish())
         return check_reply("POST", endpoint, _created(response, "POST", endpoint))
+
+
+def _read_capped(response: requests.Response, call: _Call) -> None:
+    """Read a plain reply's body (decoded) into ``response.content``, refusing one past MAX_REPLY_BYTES."""
+    chunks, size = [], 0
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > MAX_REPLY_BYTES:
+                raise ServiceError(
+                    f"{call.method} {_path_of(call.url)}: the server's reply is larger than "
+                    f"{MAX_REPLY_BYTES // (1024 * 1024)} MB, which no reply of this API is; not read further"
+                )
+            chunks.append(chunk)
+    except ServiceError:
+        response.close()
+        raise
+    response._content = b"".join(chunks)
+    response._content_consumed = True  # type: ignore[attr-defined]
 
 
 def upload_reply_wait(size: int) -> float:
@@ -429,10 +455,10 @@ def _created(response: requests.Response, method: str, path: str) -> dict[str, A
         body = response.json()
     except ValueError:
         body = None
-    if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not body["id"].strip():
+    if not isinstance(body, dict) or not is_plain_id(body.get("id")):
         excerpt = response.text[:200]
         raise AmbiguousRequest(
-            f"{method} {path}: the server's reply has no object id ({excerpt!r}); the outcome is unknown"
+            f"{method} {path}: the server's reply has no object id, or an unusable one ({excerpt!r}); the outcome is unknown"
         )
     return body
 

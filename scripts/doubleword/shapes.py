@@ -17,6 +17,12 @@ _LIST = re.compile(r"^(files|batches)$")
 _BATCH = re.compile(r"^batches/[^/]+(/cancel|/retry|/retry-requests)?$")
 _FILE = re.compile(r"^files/[^/]+$")
 _MODELS = re.compile(r"^models$")
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")  # UUIDs, batch_..., file-...: never a path
+
+
+def is_plain_id(value: Any) -> bool:
+    """An object id that can stand in a URL path as it is: no ``/``, ``%``, ``..`` or spaces."""
+    return isinstance(value, str) and bool(_PLAIN_ID.fullmatch(value)) and ".." not in value
 
 
 def check_reply(method: str, path: str, body: Any) -> Any:
@@ -47,9 +53,10 @@ def _list_envelope(where: str, body: Any) -> list[Any]:
 def _object(where: str, item: Any, kind: str) -> None:
     if not isinstance(item, dict):
         raise ServiceError(f"{where}: the server sent a {kind} that is not an object: {_excerpt(item)}")
-    if "id" in item and not isinstance(item["id"], str):
+    if "id" in item and not is_plain_id(item["id"]):
         raise ServiceError(
-            f"{where}: the server sent a {kind} whose id is not a string: {_excerpt(item['id'])}"
+            f"{where}: the server sent a {kind} whose id is not a plain id (text without '/', '%' or "
+            f"'..'): {_excerpt(item['id'])}"
         )
     if kind != "batch":
         return

@@ -35,6 +35,8 @@ REPLY_BUDGET = 45.0  # seconds for a whole non-streamed reply, from the end of s
 TRICKLE_WINDOW = 30.0  # a streamed body must bring at least TRICKLE_MIN_BYTES in every such window
 TRICKLE_MIN_BYTES = 16 * 1024
 CONNECT_BUDGET = 20.0  # seconds for a proxy's handshake (SOCKS), however it trickles
+BOMB_RATIO = 200  # a compressed download expanding more than this many times is refused...
+BOMB_MIN_BYTES = 4 * 1024 * 1024  # ...once this much has come out of it (NDJSON compresses ~5-20 times)
 _TICK = 0.2
 
 DEADLINE = "deadline"
@@ -300,6 +302,12 @@ def guarded_stream(response: requests.Response, watch: Watch, path: str) -> requ
         try:
             for chunk in plain_iter(chunk_size=chunk_size, decode_unicode=decode_unicode):
                 moved += len(chunk)
+                if moved >= BOMB_MIN_BYTES and moved > BOMB_RATIO * max(1, _bytes_read(response)):
+                    response.close()
+                    raise requests.exceptions.ContentDecodingError(
+                        f"the server's compressed reply expands more than {BOMB_RATIO} times "
+                        f"({_bytes_read(response)} bytes became {moved}): refused as a decompression bomb"
+                    )
                 if meter is None and (moved >= METER_BYTES or (total or 0) >= METER_BYTES):
                     meter = Transfer(label, total)
                     meter.add(moved)
