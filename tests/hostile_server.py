@@ -17,12 +17,14 @@ Stdlib only, plus ``requests`` for forwarding.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -81,6 +83,7 @@ class Action:
     stall_after_headers: float = 0.0  # seconds to wait after the headers, before the body
     trickle: tuple[int, float] | None = None  # (bytes, seconds): send the body this slowly
     close_without_reply: bool = False
+    raw: Callable[[Upstream, Seen], Iterable[bytes]] | None = None  # the bytes to send instead, then close
 
 
 Behaviour = Callable[[Seen, "HostileProxy"], "Action | None"]
@@ -97,6 +100,7 @@ def merge(actions: list[Action]) -> Action:
         out.stall_after_headers = max(out.stall_after_headers, action.stall_after_headers)
         out.trickle = out.trickle or action.trickle
         out.close_without_reply = out.close_without_reply or action.close_without_reply
+        out.raw = out.raw or action.raw
     return out
 
 
@@ -111,7 +115,9 @@ def _chain(first: Any, second: Any) -> Any:
 class HostileProxy:
     """An HTTP/1.1 server on 127.0.0.1:free port; forwards to ``upstream`` unless a behaviour says otherwise."""
 
-    def __init__(self, upstream: str | None, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, upstream: str | None, *, host: str = "127.0.0.1", tls: tuple[str, str] | None = None
+    ) -> None:
         self.upstream = upstream.rstrip("/") if upstream else None
         self.behaviours: list[Behaviour] = []
         self.seen: list[Seen] = []
@@ -138,7 +144,11 @@ class HostileProxy:
 
         self.httpd = Server((host, 0), Handler)
         self.port = self.httpd.server_address[1]
-        self.url = f"http://{host}:{self.port}"
+        if tls is not None:  # (certificate file, key file): serve https
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
         self.base_url = self.url + "/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
@@ -177,6 +187,15 @@ class HostileProxy:
         reply = action.reply or self._forward(seen, handler, action)
         if action.edit is not None:
             reply = action.edit(reply, seen)
+        if action.raw is not None:
+            handler.close_connection = True
+            try:
+                for piece in action.raw(reply, seen):
+                    handler.wfile.write(piece)
+                    handler.wfile.flush()
+            except OSError:
+                pass
+            return
         self._send(handler, reply, action)
 
     def _forward(self, seen: Seen, handler: BaseHTTPRequestHandler, action: Action) -> Upstream:
@@ -253,8 +272,9 @@ def _limited(times: int | None, proxy: HostileProxy, key: str) -> bool:
 
 
 def reply(status: int, body: bytes | str | Any, *, on: str = ANY, method: str | None = None,
-          times: int | None = None, headers: dict[str, str] | None = None) -> Behaviour:  # fmt: skip
-    """Answer matching requests with a fixed reply (a dict or list body is sent as JSON)."""
+          times: int | None = None, headers: dict[str, str] | None = None, after: int = 0) -> Behaviour:  # fmt: skip
+    """Answer matching requests with a fixed reply (a dict or list body is sent as JSON), once ``after``
+    matching requests went through untouched."""
     key = f"reply:{id(body)}:{on}"
     if isinstance(body, (dict, list)):
         data, kind = json.dumps(body).encode(), "application/json"
@@ -262,7 +282,13 @@ def reply(status: int, body: bytes | str | Any, *, on: str = ANY, method: str | 
         data, kind = (body.encode() if isinstance(body, str) else body), "text/plain; charset=utf-8"
 
     def behaviour(seen: Seen, proxy: HostileProxy) -> Action | None:
-        if _matches(seen, on, method) and _limited(times, proxy, key):
+        if not _matches(seen, on, method):
+            return None
+        passed = proxy.state.get(key + ":passed", 0)
+        if passed < after:
+            proxy.state[key + ":passed"] = passed + 1
+            return None
+        if _limited(times, proxy, key):
             return Action(reply=Upstream(status, {"Content-Type": kind, **(headers or {})}, data))
         return None
 
@@ -406,6 +432,95 @@ def echo_authorization(status: int = 401, *, encode: Callable[[str], str] = lamb
         header = seen.headers.get("Authorization", "")
         text = f"Authentication failed for header: {encode(header)}"
         return Action(reply=Upstream(status, {"Content-Type": "text/plain"}, text.encode()))
+
+    return behaviour
+
+
+# -- broken HTTP framing: the reply's bytes written by hand (then the connection is closed)
+
+
+def _head(status: int, headers: dict[str, str]) -> bytes:
+    lines = (
+        [f"HTTP/1.1 {status} X"] + [f"{k}: {v}" for k, v in headers.items()] + ["Connection: close", "", ""]
+    )
+    return "\r\n".join(lines).encode()
+
+
+def _kept(up: Upstream, *drop: str) -> dict[str, str]:
+    return {
+        k: v for k, v in up.headers.items() if k.lower() not in ("content-length", "transfer-encoding", *drop)
+    }
+
+
+def _no_final_newline(up: Upstream, seen: Seen) -> Iterator[bytes]:
+    body = up.body[:-1] if up.body.endswith(b"\n") else up.body
+    yield _head(up.status, {**_kept(up), "Content-Length": str(len(body))}) + body
+
+
+def _cut_mid_line(up: Upstream, seen: Seen) -> Iterator[bytes]:
+    lines = up.body.splitlines(keepends=True)
+    keep = b"".join(lines[: len(lines) // 2]) + lines[len(lines) // 2][:7]  # half the lines, then 7 bytes
+    yield _head(up.status, {**_kept(up), "Content-Length": str(len(up.body))}) + keep
+
+
+def _short_length(up: Upstream, seen: Seen) -> Iterator[bytes]:
+    yield _head(up.status, {**_kept(up), "Content-Length": str(max(0, len(up.body) - 9))}) + up.body
+
+
+def _long_length(up: Upstream, seen: Seen) -> Iterator[bytes]:
+    yield _head(up.status, {**_kept(up), "Content-Length": str(len(up.body) + 500)}) + up.body
+
+
+def _bad_chunked(up: Upstream, seen: Seen) -> Iterator[bytes]:
+    half = up.body[: len(up.body) // 2]
+    yield _head(up.status, {**_kept(up), "Transfer-Encoding": "chunked"}) + b"%x\r\n%s\r\n" % (
+        len(half),
+        half,
+    )
+    yield b"zz-not-a-size\r\n" + up.body[len(half) :]
+
+
+@functools.cache
+def gzip_bomb_body() -> bytes:
+    """A 2 MB gzip body that expands to 1 GB (a million 1 kB lines of spaces, in 1024 gzip members)."""
+    import gzip
+
+    return gzip.compress((b" " * 1023 + b"\n") * 1024) * 1024
+
+
+def _gzip_bomb(up: Upstream, seen: Seen) -> Iterator[bytes]:
+    body = gzip_bomb_body()
+    yield _head(200, {"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip",
+                      "Content-Length": str(len(body))}) + body  # fmt: skip
+
+
+def _endless(up: Upstream, seen: Seen) -> Iterator[bytes]:
+    """A JSON-looking reply that never ends (chunked, 64 kB of spaces at a time)."""
+    yield _head(200, {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}) + b'2\r\n{"\r\n'
+    chunk = b" " * 65536
+    while True:
+        yield b"%x\r\n%s\r\n" % (len(chunk), chunk)
+
+
+FRAMINGS: dict[str, Callable[[Upstream, Seen], Iterable[bytes]]] = {
+    "no-final-newline": _no_final_newline,
+    "cut-mid-line": _cut_mid_line,
+    "content-length-short": _short_length,
+    "content-length-long": _long_length,
+    "broken-chunked": _bad_chunked,
+    "gzip-bomb": _gzip_bomb,
+    "endless": _endless,
+}
+
+
+def framing(kind: str, *, on: str = CONTENT, method: str = "GET", times: int | None = 1) -> Behaviour:
+    """Forward, then send the reply with broken framing (see FRAMINGS) and close the connection."""
+    key = f"framing:{kind}:{on}"
+
+    def behaviour(seen: Seen, proxy: HostileProxy) -> Action | None:
+        if _matches(seen, on, method) and _limited(times, proxy, key):
+            return Action(raw=FRAMINGS[kind])
+        return None
 
     return behaviour
 

@@ -10,10 +10,12 @@ appears anywhere (``h.run_script`` checks stdout and stderr on every run).
 
 from __future__ import annotations
 
+import email.utils
 import html
 import importlib.util
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -32,12 +34,15 @@ from hostile_server import (
     CONTENT,
     FILES,
     HTML_PAGE,
+    Action,
     HostileProxy,
     SocksProxy,
+    Upstream,
     capped_pages,
     drop_id,
     echo_authorization,
     edit_json,
+    framing,
     html_page,
     ignore_skip,
     lagging_lists,
@@ -443,8 +448,6 @@ def test_an_html_reply_to_an_upload_is_looked_up_not_redone(
     def html_after_forward(up, seen):  # type: ignore[no-untyped-def]
         return type(up)(200, {"Content-Type": "text/html"}, HTML_PAGE)
 
-    from hostile_server import Action
-
     proxy.add(lambda seen, p: Action(edit=html_after_forward) if seen.path == "/files" and seen.method == "POST"
               and not p.state.setdefault("html_done", False) and not p.state.update(html_done=True) else None)  # fmt: skip
     result = h.run_script("submit", str(job(h, tmp_path)), env=h.script_env(proxy.base_url))
@@ -739,3 +742,234 @@ def test_a_full_disk_is_an_input_error_and_is_not_retried(h, emu, tmp_path: Path
 def test_a_full_disk_names_the_path(h, emu, tmp_path: Path) -> None:
     result, _, out = _fetch_onto_a_full_disk(h, emu, tmp_path)
     refused(result, 4, str(out))
+
+
+# --------------------------------------------------------------------------- more attacks (variants)
+
+
+def _fetch_until_done(h, manifest: Path, proxy: HostileProxy, runs: int = 2) -> list[Any]:  # type: ignore[no-untyped-def]
+    """Fetch through the proxy until exit 0 (at most ``runs`` times); every run bounded and JSON."""
+    results = []
+    for _ in range(runs):
+        started = time.monotonic()
+        result = _fetch_all(h, manifest, proxy)
+        assert time.monotonic() - started < 40, result
+        assert result.code in (0, 5), result  # 5: the fault outlasted this run's retries; run again
+        results.append(result)
+        if result.code == 0:
+            break
+    return results
+
+
+def _assert_every_answer_once(tmp_path: Path, n: int) -> None:
+    results = (tmp_path / "jobs.results" / "results.jsonl").read_text().splitlines()
+    ids = [json.loads(line)["custom_id"] for line in results]
+    assert sorted(ids) == sorted(f"req-{i:05d}" for i in range(n)), ids
+    assert {json.loads(line)["status"] for line in results} == {"completed"}
+    output = (tmp_path / "jobs.results" / "output.jsonl").read_text()
+    assert all(json.loads(line).get("custom_id") for line in output.splitlines()), "junk saved as output"
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["no-final-newline", "cut-mid-line", "content-length-short", "content-length-long", "broken-chunked"],
+)
+def test_a_content_reply_with_broken_framing_loses_no_answer(h, emu, proxy: HostileProxy, tmp_path: Path,
+                                                             kind: str) -> None:  # fmt: skip
+    manifest = submitted(h, tmp_path, emu.base_url, n=30)
+    proxy.add(framing(kind, on=CONTENT, times=1))
+    results = _fetch_until_done(h, manifest, proxy)
+    assert results[-1].code == 0, results
+    _assert_every_answer_once(tmp_path, 30)
+
+
+def test_a_gzip_bomb_on_the_content_route_is_refused(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url, n=10)
+    proxy.add(framing("gzip-bomb", on=CONTENT, times=1))
+    results = _fetch_until_done(h, manifest, proxy)
+    assert results[-1].code == 0, results
+    _assert_every_answer_once(tmp_path, 10)
+    saved = sum(p.stat().st_size for p in (tmp_path / "jobs.results").rglob("*") if p.is_file())
+    assert saved < 20_000_000, f"{saved} bytes of the bomb written"
+
+
+def test_a_status_reply_of_several_megabytes_is_read(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url)
+    proxy.add(edit_json(lambda b: {**b, "padding": "x" * 6_000_000}, on=BATCH, method="GET"))
+    started = time.monotonic()
+    result = h.run_script("poll", "--manifest", str(manifest), "--base-url", proxy.base_url,
+                          env=h.script_env(proxy.base_url))  # fmt: skip
+    assert result.code == 0 and time.monotonic() - started < 15, result
+
+
+def test_a_status_reply_that_never_ends_is_cut(h, proxy: HostileProxy, tmp_path: Path) -> None:
+    proxy.add(framing("endless", on=BATCHES, times=None))
+    started = time.monotonic()
+    result = h.run_script("list_batches", env=h.script_env(proxy.base_url), timeout=90)
+    assert time.monotonic() - started < 20, result
+    refused(result, 5, "larger than")
+
+
+def _tls_files(tmp_path: Path) -> tuple[str, str]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True,
+    )  # fmt: skip
+    if made.returncode:
+        pytest.skip("openssl cannot make a certificate here")
+    return str(cert), str(key)
+
+
+def test_a_redirect_from_https_to_http_is_not_followed(h, emu, tmp_path: Path) -> None:
+    cert, key = _tls_files(tmp_path)
+    with HostileProxy(emu.base_url, tls=(cert, key)) as secure, ScriptedServer() as plain:
+        env = h.script_env(secure.base_url, REQUESTS_CA_BUNDLE=cert)
+        assert h.run_script("list_batches", env=env).code == 0  # the https server itself works
+        secure.add(redirect(302, f"http://127.0.0.1:{plain.port}/v1/batches", on=BATCHES, times=None))
+        result = h.run_script("list_batches", env=env)
+        assert not plain.seen, "the key followed a redirect to plain http"
+    refused(result, 5, "redirected", f"http://127.0.0.1:{plain.port}")
+
+
+@pytest.mark.parametrize("route", [BATCH, CONTENT], ids=["status", "content"])
+def test_a_redirect_on_get_to_another_host_is_not_followed(h, emu, proxy: HostileProxy, tmp_path: Path,
+                                                            route: str) -> None:  # fmt: skip
+    manifest = submitted(h, tmp_path, emu.base_url)
+    with ScriptedServer() as other:
+        proxy.add(
+            redirect(302, f"http://localhost:{other.port}/v1/elsewhere", on=route, method="GET", times=None)
+        )
+        script = "poll" if route == BATCH else "fetch_results"
+        result = h.run_script(script, "--manifest", str(manifest), "--base-url", proxy.base_url,
+                              env=h.script_env(proxy.base_url), timeout=90)  # fmt: skip
+        assert not other.seen, "the key followed a redirect to another host"
+    assert result.code == 5 and "redirected" in json.dumps(result.doc), result
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_an_auth_failure_in_the_middle_of_a_download_loses_nothing(h, emu, proxy: HostileProxy, tmp_path: Path,
+                                                                   status: int) -> None:  # fmt: skip
+    manifest = submitted(h, tmp_path, emu.base_url, n=120)
+    proxy.add(reply(status, {"error": {"message": "key revoked"}}, on=CONTENT, after=1, times=1))
+    first = _fetch_all(h, manifest, proxy, "--page-size", "50")
+    refused(first, 3, "key revoked")
+    second = _fetch_all(h, manifest, proxy, "--page-size", "50")
+    assert second.code == 0, second
+    _assert_every_answer_once(tmp_path, 120)
+
+
+@pytest.mark.parametrize("when", ["86400", "date+1d"], ids=["seconds", "http-date"])
+def test_a_retry_after_far_in_the_future_fails_at_once_naming_the_wait(
+    h, proxy: HostileProxy, when: str
+) -> None:
+    value = when if when.isdigit() else email.utils.formatdate(time.time() + 86400, usegmt=True)
+    proxy.add(reply(429, {"error": {"message": "slow down"}}, on=BATCHES, headers={"Retry-After": value}))
+    started = time.monotonic()
+    result = h.run_script("list_batches", env=h.script_env(proxy.base_url), timeout=90)
+    assert time.monotonic() - started < 10, result
+    refused(result, 5, "slow down", "try again after")
+
+
+def test_a_retry_after_as_a_near_http_date_is_honoured(h, proxy: HostileProxy) -> None:
+    value = email.utils.formatdate(time.time() + 2, usegmt=True)
+    proxy.add(
+        reply(429, {"error": {"message": "slow down"}}, on=BATCHES, headers={"Retry-After": value}, times=1)
+    )
+    started = time.monotonic()
+    result = h.run_script("list_batches", env=h.script_env(proxy.base_url))
+    assert result.code == 0 and 0.5 < time.monotonic() - started < 10, result
+
+
+@pytest.mark.parametrize("value", [-3, "5"], ids=["negative", "numeric-string"])
+def test_counts_that_are_negative_or_strings_are_a_service_error(h, emu, proxy: HostileProxy, tmp_path: Path,
+                                                                 value: Any) -> None:  # fmt: skip
+    manifest = submitted(h, tmp_path, emu.base_url)
+    proxy.add(edit_json(lambda b: {**b, "request_counts": {**b["request_counts"], "completed": value}},
+                        on=BATCH, method="GET"))  # fmt: skip
+    result = h.run_script("poll", "--manifest", str(manifest), "--base-url", proxy.base_url,
+                          env=h.script_env(proxy.base_url))  # fmt: skip
+    refused(result, 5, "request_counts.completed")
+
+
+@pytest.mark.parametrize(
+    "odd_id",
+    ["../files", "..%2F..%2Ffiles", "b/../../models", ""],
+    ids=["dotdot", "encoded-slash", "nested", "empty"],
+)
+def test_a_batch_id_with_path_characters_is_never_used_in_a_url(h, emu, proxy: HostileProxy, tmp_path: Path,
+                                                                odd_id: str) -> None:  # fmt: skip
+    proxy.add(edit_json(lambda b: {**b, "id": odd_id}, on=BATCHES, method="POST", times=1))
+    result = h.run_script("submit", str(job(h, tmp_path)), env=h.script_env(proxy.base_url))
+    assert result.code == 0, result  # the odd reply is treated as one without an id: looked up by marker
+    assert emu.stats()["batches_created"] == 1
+    manifest = tmp_path / "jobs.jsonl.manifest.json"
+    assert odd_id not in [s.get("batch_id") for s in json.loads(manifest.read_text())["shards"]]
+    result = h.run_script("poll", "--manifest", str(manifest), "--base-url", proxy.base_url,
+                          env=h.script_env(proxy.base_url))  # fmt: skip
+    assert result.code in (0, 7), result
+    for seen in proxy.seen:
+        assert ".." not in seen.raw_path and "%2F" not in seen.raw_path.upper(), seen.raw_path
+
+
+def test_a_listed_batch_with_a_path_id_is_a_service_error(h, proxy: HostileProxy) -> None:
+    page = {"object": "list", "data": [{"id": "../files", "status": "completed"}], "has_more": False}
+    proxy.add(reply(200, page, on=BATCHES))
+    result = h.run_script("list_batches", env=h.script_env(proxy.base_url))
+    refused(result, 5, "id")
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["same-last-id", "new-ids-every-page"])
+def test_a_list_that_never_ends_ends(h, proxy: HostileProxy, fresh: bool) -> None:
+    def endless(seen, p):  # type: ignore[no-untyped-def]
+        if seen.path != "/batches" or seen.method != "GET":
+            return None
+        n = p.state["page"] = p.state.get("page", 0) + 1
+        ids = [f"batch_{n if fresh else 0}_{i}" for i in range(100)]
+        data = [{"id": i, "object": "batch", "status": "completed"} for i in ids]
+        body = {"object": "list", "data": data, "has_more": True, "first_id": ids[0], "last_id": ids[-1]}
+        return Action(reply=Upstream(200, {"Content-Type": "application/json"}, json.dumps(body).encode()))
+
+    proxy.add(endless)
+    started = time.monotonic()
+    prelude = "import doubleword.api as a; a.MAX_LIST_PAGES = 20"  # 500 pages (50,000 batches): ~24 s here
+    result = run_patched(h, prelude, "list_batches", "--all", env=h.script_env(proxy.base_url), timeout=120)
+    assert time.monotonic() - started < 15, result
+    assert result.code == 0 and result.doc["has_more"] is True, result
+    assert len(proxy.seen) == (20 if fresh else 2), len(proxy.seen)
+    assert "stopping the listing" in result.stderr
+
+
+def test_output_lines_for_requests_never_sent_are_not_taken_as_answers(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url, n=10)
+
+    def intruders(up: Upstream, seen: Any) -> Upstream:
+        lines = up.body.splitlines(keepends=True)
+        if lines:
+            extra = json.loads(lines[0])
+            extra.update(id="batch_req_intruder", custom_id="never-sent-1")
+            up.body += json.dumps(extra).encode() + b"\n"
+        return up
+
+    proxy.add(lambda seen, p: Action(edit=intruders) if re.search(CONTENT, seen.path) else None)
+    result = _fetch_all(h, manifest, proxy)
+    assert result.code == 0, result
+    _assert_every_answer_once(tmp_path, 10)
+    assert "never-sent-1" not in (tmp_path / "jobs.results" / "results.jsonl").read_text()
+
+
+def test_duplicate_output_lines_give_one_answer_each(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url, n=10)
+
+    def doubled(up: Upstream, seen: Any) -> Upstream:
+        lines = up.body.splitlines(keepends=True)
+        up.body = b"".join(line + line for line in lines)
+        return up
+
+    proxy.add(lambda seen, p: Action(edit=doubled) if re.search(CONTENT, seen.path) else None)
+    result = _fetch_all(h, manifest, proxy)
+    assert result.code == 0, result
+    _assert_every_answer_once(tmp_path, 10)
