@@ -79,8 +79,8 @@ def _hide_fragments(text: str) -> str:
 
     A run is hidden when it holds at least half of the secret, or when it is a cut-off piece: the
     secret's start or end (what an excerpt or a wrap leaves) standing alone as a word. Ordinary text that
-    merely shares a few characters with the key (a path ``/work/wt-demo-local`` against a made-up key
-    ``sk-demo-local-key``) is left alone."""
+    merely shares a few characters with the key (a path ``/work/wt-lakehouse`` against a made-up key
+    ``sk-demo-local-lakehouse``) is left alone."""
     spans: list[tuple[int, int]] = []
     position = 0
     limit = len(text) - MIN_FRAGMENT + 1
