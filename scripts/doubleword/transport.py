@@ -105,10 +105,54 @@ class Watch:
 
 
 def _bytes_read(response: requests.Response) -> int:
+    """Bytes of the body read from the socket so far (compressed, chunk framing included)."""
+    counter = getattr(response, "_dwb_raw", None)
+    if counter is not None:
+        return int(counter.count)
     try:
-        return int(response.raw.tell())
+        return int(response.raw.tell())  # not counted for chunked bodies by urllib3
     except (AttributeError, TypeError, ValueError):
         return 0
+
+
+class _CountingReader:
+    """The socket file under http.client's response, counting the bytes read through it."""
+
+    def __init__(self, fp: Any) -> None:
+        self._fp = fp
+        self.count = 0
+
+    def read(self, *args: Any) -> bytes:
+        data = self._fp.read(*args)
+        self.count += len(data)
+        return data
+
+    def read1(self, *args: Any) -> bytes:
+        data = self._fp.read1(*args)
+        self.count += len(data)
+        return data
+
+    def readline(self, *args: Any) -> bytes:
+        data = self._fp.readline(*args)
+        self.count += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._fp.readinto(buffer)
+        self.count += n or 0
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fp, name)
+
+
+def count_raw_bytes(response: requests.Response) -> None:
+    """Count the body's bytes as they come off the socket (urllib3 does not for a chunked body)."""
+    inner = getattr(response.raw, "_fp", None)
+    if inner is not None and getattr(inner, "fp", None) is not None:
+        counter = _CountingReader(inner.fp)
+        inner.fp = counter
+        response._dwb_raw = counter  # type: ignore[attr-defined]
 
 
 class _Watchdog:
@@ -295,6 +339,9 @@ def guarded_stream(response: requests.Response, watch: Watch, path: str) -> requ
     plain_iter = response.iter_content
     total = _int_or_none(response.headers.get("Content-Length"))
     label = f"downloading {path}"
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    compressed = encoding not in ("", "identity")
+    count_raw_bytes(response)
 
     def iter_content(chunk_size: int | None = 1, decode_unicode: bool = False) -> Iterator[Any]:
         meter: Transfer | None = None
@@ -302,7 +349,7 @@ def guarded_stream(response: requests.Response, watch: Watch, path: str) -> requ
         try:
             for chunk in plain_iter(chunk_size=chunk_size, decode_unicode=decode_unicode):
                 moved += len(chunk)
-                if moved >= BOMB_MIN_BYTES and moved > BOMB_RATIO * max(1, _bytes_read(response)):
+                if compressed and moved >= BOMB_MIN_BYTES and moved > BOMB_RATIO * _bytes_read(response):
                     response.close()
                     raise requests.exceptions.ContentDecodingError(
                         f"the server's compressed reply expands more than {BOMB_RATIO} times "
