@@ -314,11 +314,7 @@ class ApiClient:
             raise ServiceError(f"{method} {path}: {what} (gave up after {attempt} attempts)")
         hinted = retry_after_seconds(response) if response is not None else None
         if hinted is not None and hinted > MAX_RETRY_AFTER:
-            until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=hinted)
-            raise ServiceError(
-                f"{method} {path}: {what}; the server asks to wait {hinted:.0f}s: try again after "
-                f"{until:%Y-%m-%d %H:%M} UTC"
-            )
+            raise ServiceError(f"{method} {path}: {what}; {_wait_asked(hinted)}")
         if hinted is not None:
             delay = hinted
         else:
@@ -362,6 +358,14 @@ class ApiClient:
             if meter is not None:
                 info(meter.finish())
         return check_reply("POST", endpoint, _created(response, "POST", endpoint))
+
+
+def _wait_asked(seconds: float) -> str:
+    """The server's long Retry-After in words, with the time to try again (any number, even inf)."""
+    if not math.isfinite(seconds) or seconds > 366 * 86400:
+        return "the server asks to wait more than a year: try again later, or ask its operator"
+    until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return f"the server asks to wait {seconds:.0f}s: try again after {until:%Y-%m-%d %H:%M} UTC"
 
 
 def _read_capped(response: requests.Response, call: _Call) -> None:

@@ -60,6 +60,12 @@ def _object(where: str, item: Any, kind: str) -> None:
         )
     if kind != "batch":
         return
+    for name in ("input_file_id", "output_file_id", "error_file_id"):
+        value = item.get(name)
+        if value not in (None, "") and not is_plain_id(value):
+            raise ServiceError(
+                f"{where}: the server sent a batch whose {name} is not a plain id: {_excerpt(value)}"
+            )
     if "status" in item and not isinstance(item["status"], str):
         raise ServiceError(
             f"{where}: the server sent a batch status that is not text: {_excerpt(item['status'])}"
