@@ -502,6 +502,15 @@ def _endless(up: Upstream, seen: Seen) -> Iterator[bytes]:
         yield b"%x\r\n%s\r\n" % (len(chunk), chunk)
 
 
+def _endless_line(up: Upstream, seen: Seen) -> Iterator[bytes]:
+    """An NDJSON reply whose first line never ends (chunked, 256 kB of ``x`` at a time)."""
+    yield _head(200, {"Content-Type": "application/x-ndjson", "Transfer-Encoding": "chunked"})
+    yield b'8\r\n{"id": "\r\n'
+    chunk = b"x" * 262144
+    while True:
+        yield b"%x\r\n%s\r\n" % (len(chunk), chunk)
+
+
 FRAMINGS: dict[str, Callable[[Upstream, Seen], Iterable[bytes]]] = {
     "no-final-newline": _no_final_newline,
     "cut-mid-line": _cut_mid_line,
@@ -510,6 +519,7 @@ FRAMINGS: dict[str, Callable[[Upstream, Seen], Iterable[bytes]]] = {
     "broken-chunked": _bad_chunked,
     "gzip-bomb": _gzip_bomb,
     "endless": _endless,
+    "endless-line": _endless_line,
 }
 
 

@@ -368,6 +368,54 @@ def test_a_trickled_stream_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
         assert time.monotonic() - started < 4
 
 
+def _chunked(body: bytes, *, gzip_it: bool = False, pause: float = 0.0, piece: int = 65536) -> Any:
+    """A raw behaviour: ``body`` as a chunked reply (gzip-encoded if asked), ``pause`` s between chunks."""
+    import gzip
+
+    def raw(up: Upstream, seen: Any) -> Any:
+        data = gzip.compress(body, 1) if gzip_it else body
+        head = {"Content-Type": "application/x-ndjson", "Transfer-Encoding": "chunked"}
+        if gzip_it:
+            head["Content-Encoding"] = "gzip"
+        yield ("HTTP/1.1 200 OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in head.items()) + "\r\n").encode()
+        for start in range(0, len(data), piece):
+            chunk = data[start : start + piece]
+            yield b"%x\r\n%s\r\n" % (len(chunk), chunk)
+            time.sleep(pause)
+        yield b"0\r\n\r\n"
+
+    return lambda seen, proxy: (
+        Action(reply=Upstream(200, {}, b""), raw=raw) if re.search(CONTENT, seen.path) else None
+    )
+
+
+def _download(server: HostileProxy) -> int:
+    client = http_client.ApiClient(server.base_url, "sk-test-key", retries=0)
+    response = client.request("GET", "files/f1/content", stream=True)
+    return sum(len(chunk) for chunk in response.iter_content(1 << 18))
+
+
+@pytest.mark.parametrize("gzip_it", [False, True], ids=["plain", "gzip"])
+def test_a_steady_chunked_download_is_never_taken_for_a_trickle(
+    monkeypatch: pytest.MonkeyPatch, gzip_it: bool
+) -> None:
+    monkeypatch.setattr(transport, "TRICKLE_WINDOW", 0.5)
+    monkeypatch.setattr(transport, "TRICKLE_MIN_BYTES", 10_000)
+    body = b"".join(b'{"id": "%08d", "n": "%s"}\n' % (i, str(i * 7919).encode()) for i in range(60_000))
+    with HostileProxy(None) as server:  # 2 MB in 64 kB chunks, 0.05 s apart: ~1.6 s, 40 kB per 0.05 s
+        server.add(_chunked(body, gzip_it=gzip_it, pause=0.05, piece=65536 if not gzip_it else 8192))
+        assert _download(server) == len(body)
+
+
+@pytest.mark.parametrize("gzip_it", [False, True], ids=["plain", "gzip"])
+def test_a_large_chunked_download_is_never_taken_for_a_bomb(gzip_it: bool) -> None:
+    line = b'{"id": "batch_req_%08d", "custom_id": "req-%08d", "response": {"status_code": 200}}\n'
+    body = b"".join(line % (i, i) for i in range(100_000))  # 8.6 MB, compresses ~20 times
+    with HostileProxy(None) as server:
+        server.add(_chunked(body, gzip_it=gzip_it))
+        assert _download(server) == len(body)
+
+
 def test_the_deadline_cuts_a_stream_mid_body() -> None:
     lines = b"".join(b'{"id": "%d"}\n' % i for i in range(100))
     with HostileProxy(None) as server:
@@ -762,12 +810,14 @@ def _fetch_until_done(h, manifest: Path, proxy: HostileProxy, runs: int = 2) -> 
 
 
 def _assert_every_answer_once(tmp_path: Path, n: int) -> None:
-    results = (tmp_path / "jobs.results" / "results.jsonl").read_text().splitlines()
+    results = [line for line in (tmp_path / "jobs.results" / "results.jsonl").read_text().split("\n") if line]
     ids = [json.loads(line)["custom_id"] for line in results]
     assert sorted(ids) == sorted(f"req-{i:05d}" for i in range(n)), ids
     assert {json.loads(line)["status"] for line in results} == {"completed"}
     output = (tmp_path / "jobs.results" / "output.jsonl").read_text()
-    assert all(json.loads(line).get("custom_id") for line in output.splitlines()), "junk saved as output"
+    assert all(json.loads(line).get("custom_id") for line in output.split("\n") if line), (
+        "junk saved as output"
+    )
 
 
 @pytest.mark.parametrize(
@@ -860,16 +910,16 @@ def test_an_auth_failure_in_the_middle_of_a_download_loses_nothing(h, emu, proxy
     _assert_every_answer_once(tmp_path, 120)
 
 
-@pytest.mark.parametrize("when", ["86400", "date+1d"], ids=["seconds", "http-date"])
+@pytest.mark.parametrize("when", ["86400", "date+1d", "1e308", "inf"])
 def test_a_retry_after_far_in_the_future_fails_at_once_naming_the_wait(
     h, proxy: HostileProxy, when: str
 ) -> None:
-    value = when if when.isdigit() else email.utils.formatdate(time.time() + 86400, usegmt=True)
+    value = email.utils.formatdate(time.time() + 86400, usegmt=True) if when == "date+1d" else when
     proxy.add(reply(429, {"error": {"message": "slow down"}}, on=BATCHES, headers={"Retry-After": value}))
     started = time.monotonic()
     result = h.run_script("list_batches", env=h.script_env(proxy.base_url), timeout=90)
     assert time.monotonic() - started < 10, result
-    refused(result, 5, "slow down", "try again after")
+    refused(result, 5, "slow down", "try again")
 
 
 def test_a_retry_after_as_a_near_http_date_is_honoured(h, proxy: HostileProxy) -> None:
@@ -972,4 +1022,102 @@ def test_duplicate_output_lines_give_one_answer_each(h, emu, proxy: HostileProxy
     proxy.add(lambda seen, p: Action(edit=doubled) if re.search(CONTENT, seen.path) else None)
     result = _fetch_all(h, manifest, proxy)
     assert result.code == 0, result
+    _assert_every_answer_once(tmp_path, 10)
+
+
+def test_a_batch_whose_file_id_is_a_path_is_a_service_error(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url)
+    proxy.add(edit_json(lambda b: {**b, "output_file_id": ".."}, on=BATCH, method="GET"))
+    result = h.run_script("fetch_results", "--manifest", str(manifest), "--base-url", proxy.base_url,
+                          env=h.script_env(proxy.base_url))  # fmt: skip
+    refused(result, 5, "output_file_id")
+    assert not proxy.requests_to(r"^/(content|files/\.\.)"), [s.raw_path for s in proxy.seen]
+
+
+@pytest.mark.parametrize("kind", ["cut-mid-line", "content-length-long", "broken-chunked"])
+def test_a_status_reply_with_broken_framing_is_retried(h, emu, proxy: HostileProxy, tmp_path: Path,
+                                                       kind: str) -> None:  # fmt: skip
+    manifest = submitted(h, tmp_path, emu.base_url)
+    proxy.add(framing(kind, on=BATCH, times=1))
+    result = h.run_script("poll", "--manifest", str(manifest), "--base-url", proxy.base_url,
+                          env=h.script_env(proxy.base_url))  # fmt: skip
+    assert result.code == 0, result
+    assert len(proxy.requests_to(BATCH, "GET")) == 2 and "retrying GET" in result.stderr, result
+
+
+def test_answers_holding_unicode_line_separators_are_kept_whole(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url, n=10)
+    odd = "one\u2028two\u2029three\x85four\x1cfive\x0bsix\rseven"
+
+    def separators(up: Upstream, seen: Any) -> Upstream:
+        out = []
+        for line in up.body.splitlines():
+            doc = json.loads(line)
+            doc["response"]["body"]["choices"][0]["message"]["content"] = odd
+            out.append(json.dumps(doc, ensure_ascii=False).encode() + b"\n")  # raw UTF-8, as JSON allows
+        up.body = b"".join(out)
+        return up
+
+    proxy.add(lambda seen, p: Action(edit=separators) if re.search(CONTENT, seen.path) else None)
+    result = _fetch_all(h, manifest, proxy, "--export", str(tmp_path / "export.csv"))
+    assert result.code == 0, result
+    _assert_every_answer_once(tmp_path, 10)
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / "jobs.results" / "results.jsonl").read_text().split("\n")
+        if line
+    ]
+    assert [row["content"] for row in rows] == [odd] * 10, rows[0]
+
+
+@pytest.mark.xfail(strict=True, reason="fetch (lead): a content reply of blank lines is taken as 40 lines: the cursor "
+                   "moves past 30 real answers, which end up in retry.jsonl (exit 6, paid twice)")  # fmt: skip
+def test_a_content_reply_of_blank_lines_moves_no_cursor(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url, n=30)
+    proxy.add(reply(200, b" \n" * 40, on=CONTENT, times=1, headers={"Content-Type": "application/x-ndjson"}))
+    results = _fetch_until_done(h, manifest, proxy)
+    assert results[-1].code == 0, results
+    _assert_every_answer_once(tmp_path, 30)
+
+
+def test_an_x_last_line_past_the_lines_sent_loses_no_answer(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url, n=120)
+
+    def lying(up: Upstream, seen: Any) -> Upstream:
+        up.headers["X-Last-Line"] = str(int(seen.query.get("skip") or 0) + 1000)
+        return up
+
+    proxy.add(lambda seen, p: Action(edit=lying) if re.search(CONTENT, seen.path) and not p.state.setdefault(
+        "lied", False) and not p.state.update(lied=True) else None)  # fmt: skip
+    results = [_fetch_all(h, manifest, proxy, "--page-size", "50") for _ in range(2)]
+    assert results[-1].code == 0, results
+    _assert_every_answer_once(tmp_path, 120)
+
+
+def test_a_long_line_is_read_whole(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url, n=10)
+    proxy.add(reply(200, b'{"id": "' + b"x" * 16_000_000, on=CONTENT, times=1,
+                    headers={"Content-Type": "application/x-ndjson"}))  # fmt: skip
+    started = time.monotonic()
+    results = _fetch_until_done(h, manifest, proxy)
+    assert time.monotonic() - started < 20, results
+    assert results[-1].code == 0, results
+    _assert_every_answer_once(tmp_path, 10)
+
+
+@pytest.mark.xfail(strict=True, reason="fetch (lead): a line that never ends is buffered whole and re-scanned on every "
+                   "256 kB chunk (quadratic: 48 MB ~6 s, 144 MB ~60 s, 330 MB of memory); here --timeout cuts it")  # fmt: skip
+def test_a_line_that_never_ends_is_a_fault_not_a_hang(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url, n=10)
+    proxy.add(framing("endless-line", on=CONTENT, times=1))
+    started = time.monotonic()
+    result = _fetch_all(h, manifest, proxy, "--timeout", "3")  # the client's deadline: 13 s
+    assert time.monotonic() - started < 30, result
+    assert result.code == 0, result  # a line past any sane length is a fault: retried, then the real lines
     _assert_every_answer_once(tmp_path, 10)
