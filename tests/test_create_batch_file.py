@@ -211,6 +211,30 @@ def test_cli_prompts_with_all_body_options(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        ({"type": "objectx"}, "at /type"),
+        ({"name": "verdict", "schema": {"type": "object", "required": "label"}}, "at /required"),
+        ({"type": "object", "properties": {"a": {"type": "strin"}}}, "at /properties/a/type"),
+        ("deep", "nested too deeply"),
+    ],
+    ids=["bad-type", "wrapped", "nested-bad-type", "deep"],
+)
+def test_an_invalid_or_too_deep_json_schema_is_refused_naming_where(tmp_path, schema, expected):
+    path = tmp_path / "schema.json"
+    if schema == "deep":  # deeper than the JSON reader goes
+        path.write_text('{"type":"object","properties":{"a":' * 3000 + '{"type":"string"}' + "}}" * 3000)
+    else:
+        path.write_text(json.dumps(schema))
+    out = tmp_path / "b.jsonl"
+    proc = create("--model", MODEL, "--prompt", "hi", "--json-schema", str(path), "-o", str(out))
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 4 and doc["error"]["type"] == "invalid_input", doc
+    assert expected in doc["error"]["message"] and "Traceback" not in proc.stderr.decode(), doc
+    assert not out.exists()
+
+
 def test_cli_csv_template_and_id_field(tmp_path):
     data = tmp_path / "d.csv"
     data.write_text('id,text,lang\nA1,"hello, ""you""",en\nA2,bonjour,fr\n', encoding="utf-8")

@@ -291,14 +291,36 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def read_json_schema(path: str) -> dict[str, Any]:
-    """The JSON Schema of ``--json-schema FILE``."""
+    """The JSON Schema of ``--json-schema FILE`` (a bare schema or OpenAI's {"name", "schema"} shape),
+    checked against its metaschema: a broken schema would only fail later, on the server or at fetch."""
     try:
         with open(path, encoding="utf-8") as handle:
             schema = json.load(handle)
     except OSError as exc:
         raise InputError(f"--json-schema {path}: cannot read it ({exc.strerror})")
+    except RecursionError:
+        raise InputError(f"--json-schema {path}: nested too deeply to read; flatten the schema ($defs, $ref)")
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"--json-schema {path}: not valid JSON ({exc})")
     if not isinstance(schema, dict):
         raise InputError(f"--json-schema {path}: must hold a JSON object (a JSON Schema)")
+    wrapped = isinstance(schema.get("schema"), dict) and "name" in schema
+    problem = _schema_problem(schema["schema"] if wrapped else schema)
+    if problem:
+        raise InputError(f"--json-schema {path}: not a valid JSON Schema: {problem}")
     return schema
+
+
+def _schema_problem(schema: dict[str, Any]) -> str | None:
+    """Why ``schema`` breaks its metaschema (draft by ``$schema``, else the latest), or None."""
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
+
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(part) for part in exc.path)
+        return f"{exc.message} (at {'/' + where if where else 'the top level'})"
+    except RecursionError:
+        return "nested too deeply; flatten it ($defs, $ref)"
+    return None
