@@ -3,7 +3,8 @@ event loop) writes one part's outcomes to SQLite, this process parses the next p
 their output lines. Only the built-in model's fast path runs here (`Model.plain_answer`, a pure function
 of the row and the served models); any other request comes back as None and the worker answers it itself,
 exactly as before. The worker still waits for every part of a tick before it returns, so no handler ever
-sees a half-processed tick."""
+sees a half-processed tick. Jobs and answers cross a pipe as NUL-separated text (no pickling, no
+executor threads in the server)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 
 from .config import Config
 from .model import Model
@@ -22,8 +24,10 @@ from .responses import json_string
 
 log = logging.getLogger("emulator.pool")
 
-_MODEL: list[Model] = []  # the pool process's model (one)
 WATCH_S = 0.5  # how often the pool process looks whether the server is still there
+TIMEOUT_S = 30.0  # a part not answered by then: the pool is taken as broken
+READY = b"ready"
+NOT_PLAIN = ("", "", "")
 
 # (request id, custom_id, url, body JSON) in; (output line, prompt tokens, completion tokens) or None out.
 Job = tuple[str, str, str, str]
@@ -39,23 +43,37 @@ def plain_output_line(req_id: str, custom_id: str, status: int, body: str) -> st
     )
 
 
-def plain_lines(model: Model, jobs: Sequence[Job], created: int) -> list[Answer]:
-    """Each job's output line when the fast path answers it, else None."""
-    out: list[Answer] = []
-    for req_id, custom_id, url, body in jobs:
-        try:
-            obj = json.loads(body)
-        except ValueError:
-            out.append(None)
-            continue
-        fast = model.plain_answer(url, obj, created, req_id)
-        out.append(None if fast is None else (plain_output_line(req_id, custom_id, 200, fast[0]), *fast[1:]))
-    return out
+def plain_fields(
+    model: Model, req_id: str, custom_id: str, url: str, body: str, created: int
+) -> tuple[str, ...]:
+    """(output line, prompt tokens, completion tokens) as text when the fast path answers the request,
+    else three empty strings (the worker answers it)."""
+    try:
+        fast = model.plain_answer(url, json.loads(body), created, req_id)
+        if fast is not None:
+            return plain_output_line(req_id, custom_id, 200, fast[0]), str(fast[1]), str(fast[2])
+    except Exception:  # whatever it is, the worker's general path answers (and logs) it
+        pass
+    return NOT_PLAIN
 
 
-def _start(models: list[str], reasoning_models: list[str], server: int) -> None:
-    _MODEL.append(Model(Config(models=models, reasoning_models=reasoning_models)))
+def serve(conn: Connection, models: list[str], reasoning_models: list[str], server: int) -> None:
+    """The pool process: answer each message of jobs until the pipe closes or the server is gone.
+    A message is NUL-separated text (no field can hold a NUL: JSON escapes it, ids and custom_ids are
+    checked at upload): `created`, then 4 fields a job; the answer, 3 fields a job."""
+    model = Model(Config(models=models, reasoning_models=reasoning_models))
     threading.Thread(target=_exit_with, args=(server,), name="watch-server", daemon=True).start()
+    conn.send_bytes(READY)
+    while True:
+        try:
+            fields = conn.recv_bytes().decode("utf-8").split("\0")
+        except (EOFError, OSError):
+            return
+        created = int(fields[0])
+        out: list[str] = []
+        for i in range(1, len(fields), 4):
+            out += plain_fields(model, *fields[i : i + 4], created)
+        conn.send_bytes("\0".join(out).encode("utf-8"))
 
 
 def _exit_with(server: int) -> None:
@@ -66,58 +84,92 @@ def _exit_with(server: int) -> None:
     os._exit(0)
 
 
-def _run(jobs: Sequence[Job], created: int) -> list[Answer]:
-    return plain_lines(_MODEL[0], jobs, created)
-
-
 class AnswerPool:
-    """One helper process (started on first use, with `spawn`: nothing of the server's threads or event
-    loop is copied into it). Broken or unavailable: `usable` turns False and the worker answers inline."""
+    """One helper process (started on first use with `spawn`, so nothing of the server's threads or event
+    loop is copied into it) and a pipe to it; one part on the way at a time (with two, each side could
+    block writing into a full pipe while the other writes too). Broken,
+    stalled or unavailable: `usable` turns False and the worker answers everything itself."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.executor: ProcessPoolExecutor | None = None
-        self.started: Future | None = None  # the warm-up job: done once the process is up
+        self.proc: BaseProcess | None = None
+        self.conn: Connection | None = None
+        self.up = False  # the process said it is ready
+        self.waiting = 0  # jobs sent and not yet answered
         self.usable = True
         self.answered = 0  # answers made in the pool process (shown in /_emulator/stats)
 
-    def submit(self, jobs: Sequence[Job], created: int) -> Future:
-        if self.executor is None:
-            self.executor = ProcessPoolExecutor(
-                1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start,
-                initargs=(list(self.cfg.models), list(self.cfg.reasoning_models), os.getpid()),
-            )
-        return self.executor.submit(_run, jobs, created)
-
     def warm(self) -> None:
         """Start the process now (a big batch is about to run), without waiting for it."""
-        if self.usable and self.executor is None:
-            try:
-                self.started = self.submit([], 0)
-            except Exception:  # no processes on this system: answer inline
-                log.warning("answer pool unavailable; answering in the worker", exc_info=True)
-                self.usable = False
+        if not self.usable or self.proc is not None:
+            return
+        try:
+            ctx = multiprocessing.get_context("spawn")
+            self.conn, child = ctx.Pipe()
+            args = (child, list(self.cfg.models), list(self.cfg.reasoning_models), os.getpid())
+            self.proc = ctx.Process(target=serve, args=args, name="emulator-answer-pool", daemon=True)
+            self.proc.start()
+            child.close()
+        except Exception:  # no processes on this system: answer inline
+            self.broken()
 
     def ready(self) -> bool:
         """Up and answering (started by `warm`, which this calls): until then the worker answers inline
         rather than wait for the process to start (that would stall the server for a moment)."""
         self.warm()
-        if not self.usable or self.started is None or not self.started.done():
-            return False
-        if self.started.exception() is not None:
+        return self.started()
+
+    def started(self) -> bool:
+        """Whether the process, once started, has said it is ready (looked at without waiting)."""
+        if self.up or not self.usable or self.conn is None:
+            return self.up and self.usable
+        try:
+            if self.conn.poll():
+                self.up = self.conn.recv_bytes() == READY
+            elif self.proc is not None and not self.proc.is_alive():
+                self.broken()
+        except (EOFError, OSError):
             self.broken()
-            return False
-        return True
+        return self.up and self.usable
+
+    def send(self, jobs: Sequence[Job], created: int) -> None:
+        """Hand over a part (answered by `receive`, in order); nothing when the pool is not usable."""
+        if not self.usable or self.conn is None:
+            return
+        try:
+            self.conn.send_bytes("\0".join([str(created), *(f for job in jobs for f in job)]).encode("utf-8"))
+            self.waiting += 1
+        except (OSError, ValueError):
+            self.broken()
+
+    def receive(self, n: int) -> list[Answer]:
+        """The answers to the oldest part sent (n jobs); all None when the pool failed meanwhile."""
+        if not self.usable or self.conn is None or not self.waiting:
+            return [None] * n
+        try:
+            if not self.conn.poll(TIMEOUT_S):
+                raise TimeoutError(f"no answer from the pool in {TIMEOUT_S:g} s")
+            fields = self.conn.recv_bytes().decode("utf-8").split("\0")
+            self.waiting -= 1
+        except (EOFError, OSError, TimeoutError):
+            self.broken()
+            return [None] * n
+        if len(fields) != 3 * n:
+            self.broken()
+            return [None] * n
+        answers: list[Answer] = []
+        for i in range(0, 3 * n, 3):
+            line = fields[i]
+            answers.append((line, int(fields[i + 1]), int(fields[i + 2])) if line else None)
+        return answers
 
     def state(self) -> str:
         """off (not started), starting, ready or broken (shown in /_emulator/stats)."""
         if not self.usable:
             return "broken"
-        if self.started is None:
+        if self.proc is None:
             return "off"
-        return "ready" if self.started.done() else "starting"
+        return "ready" if self.started() else "starting"
 
     def broken(self) -> None:
         log.warning("answer pool failed; answering in the worker from now on", exc_info=True)
@@ -125,7 +177,14 @@ class AnswerPool:
         self.close()
 
     def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            self.executor = None
-            self.started = None
+        """Close the pipe (the process then ends by itself) and make sure the process is gone."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if self.proc is not None:
+            self.proc.join(1.0)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join(1.0)
+            self.proc = None
+        self.waiting = 0

@@ -10,7 +10,6 @@ import logging
 import random
 import sqlite3
 import time
-from concurrent.futures import Future
 
 from .answer_pool import AnswerPool, plain_output_line
 from .config import Config
@@ -25,9 +24,8 @@ log = logging.getLogger("emulator.worker")
 TICK_S = 0.02
 CHUNK = 2000  # rows per tick
 BURST_S = 0.1  # the rate's budget saved up at most (a tick after a pause runs this much of it)
-PART = 500  # rows per transaction, and per job of the answer pool
-POOL_MIN = 2 * PART  # a tick with fewer rows is answered inline (the pool's round trips would not pay)
-POOL_TIMEOUT_S = 30.0  # a part not answered by then: the pool is taken as broken
+PART = 250  # rows per job of the answer pool (it answers the next part while the worker stores one)
+POOL_MIN = 2 * PART  # a tick with fewer rows is answered inline (with one part nothing would overlap)
 RETRIABLE = {408, 404, 429, 499}
 MAX_BACKOFF_S = 10.0
 
@@ -96,12 +94,6 @@ def openai_failure_line(req_id: str, custom_id: str, o: Outcome) -> str:
             "error": None,
         }
     )
-
-
-def done_future(value: object) -> Future:
-    f: Future = Future()
-    f.set_result(value)
-    return f
 
 
 class Worker:
@@ -196,7 +188,8 @@ class Worker:
 
     def run_builtin(self, rows: list[sqlite3.Row]) -> None:
         """Answer and store the rows, PART by PART. Plain requests of a big tick are answered in the pool
-        process, one part ahead of the part being stored, so the two overlap on two cores."""
+        process: it answers the next part while the worker stores this one, so the two overlap on two
+        cores."""
         parts = [rows[i : i + PART] for i in range(0, len(rows), PART)]
         inline = len(rows) < POOL_MIN or self.fates or self.cfg.fail_rate or self.cfg.sloppy_rate
         if inline or not self.pool.ready():
@@ -205,29 +198,16 @@ class Worker:
                     self.settle([(r, self.call_builtin(r)) for r in part])
             return
         created = self.store.clock.now_i()
-        jobs = [self.pool_job(part, created) for part in parts[:2]]
+        self.pool_send(parts[0], created)
         with self.store.transaction():  # one commit per tick
-            self.run_parts(parts, jobs, created)
+            for i, part in enumerate(parts):
+                answers = self.pool.receive(len(part))
+                if i + 1 < len(parts):  # one part on the way at a time: neither side blocks the other's pipe
+                    self.pool_send(parts[i + 1], created)
+                self.settle_answers(part, answers)
 
-    def run_parts(self, parts: list[list[sqlite3.Row]], jobs: list[Future], created: int) -> None:
-        for i, part in enumerate(parts):
-            try:
-                answers = jobs[i].result(timeout=POOL_TIMEOUT_S)
-            except Exception:  # the pool died: answer this part and the rest here
-                self.pool.broken()
-                answers = [None] * len(part)
-            if i + 2 < len(parts) and self.pool.usable:
-                jobs.append(self.pool_job(parts[i + 2], created))
-            elif i + 2 < len(parts):
-                jobs.append(done_future([None] * len(parts[i + 2])))
-            self.settle_answers(part, answers)
-
-    def pool_job(self, part: list[sqlite3.Row], created: int) -> Future:
-        try:
-            return self.pool.submit([(r["id"], r["custom_id"], r["url"], r["body"]) for r in part], created)
-        except Exception:
-            self.pool.broken()
-            return done_future([None] * len(part))
+    def pool_send(self, part: list[sqlite3.Row], created: int) -> None:
+        self.pool.send([(r["id"], r["custom_id"], r["url"], r["body"]) for r in part], created)
 
     def settle_answers(self, part: list[sqlite3.Row], answers: list) -> None:
         """Store a part: the pool's answers as they are, the rest (None) answered here."""
