@@ -91,7 +91,7 @@ def pool_pids(pid: int) -> list[int]:
 
 
 def test_a_dead_pool_process_loses_no_request():
-    n = 40_000
+    n = 20_000
     with EmulatorServer("--start-delay", "0", "--rate", "20000") as emu:
         api = Api(emu)
         emu.configure(paused=True)

@@ -58,8 +58,8 @@ def run_batch(emu: EmulatorServer, n: int, pool: bool = False) -> tuple[float, t
 
 def test_a_low_rate_is_honoured():
     with EmulatorServer("--start-delay", "0", "--rate", "1000") as emu:
-        wall, _ = run_batch(emu, 2000)
-    assert wall >= 1.8  # 2,000 requests at 1,000/s
+        wall, _ = run_batch(emu, 1000)
+    assert wall >= 0.85  # 1,000 requests at 1,000/s (less the 0.1 s the rate may save up)
 
 
 def test_capacity_for_fifty_thousand_requests_per_second():

@@ -42,7 +42,8 @@ def test_restart_after_sigkill_mid_batch(tmp_path):
 
 
 def test_fifty_thousand_requests_well_under_a_minute():
-    with EmulatorServer("--start-delay", "0") as emu:
+    # at the rate scale tests use (the default 5,000/s would make this a 10 s wait on the rate)
+    with EmulatorServer("--start-delay", "0", "--rate", "50000") as emu:
         api = Api(emu)
         content = "".join(json.dumps(chat_line(i, f"item {i}", max_tokens=32)) + "\n" for i in range(50_000))
         t0 = time.time()
