@@ -1121,3 +1121,76 @@ def test_a_line_that_never_ends_is_a_fault_not_a_hang(h, emu, proxy: HostileProx
     assert time.monotonic() - started < 30, result
     assert result.code == 0, result  # a line past any sane length is a fault: retried, then the real lines
     _assert_every_answer_once(tmp_path, 10)
+
+
+def test_a_server_message_cannot_drive_the_terminal(h, proxy: HostileProxy) -> None:
+    message = "bad \x1b]0;pwned\x07\x1b[2J request\r\x1b[1Aall fine \u202egnp.exe"
+    proxy.add(reply(400, {"error": {"message": message}}, on=BATCHES))
+    result = h.run_script("list_batches", env=h.script_env(proxy.base_url))
+    refused(result, 4, "bad")
+    assert (
+        result.doc["error"]["message"].startswith("GET batches") or "pwned" in result.doc["error"]["message"]
+    )
+    for char in ("\x1b", "\x07", "\r", "\u202e"):
+        assert char not in result.stderr, repr(result.stderr)
+    assert "\\x1b]0;pwned" in result.stderr  # shown, escaped
+
+
+@pytest.mark.parametrize("status", [200, 500], ids=["reply", "error-body"])
+def test_json_nested_deeper_than_python_parses_is_a_service_error(
+    h, proxy: HostileProxy, status: int
+) -> None:
+    proxy.add(reply(status, b"[" * 200_000, on=BATCHES, headers={"Content-Type": "application/json",
+                                                                  "Retry-After": "0"}))  # fmt: skip
+    result = h.run_script("list_batches", env=h.script_env(proxy.base_url))
+    assert result.code == 5 and "Traceback" not in result.stderr, result
+
+
+@pytest.mark.xfail(strict=True, reason="fetch (lead): a content line nested 100,000 deep makes decode_line raise "
+                   "RecursionError: exit 1 'unexpected' (catch it with ValueError: a line that is not an output line)")  # fmt: skip
+def test_a_content_line_nested_too_deep_is_a_fault_not_a_crash(
+    h, emu, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url, n=10)
+    deep = (
+        b'{"id": "x", "custom_id": "req-00000", "response": '
+        + b'{"a": ' * 100_000
+        + b"1"
+        + b"}" * 100_001
+        + b"\n"
+    )
+    proxy.add(reply(200, deep, on=CONTENT, times=1, headers={"Content-Type": "application/x-ndjson"}))
+    results = _fetch_until_done(h, manifest, proxy)
+    assert results[-1].code == 0, results
+    _assert_every_answer_once(tmp_path, 10)
+
+
+def test_a_status_reply_for_another_batch_is_not_used(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
+    manifest = submitted(h, tmp_path, emu.base_url)
+    other = "00000000-0000-4000-8000-000000000000"
+    proxy.add(edit_json(lambda b: {**b, "id": other, "status": "failed"}, on=BATCH, method="GET"))
+    result = h.run_script("poll", "--manifest", str(manifest), "--base-url", proxy.base_url,
+                          env=h.script_env(proxy.base_url))  # fmt: skip
+    refused(result, 5, other)
+    assert {s.get("status") for s in json.loads(manifest.read_text())["shards"]} != {"failed"}
+
+
+def test_a_proxy_echoing_its_credentials_never_gets_them_shown(h, emu) -> None:
+    secret = "pw-9f8e7d6c5b4a"
+
+    def ask(seen: Any) -> Any:
+        return (
+            407,
+            {"Proxy-Authenticate": "Basic"},
+            f"bad credentials: {seen.headers.get('Proxy-Authorization')} {secret}",
+        )
+
+    with ScriptedServer(ask) as proxy_server:
+        env = _proxy_env(h, emu.base_url, HTTP_PROXY=f"http://user:{secret}@127.0.0.1:{proxy_server.port}")
+        result = h.run_script("list_batches", env=env)
+        sent = proxy_server.seen[0].headers.get("Proxy-Authorization", "")
+    refused(result, 3)
+    token = sent.split()[-1]
+    assert (
+        token and secret not in result.stdout + result.stderr and token not in result.stdout + result.stderr
+    ), result

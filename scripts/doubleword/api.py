@@ -77,7 +77,7 @@ def find_file_by_name(client: ApiClient, filename: str) -> dict[str, Any] | None
 
 
 def get_file(client: ApiClient, file_id: str) -> dict[str, Any]:
-    return client.get_json(f"files/{_id(file_id)}")
+    return _the_one_asked(client.get_json(f"files/{_id(file_id)}"), file_id, "file")
 
 
 def cost_estimate(client: ApiClient, file_id: str, window: str) -> dict[str, Any]:
@@ -156,7 +156,15 @@ def _oldest(matches: list[dict[str, Any]], what: str) -> dict[str, Any] | None:
 
 
 def get_batch(client: ApiClient, batch_id: str) -> dict[str, Any]:
-    return client.get_json(f"batches/{_id(batch_id)}")
+    return _the_one_asked(client.get_json(f"batches/{_id(batch_id)}"), batch_id, "batch")
+
+
+def _the_one_asked(body: dict[str, Any], wanted: str, kind: str) -> dict[str, Any]:
+    """The object asked for, never another one (a cache that mixes up paths): else exit 5."""
+    got = body.get("id")
+    if got is not None and str(got) != str(wanted):
+        raise ServiceError(f"asked for {kind} {wanted}, the server sent {kind} {got}; not using it")
+    return body
 
 
 def cancel_batch(client: ApiClient, batch_id: str) -> dict[str, Any]:

@@ -303,9 +303,19 @@ def _silence_stdout() -> None:
         pass
 
 
+# Control characters (escape sequences, carriage returns) and bidi overrides from a server's message must
+# not drive the user's terminal: they are shown as \xNN / \uNNNN.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character that could drive a terminal shown escaped."""
+    return _UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
 def _print_err(text: str) -> None:
     try:
-        sys.stderr.write(redact(text).rstrip("\n") + "\n")
+        sys.stderr.write(terminal_safe(redact(text)).rstrip("\n") + "\n")
         sys.stderr.flush()
     except (OSError, ValueError):  # stderr gone: nothing useful left to do
         pass

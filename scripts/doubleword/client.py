@@ -69,7 +69,7 @@ def error_message(response: requests.Response) -> str:
     text = response.text.strip()
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python can parse
         return text or response.reason or "no message"
     if isinstance(body, dict):
         error = body.get("error")
@@ -100,7 +100,7 @@ def retry_after_seconds(response: requests.Response) -> float | None:
                 return max(0.0, parsed.timestamp() - time.time())
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(body, dict) and isinstance(body.get("retry_after_seconds"), (int, float)):
         return max(0.0, float(body["retry_after_seconds"]))
@@ -449,7 +449,7 @@ def _origin(url: str) -> str:
 def _json(response: requests.Response, path: str) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ServiceError(f"{path}: the server sent a reply that is not JSON: {response.text[:200]!r}")
 
 
@@ -457,7 +457,7 @@ def _created(response: requests.Response, method: str, path: str) -> dict[str, A
     """A create call's reply: an object with an id, or :class:`AmbiguousRequest` (look it up, never redo)."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if not isinstance(body, dict) or not is_plain_id(body.get("id")):
         excerpt = response.text[:200]

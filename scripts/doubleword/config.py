@@ -127,6 +127,7 @@ def check_route(url: str, *, allow_insecure: bool) -> None:
     proxy = proxy_for(url)
     if proxy is None:
         return
+    _register_proxy_credentials(proxy)
     try:
         proxy_scheme, proxy_host, _, _ = _parse_proxy(proxy)
     except ValueError as exc:
@@ -145,6 +146,20 @@ def check_route(url: str, *, allow_insecure: bool) -> None:
             f"refusing to send the API key over plain http through the proxy {proxy_host} (from {source}); "
             f"add {host} to NO_PROXY, unset the proxy, use https, or pass --allow-insecure"
         )
+
+
+def _register_proxy_credentials(proxy: str) -> None:
+    """A proxy's password (and the Basic header made of it) is a secret like the key: never shown."""
+    import base64
+    from urllib.parse import unquote
+
+    userinfo = urlsplit(proxy if "://" in proxy else "http://" + proxy).netloc.rpartition("@")[0]
+    if not userinfo:
+        return
+    user, _, password = userinfo.partition(":")
+    for text in (password, unquote(password), userinfo, f"{unquote(user)}:{unquote(password)}"):
+        register_secret(text)
+        register_secret(base64.b64encode(text.encode()).decode())
 
 
 def _proxy_source(proxy: str) -> str:

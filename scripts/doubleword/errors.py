@@ -108,7 +108,7 @@ STATUS_HINTS = {
 
 def exit_code_for_status(status: int) -> ExitCode:
     """The exit code for an HTTP error status (references/api_reference.md section 9)."""
-    if status in (401, 402, 403):
+    if status in (401, 402, 403, 407):  # 407: a proxy on the route wants credentials
         return ExitCode.AUTH
     if 400 <= status < 500 and status not in (408, 429):
         return ExitCode.INVALID_INPUT
