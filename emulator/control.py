@@ -3,6 +3,8 @@ counters, the runtime configuration and the clock. They are part of the emulator
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 
 from .config import Config
@@ -42,17 +44,36 @@ async def control_config(request: web.Request) -> web.Response:
         unknown = sorted(set(changes) - set(Config.RUNTIME_KEYS))
         if unknown:
             return json_ok({"error": f"unknown keys: {unknown}", "allowed": list(Config.RUNTIME_KEYS)}, 400)
+        checked = {}
         for key, value in changes.items():
-            current = getattr(s.cfg, key)
-            if isinstance(current, bool) or key == "paused":
-                value = bool(value)
-            elif isinstance(current, float):
-                value = float(value)
-            elif isinstance(current, int):
-                value = int(value)
+            try:
+                checked[key] = runtime_value(key, getattr(s.cfg, key), value)
+            except ValueError as exc:
+                return json_ok({"error": f"{key}: {exc}"}, 400)
+        for key, value in checked.items():  # all or nothing
             setattr(s.cfg, key, value)
         s.worker.wake.set()
     return json_ok(s.cfg.runtime())
+
+
+BATCH_CREATE_ERRORS = (None, "balance", "capacity")
+
+
+def runtime_value(key: str, current: object, value: object) -> object:
+    """A new value for a runtime setting, of the setting's type; ValueError says why not."""
+    if isinstance(current, bool) or key == "paused":
+        return bool(value)
+    if key == "batch_create_error":
+        if value not in BATCH_CREATE_ERRORS:
+            raise ValueError(f"expected one of {list(BATCH_CREATE_ERRORS)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    if isinstance(current, int):
+        if value != int(value):
+            raise ValueError("expected an integer")
+        return int(value)
+    return float(value)
 
 
 async def control_clock(request: web.Request) -> web.Response:
@@ -60,6 +81,8 @@ async def control_clock(request: web.Request) -> web.Response:
     try:
         body = parse_json(await request.read())
         secs = float(body.get("advance_seconds", 0))  # type: ignore[union-attr]
+        if not math.isfinite(secs):
+            raise ValueError(secs)
     except (ValueError, AttributeError, TypeError):
         return json_ok({"error": 'expected {"advance_seconds": N}'}, 400)
     s.clock.offset += secs

@@ -148,3 +148,29 @@ def test_the_server_still_serves_after_all_of_it(emu, api):
     assert api.get("/files").status_code == 200
     assert jsonl([chat_line(1)])  # the helpers still work on this server
     assert Api(emu).post("/chat/completions", json=nested(3)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        b'{"rate": "abc"}',
+        b'{"rate": null}',
+        b'{"rate": [1]}',
+        b'{"rate": 1e400}',  # infinity: every later tick would have failed
+        b'{"max_retries": "x"}',
+        b'{"max_retries": 1.5}',
+        b'{"batch_create_error": 5}',
+        b'{"rate": 100, "fail_rate": "x"}',  # all or nothing: the rate is not changed either
+    ],
+)
+def test_control_config_refuses_values_of_the_wrong_kind(emu, change):
+    before = requests.get(emu.root_url + "/_emulator/config", timeout=10).json()
+    r = requests.post(emu.root_url + "/_emulator/config", data=change, timeout=10)
+    assert r.status_code == 400 and "error" in r.json()
+    assert requests.get(emu.root_url + "/_emulator/config", timeout=10).json() == before
+
+
+def test_the_clock_refuses_an_infinite_advance(emu):
+    r = requests.post(emu.root_url + "/_emulator/clock", data=b'{"advance_seconds": 1e400}', timeout=10)
+    assert r.status_code == 400
+    assert requests.get(emu.root_url + "/healthz", timeout=10).status_code == 200
