@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,23 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def wait_until(condition: Callable[[], object], timeout: float = 60, what: str = "the condition") -> None:
+    """Poll ``condition`` every 20 ms until it is true: a test waits for a state, never for a fixed time
+    (the suite runs in parallel on a shared machine, where any fixed sleep is sometimes too short)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def server_counts(emulator: EmulatorServer, batch_id: str) -> dict[str, int]:
+    """The emulator's request_counts of one batch, read directly (no script, no retries)."""
+    url = f"{emulator.base_url}/batches/{batch_id}"
+    with urllib.request.urlopen(urllib.request.Request(url, headers=emulator.headers), timeout=30) as resp:
+        return json.loads(resp.read())["request_counts"]
+
+
 def assert_no_key_in_tree(root: Path) -> None:
     """The canary key appears in no file under ``root``."""
     for path in root.rglob("*"):
@@ -138,6 +157,8 @@ class Helpers:
     write_jsonl = staticmethod(write_jsonl)
     read_jsonl = staticmethod(read_jsonl)
     assert_no_key_in_tree = staticmethod(assert_no_key_in_tree)
+    wait_until = staticmethod(wait_until)
+    server_counts = staticmethod(server_counts)
     script_env = staticmethod(script_env)
     run_script = staticmethod(run_script)
     SCRIPTS = SCRIPTS

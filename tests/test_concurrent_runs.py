@@ -18,7 +18,7 @@ def _fetch_cursor(manifest_path) -> int:
 def test_poll_beside_fetch_follow_keeps_the_download_cursor(emulator, env, tmp_path, h):
     lines = h.chat_lines(300)
     src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
-    emulator.configure(rate=20)  # about 15 s of work: fetch --follow and poll overlap, even on a busy machine
+    emulator.configure(rate=20)  # 15 s of work; paused below while poll and a second fetch run
     code, doc, err = h.run_script("submit", str(src), env=env)
     assert code == 0, err
     manifest = tmp_path / "jobs.jsonl.manifest.json"
@@ -36,6 +36,7 @@ def test_poll_beside_fetch_follow_keeps_the_download_cursor(emulator, env, tmp_p
         deadline = time.monotonic() + 30
         while _fetch_cursor(manifest) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
+        emulator.configure(paused=True)  # the batch keeps running (and fetch following) on a busy machine
         assert _fetch_cursor(manifest) > 0
         for _ in range(5):
             before = _fetch_cursor(manifest)
@@ -48,6 +49,7 @@ def test_poll_beside_fetch_follow_keeps_the_download_cursor(emulator, env, tmp_p
             assert code == 7 and doc["error"]["type"] == "busy", doc
             assert "already downloading" in doc["error"]["message"]
             time.sleep(0.3)
+        emulator.configure(paused=False, rate=0)
         out, err = follower.communicate(timeout=90)
     finally:
         if follower.poll() is None:

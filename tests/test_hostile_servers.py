@@ -688,7 +688,10 @@ def test_termination_signals_leave_json_on_stdout(h, emu, tmp_path: Path, signum
          "--wait", "--interval", "0.2"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(1.5)
+    polled = len(emu.requests_log()) + 2  # poll is running (its handlers set) once it has asked twice
+    wait = time.monotonic() + 30
+    while len(emu.requests_log()) < polled and time.monotonic() < wait:
+        time.sleep(0.05)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, (out, err)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -119,10 +120,20 @@ def test_poll_wait_asks_about_a_finished_batch_no_more(emulator, env, tmp_path, 
     quick_id = h.run_script("submit", str(src), env=env).doc["batches"][0]["batch_id"]
     poll = h.run_script("poll", quick_id, "--wait", "--interval", "0.1", env=env)
     assert poll.code == 0
-    emulator.configure(rate=40)  # the slow batch runs for about 1.5 s
+    emulator.configure(paused=True)  # the slow batch runs until poll has seen it running twice
     slow_id = h.run_script("submit", str(slow), env=env).doc["batches"][0]["batch_id"]
     before = len(emulator.requests_log())
-    code, poll, err = h.run_script("poll", quick_id, slow_id, "--wait", "--interval", "0.1", env=env)
+    ran: list = []
+    waiter = threading.Thread(
+        target=lambda: ran.append(
+            h.run_script("poll", quick_id, slow_id, "--wait", "--interval", "0.1", env=env)
+        )
+    )
+    waiter.start()
+    h.wait_until(lambda: sum(e["path"].endswith(slow_id) for e in emulator.requests_log()[before:]) >= 2)
+    emulator.configure(paused=False)
+    waiter.join(120)
+    code, poll, err = ran[0]
     assert code == 0 and poll["checks"] >= 3, poll
     log = emulator.requests_log()[before:]
     asked = [e for e in log if e["method"] == "GET" and e["path"].endswith(quick_id)]
@@ -185,16 +196,20 @@ def test_all_failed_batch(tmp_path, h):
 
 
 def test_partial_results_while_running_then_follow(emulator, env, tmp_path, h):
-    emulator.configure(rate=40)
+    emulator.configure(rate=10)
     lines = h.chat_lines(60)
     src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
     code, doc, err = h.run_script("submit", str(src), env=env)
     manifest = doc["manifest"]
+    # held part-way, however slow the machine: paused once the first answers are in, resumed for --follow
+    h.wait_until(lambda: h.server_counts(emulator, doc["batches"][0]["batch_id"])["completed"] > 0)
+    emulator.configure(paused=True)
     code, poll, err = h.run_script("poll", "--manifest", manifest, env=env)
     assert code == 7 and poll["next_check_seconds"] >= 1 and not poll["all_terminal"]
     code, part, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
     assert code == 7 and part["complete"] is False
     assert part["counts"]["pending"] > 0 and part["counts"]["requests"] == 60
+    emulator.configure(paused=False, rate=0)
     code, doc, err = h.run_script(
         "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.2", "--timeout", "30", env=env
     )

@@ -357,6 +357,7 @@ def test_ctrl_c_during_poll_wait_and_fetch_follow(emulator, env, tmp_path, h):
 
     proc = spawn(h, "poll", "--manifest", str(manifest), "--wait", "--interval", "0.05", env=env)
     wait_for(lambda: (_manifest(manifest)["shards"][0].get("request_counts") or {}).get("completed", 0) > 0)
+    emulator.configure(paused=True)  # still in progress when poll and then fetch are interrupted
     code, doc, err = interrupt(proc)
     assert code == 130 and doc["ok"] is False and doc["error"]["type"] == "interrupted", (doc, err)
     assert "Traceback" not in err
@@ -387,7 +388,7 @@ def test_ctrl_c_during_poll_wait_and_fetch_follow(emulator, env, tmp_path, h):
     assert committed.count(b"\n") == saved["lines"] == state["shards"][0]["downloads"]["output"]["skip"]
     assert len(on_disk) >= saved["lines"]
 
-    emulator.configure(rate=5000)
+    emulator.configure(rate=5000, paused=False)
     code, doc, err = h.run_script("fetch_results", *follow, env=env)
     assert code == 0 and doc["complete"], err
     results = h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
