@@ -4,6 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PORT   ?= 8765
+# make test's parallel workers (pytest-xdist): the tests wait a lot (emulator batches, retries, timeouts),
+# so more workers than cores; one test handed out at a time (--maxschedchunk 1) so that the long ones,
+# started first (tests/conftest.py), do not queue behind each other. Tests marked serial (wall-clock or
+# CPU-time bounds) run alone afterwards.
+TEST_WORKERS ?= 4
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint format demo serve bench soak package clean
@@ -19,8 +24,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP) ## create .venv and install runtime + dev dependencies
 
-test: $(STAMP) lint ## run lint and the test suite
-	$(PY) -m pytest -q -m "not soak"
+test: $(STAMP) lint ## run lint and the test suite (in parallel, then the time-bound tests alone)
+	$(PY) -m pytest -q -m "not soak and not serial" -n $(TEST_WORKERS) --maxschedchunk 1
+	$(PY) -m pytest -q -m "serial and not soak" -p no:xdist
 
 lint: $(STAMP) ## ruff check, format check and mypy on scripts/
 	$(PY) -m ruff check .

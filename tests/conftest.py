@@ -23,6 +23,36 @@ CHAT_MODEL = "Qwen/Qwen3.5-9B"
 EMBED_MODEL = "Qwen/Qwen3-Embedding-8B"
 
 
+# The longest tests (10-50 s each in a parallel run), in that order. Under pytest-xdist (make test) they
+# are handed out first, so that no worker is left running one of them alone at the end; the order of
+# the others is kept. This only orders: a renamed test is simply not moved.
+SLOW_FIRST = (
+    "test_creating_calls_faulted_still_exactly_once",
+    "test_resubmit_killed_at_random_points_makes_one_round_sent_once",
+    "test_submit_killed_at_random_points",
+    "test_faulty_server_still_exactly_once",
+    "test_flow_under_faults",
+    "test_ctrl_c_during_upload",
+    "test_rounds_until_every_input_has_an_answer",
+    "test_first_batch_and_poll_rows_measure_the_emulator_side",
+    "test_final_results_hold_one_line_per_original_input_with_attempts",
+    "test_documented_commands_run_against_the_emulator",
+    "test_fetch_killed_at_random_points",
+    "test_resubmit_dry_run_sends_nothing_and_a_round_can_be_narrowed_and_adjusted",
+    "test_growth_rows_cover_every_phase_with_memory_and_calls",
+    "test_killed_fetch_resumes_byte_identical",
+    "test_a_killed_submit_resumed_while_lists_lag_adopts_what_it_sent",
+    "test_poll_killed_at_random_points",
+    "test_demo_runs_end_to_end",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker collects, and must order, alike
+        rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+        items.sort(key=lambda item: rank.get(getattr(item, "originalname", item.name), len(rank)))
+
+
 class ScriptResult:
     """Exit code, parsed stdout document and stderr of one script run."""
 

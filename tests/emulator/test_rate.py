@@ -10,6 +10,7 @@ import json
 import os
 import time
 
+import pytest
 from conftest import Api, chat_line
 from emulator_server import EmulatorServer
 
@@ -62,6 +63,7 @@ def test_a_low_rate_is_honoured():
     assert wall >= 0.85  # 1,000 requests at 1,000/s (less the 0.1 s the rate may save up)
 
 
+@pytest.mark.serial  # a time bound: runs alone, after the parallel run (make test)
 def test_capacity_for_fifty_thousand_requests_per_second():
     n = 30_000
     with EmulatorServer("--start-delay", "0", "--rate", "50000") as emu:

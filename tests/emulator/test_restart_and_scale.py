@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from conftest import Api, chat_line
 from emulator_server import EmulatorServer
 
@@ -41,6 +42,7 @@ def test_restart_after_sigkill_mid_batch(tmp_path):
         assert api.get(f"/files/{b['input_file_id']}").json()["filename"] == "jobs.jsonl"
 
 
+@pytest.mark.serial  # a time bound: runs alone, after the parallel run (make test)
 def test_fifty_thousand_requests_well_under_a_minute():
     # at the rate scale tests use (the default 5,000/s would make this a 10 s wait on the rate)
     with EmulatorServer("--start-delay", "0", "--rate", "50000") as emu:
