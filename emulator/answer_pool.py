@@ -12,6 +12,7 @@ import json
 import logging
 import multiprocessing
 import os
+import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -57,13 +58,41 @@ def plain_fields(
     return NOT_PLAIN
 
 
+class Sender:
+    """Writes messages to a connection from a thread of its own, so that neither side ever blocks on a
+    full pipe while the other is busy (each side writes only here and reads on its main thread; a
+    blocked write releases the GIL)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.failed = False
+        self.thread = threading.Thread(target=self._run, name="pool-sender", daemon=True)
+        self.thread.start()
+
+    def send(self, data: bytes) -> None:
+        self.queue.put(data)
+
+    def close(self) -> None:
+        self.queue.put(None)
+
+    def _run(self) -> None:
+        while (data := self.queue.get()) is not None:
+            try:
+                self.conn.send_bytes(data)
+            except (OSError, ValueError):  # the other side is gone: its reader finds out
+                self.failed = True
+                return
+
+
 def serve(conn: Connection, models: list[str], reasoning_models: list[str], server: int) -> None:
     """The pool process: answer each message of jobs until the pipe closes or the server is gone.
     A message is NUL-separated text (no field can hold a NUL: JSON escapes it, ids and custom_ids are
     checked at upload): `created`, then 4 fields a job; the answer, 3 fields a job."""
     model = Model(Config(models=models, reasoning_models=reasoning_models))
     threading.Thread(target=_exit_with, args=(server,), name="watch-server", daemon=True).start()
-    conn.send_bytes(READY)
+    sender = Sender(conn)
+    sender.send(READY)
     while True:
         try:
             fields = conn.recv_bytes().decode("utf-8").split("\0")
@@ -73,7 +102,7 @@ def serve(conn: Connection, models: list[str], reasoning_models: list[str], serv
         out: list[str] = []
         for i in range(1, len(fields), 4):
             out += plain_fields(model, *fields[i : i + 4], created)
-        conn.send_bytes("\0".join(out).encode("utf-8"))
+        sender.send("\0".join(out).encode("utf-8"))
 
 
 def _exit_with(server: int) -> None:
@@ -86,14 +115,15 @@ def _exit_with(server: int) -> None:
 
 class AnswerPool:
     """One helper process (started on first use with `spawn`, so nothing of the server's threads or event
-    loop is copied into it) and a pipe to it; one part on the way at a time (with two, each side could
-    block writing into a full pipe while the other writes too). Broken,
-    stalled or unavailable: `usable` turns False and the worker answers everything itself."""
+    loop is copied into it) and a pipe to it, written by a Sender on each side; parts are answered in the
+    order sent. Broken, stalled or unavailable: `usable` turns False and the worker answers everything
+    itself."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.proc: BaseProcess | None = None
         self.conn: Connection | None = None
+        self.sender: Sender | None = None
         self.up = False  # the process said it is ready
         self.waiting = 0  # jobs sent and not yet answered
         self.usable = True
@@ -106,6 +136,7 @@ class AnswerPool:
         try:
             ctx = multiprocessing.get_context("spawn")
             self.conn, child = ctx.Pipe()
+            self.sender = Sender(self.conn)
             args = (child, list(self.cfg.models), list(self.cfg.reasoning_models), os.getpid())
             self.proc = ctx.Process(target=serve, args=args, name="emulator-answer-pool", daemon=True)
             self.proc.start()
@@ -134,13 +165,13 @@ class AnswerPool:
 
     def send(self, jobs: Sequence[Job], created: int) -> None:
         """Hand over a part (answered by `receive`, in order); nothing when the pool is not usable."""
-        if not self.usable or self.conn is None:
+        if not self.usable or self.sender is None:
             return
-        try:
-            self.conn.send_bytes("\0".join([str(created), *(f for job in jobs for f in job)]).encode("utf-8"))
-            self.waiting += 1
-        except (OSError, ValueError):
+        if self.sender.failed:
             self.broken()
+            return
+        self.sender.send("\0".join([str(created), *(f for job in jobs for f in job)]).encode("utf-8"))
+        self.waiting += 1
 
     def receive(self, n: int) -> list[Answer]:
         """The answers to the oldest part sent (n jobs); all None when the pool failed meanwhile."""
@@ -178,6 +209,9 @@ class AnswerPool:
 
     def close(self) -> None:
         """Close the pipe (the process then ends by itself) and make sure the process is gone."""
+        if self.sender is not None:
+            self.sender.close()
+            self.sender = None
         if self.conn is not None:
             self.conn.close()
             self.conn = None

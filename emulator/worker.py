@@ -25,6 +25,7 @@ TICK_S = 0.02
 CHUNK = 2000  # rows per tick
 BURST_S = 0.1  # the rate's budget saved up at most (a tick after a pause runs this much of it)
 PART = 250  # rows per job of the answer pool (it answers the next part while the worker stores one)
+AHEAD = 2  # parts handed to the pool before the worker waits for the first answer
 POOL_MIN = 2 * PART  # a tick with fewer rows is answered inline (with one part nothing would overlap)
 RETRIABLE = {408, 404, 429, 499}
 MAX_BACKOFF_S = 10.0
@@ -198,12 +199,13 @@ class Worker:
                     self.settle([(r, self.call_builtin(r)) for r in part])
             return
         created = self.store.clock.now_i()
-        self.pool_send(parts[0], created)
+        for part in parts[:AHEAD]:
+            self.pool_send(part, created)
         with self.store.transaction():  # one commit per tick
             for i, part in enumerate(parts):
                 answers = self.pool.receive(len(part))
-                if i + 1 < len(parts):  # one part on the way at a time: neither side blocks the other's pipe
-                    self.pool_send(parts[i + 1], created)
+                if i + AHEAD < len(parts):
+                    self.pool_send(parts[i + AHEAD], created)
                 self.settle_answers(part, answers)
 
     def pool_send(self, part: list[sqlite3.Row], created: int) -> None:
