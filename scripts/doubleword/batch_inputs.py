@@ -23,29 +23,11 @@ from doubleword.errors import ServiceError
 from doubleword.manifest import sha256_file
 from doubleword.store import InputRow, Store
 
-_HINT_RESPONSE_FORMAT, _HINT_FORMAT = b'"response_format"', b'"format"'  # a request that may ask for JSON
-
-
-def leading_value(raw: bytes, key: bytes) -> str | None:
-    """The string value of ``key`` when a compact JSON line starts with it (``{"custom_id":"x",...``),
-    read without parsing the line; None when the line has another layout (the caller then parses it)."""
-    head = b'{"' + key + b'":"'
-    if not raw.startswith(head):
-        return None
-    start = len(head)
-    end = raw.find(b'"', start)
-    if end < 0 or b"\\" in raw[start:end] or not raw.rstrip().endswith(b"}"):
-        return None
-    try:
-        return raw[start:end].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+JSON_HINTS = (b'"response_format"', b'"format"')  # in a request line that may ask for JSON output
 
 
 def custom_id_of(raw: bytes) -> str | None:
-    value = leading_value(raw, b"custom_id")
-    if value is not None:
-        return value
+    """The custom_id of a request line (parsed)."""
     try:
         line = json.loads(raw)
     except ValueError:
@@ -55,31 +37,34 @@ def custom_id_of(raw: bytes) -> str | None:
 
 
 _ID_HEAD = b'{"custom_id":"'
+_ID_START = len(_ID_HEAD)
+
+
+def fast_custom_id(line: bytes) -> str | None:
+    """The custom_id of a compact line that starts with it (every line create_batch_file.py writes), read
+    in place; None for any other layout (then :func:`custom_id_of` parses the line)."""
+    if not line.startswith(_ID_HEAD):
+        return None
+    end = line.find(b'"', _ID_START)
+    if end < 0 or not line.endswith(b"}") or b"\\" in line[_ID_START:end]:
+        return None
+    try:
+        return line[_ID_START:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _rows(path: Path) -> Iterator[InputRow]:
-    """Each line's (custom_id, -, offset, length, asks for JSON, crc32), in order.
-
-    The custom_id of a compact line that starts with it is read in place (most lines: every line
-    create_batch_file.py writes); any other layout is parsed."""
-    head = len(_ID_HEAD)
+    """Each line's (custom_id, -, offset, length, asks for JSON, crc32), in order."""
+    format_hint, response_format_hint = JSON_HINTS[1], JSON_HINTS[0]
     with open(path, "rb") as handle:
         offset = 0
         for raw in handle:
             length = len(raw)
             line = raw.rstrip(b"\r\n")
             if line and not line.isspace():
-                custom_id = None
-                if line.startswith(_ID_HEAD):
-                    end = line.find(b'"', head)
-                    if end > 0 and line.endswith(b"}") and b"\\" not in line[head:end]:
-                        try:
-                            custom_id = line[head:end].decode("utf-8")
-                        except UnicodeDecodeError:
-                            pass
-                if custom_id is None:
-                    custom_id = custom_id_of(line) or ""
-                wants_json = 1 if _HINT_FORMAT in line or _HINT_RESPONSE_FORMAT in line else 0
+                custom_id = fast_custom_id(line) or custom_id_of(line) or ""
+                wants_json = 1 if format_hint in line or response_format_hint in line else 0
                 yield custom_id, None, offset, len(line), wants_json, zlib.crc32(line)
             offset += length
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -36,9 +37,10 @@ from doubleword.client import ApiClient, ApiError
 from doubleword.config import DELETED
 from doubleword.errors import BusyError, ExitCode, InputError, ServiceError
 from doubleword.files import atomic_write_text
-from doubleword.manifest import Manifest, exclusive_lock, record_batch
+from doubleword.inorder import OrderTracker
+from doubleword.manifest import Manifest, exclusive_lock, record_batch, sha256_file
 from doubleword.remote import delete_remote, early_analytics, job_cost
-from doubleword.results import join
+from doubleword.results import Run, join
 from doubleword.sinks import RecordFile, ReplyReader, Sink, check_content_type
 from doubleword.status import describe_batch, is_terminal
 from doubleword.store import RECORDS_NAME, Store
@@ -98,8 +100,36 @@ class Engine:
             self.sinks[kind] = sink
         self.commit()
         self.last_commit = time.monotonic()
+        # answers checked against their inputs as they arrive, per batch (None: not checked)
+        self.trackers: dict[str, OrderTracker | None] = {}
+        self.one_round = len({int(s.get("round") or 1) for s in manifest.shards}) == 1
+        self.disordered = False
+        self.on_disorder: Callable[[], Any] = lambda: None
+
+    def ordered_runs(self, shards: list[Any]) -> list[Run] | None:
+        """The job's results as runs of the record file when every batch came back complete and in input
+        order (every tracker saw every input line answered); else None (index and join)."""
+        if self.disordered or not self.one_round:
+            return None
+        runs = []
+        for shard in shards:
+            tracker = self.trackers.get(str(shard["batch_id"]))
+            if tracker is None or not tracker.finished() or not shard_finished(shard):
+                return None
+            first = tracker.ranges[0][0]
+            head = self.records_head(first)
+            runs.append(Run(tracker.batch_id, tracker.ranges, tracker.count, tracker.tokens, head))
+        return runs or None
+
+    def records_head(self, offset: int) -> bytes:
+        with open(self.records.path, "rb") as handle:
+            handle.seek(offset)
+            return handle.readline().rstrip(b"\n")
 
     def close(self) -> None:
+        for tracker in self.trackers.values():
+            if tracker is not None:
+                tracker.retire()
         with self.lock:
             for sink in self.sinks.values():
                 sink.close()
@@ -160,9 +190,38 @@ class Engine:
         cursor = self._cursor(shard, kind, batch)
         if cursor is None:
             return
+        if kind == "output":
+            self._track(shard)
         for _ in range(10_000):  # requests; a bound against a server that never ends a file
             if not self._fetch_once(shard, kind, cursor, batch):
                 return
+
+    def _track(self, shard: Any) -> None:
+        """Check this batch's answers against its input file as they arrive (:mod:`doubleword.inorder`)
+        when this run reads the batch from its first line, in a one-round job, with the local input
+        unchanged; else the inputs are indexed (started now, beside the downloads)."""
+        batch_id = str(shard["batch_id"])
+        with self.lock:
+            if batch_id in self.trackers:
+                return
+            downloads = shard.get("downloads") or {}
+            fresh = all(int((downloads.get(k) or {}).get("high", 0)) == 0 for k in KINDS)
+            local = shard.get("path")
+            usable = fresh and self.one_round and local and shard.get("sha256") and Path(local).is_file()
+        tracker = None
+        if usable and sha256_file(local) == shard.get("sha256"):
+            tracker = OrderTracker(batch_id, Path(local))
+        with self.lock:
+            self.trackers[batch_id] = tracker
+            if tracker is None:
+                self.disorder()
+
+    def disorder(self) -> None:
+        """Answers that are not simply in input order (or cannot be checked): the join will need the
+        inputs indexed, so that starts now (once; the caller holds the lock)."""
+        if not self.disordered:
+            self.disordered = True
+            self.on_disorder()
 
     def _cursor(self, shard: Any, kind: str, batch: dict[str, Any]) -> dict[str, Any] | None:
         """The cursor to download from, or None when nothing can be new."""
@@ -275,6 +334,12 @@ class Engine:
         return reader.received
 
 
+def shard_finished(shard: Any) -> bool:
+    """The batch is terminal and both its files are read to their end."""
+    downloads = shard.get("downloads") or {}
+    return is_terminal(shard.get("status")) and all((downloads.get(k) or {}).get("complete") for k in KINDS)
+
+
 def _served(batch: dict[str, Any], kind: str) -> int | None:
     counts = batch.get("request_counts") or {}
     value = counts.get("completed" if kind == "output" else "failed")
@@ -332,30 +397,31 @@ def fetch_job(
                 engine.lock,
                 by_content=options.by_content,
             )
-            # The input files are indexed while the downloads run (their bytes arrive meanwhile); what
-            # needs the downloads (batches without a readable input, the rounds' links) comes after.
+            # Answers that come back in input order need no index of the inputs (the trackers check them
+            # as they arrive); as soon as that fails for a batch, the input files are indexed beside the
+            # downloads. What needs the downloads (batches without a readable input, the rounds' links)
+            # comes after them.
             with ThreadPoolExecutor(max_workers=2) as pool:
-                indexing = pool.submit(index, files_only=True)
+                indexing: list[Any] = []
+                engine.on_disorder = lambda: indexing.append(pool.submit(index, files_only=True))
                 early = pool.submit(early_analytics, client, shards) if options.cost else None
                 batches, finished = _download_loop(engine, options)
-            indexed = indexing.result()
-            index(skip=indexed)
+                engine.on_disorder = lambda: None
             running = {b for b, batch in batches.items() if not is_terminal(batch.get("status"))}
+            ordered = None if options.export else engine.ordered_runs(shards)
+            if ordered is None:
+                index(skip=indexing[0].result() if indexing else set())
             extra = []
             if options.export:
                 from doubleword.export import Export  # only --export pays for its import
 
                 extra.append(Export(options.export, engine.store, shards))
-            summary = join(engine.store, running, out_dir / "results.jsonl", out_dir / "retry.jsonl", extra)
+            results_path, retry_path = out_dir / "results.jsonl", out_dir / "retry.jsonl"
+            summary = join(engine.store, running, results_path, retry_path, extra, ordered=ordered)
             short = _shortfall(engine.store, shards, batches)
         finally:
             engine.close()
-    settled = {
-        str(s["batch_id"])
-        for s in shards
-        if is_terminal(s.get("status"))
-        and all((s.get("downloads") or {}).get(k, {}).get("complete") for k in KINDS)
-    }
+    settled = {str(s["batch_id"]) for s in shards if shard_finished(s)}
     cost = job_cost(client, shards, settled, early.result() if early else None) if options.cost else None
     deleted = delete_remote(client, shards, finished) if options.delete_remote else None
     per_batch = summary.pop("per_batch")

@@ -83,8 +83,7 @@ class Run:
     completed, one attempt, no JSON check, one batch. The writers that know runs take them whole."""
 
     batch_id: str | None
-    start: int  # byte range in the record file, newlines included
-    end: int
+    ranges: list[tuple[int, int]]  # byte ranges in the record file, newlines included, in order
     count: int
     tokens: list[int]
     head: bytes  # the first line (a summary looks at one answer of each run)
@@ -155,8 +154,8 @@ def records(
             row = rows[0]
             if runs and row[9] is not None and row[11] == USABLE and not row[8]:
                 start, end = row[12], row[12] + row[13] + 1
-                if run is not None and start == run.end and row[3] == run.batch_id:
-                    run.end = end
+                if run is not None and start == run.ranges[-1][1] and row[3] == run.batch_id:
+                    run.ranges[-1] = (run.ranges[-1][0], end)
                     run.count += 1
                     tokens = run.tokens
                     tokens[0] += row[14] or 0
@@ -166,7 +165,7 @@ def records(
                 if run is not None:
                     yield run
                 tokens = [row[14] or 0, row[15] or 0, row[16] or 0]
-                run = Run(row[3], start, end, 1, tokens, requests.record(start, row[13]) or b"")
+                run = Run(row[3], [(start, end)], 1, tokens, requests.record(start, row[13]) or b"")
                 continue
             if run is not None:
                 yield run
@@ -279,7 +278,8 @@ class ResultsFile:
 
     def add_run(self, run: Run) -> None:
         self.flush()
-        self.requests.copy(run.start, run.end, self.handle.write)
+        for start, end in run.ranges:
+            self.requests.copy(start, end, self.handle.write)
 
     def flush(self) -> None:
         if self.lines:
@@ -435,9 +435,11 @@ def join(
     results_path: Path,
     retry_path: Path,
     extra: Sequence[Writer] = (),
+    ordered: list[Run] | None = None,
 ) -> dict[str, Any]:
     """Write results.jsonl and retry.jsonl (atomically) and feed ``extra`` writers; returns the summary
-    (with ``per_batch`` counts)."""
+    (with ``per_batch`` counts). ``ordered``: the whole job as runs, known without the index (answers
+    checked against their inputs as they arrived, :mod:`doubleword.inorder`)."""
     requests = _Requests(store.source_paths(), store.path.with_name(RECORDS_NAME))
     summary = Summary()
     try:
@@ -447,7 +449,8 @@ def join(
             adders = [w.add for w in writers]
             run_adders = [getattr(w, "add_run", None) for w in writers]  # a writer without: no runs
             runs = None not in run_adders
-            ordered = _ordered(store, requests) if runs else None
+            if runs and ordered is None:
+                ordered = _ordered(store, requests)
             items: Iterable[Result | Run] = ordered or records(store, running, requests, runs=runs)
             for item in items:
                 if isinstance(item, Run):
@@ -474,7 +477,7 @@ def _ordered(store: Store, requests: _Requests) -> list[Run] | None:
     if ranges is None:
         return None
     return [
-        Run(b, start, end, n, tokens, requests.record(start, first) or b"")
+        Run(b, [(start, end)], n, tokens, requests.record(start, first) or b"")
         for b, start, end, n, tokens, first in ranges
     ]
 

@@ -158,10 +158,12 @@ class ReplyReader:
             datas: list[bytes] = []
             offset, rec_off = sink.end(), engine.records.end()
             number, batch_id = self.number, self.batch_id
+            skipped = False
             for raw, (line_id, custom_id, status, (p, c, t), et, es, record) in encoded:
                 self.received += 1
                 if line_id is not None:
                     if line_id in known:
+                        skipped = True
                         continue
                     known.add(line_id)
                 else:  # a line without an id cannot be recognised again; it is kept under its position
@@ -192,6 +194,14 @@ class ReplyReader:
             sink.extend(raws, offset - sink.end())
             engine.records.extend(datas, rec_off - engine.records.end())
             engine.store.add_records(rows)
+            tracker = engine.trackers.get(batch_id)
+            if tracker is not None and tracker.handle is not None and (rows or skipped):
+                if self.kind == "output" and not skipped:
+                    tracker.take(rows)
+                else:  # a failure, or a line seen before: not a plain run of answers in input order
+                    tracker.retire()
+                if tracker.handle is None:
+                    engine.disorder()
             self.cursor["skip"] = self.start + self.moved
             self.cursor["high"] = max(int(self.cursor.get("high", 0)), self.cursor["skip"])
             due = (

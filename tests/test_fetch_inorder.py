@@ -1,0 +1,73 @@
+"""The order tracker: answers checked against the input file as they arrive (doubleword.inorder)."""
+
+from __future__ import annotations
+
+import json
+
+from doubleword.inorder import OrderTracker
+
+
+def _inputs(tmp_path, ids, *, json_for=(), blank_after=()):
+    path = tmp_path / "jobs.jsonl"
+    with open(path, "w", encoding="utf-8") as handle:
+        for custom_id in ids:
+            body = {"model": "m", "messages": [{"role": "user", "content": custom_id}]}
+            if custom_id in json_for:
+                body["response_format"] = {"type": "json_object"}
+            handle.write(json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}, separators=(",", ":")) + "\n")  # fmt: skip
+            if custom_id in blank_after:
+                handle.write("\n  \n")
+    return path
+
+
+def _rows(answers, start=0):
+    """Index rows (kind, off, line_id, batch, custom_id, status, p, c, t, et, es, rec_off, rec_len)."""
+    rows, offset = [], start
+    for custom_id, status in answers:
+        rows.append((0, 0, f"l-{custom_id}", "B", custom_id, status, 1, 2, 3, None, None, offset, 9))
+        offset += 10
+    return rows
+
+
+def test_answers_in_input_order_make_one_range_and_the_totals(tmp_path):
+    tracker = OrderTracker("B", _inputs(tmp_path, ["a", "b", "c"], blank_after=["a"]))
+    rows = _rows([("a", "completed"), ("b", "completed"), ("c", "completed")])
+    tracker.take(rows[:2])
+    tracker.take(rows[2:])
+    assert tracker.finished() and tracker.complete
+    assert tracker.ranges == [(0, 30)] and tracker.count == 3 and tracker.tokens == [3, 6, 9]
+
+
+def test_records_of_other_batches_in_between_make_several_ranges(tmp_path):
+    tracker = OrderTracker("B", _inputs(tmp_path, ["a", "b"]))
+    tracker.take(_rows([("a", "completed")], start=0))
+    tracker.take(_rows([("b", "completed")], start=100))  # another batch's records were appended between
+    assert tracker.finished() and tracker.ranges == [(0, 10), (100, 110)]
+
+
+def test_anything_else_retires_the_tracker(tmp_path):
+    cases = {
+        "out of order": [("b", "completed"), ("a", "completed")],
+        "a failure": [("a", "failed")],
+        "a cut-off answer": [("a", "truncated")],
+        "more answers than inputs": [
+            ("a", "completed"),
+            ("b", "completed"),
+            ("c", "completed"),
+            ("d", "completed"),
+        ],
+        "an answer without an id": [(None, "completed")],
+    }
+    for why, answers in cases.items():
+        tracker = OrderTracker("B", _inputs(tmp_path, ["a", "b", "c"]))
+        tracker.take(_rows(answers))
+        assert not tracker.finished() and not tracker.complete, why
+
+
+def test_a_request_asking_for_json_or_an_unanswered_input_needs_the_join(tmp_path):
+    tracker = OrderTracker("B", _inputs(tmp_path, ["a", "b"], json_for=["b"]))
+    tracker.take(_rows([("a", "completed"), ("b", "completed")]))
+    assert not tracker.finished()  # the JSON answer must be checked against the request's schema
+    tracker = OrderTracker("B", _inputs(tmp_path, ["a", "b"]))
+    tracker.take(_rows([("a", "completed")]))
+    assert not tracker.finished()  # b has no answer (yet): the join lists it as pending or missing
