@@ -791,10 +791,10 @@ def test_a_full_disk_is_an_input_error_and_is_not_retried(h, emu, tmp_path: Path
     assert "retrying" not in result.stderr and "interrupted (" not in result.stderr
 
 
-@pytest.mark.xfail(reason="fetch: the file (or fetch index) that filled the disk is not named", strict=False)
 def test_a_full_disk_names_the_path(h, emu, tmp_path: Path) -> None:
     result, _, out = _fetch_onto_a_full_disk(h, emu, tmp_path)
-    refused(result, 4, str(out))
+    message = refused(result, 4, str(out))
+    assert "free some space" in message, message
 
 
 # --------------------------------------------------------------------------- more attacks (variants)

@@ -17,14 +17,18 @@ detected; a finished batch is read until the server has no more, whatever its pa
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from queue import Full, Queue
 from typing import Any
 
 import requests
@@ -49,6 +53,7 @@ KINDS = {"output": ("output_file_id", "output.jsonl", 0), "errors": ("error_file
 STREAM_RETRIES = 5
 DOWNLOAD_CHUNK = 1 << 18  # bytes per read of a streamed body
 DOWNLOAD_WORKERS = 4  # batches downloaded at the same time
+PREFETCH_CHUNKS = 16  # chunks read ahead of the decoding (4 MB)
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -317,7 +322,7 @@ class Engine:
         reader = ReplyReader(self, shard, kind, cursor, batch)
         buffer = b""
         try:
-            for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK):
+            for chunk in prefetched(response.iter_content(chunk_size=DOWNLOAD_CHUNK)):
                 buffer += chunk
                 cut = buffer.rfind(b"\n")
                 if cut >= 0:
@@ -332,6 +337,48 @@ class Engine:
         finally:
             reader.flush()
         return reader.received
+
+
+_END = object()
+
+
+def prefetched(chunks: Iterator[bytes], depth: int = PREFETCH_CHUNKS) -> Iterator[bytes]:
+    """``chunks``, read by a thread up to ``depth`` chunks ahead, so the server goes on sending while the
+    lines are decoded (read in turn with the decoding, a connection idles half the time). The reader's
+    errors are raised here, in order; memory stays bounded by ``depth``."""
+    ahead: Queue[Any] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False  # the consumer has gone (an error): the response is closed under the reader
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                if not hand(chunk):
+                    return
+        except BaseException as exc:  # handed over: the consumer raises it
+            hand(exc)
+            return
+        hand(_END)
+
+    threading.Thread(target=read, name="download-reader", daemon=True).start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 def shard_finished(shard: Any) -> bool:
@@ -385,42 +432,9 @@ def fetch_job(
                 "(or stop it), then run this again; it resumes where the other stopped"
             )
         _claim(out_dir, manifest)
-        engine = Engine(client, manifest, out_dir, options.page_size)
-        try:
-            shards = [s for s in manifest.shards if s.get("batch_id")]
-            index = partial(
-                index_inputs,
-                client,
-                engine.store,
-                shards,
-                out_dir,
-                engine.lock,
-                by_content=options.by_content,
-            )
-            # Answers that come back in input order need no index of the inputs (the trackers check them
-            # as they arrive); as soon as that fails for a batch, the input files are indexed beside the
-            # downloads. What needs the downloads (batches without a readable input, the rounds' links)
-            # comes after them.
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                indexing: list[Any] = []
-                engine.on_disorder = lambda: indexing.append(pool.submit(index, files_only=True))
-                early = pool.submit(early_analytics, client, shards) if options.cost else None
-                batches, finished = _download_loop(engine, options)
-                engine.on_disorder = lambda: None
-            running = {b for b, batch in batches.items() if not is_terminal(batch.get("status"))}
-            ordered = None if options.export else engine.ordered_runs(shards)
-            if ordered is None:
-                index(skip=indexing[0].result() if indexing else set())
-            extra = []
-            if options.export:
-                from doubleword.export import Export  # only --export pays for its import
-
-                extra.append(Export(options.export, engine.store, shards))
-            results_path, retry_path = out_dir / "results.jsonl", out_dir / "retry.jsonl"
-            summary = join(engine.store, running, results_path, retry_path, extra, ordered=ordered)
-            short = _shortfall(engine.store, shards, batches)
-        finally:
-            engine.close()
+        with naming_full_disk(out_dir):
+            summary, batches, finished, short, early = _download_and_join(client, manifest, out_dir, options)
+    shards = [s for s in manifest.shards if s.get("batch_id")]
     settled = {str(s["batch_id"]) for s in shards if shard_finished(s)}
     cost = job_cost(client, shards, settled, early.result() if early else None) if options.cost else None
     deleted = delete_remote(client, shards, finished) if options.delete_remote else None
@@ -451,6 +465,59 @@ def fetch_job(
     result["manifest"] = str(manifest.path.resolve())
     result["api_calls"] = client.calls
     return result, int(code)
+
+
+def _download_and_join(
+    client: ApiClient, manifest: Manifest, out_dir: Path, options: Options
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], bool, int, Any]:
+    """The downloads and the results files: (summary, batches, finished, requests unlisted, analytics)."""
+    engine = Engine(client, manifest, out_dir, options.page_size)
+    try:
+        shards = [s for s in manifest.shards if s.get("batch_id")]
+        index = partial(
+            index_inputs, client, engine.store, shards, out_dir, engine.lock, by_content=options.by_content
+        )
+        # Answers that come back in input order need no index of the inputs (the trackers check them as
+        # they arrive); as soon as that fails for a batch, the input files are indexed beside the
+        # downloads. What needs the downloads (batches without a readable input, the rounds' links) comes
+        # after them.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            indexing: list[Any] = []
+            engine.on_disorder = lambda: indexing.append(pool.submit(index, files_only=True))
+            early = pool.submit(early_analytics, client, shards) if options.cost else None
+            batches, finished = _download_loop(engine, options)
+            engine.on_disorder = lambda: None
+        running = {b for b, batch in batches.items() if not is_terminal(batch.get("status"))}
+        ordered = None if options.export else engine.ordered_runs(shards)
+        if ordered is None:
+            index(skip=indexing[0].result() if indexing else set())
+        extra = []
+        if options.export:
+            from doubleword.export import Export  # only --export pays for its import
+
+            extra.append(Export(options.export, engine.store, shards))
+        results_path, retry_path = out_dir / "results.jsonl", out_dir / "retry.jsonl"
+        summary = join(engine.store, running, results_path, retry_path, extra, ordered=ordered)
+        short = _shortfall(engine.store, shards, batches)
+    finally:
+        engine.close()
+    return summary, batches, finished, short, early
+
+
+@contextlib.contextmanager
+def naming_full_disk(out_dir: Path) -> Iterator[None]:
+    """A full disk under the output folder named as such: the fetch index (SQLite) and the appended files
+    report it without a path, and the user needs to know where the space ran out."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "disk is full" not in str(exc):
+            raise
+        raise OSError(errno.ENOSPC, f"no space left for the fetch index ({exc})", str(out_dir)) from exc
+    except OSError as exc:
+        if exc.filename is not None or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(out_dir)) from exc
 
 
 def _claim(out_dir: Path, manifest: Manifest) -> None:
