@@ -1079,8 +1079,6 @@ def test_answers_holding_unicode_line_separators_are_kept_whole(
     assert [row["content"] for row in rows] == [odd] * 10, rows[0]
 
 
-@pytest.mark.xfail(strict=True, reason="fetch (lead): a content reply of blank lines is taken as 40 lines: the cursor "
-                   "moves past 30 real answers, which end up in retry.jsonl (exit 6, paid twice)")  # fmt: skip
 def test_a_content_reply_of_blank_lines_moves_no_cursor(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
     manifest = submitted(h, tmp_path, emu.base_url, n=30)
     proxy.add(reply(200, b" \n" * 40, on=CONTENT, times=1, headers={"Content-Type": "application/x-ndjson"}))
@@ -1116,8 +1114,6 @@ def test_a_long_line_is_read_whole(h, emu, proxy: HostileProxy, tmp_path: Path) 
     _assert_every_answer_once(tmp_path, 10)
 
 
-@pytest.mark.xfail(strict=True, reason="fetch (lead): a line that never ends is buffered whole and re-scanned on every "
-                   "256 kB chunk (quadratic: 48 MB ~6 s, 144 MB ~60 s, 330 MB of memory); here --timeout cuts it")  # fmt: skip
 def test_a_line_that_never_ends_is_a_fault_not_a_hang(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
     manifest = submitted(h, tmp_path, emu.base_url, n=10)
     proxy.add(framing("endless-line", on=CONTENT, times=1))

@@ -45,7 +45,7 @@ from doubleword.inorder import OrderTracker
 from doubleword.manifest import Manifest, exclusive_lock, record_batch, sha256_file
 from doubleword.remote import delete_remote, early_analytics, job_cost
 from doubleword.results import Run, join
-from doubleword.sinks import RecordFile, ReplyReader, Sink, check_content_type
+from doubleword.sinks import BadContent, RecordFile, ReplyReader, Sink, check_content_type
 from doubleword.status import describe_batch, is_terminal
 from doubleword.store import RECORDS_NAME, Store
 
@@ -53,6 +53,7 @@ KINDS = {"output": ("output_file_id", "output.jsonl", 0), "errors": ("error_file
 STREAM_RETRIES = 5
 DOWNLOAD_CHUNK = 1 << 18  # bytes per read of a streamed body
 DOWNLOAD_WORKERS = 4  # batches downloaded at the same time
+MAX_SERVED_LINE_BYTES = 32 << 20  # an output line past this is a fault (the longest real ones: ~1 MB)
 PREFETCH_CHUNKS = 4  # chunks read ahead of the decoding (1 MB a download: memory stays flat)
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -320,15 +321,23 @@ class Engine:
     ) -> int:
         """Decode and append the body's lines as they arrive; returns the lines received."""
         reader = ReplyReader(self, shard, kind, cursor, batch)
-        buffer = b""
+        pending: list[bytes] = []  # the start of a line not ended yet (in pieces: never re-scanned)
+        size = 0
         try:
             for chunk in prefetched(response.iter_content(chunk_size=DOWNLOAD_CHUNK)):
-                buffer += chunk
-                cut = buffer.rfind(b"\n")
-                if cut >= 0:
-                    reader.take(buffer[:cut].split(b"\n"))
-                    buffer = buffer[cut + 1 :]
-            tail = buffer.strip()
+                cut = chunk.rfind(b"\n")
+                if cut < 0:
+                    pending.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_SERVED_LINE_BYTES:
+                        raise BadContent(
+                            f"the server sent a line longer than {MAX_SERVED_LINE_BYTES >> 20} MB"
+                        )
+                    continue
+                whole = b"".join((*pending, chunk[:cut])) if pending else chunk[:cut]
+                reader.take(whole.split(b"\n"))
+                pending, size = [chunk[cut + 1 :]], len(chunk) - cut - 1
+            tail = b"".join(pending).strip()
             if tail:  # a last line without "\n" counts only if it is whole JSON
                 if decode_line(tail) is None:
                     raise requests.exceptions.ChunkedEncodingError("the body ended inside a line")

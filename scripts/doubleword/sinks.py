@@ -128,6 +128,7 @@ class ReplyReader:
         self.received = 0  # lines of this reply
         self.moved = 0  # lines the cursor has been moved past
         self.fresh = 0  # lines that were new
+        self.blank = 0  # blank lines (skipped; a reply of nothing else is not a page of the file)
         # Lines before the furthest point ever read may have been seen (a re-read after a /retry): those
         # are checked against the index; past it only the first line of the reply is.
         self.check_all = self.start < int(cursor.get("high", 0))
@@ -137,7 +138,8 @@ class ReplyReader:
         bad = None
         for raw in lines:
             raw = raw.rstrip(b"\r")
-            if not raw.strip():
+            if not raw or raw.isspace():
+                self.blank += 1
                 continue
             item = encode_line(raw, self.batch_id, self.endpoint)
             if item is None:
@@ -214,6 +216,8 @@ class ReplyReader:
 
     def finish(self) -> None:
         """The whole reply arrived: lines that were all known move the cursor unless the page repeats."""
+        if self.blank and not self.received:
+            raise BadContent(f"the server sent {self.blank} blank lines and no output line (a proxy's page?)")
         if self.fresh == 0 and self.received >= 2 and self.start > 0:
             raise ServiceError(  # not retried: a cache that ignores skip answers the same again
                 f"the server repeated {self.received} lines already downloaded when asked for skip={self.start} "
