@@ -1147,8 +1147,6 @@ def test_json_nested_deeper_than_python_parses_is_a_service_error(
     assert result.code == 5 and "Traceback" not in result.stderr, result
 
 
-@pytest.mark.xfail(strict=True, reason="fetch (lead): a content line nested 100,000 deep makes decode_line raise "
-                   "RecursionError: exit 1 'unexpected' (catch it with ValueError: a line that is not an output line)")  # fmt: skip
 def test_a_content_line_nested_too_deep_is_a_fault_not_a_crash(
     h, emu, proxy: HostileProxy, tmp_path: Path
 ) -> None:

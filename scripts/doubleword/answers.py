@@ -175,7 +175,7 @@ def _parse_json(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     return None
 
@@ -291,7 +291,7 @@ def check_json(content: Any, schema: Any) -> tuple[Any, dict[str, Any] | None]:
         text = fenced.group(1)
     try:
         parsed = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return None, _invalid("$", f"the answer is not valid JSON ({exc})")
     if schema is None:
         if not isinstance(parsed, dict):
@@ -433,7 +433,7 @@ def _encode_chat(raw: bytes, batch_id: str | None) -> Encoded | None:
             return None
     try:
         line = json.loads(raw[: first - 1] + _PLACEHOLDER + raw[end + 1 :])
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     parts = _chat_parts(line)
     if parts is None or parts[3].get("content") != "\x00":
@@ -536,9 +536,9 @@ def decode_line(raw: bytes) -> dict[str, Any] | None:
     except UnicodeDecodeError:
         try:
             line = json.loads(raw.decode("utf-8", "replace"))
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python parses
         return None
     if not isinstance(line, dict) or "custom_id" not in line or not ("response" in line or "error" in line):
         return None

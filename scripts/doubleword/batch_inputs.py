@@ -30,7 +30,7 @@ def custom_id_of(raw: bytes) -> str | None:
     """The custom_id of a request line (parsed)."""
     try:
         line = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     found = line.get("custom_id") if isinstance(line, dict) else None
     return found if isinstance(found, str) else None

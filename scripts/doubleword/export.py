@@ -61,7 +61,7 @@ class _Rows:
         for raw in self.lines:  # normally the very next line; rows without an input are skipped
             try:
                 entry = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(entry, dict) and entry.get("custom_id") == custom_id:
                 row = entry.get("row")

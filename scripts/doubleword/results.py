@@ -245,7 +245,7 @@ def _check_structured(result: Result, requests: _Requests) -> None:
     raw = requests.raw(result.source)
     try:
         request = json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):
         request = None
     wants, schema = json_request(request) if isinstance(request, dict) else (False, None)
     if not wants:
