@@ -346,6 +346,7 @@ def guarded_stream(response: requests.Response, watch: Watch, path: str) -> requ
     def iter_content(chunk_size: int | None = 1, decode_unicode: bool = False) -> Iterator[Any]:
         meter: Transfer | None = None
         moved = 0
+        began = time.monotonic()
         try:
             for chunk in plain_iter(chunk_size=chunk_size, decode_unicode=decode_unicode):
                 moved += len(chunk)
@@ -357,6 +358,7 @@ def guarded_stream(response: requests.Response, watch: Watch, path: str) -> requ
                     )
                 if meter is None and (moved >= METER_BYTES or (total or 0) >= METER_BYTES):
                     meter = Transfer(label, total)
+                    meter.started = began  # the rate since the first byte, not since the meter appeared
                     meter.add(moved)
                 elif meter is not None:
                     meter.add(len(chunk))
