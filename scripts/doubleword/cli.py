@@ -445,8 +445,13 @@ class Transfer:
         self.total = total
         self.done_bytes = 0
         self.started = time.monotonic()
+        self.ended: float | None = None  # set by stop_clock(): the bytes all moved then
         self._progress = progress or Progress()
         self._drawn = -math.inf
+
+    def stop_clock(self) -> None:
+        """The last byte has moved (an upload's body is sent): the rate stops here, the wait after is not counted."""
+        self.ended = time.monotonic()
 
     def add(self, count: int) -> None:
         self.done_bytes += count
@@ -467,6 +472,6 @@ class Transfer:
     def finish(self) -> str:
         """End the display; returns a line for a summary (bytes moved, time, rate)."""
         self._progress.done()
-        elapsed = time.monotonic() - self.started
+        elapsed = (self.ended or time.monotonic()) - self.started
         rate = human_bytes(self.done_bytes / max(elapsed, 1e-6))
         return f"{self.label}: {human_bytes(self.done_bytes)} in {elapsed:.1f}s ({rate}/s)"

@@ -47,6 +47,7 @@ class MultipartFile:
         self._pos = 0
         if getattr(self, "meter", None) is not None:
             self.meter.done_bytes = 0  # type: ignore[union-attr]
+            self.meter.ended = None  # type: ignore[union-attr]
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
@@ -69,6 +70,8 @@ class MultipartFile:
                 self._stage, self._pos = self._stage + 1, 0
         if self.meter is not None and out:
             self.meter.add(len(out))
+        if self.meter is not None and self._stage == 3:
+            self.meter.stop_clock()  # the body is sent; the server's answer may take a while
         return bytes(out)
 
     def close(self) -> None:
