@@ -1234,3 +1234,17 @@ def test_an_upload_rate_leaves_out_the_wait_for_the_answer(
     line = next(x for x in capsys.readouterr().err.splitlines() if " in " in x and "uploading big.jsonl" in x)
     seconds = float(line.split(" in ")[1].split("s")[0])
     assert seconds < 1.5, line  # was ~2.1 s: the server's 2 s of checking counted as upload time
+
+
+@pytest.mark.parametrize("route", [BATCHES, FILES], ids=["batch-create", "upload"])
+def test_a_see_other_after_a_create_is_looked_up_not_sent_again(h, emu, proxy: HostileProxy, tmp_path: Path,
+                                                                route: str) -> None:  # fmt: skip
+    def see_other(up: Upstream, seen: Any) -> Upstream:  # the server made it, then points elsewhere
+        return Upstream(303, {"Location": f"{proxy.url}/v1{seen.path}", "Content-Type": "text/plain"}, b"")
+
+    proxy.add(lambda seen, p: Action(edit=see_other) if re.search(route, seen.path) and seen.method == "POST"
+              and not p.state.setdefault("303", False) and not p.state.update({"303": True}) else None)  # fmt: skip
+    result = h.run_script("submit", str(job(h, tmp_path)), env=h.script_env(proxy.base_url))
+    stats = emu.stats()
+    assert (stats["files_created"], stats["batches_created"]) == (1, 1), (stats, result)
+    assert result.code == 0, result

@@ -114,7 +114,8 @@ class ApiClient:
     does: no retry sleeps past it and a request still waiting on the server when it passes is cut
     (:class:`DeadlineExceeded`). Redirects are followed only within the same origin (scheme, host and
     port), so neither the key nor an upload ever goes anywhere the base URL check did not see; a POST
-    follows only 307/308 (the body is sent again)."""
+    follows 301, 302, 307 and 308 with its body sent again, and a 303 to a creating call is ambiguous (the
+    object may exist already: it is looked up, never made again)."""
 
     def __init__(
         self,
@@ -177,7 +178,7 @@ class ApiClient:
             if rewind is not None and attempt > 1:
                 rewind()
             call = _Call(method, self.url(path), params, json_body, data, headers, stream, rewind)
-            call.reply_wait = reply_wait
+            call.reply_wait, call.creates = reply_wait, creates
             try:
                 response = self._send_following(call)
             except _Transient as fault:
@@ -200,13 +201,18 @@ class ApiClient:
             raise ApiError(status, message, method=method, path=path)
 
     def _send_following(self, call: _Call) -> requests.Response:
-        """One attempt: send, and follow same-origin redirects (a POST only on 307/308, body re-sent)."""
+        """One attempt: send, and follow same-origin redirects (a POST with its body re-sent; not a 303)."""
         for _ in range(MAX_REDIRECTS + 1):
             response = self._send(call)
             if not response.is_redirect:
                 return response
             location = urljoin(call.url, response.headers.get("Location", ""))
             response.close()
+            if call.creates and response.status_code == 303:  # "see other": the object may be made already
+                raise AmbiguousRequest(
+                    f"{call.method} {_path_of(call.url)}: the server answered 303 See Other (to "
+                    f"{_origin(location)}{_path_of(location)}); the outcome is unknown"
+                )
             _check_redirect(call, location)
             if call.rewind is not None:
                 call.rewind()
@@ -396,6 +402,7 @@ class _Call:
     """What one API call sends; a redirect changes its URL (and a 303 its method)."""
 
     reply_wait: float | None = None
+    creates = False
 
     def __init__(
         self,
