@@ -201,12 +201,16 @@ class Worker:
         created = self.store.clock.now_i()
         for part in parts[:AHEAD]:
             self.pool_send(part, created)
-        with self.store.transaction():  # one commit per tick
-            for i, part in enumerate(parts):
-                answers = self.pool.receive(len(part))
-                if i + AHEAD < len(parts):
-                    self.pool_send(parts[i + AHEAD], created)
-                self.settle_answers(part, answers)
+        try:
+            with self.store.transaction():  # one commit per tick
+                for i, part in enumerate(parts):
+                    answers = self.pool.receive(len(part))
+                    if i + AHEAD < len(parts):
+                        self.pool_send(parts[i + AHEAD], created)
+                    self.settle_answers(part, answers)
+        except BaseException:  # parts still on the way must never be taken for a later tick's answers
+            self.pool.broken()
+            raise
 
     def pool_send(self, part: list[sqlite3.Row], created: int) -> None:
         self.pool.send([(r["id"], r["custom_id"], r["url"], r["body"]) for r in part], created)
@@ -216,6 +220,12 @@ class Worker:
         st, now = self.store, self.store.clock.now()
         rows, batch_of, general = [], [], []
         for r, a in zip(part, answers, strict=True):
+            if a is not None and not a[0].startswith(f'{{"id":"batch_req_{r["id"]}"'):
+                # an answer to another request: never stored; this one is answered here, and the pool
+                # is not used again
+                if self.pool.usable:
+                    self.pool.broken()
+                a = None
             if a is None:
                 general.append(r)
             else:

@@ -4,11 +4,12 @@ process that dies must not lose or stall a request."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 
-from conftest import Api, chat_line
+from conftest import CHAT, Api, chat_line
 from emulator_server import EmulatorServer
 
 PLAIN = 2000
@@ -158,3 +159,23 @@ def test_a_server_stopped_with_sigterm_stops_its_pool_at_once():
     while alive(child):
         assert time.monotonic() < deadline, "the pool process outlived its server"
         time.sleep(0.1)
+
+
+def test_an_answer_for_another_request_is_never_stored():
+    """In process: the worker checks each pool answer's request id before storing it; a wrong one (parts
+    out of step after a failure) is answered by the worker itself and the pool is not used again."""
+    from emulator.config import Config
+    from emulator.state import State
+
+    state = State(Config(db=":memory:", start_delay=0))
+    st = state.store
+    rows = [("a", "POST", "/v1/chat/completions", CHAT, json.dumps(chat_line("a")["body"], sort_keys=True))]
+    f = st.add_input_file("f1", "o", 1, "x", "batch", 0, rows, 1)
+    b = st.create_batch("o", f, "/v1/chat/completions", "24h", {}, 0)
+    st.populate(st.batch_row(b["id"]))
+    (row,) = st.pending_requests(st.batch_row(b["id"]), st.clock.now(), 10)
+    wrong = ('{"id":"batch_req_00000000-0000-4000-8000-000000000000","custom_id":"a"}', 1, 1)
+    state.worker.settle_answers([row], [wrong])
+    assert state.worker.pool.state() == "broken" and state.worker.pool.answered == 0
+    (line,) = st.result_lines(b["id"], "completed", None, None).page(0, 10)
+    assert json.loads(line)["id"] == f"batch_req_{row['id']}"
