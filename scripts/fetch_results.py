@@ -12,7 +12,6 @@ from doubleword.cli import make_parser, run, seconds, summary
 from doubleword.client import ApiClient
 from doubleword.download import Options, fetch_job
 from doubleword.errors import ExitCode, InputError, UsageError
-from doubleword.export import check_path
 from doubleword.manifest import Manifest, add_target_args, client_for, load_targets, new_shard, record_batch
 
 EXAMPLES = """\
@@ -30,7 +29,8 @@ completed|failed|truncated|invalid|pending|missing, content, parsed, reasoning, 
 embedding, usage, error, attempts, batch_id, line_id, model) and retry.jsonl (the original request lines
 without a usable answer). Only "completed" is a usable answer. --export PATH.csv|PATH.jsonl writes one row
 per input beside your own columns. --follow keeps downloading until every batch is terminal (bounded by
---timeout). One fetch runs per output directory at a time: a second one exits 7 at once."""
+--timeout). One fetch runs per output directory at a time: a second one exits 7 at once. With the optional
+orjson package installed the per-line decoding uses it (DOUBLEWORD_PURE_JSON=1: the standard library only)."""
 
 STATE_NAME = "fetch.manifest.json"
 EXIT_CODES = (
@@ -83,7 +83,11 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         raise UsageError("--page-size must be between 1 and 100 (or 0 for streamed downloads)")
     if args.interval <= 0:
         raise UsageError("--interval must be positive")
-    export = check_path(args.export) if args.export else None
+    export = None
+    if args.export:
+        from doubleword.export import check_path  # only --export pays for csv and the export code
+
+        export = check_path(args.export)
     manifest, ids = load_targets(args)
     client = client_for(args, manifest)
     if manifest is None:
