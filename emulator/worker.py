@@ -229,12 +229,9 @@ class Worker:
             if a is None:
                 general.append(r)
             else:
-                line, pt, ct = a
-                rows.append(
-                    ("completed", r["attempts"] + 1, 0, st.next_done_seq(), now, line, pt, ct, 1.0, r["rid"])
-                )
+                rows.append((st.next_done_seq(), now, *a, r["rid"]))
                 batch_of.append(r["batch_id"])
-        st.save_outcomes(rows, batch_of)
+        st.save_answers(rows, batch_of)
         self.pool.answered += len(rows)
         if general:
             self.settle([(r, self.call_builtin(r)) for r in general])

@@ -27,6 +27,11 @@ POPULATE_SQL = (
     " SELECT ? || printf('%012x', (? + line_no) % 281474976710656), ?, line_no, custom_id, model, url, body,"
     " 'pending' FROM input_lines WHERE file_id=? ORDER BY line_no"
 )
+# A pending request answered (the pool's answers): only what varies is bound.
+SAVE_ANSWER_SQL = (
+    "UPDATE requests SET state='completed', attempts=attempts+1, next_at=0, done_seq=?, done_at=?, line=?,"
+    " prompt_tokens=?, completion_tokens=?, duration_ms=1.0 WHERE rid=?"
+)
 SAVE_SQL = (
     "UPDATE requests SET state=?, attempts=?, next_at=?, done_seq=?, done_at=?, line=?,"
     " prompt_tokens=?, completion_tokens=?, duration_ms=? WHERE rid=?"
@@ -81,6 +86,13 @@ class WorkQueries(Database):
             self.db.execute("BEGIN")
             self.db.executemany("UPDATE requests SET state='in_progress' WHERE rid=?", [(r,) for r in rids])
         self.moved(batch_of, "pending", ["in_progress"] * len(batch_of))
+
+    def save_answers(self, rows: Sequence[tuple], batch_of: Sequence[str]) -> None:
+        """Pending requests answered: each row (done_seq, done_at, line, prompt_tokens, completion_tokens,
+        rid), for a request of the batch `batch_of[i]`."""
+        with self.transaction():
+            self.db.executemany(SAVE_ANSWER_SQL, rows)
+        self.moved(batch_of, "pending", ["completed"] * len(batch_of))
 
     def save_outcomes(self, rows: Sequence[tuple], batch_of: Sequence[str], was: str = "pending") -> None:
         """Each row: (state, attempts, next_at, done_seq, done_at, line, prompt_tokens, completion_tokens,
