@@ -17,7 +17,6 @@ import json
 import math
 import os
 import random
-import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,6 +40,9 @@ from doubleword.transport import (
     BearerAuth,
     Watch,
     guarded_stream,
+    name_not_found,
+    never_reached,
+    read_capped,
     watched_session,
     watching,
 )
@@ -55,12 +57,10 @@ UPLOAD_CHECK_RATE = 2_000_000  # bytes per second the server is assumed to check
 DEADLINE_GRACE = 10.0  # --timeout + this bounds every request a command makes
 MAX_REDIRECTS = 5
 URL_SOURCE = f"{BASE_URL_ENV} or --base-url, or the manifest's base_url"
-_NO_NAME = tuple(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n))
 DEFAULT_RETRIES = 6
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
 MAX_RETRY_AFTER = 120.0  # a longer wait asked by the server ends the command at once (exit 5, naming it)
-MAX_REPLY_BYTES = 32 * 1024 * 1024  # a JSON reply (not a download) larger than this, decoded, is refused
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -243,23 +243,23 @@ class ApiClient:
                     json=call.json_body,
                     data=call.data,
                     headers=headers,
-                    stream=True,  # a plain reply is read below, within MAX_REPLY_BYTES
+                    stream=True,  # a plain reply is read below, within transport.MAX_REPLY_BYTES
                     timeout=timeout,
                     allow_redirects=False,
                 )
                 if call.stream and response.ok and not response.is_redirect:
                     watch.response = response
                     return guarded_stream(response, watch, _path_of(call.url))
-                _read_capped(response, call)  # now, so a truncated or endless reply is caught here
+                read_capped(response, f"{call.method} {_path_of(call.url)}")  # a cut or endless reply: here
             WATCHDOG.remove(watch)
             return response
         except requests.exceptions.ConnectionError as exc:
             WATCHDOG.remove(watch)
             self._cut_or_raise(watch, call)
-            if _name_not_found(exc):
+            if name_not_found(exc):
                 raise ServiceError(self._unresolvable()) from None
             # A refused connection never reached the server; a dropped one might have.
-            raise _Transient(f"connection failed ({_short(exc)})", reached=not _never_reached(exc)) from None
+            raise _Transient(f"connection failed ({_short(exc)})", reached=not never_reached(exc)) from None
         except (requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             WATCHDOG.remove(watch)
             self._cut_or_raise(watch, call)
@@ -374,25 +374,6 @@ def _wait_asked(seconds: float) -> str:
     return f"the server asks to wait {seconds:.0f}s: try again after {until:%Y-%m-%d %H:%M} UTC"
 
 
-def _read_capped(response: requests.Response, call: _Call) -> None:
-    """Read a plain reply's body (decoded) into ``response.content``, refusing one past MAX_REPLY_BYTES."""
-    chunks, size = [], 0
-    try:
-        for chunk in response.iter_content(64 * 1024):
-            size += len(chunk)
-            if size > MAX_REPLY_BYTES:
-                raise ServiceError(
-                    f"{call.method} {_path_of(call.url)}: the server's reply is larger than "
-                    f"{MAX_REPLY_BYTES // (1024 * 1024)} MB, which no reply of this API is; not read further"
-                )
-            chunks.append(chunk)
-    except ServiceError:
-        response.close()
-        raise
-    response._content = b"".join(chunks)
-    response._content_consumed = True  # type: ignore[attr-defined]
-
-
 def upload_reply_wait(size: int) -> float:
     """How long to wait, after sending an upload of ``size`` bytes, for the server's reply."""
     return READ_TIMEOUT + size / UPLOAD_CHECK_RATE
@@ -472,31 +453,6 @@ def _created(response: requests.Response, method: str, path: str) -> dict[str, A
             f"{method} {path}: the server's reply has no object id, or an unusable one ({excerpt!r}); the outcome is unknown"
         )
     return body
-
-
-def _never_reached(exc: requests.exceptions.ConnectionError) -> bool:
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    text = str(exc)
-    # Failures before a connection exists: nothing was sent, so even a create call may be retried.
-    before_connect = ("Connection refused", "NewConnectionError", "NameResolutionError", "Failed to resolve")
-    return any(s in text for s in before_connect)
-
-
-def _name_not_found(exc: BaseException) -> bool:
-    """True when the host name does not resolve (not a passing fault: retrying cannot fix it)."""
-    seen: Any = exc
-    for _ in range(10):  # requests -> urllib3 MaxRetryError -> NameResolutionError -> socket.gaierror
-        if isinstance(seen, socket.gaierror):
-            return seen.errno in _NO_NAME
-        nested = [seen.__cause__, seen.__context__, getattr(seen, "reason", None), *getattr(seen, "args", ())]
-        seen = next((e for e in nested if isinstance(e, BaseException)), None)
-        if seen is None:
-            break
-    text = str(exc)
-    return any(
-        s in text for s in ("Name or service not known", "nodename nor servname", "No address associated")
-    )
 
 
 def _short(exc: BaseException) -> str:

@@ -28,16 +28,18 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from doubleword.cli import Transfer, info
-from doubleword.errors import DeadlineExceeded
+from doubleword.errors import DeadlineExceeded, ServiceError
 
 METER_BYTES = 1_000_000  # transfers at least this big show byte progress
 REPLY_BUDGET = 45.0  # seconds for a whole non-streamed reply, from the end of sending
 TRICKLE_WINDOW = 30.0  # a streamed body must bring at least TRICKLE_MIN_BYTES in every such window
 TRICKLE_MIN_BYTES = 16 * 1024
+MAX_REPLY_BYTES = 32 * 1024 * 1024  # a plain (JSON) reply larger than this, decoded, is refused
 CONNECT_BUDGET = 20.0  # seconds for a proxy's handshake (SOCKS), however it trickles
 BOMB_RATIO = 200  # a compressed download expanding more than this many times is refused...
 BOMB_MIN_BYTES = 4 * 1024 * 1024  # ...once this much has come out of it (NDJSON compresses ~5-20 times)
 _TICK = 0.2
+_NO_NAME = tuple(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n))
 
 DEADLINE = "deadline"
 SLOW = "slow"
@@ -334,6 +336,22 @@ class BearerAuth(requests.auth.AuthBase):
         return "BearerAuth(<hidden>)"
 
 
+def read_capped(response: requests.Response, what: str) -> None:
+    """Read a plain reply's body (decoded) into ``response.content``, refusing one past MAX_REPLY_BYTES."""
+    chunks, size = [], 0
+    for chunk in response.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > MAX_REPLY_BYTES:
+            response.close()
+            raise ServiceError(
+                f"{what}: the server's reply is larger than {MAX_REPLY_BYTES // (1024 * 1024)} MB, which no "
+                "reply of this API is; not read further"
+            )
+        chunks.append(chunk)
+    response._content = b"".join(chunks)
+    response._content_consumed = True  # type: ignore[attr-defined]
+
+
 def guarded_stream(response: requests.Response, watch: Watch, path: str) -> requests.Response:
     """Make the caller's ``iter_content`` report the watchdog's cuts, show byte progress, and end the watch."""
     plain_iter = response.iter_content
@@ -394,3 +412,29 @@ def _int_or_none(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def never_reached(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the failure came before any connection existed: nothing was sent."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    text = str(exc)
+    # Failures before a connection exists: nothing was sent, so even a create call may be retried.
+    before_connect = ("Connection refused", "NewConnectionError", "NameResolutionError", "Failed to resolve")
+    return any(s in text for s in before_connect)
+
+
+def name_not_found(exc: BaseException) -> bool:
+    """True when the host name does not resolve (not a passing fault: retrying cannot fix it)."""
+    seen: Any = exc
+    for _ in range(10):  # requests -> urllib3 MaxRetryError -> NameResolutionError -> socket.gaierror
+        if isinstance(seen, socket.gaierror):
+            return seen.errno in _NO_NAME
+        nested = [seen.__cause__, seen.__context__, getattr(seen, "reason", None), *getattr(seen, "args", ())]
+        seen = next((e for e in nested if isinstance(e, BaseException)), None)
+        if seen is None:
+            break
+    text = str(exc)
+    return any(
+        s in text for s in ("Name or service not known", "nodename nor servname", "No address associated")
+    )
