@@ -168,8 +168,10 @@ class Worker:
         return len(rows)
 
     def big_ticks(self) -> bool:
-        """Whether the rate lets a tick run POOL_MIN rows or more (the pool is worth starting)."""
-        return self.cfg.rate <= 0 or self.cfg.rate * BURST_S >= POOL_MIN
+        """Whether the rate makes ticks of POOL_MIN rows or more as it runs, not only in its first burst
+        (the pool is worth starting): a tick every TICK_S or so, plus the time the last one took. At the
+        default 5,000/s ticks are ~100 rows and no process is started."""
+        return self.cfg.rate <= 0 or self.cfg.rate * 2 * TICK_S >= POOL_MIN
 
     def allowance(self) -> int:
         """How many requests this tick may run: the rate's budget, bounded per tick and by concurrency."""

@@ -179,3 +179,10 @@ def test_an_answer_for_another_request_is_never_stored():
     assert state.worker.pool.state() == "broken" and state.worker.pool.answered == 0
     (line,) = st.result_lines(b["id"], "completed", None, None).page(0, 10)
     assert json.loads(line)["id"] == f"batch_req_{row['id']}"
+
+
+def test_no_pool_process_at_the_default_rate(api):
+    """At the default 5,000/s a tick runs ~100 rows: starting a process for them would only cost."""
+    done = api.wait(api.batch([chat_line(i) for i in range(1000)])["id"])
+    assert done["request_counts"]["completed"] == 1000
+    assert api.server.stats()["pool"] == "off"
