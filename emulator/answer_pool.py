@@ -59,9 +59,8 @@ def plain_fields(
 
 
 class Sender:
-    """Writes messages to a connection from a thread of its own, so that neither side ever blocks on a
-    full pipe while the other is busy (each side writes only here and reads on its main thread; a
-    blocked write releases the GIL)."""
+    """The server's writes to the pool, from a thread of its own: the server never blocks on a full pipe
+    (the pool may be busy writing an answer into a full pipe of its own, which the server must read)."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -91,8 +90,10 @@ def serve(conn: Connection, models: list[str], reasoning_models: list[str], serv
     checked at upload): `created`, then 4 fields a job; the answer, 3 fields a job."""
     model = Model(Config(models=models, reasoning_models=reasoning_models))
     threading.Thread(target=_exit_with, args=(server,), name="watch-server", daemon=True).start()
-    sender = Sender(conn)
-    sender.send(READY)
+    # Written directly (no Sender here): the server reads every answer without waiting for anything
+    # of ours, so a full pipe only pauses us until it does; and a sender thread would have to win the
+    # GIL back from the answering loop (up to the 5 ms switch interval) before the next answer.
+    conn.send_bytes(READY)
     while True:
         try:
             fields = conn.recv_bytes().decode("utf-8").split("\0")
@@ -102,7 +103,10 @@ def serve(conn: Connection, models: list[str], reasoning_models: list[str], serv
         out: list[str] = []
         for i in range(1, len(fields), 4):
             out += plain_fields(model, *fields[i : i + 4], created)
-        sender.send("\0".join(out).encode("utf-8"))
+        try:
+            conn.send_bytes("\0".join(out).encode("utf-8"))
+        except (OSError, ValueError):
+            return
 
 
 def _exit_with(server: int) -> None:
@@ -115,8 +119,8 @@ def _exit_with(server: int) -> None:
 
 class AnswerPool:
     """One helper process (started on first use with `spawn`, so nothing of the server's threads or event
-    loop is copied into it) and a pipe to it, written by a Sender on each side; parts are answered in the
-    order sent. Broken, stalled or unavailable: `usable` turns False and the worker answers everything
+    loop is copied into it) and a pipe to it (the server's side written by a Sender); parts are answered
+    in the order sent. Broken, stalled or unavailable: `usable` turns False and the worker answers everything
     itself."""
 
     def __init__(self, cfg: Config) -> None:
