@@ -489,24 +489,25 @@ def _download_and_join(
         # Answers that come back in input order need no index of the inputs (the trackers check them as
         # they arrive); as soon as that fails for a batch, the input files are indexed beside the
         # downloads. What needs the downloads (batches without a readable input, the rounds' links) comes
-        # after them.
+        # after them. The analytics are asked while the results are written (the server's counts are
+        # final by then, and a server that answers one request at a time is not kept from streaming).
         with ThreadPoolExecutor(max_workers=2) as pool:
             indexing: list[Any] = []
             engine.on_disorder = lambda: indexing.append(pool.submit(index, files_only=True))
-            early = pool.submit(early_analytics, client, shards) if options.cost else None
             batches, finished = _download_loop(engine, options)
             engine.on_disorder = lambda: None
-        running = {b for b, batch in batches.items() if not is_terminal(batch.get("status"))}
-        ordered = None if options.export else engine.ordered_runs(shards)
-        if ordered is None:
-            index(skip=indexing[0].result() if indexing else set())
-        extra = []
-        if options.export:
-            from doubleword.export import Export  # only --export pays for its import
+            early = pool.submit(early_analytics, client, shards) if options.cost else None
+            running = {b for b, batch in batches.items() if not is_terminal(batch.get("status"))}
+            ordered = None if options.export else engine.ordered_runs(shards)
+            if ordered is None:
+                index(skip=indexing[0].result() if indexing else set())
+            extra = []
+            if options.export:
+                from doubleword.export import Export  # only --export pays for its import
 
-            extra.append(Export(options.export, engine.store, shards))
-        results_path, retry_path = out_dir / "results.jsonl", out_dir / "retry.jsonl"
-        summary = join(engine.store, running, results_path, retry_path, extra, ordered=ordered)
+                extra.append(Export(options.export, engine.store, shards))
+            results_path, retry_path = out_dir / "results.jsonl", out_dir / "retry.jsonl"
+            summary = join(engine.store, running, results_path, retry_path, extra, ordered=ordered)
         short = _shortfall(engine.store, shards, batches)
     finally:
         engine.close()

@@ -30,7 +30,7 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 def early_analytics(client: ApiClient, shards: list[Any]) -> dict[str, Any]:
-    """Each batch's analytics asked at the start (beside the downloads, to save a round trip at the end);
+    """Each batch's analytics, asked beside other work (fetch asks while it writes the results);
     :func:`job_cost` uses one only if it already counts every request of its batch."""
     early: dict[str, Any] = {}
     for shard in shards:
