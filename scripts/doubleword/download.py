@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -108,6 +108,7 @@ class Engine:
         self.last_commit = time.monotonic()
         # answers checked against their inputs as they arrive, per batch (None: not checked)
         self.trackers: dict[str, OrderTracker | None] = {}
+        self.hashing: dict[str, Future[str]] = {}  # input digests being taken for trackers
         self.one_round = len({int(s.get("round") or 1) for s in manifest.shards}) == 1
         self.disordered = False
         self.on_disorder: Callable[[], Any] = lambda: None
@@ -205,21 +206,38 @@ class Engine:
     def _track(self, shard: Any) -> None:
         """Check this batch's answers against its input file as they arrive (:mod:`doubleword.inorder`)
         when this run reads the batch from its first line, in a one-round job, with the local input
-        unchanged; else the inputs are indexed (started now, beside the downloads)."""
+        unchanged; else the inputs are indexed (started now, beside the downloads). The input's digest
+        is taken in a thread while the content request waits for its first byte (:meth:`_tracker`)."""
         batch_id = str(shard["batch_id"])
         with self.lock:
-            if batch_id in self.trackers:
+            if batch_id in self.trackers or batch_id in self.hashing:
                 return
             downloads = shard.get("downloads") or {}
             fresh = all(int((downloads.get(k) or {}).get("high", 0)) == 0 for k in KINDS)
             local = shard.get("path")
             usable = fresh and self.one_round and local and shard.get("sha256") and Path(local).is_file()
-        tracker = None
-        if usable and sha256_file(local) == shard.get("sha256"):
-            tracker = OrderTracker(batch_id, Path(local))
+            if not usable:
+                self.trackers[batch_id] = None
+                self.disorder()
+                return
+            digest: Future[str] = Future()
+            self.hashing[batch_id] = digest
+        threading.Thread(target=_digest, args=(digest, local), name="input-digest", daemon=True).start()
+
+    def _tracker(self, shard: Any) -> None:
+        """The batch's tracker, once its input is proven the one submitted (its digest is the manifest's)."""
+        batch_id = str(shard["batch_id"])
         with self.lock:
-            self.trackers[batch_id] = tracker
-            if tracker is None:
+            digest = self.hashing.pop(batch_id, None)
+        if digest is None:
+            return
+        try:
+            same = digest.result() == shard.get("sha256")
+        except OSError:
+            same = False
+        with self.lock:
+            self.trackers[batch_id] = OrderTracker(batch_id, Path(shard["path"])) if same else None
+            if not same:
                 self.disorder()
 
     def disorder(self) -> None:
@@ -320,6 +338,8 @@ class Engine:
         batch: dict[str, Any],
     ) -> int:
         """Decode and append the body's lines as they arrive; returns the lines received."""
+        if kind == "output":
+            self._tracker(shard)
         reader = ReplyReader(self, shard, kind, cursor, batch)
         pending: list[bytes] = []  # the start of a line not ended yet (in pieces: never re-scanned)
         size = 0
@@ -388,6 +408,13 @@ def prefetched(chunks: Iterator[bytes], depth: int = PREFETCH_CHUNKS) -> Iterato
             yield item
     finally:
         stop.set()
+
+
+def _digest(future: Future[str], path: str) -> None:
+    try:
+        future.set_result(sha256_file(path))
+    except OSError as exc:
+        future.set_exception(exc)
 
 
 def shard_finished(shard: Any) -> bool:

@@ -23,8 +23,8 @@ from doubleword.endpoints import endpoint_for_url
 from doubleword.errors import ServiceError
 from doubleword.store import Store
 
-COMMIT_LINES = 10_000  # commit at least this often (and at least every COMMIT_SECONDS)
-COMMIT_SECONDS = 1.0
+COMMIT_LINES = 10_000  # commit at least this often (and at least every COMMIT_SECONDS): the syncs are
+COMMIT_SECONDS = 1.0  # spread over the download instead of all waiting at its end
 NUMBERS = {"output": 0, "errors": 1}
 
 

@@ -13,6 +13,7 @@ and rows missing below it (the index was removed by hand) are rebuilt from the r
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -43,9 +44,25 @@ class Store:
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / INDEX_NAME
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if "disk is full" in str(exc):
+                raise
+            with contextlib.suppress(sqlite3.Error, AttributeError):
+                self.db.close()
+            # Unreadable (a power loss under synchronous=OFF, or damaged by hand): it is a cache of the raw
+            # files, so it starts afresh and what it held is read again from them or downloaded again.
+            for name in (INDEX_NAME, INDEX_NAME + "-wal", INDEX_NAME + "-shm"):
+                (out_dir / name).unlink(missing_ok=True)
+            self._open()
+
+    def _open(self) -> None:
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # WAL without syncs: a killed run loses nothing (the OS has every write); only an OS crash can
+        # lose or damage the index, which is then rebuilt (above). The raw files are synced at each commit.
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA synchronous=OFF")
         version = self._version()
         if version not in (None, SCHEMA_VERSION):  # written by another version: rebuilt from the raw files
             self.db.executescript(
