@@ -51,10 +51,10 @@ from doubleword.store import RECORDS_NAME, Store
 
 KINDS = {"output": ("output_file_id", "output.jsonl", 0), "errors": ("error_file_id", "errors.jsonl", 1)}
 STREAM_RETRIES = 5
-DOWNLOAD_CHUNK = 1 << 18  # bytes per read of a streamed body
+DOWNLOAD_CHUNK = 1 << 16  # bytes per read of a streamed body (each download holds a few chunks' lines)
 DOWNLOAD_WORKERS = 4  # batches downloaded at the same time
 MAX_SERVED_LINE_BYTES = 32 << 20  # an output line past this is a fault (the longest real ones: ~1 MB)
-PREFETCH_CHUNKS = 4  # chunks read ahead of the decoding (1 MB a download: memory stays flat)
+PREFETCH_CHUNKS = 1  # chunks read ahead of the decoding (one is enough to keep the server sending)
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -410,9 +410,13 @@ def prefetched(chunks: Iterator[bytes], depth: int = PREFETCH_CHUNKS) -> Iterato
         stop.set()
 
 
+_ONE_DIGEST = threading.Lock()  # one input hashed at a time: each read holds a 1 MB block in memory
+
+
 def _digest(future: Future[str], path: str) -> None:
     try:
-        future.set_result(sha256_file(path))
+        with _ONE_DIGEST:
+            future.set_result(sha256_file(path))
     except OSError as exc:
         future.set_exception(exc)
 
