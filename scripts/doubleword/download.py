@@ -52,7 +52,7 @@ from doubleword.store import RECORDS_NAME, Store
 KINDS = {"output": ("output_file_id", "output.jsonl", 0), "errors": ("error_file_id", "errors.jsonl", 1)}
 STREAM_RETRIES = 5
 DOWNLOAD_CHUNK = 1 << 16  # bytes per read of a streamed body (each download holds a few chunks' lines)
-DOWNLOAD_WORKERS = 4  # batches downloaded at the same time
+DOWNLOAD_WORKERS = 2  # batches downloaded at the same time (each holds its chunks and their decoded lines)
 MAX_SERVED_LINE_BYTES = 32 << 20  # an output line past this is a fault (the longest real ones: ~1 MB)
 PREFETCH_CHUNKS = 1  # chunks read ahead of the decoding (one is enough to keep the server sending)
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
