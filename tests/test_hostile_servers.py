@@ -532,30 +532,25 @@ def _slow_upload_answer(
     return result, elapsed, file_ids, emu.stats()["files_created"]
 
 
-def test_an_upload_answered_after_the_read_timeout_is_waited_for(
-    h, emu, proxy: HostileProxy, tmp_path: Path
+@pytest.mark.parametrize(
+    "answer_after, wait",
+    [
+        # 200 MB answered 60 s after the body: within its reply wait (30 + 100 s); was ambiguous after 30 s
+        pytest.param(2.0, 4.5, id="within-the-reply-wait"),
+        # the server answers after the reply wait but within as long again: the lookup that follows finds it
+        pytest.param(3.0, 2.0, id="found-by-the-lookup-after-the-wait"),
+    ],
+)
+def test_a_slow_upload_answer_makes_one_file_never_a_second(
+    h, emu, proxy: HostileProxy, tmp_path: Path, answer_after: float, wait: float
 ) -> None:
-    # 200 MB answered 60 s after the body: within its reply wait (30 + 100 s); was ambiguous after 30 s
     result, elapsed, file_ids, files = _slow_upload_answer(
-        h, emu, proxy, tmp_path, answer_after=2.0, wait=4.5
+        h, emu, proxy, tmp_path, answer_after=answer_after, wait=wait
     )
     assert result.code == 0, result
     assert files == 1 and len(proxy.requests_to(FILES, "POST")) == 1, result
     assert file_ids and all(file_ids), file_ids
     assert "--force" not in result.stdout + result.stderr and "unknown" not in result.stderr, result
-    assert elapsed < 15, elapsed
-
-
-def test_an_upload_answered_after_its_reply_wait_is_found_not_sent_again(
-    h, emu, proxy: HostileProxy, tmp_path: Path
-) -> None:
-    # the server answers after the reply wait but within as long again: the lookup that follows finds it
-    result, elapsed, file_ids, files = _slow_upload_answer(
-        h, emu, proxy, tmp_path, answer_after=3.0, wait=2.0
-    )
-    assert result.code == 0, result
-    assert files == 1 and len(proxy.requests_to(FILES, "POST")) == 1, result
-    assert file_ids and all(file_ids) and "--force" not in result.stdout + result.stderr, result
     assert elapsed < 15, elapsed
 
 
