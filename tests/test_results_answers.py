@@ -7,20 +7,13 @@ import json
 from typing import Any
 
 import pytest
+from answer_schemas import SENTIMENT
 from scripted_server import ScriptedServer, Seen
 
 BATCH = "5f0e1c2a-0000-4000-8000-000000000001"
 INPUT, OUTPUT, ERRORS = (f"5f0e1c2a-0000-4000-8000-00000000000{i}" for i in (2, 3, 4))
 MODEL = "Qwen/Qwen3.5-9B"
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "sentiment": {"type": "string", "enum": ["positive", "negative"]},
-        "score": {"type": "number"},
-    },
-    "required": ["sentiment", "score"],
-    "additionalProperties": False,
-}
+SCHEMA = SENTIMENT
 
 
 def _request(custom_id: str, **body: Any) -> dict[str, Any]:

@@ -5,20 +5,14 @@ from __future__ import annotations
 import csv
 import json
 
+from answer_schemas import SENTIMENT
+
 ROWS = [
     {"id": "r1", "text": "Great, really great", "note": 'She said "wow"'},
     {"id": "r2", "text": "Line one\nline two, with comma", "note": "emoji 🎉 ok"},
     {"id": "r3", "text": "Café naïve 東京", "note": ""},
 ]
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "sentiment": {"type": "string", "enum": ["positive", "negative"]},
-        "score": {"type": "number"},
-    },
-    "required": ["sentiment", "score"],
-    "additionalProperties": False,
-}
+SCHEMA = SENTIMENT
 
 
 def _make_job(tmp_path, h, env):
