@@ -104,3 +104,22 @@ def test_content_validated_moments_before_is_not_validated_again(emulator, env, 
     src.write_text(src.read_text() + "{not json\n")
     code, doc, err = h.run_script("submit", str(src), "--manifest", str(tmp_path / "other.json"), env=env)
     assert code == 4 and "passed validation before" not in err
+
+
+def test_a_file_that_is_not_a_batch_file_is_refused_before_anything_is_sent(emulator, env, tmp_path, h):
+    """`submit.py jobs-*.jsonl --no-validate` also matches create's jobs-001.rows.jsonl: it used to upload the
+    batch file, get a 400 for the rows file, and leave a manifest every later command called damaged."""
+    batch = h.write_jsonl(tmp_path / "jobs-001.jsonl", h.chat_lines(3))
+    rows = h.write_jsonl(
+        tmp_path / "jobs-001.rows.jsonl", [{"custom_id": "req-00000", "row": {"prompt": "hi"}}]
+    )
+    manifest = tmp_path / "job.manifest.json"
+    code, doc, err = h.run_script(
+        "submit", str(batch), str(rows), "--no-validate", "--manifest", str(manifest), env=env
+    )
+    assert code == 4 and "not a batch file" in doc["error"]["message"], (code, doc, err)
+    assert str(rows) in doc["error"]["message"]
+    assert not manifest.exists()
+    assert emulator.stats()["files_created"] == 0  # nothing was uploaded
+    code, doc, err = h.run_script("submit", str(batch), "--no-validate", "--manifest", str(manifest), env=env)
+    assert code == 0 and len(doc["batches"]) == 1, err  # the corrected command works at once

@@ -17,7 +17,7 @@ from typing import Any
 
 from doubleword.api import RESERVED_KEYS
 from doubleword.cli import info, warn
-from doubleword.errors import UsageError
+from doubleword.errors import InputError, UsageError
 from doubleword.fingerprint import recall_valid, validate_file
 from doubleword.manifest import Manifest, Round, new_shard, sha256_file
 
@@ -115,6 +115,11 @@ def stats_for(path: Path, report: dict[str, Any] | None) -> dict[str, Any]:
         stats.setdefault("endpoint", endpoint)
     if not stats.get("endpoint"):
         stats["endpoint"] = count_file(path)[2]
+    if not stats["endpoint"]:  # with --no-validate nothing else would notice before the upload
+        raise InputError(
+            f'{path}: its first request line has no "url", so it is not a batch file (a X.rows.jsonl '
+            f"beside a batch file holds source rows for --export); check it: validate_batch_file.py {path}"
+        )
     stats.setdefault("estimated_input_tokens", stats["bytes"] // 4)
     return stats
 
