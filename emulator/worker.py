@@ -194,7 +194,13 @@ class Worker:
         process: it answers the next part while the worker stores this one, so the two overlap on two
         cores."""
         parts = [rows[i : i + PART] for i in range(0, len(rows), PART)]
-        inline = len(rows) < POOL_MIN or self.fates or self.cfg.fail_rate or self.cfg.sloppy_rate
+        inline = (
+            len(rows) < POOL_MIN
+            or not self.big_ticks()  # a burst after a pause reaches POOL_MIN at any rate: no process for it
+            or self.fates
+            or self.cfg.fail_rate
+            or self.cfg.sloppy_rate
+        )
         if inline or not self.pool.ready():
             with self.store.transaction():
                 for part in parts:
