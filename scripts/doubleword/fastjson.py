@@ -25,5 +25,3 @@ if os.environ.get("DOUBLEWORD_PURE_JSON", "") in ("", "0"):
         pass
     else:
         loads, dumps = orjson.loads, orjson.dumps
-
-NAME = "orjson" if loads is not None else "json"

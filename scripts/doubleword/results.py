@@ -480,7 +480,3 @@ def _ordered(store: Store, requests: _Requests) -> list[Run] | None:
         Run(b, [(start, end)], n, tokens, requests.record(start, first) or b"")
         for b, start, end, n, tokens, first in ranges
     ]
-
-
-def unusable(results: Iterable[Result]) -> Iterator[Result]:
-    return (r for r in results if r.status != USABLE)
