@@ -117,6 +117,9 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     if manifest is not None:
         result["manifest"] = str(manifest.path.resolve())
         result["rounds"] = len(manifest.rounds)
+        unsent = manifest.unsent_report()
+        if unsent:
+            result["unsent"] = unsent
     left = job_unanswered(manifest, latest)
     result["unanswered"] = left
     rounds = (

@@ -484,7 +484,8 @@ def fetch_job(
             shard["final_counts"] = per_batch.get(str(shard["batch_id"]))
     manifest.save()
     counts = summary["counts"]
-    complete = finished and counts["completed"] == counts["requests"] and not short
+    unsent = manifest.unsent_report()  # a submit stopped early: those inputs are in no batch
+    complete = finished and counts["completed"] == counts["requests"] and not short and not unsent
     code = ExitCode.OK if complete else ExitCode.NOT_FINISHED if not finished else ExitCode.BATCH_UNSUCCESSFUL
     files = {name: str(out_dir / f"{name}.jsonl") for name in ("output", "errors", "results", "retry")}
     if options.export:
@@ -497,6 +498,8 @@ def fetch_job(
         result["delete_remote"] = deleted
     if short:
         result["unlisted"] = short
+    if unsent:
+        result["unsent"] = unsent
     result["lines_on_disk"] = {k: state["files"][k].get("lines", 0) for k in KINDS}
     result["batches"] = [
         {k: v for k, v in describe_batch(b).items() if k not in ("metadata", "in_progress_at")}

@@ -19,7 +19,7 @@ from doubleword.api import RESERVED_KEYS
 from doubleword.cli import info, warn
 from doubleword.errors import InputError, UsageError
 from doubleword.fingerprint import recall_valid, validate_file
-from doubleword.manifest import Manifest, Round, new_shard, sha256_file
+from doubleword.manifest import Manifest, Round, Shard, new_shard, sha256_file
 
 DEFAULT_WINDOW = "24h"
 DEFAULT_UPLOADS = 1
@@ -116,12 +116,51 @@ def stats_for(path: Path, report: dict[str, Any] | None) -> dict[str, Any]:
     if not stats.get("endpoint"):
         stats["endpoint"] = count_file(path)[2]
     if not stats["endpoint"]:  # with --no-validate nothing else would notice before the upload
-        raise InputError(
-            f'{path}: its first request line has no "url", so it is not a batch file (a X.rows.jsonl '
-            f"beside a batch file holds source rows for --export); check it: validate_batch_file.py {path}"
-        )
+        raise not_a_batch_file(path)
     stats.setdefault("estimated_input_tokens", stats["bytes"] // 4)
     return stats
+
+
+def not_a_batch_file(path: Path) -> InputError:
+    return InputError(
+        f'{path}: its first request line has no "url", so it is not a batch file (a X.rows.jsonl '
+        f"beside a batch file holds source rows for --export); check it: validate_batch_file.py {path}"
+    )
+
+
+def send_names(path: Path, digest: str) -> tuple[str, str]:
+    """A new upload filename and batch marker for a shard file (unique: they find the objects later)."""
+    nonce = uuid.uuid4().hex[:12]
+    return f"{path.name.removesuffix('.jsonl')[:80]}.{digest[:8]}.{nonce}.jsonl", f"dwb-{nonce}"
+
+
+def complete_plan(manifest: Manifest, shard: Shard) -> None:
+    """Fill in what a never-sent shard lacks (an older version recorded a file it then refused, without an
+    endpoint): digest, counts, endpoint, upload filename and marker, from its file. Nothing of it is on the
+    server, so new names cannot duplicate anything. A shard without a file is an error naming it."""
+    names = (shard.sha256, shard.endpoint, shard.upload_filename, shard.marker)
+    if not shard.never_sent or (all(names) and shard.requests is not None and shard.bytes is not None):
+        return
+    if not shard.path:
+        raise InputError(
+            f"manifest {manifest.path.resolve()}: shard {shard.index} (round {shard.round}) was never sent "
+            'and records no file to send; put its "path" back, or restore the manifest from a backup'
+        )
+    path = Path(shard.path)
+    if not path.is_file():
+        return  # the send step names the missing file
+    requests_count, size, endpoint = count_file(path)
+    if not (shard.endpoint or endpoint):
+        raise not_a_batch_file(path)
+    shard.sha256 = shard.sha256 or sha256_file(path)
+    shard.requests = shard.requests if shard.requests is not None else requests_count
+    shard.bytes = shard.bytes if shard.bytes is not None else size
+    shard.endpoint = shard.endpoint or endpoint
+    upload_filename, marker = send_names(path, shard.sha256)
+    shard.upload_filename = shard.upload_filename or upload_filename
+    shard.marker = shard.marker or marker
+    info(f"shard {shard.index}: never sent; filled in what its record lacked from {path}")
+    manifest.save()
 
 
 def pieces_of(source: Path, stats: dict[str, Any], options: Options, out_dir: Path) -> list[dict[str, Any]]:
@@ -167,8 +206,7 @@ def add_shards(
     for piece in pieces:
         piece_path = Path(piece["path"]).resolve()
         digest = sha256_file(piece_path)
-        nonce = uuid.uuid4().hex[:12]
-        stem = piece_path.name.removesuffix(".jsonl")[:80]
+        upload_filename, marker = send_names(piece_path, digest)
         manifest.add_shard(
             new_shard(
                 manifest.next_shard_index(),
@@ -181,8 +219,8 @@ def add_shards(
                 bytes=piece["bytes"],
                 endpoint=stats["endpoint"],
                 estimated_input_tokens=stats.get("estimated_input_tokens") if len(pieces) == 1 else None,
-                upload_filename=f"{stem}.{digest[:8]}.{nonce}.jsonl",
-                marker=f"dwb-{nonce}",
+                upload_filename=upload_filename,
+                marker=marker,
             )
         )
 

@@ -138,7 +138,8 @@ def job_unanswered(manifest: Manifest | None, batches: Mapping[str, Mapping[str,
     if manifest is None or latest is None:
         return sum(unanswered(b) for b in batches.values() if is_terminal(b.get("status")))
     own = [batches[s.batch_id] for s in latest.shards if s.batch_id and s.batch_id in batches]
-    return latest.left_behind + sum(unanswered(b) for b in own if is_terminal(b.get("status")))
+    unsent = sum(s.requests or 0 for s in latest.shards if not s.batch_id)  # in no batch: never answered
+    return latest.left_behind + unsent + sum(unanswered(b) for b in own if is_terminal(b.get("status")))
 
 
 def suggested_check(batches: Iterable[dict[str, Any]], now: float | None = None) -> int | None:

@@ -42,7 +42,7 @@ from doubleword.client import ApiClient
 from doubleword.config import COMPLETION_WINDOWS
 from doubleword.errors import AmbiguousRequest, ApiError, InputError, ServiceError
 from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
-from doubleword.planning import DEFAULT_WINDOW, Options
+from doubleword.planning import DEFAULT_WINDOW, Options, complete_plan
 
 MAX_ATTEMPTS = 3
 LIST_LAG_S = 8.0  # how long after a send a lookup may still miss the new object (lists lag behind writes)
@@ -258,6 +258,7 @@ def send_shards(client: ApiClient, manifest: Manifest, shards: list[Shard], opti
     """
     for shard in shards:  # every shard still to upload is there and unchanged, before any upload
         if shard.upload_state == "pending":
+            complete_plan(manifest, shard)
             check_shard_file(manifest, shard)
     guarded = options.max_cost is not None and all(s.create_state == "pending" for s in shards)
     created = 0

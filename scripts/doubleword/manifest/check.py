@@ -54,8 +54,36 @@ def problem(data: Any) -> str | None:
     for i, shard in enumerate(shards):
         problem = _shard_problem(f"shards[{i}]", shard, data["version"], numbers)
         if problem:
-            return problem
+            return f"{problem}{_which(shard)}"
     return _fetch_problem(data.get("fetch"))
+
+
+def never_sent(shard: dict[str, Any]) -> bool:
+    """Nothing of this shard can be on the server: no upload or batch creation was ever sent (a missing
+    state counts as ``pending``). Such a shard may lack any field planning had not filled in (an older
+    version recorded a file it then refused without an endpoint); submit fills them in before sending."""
+    return (
+        not shard.get("file_id")
+        and not shard.get("batch_id")
+        and shard.get("upload_state") in (None, "pending")
+        and shard.get("create_state") in (None, "pending")
+    )
+
+
+def _which(shard: Any) -> str:
+    """The shard's file and batch, so that the user can find it in the manifest and on the server."""
+    if not isinstance(shard, dict):
+        return ""
+    known = [f"{key} {shard[key]}" for key in ("path", "batch_id") if isinstance(shard.get(key), str)]
+    return f"; that shard has {' and '.join(known)}" if known else ""
+
+
+def batch_ids_in(data: Any) -> list[str]:
+    """The batch ids a (perhaps damaged) manifest records, for the advice of its error."""
+    shards = data.get("shards") if isinstance(data, dict) else None
+    if not isinstance(shards, list):
+        return []
+    return [s["batch_id"] for s in shards if isinstance(s, dict) and isinstance(s.get("batch_id"), str)]
 
 
 def _shard_problem(where: str, shard: Any, version: int, rounds: list[Any]) -> str | None:
@@ -67,16 +95,17 @@ def _shard_problem(where: str, shard: Any, version: int, rounds: list[Any]) -> s
         return f"{where}.round is not one of the manifest's rounds"
     if not isinstance(shard.get("times", {}), dict):
         return f"{where}.times is not an object"
+    unsent = never_sent(shard)
     needed = []
-    if shard.get("upload_state") != "done":
+    if shard.get("upload_state") != "done" and not unsent:
         needed += ["path", "sha256", "upload_filename"]
-    if shard.get("create_state") != "done":
+    if shard.get("create_state") != "done" and not unsent:
         needed += ["marker", "endpoint"]
     for key in needed:
         if not isinstance(shard.get(key), str) or not shard[key]:
             return f"{where}.{key} is missing (needed to finish submitting this shard)"
     for key in ("upload_state", "create_state"):
-        if shard.get(key) not in STATES:
+        if shard.get(key) not in STATES and not (unsent and shard.get(key) is None):
             return f"{where}.{key} is {shard.get(key)!r}, expected one of {', '.join(STATES)}"
     for key in (
         "path",
@@ -94,6 +123,11 @@ def _shard_problem(where: str, shard: Any, version: int, rounds: list[Any]) -> s
         return f"{where} says its batch was created but has no batch_id"
     if shard.get("upload_state") == "done" and shard.get("file_id") is None:
         return f"{where} says it was uploaded but has no file_id"
+    # the other way round, a send would make a second file or batch
+    if shard.get("upload_state") == "pending" and shard.get("file_id"):
+        return f"{where} says it was never uploaded but has a file_id"
+    if shard.get("create_state") == "pending" and shard.get("batch_id"):
+        return f"{where} says its batch was never created but has a batch_id"
     downloads = shard.get("downloads", {})
     if not isinstance(downloads, dict):
         return f"{where}.downloads is not an object"

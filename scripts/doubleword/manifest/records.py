@@ -38,7 +38,7 @@ from typing import Any
 from doubleword.cli import warn
 from doubleword.errors import InputError
 from doubleword.files import atomic_write_json, exclusive_lock, read_json_file
-from doubleword.manifest.check import FORMAT, VERSION, problem
+from doubleword.manifest.check import FORMAT, VERSION, batch_ids_in, never_sent, problem
 
 DOWNLOAD_KINDS = ("output", "errors")
 
@@ -106,6 +106,11 @@ class Shard:
             self[key] = default
         return self[key]
 
+    @property
+    def never_sent(self) -> bool:
+        """Nothing of this shard can be on the server (no upload or batch creation was ever sent)."""
+        return never_sent(self.to_json())
+
     def to_json(self) -> dict[str, Any]:
         data = {f: getattr(self, f) for f in _SHARD_FIELDS}
         data.update(self.extra)
@@ -114,7 +119,7 @@ class Shard:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Shard:
         known = {k: v for k, v in data.items() if k in _SHARD_FIELDS}
-        for key in ("times", "downloads"):
+        for key in ("times", "downloads", "upload_state", "create_state"):  # None: the default
             if known.get(key) is None:
                 known.pop(key, None)
         shard = cls(**known)
@@ -196,11 +201,7 @@ class Manifest:
         data = read_json_file(path, "manifest")
         wrong = problem(data)
         if wrong:
-            raise InputError(
-                f"manifest {Path(path).resolve()} is damaged or was edited by hand ({wrong}); restore it "
-                "from a backup, or submit the inputs under another --manifest path (nothing of this "
-                "manifest's batches can be adopted from a damaged file)"
-            )
+            raise InputError(damaged(Path(path), wrong, batch_ids_in(data)))
         manifest = cls(path)
         manifest._fill(data)
         return manifest
@@ -328,6 +329,26 @@ class Manifest:
     def batch_ids(self) -> list[str]:
         return [s.batch_id for s in self.shards if s.batch_id]
 
+    def unsent(self) -> list[Shard]:
+        """The latest round's shards that have no batch yet (a submit stopped before it made them: refused,
+        failed or killed): their requests are in no batch, so no download can answer them."""
+        return [s for s in self.last_round.shards if not s.batch_id]
+
+    def unsent_report(self) -> dict[str, int] | None:
+        """:meth:`unsent` for poll's and fetch's JSON (None when every shard has its batch), and on stderr
+        what to do about it."""
+        shards = self.unsent()
+        if not shards:
+            return None
+        requests_count = sum(s.requests or 0 for s in shards)
+        known = f" ({requests_count:,} requests)" if all(s.requests is not None for s in shards) else ""
+        warn(
+            f"{len(shards)} shard(s) of round {self.last_round.number}{known} were never sent (a submit "
+            "stopped before their batches were made); send them with: submit.py --resubmit --manifest "
+            f"{self.path.resolve()}"
+        )
+        return {"shards": len(shards), "requests": requests_count}
+
     def shard_for_batch(self, batch_id: str) -> Shard | None:
         return next((s for s in self.shards if s.batch_id == batch_id), None)
 
@@ -387,6 +408,22 @@ _MANIFEST_KEYS = (
     "shards",
     "fetch",
 )
+
+
+def damaged(path: Path, wrong: str, batch_ids: list[str]) -> str:
+    """The error of a manifest that fails its check: the file, what is wrong (naming the shard), what to do."""
+    text = (
+        f"manifest {path.resolve()} is damaged or was edited by hand: {wrong}. Restore it from a backup, or "
+        "put back what is missing"
+    )
+    if not batch_ids:
+        return f"{text}; nothing of it can be adopted from a damaged file"
+    shown = ", ".join(batch_ids[:5]) + (f" and {len(batch_ids) - 5} more" if len(batch_ids) > 5 else "")
+    return (
+        f"{text}. Its batches ({shown}) keep running on the server: poll.py BATCH_ID and fetch_results.py "
+        "BATCH_ID --out DIR work without the manifest; submitting its inputs again under another --manifest "
+        "would pay for those batches twice"
+    )
 
 
 def record_batch(shard: Shard, batch: dict[str, Any]) -> None:
