@@ -20,7 +20,7 @@ from doubleword.api import download_file
 from doubleword.cli import info, warn
 from doubleword.client import ApiClient, ApiError
 from doubleword.errors import ServiceError
-from doubleword.manifest import sha256_file
+from doubleword.manifest import Shard, sha256_file
 from doubleword.store import InputRow, Store
 
 JSON_HINTS = (b'"response_format"', b'"format"')  # in a request line that may ask for JSON output
@@ -69,26 +69,26 @@ def _rows(path: Path) -> Iterator[InputRow]:
             offset += length
 
 
-def input_path(client: ApiClient, shard: Any, out_dir: Path) -> Path | None:
+def input_path(client: ApiClient, shard: Shard, out_dir: Path) -> Path | None:
     """The shard's input lines as sent: the recorded file if unchanged, else a copy of the server's."""
-    local = shard.get("path")
+    local = shard.path
     if local and Path(local).is_file():
-        recorded = shard.get("sha256")
+        recorded = shard.sha256
         if not recorded or sha256_file(local) == recorded:
             return Path(local)
         warn(f"{local} changed since it was submitted; joining results to the server's copy of the input")
-    copy = out_dir / f"input-{int(shard.get('index') or 0):03d}.jsonl"
+    copy = out_dir / f"input-{int(shard.index or 0):03d}.jsonl"
     if copy.is_file():
         return copy
-    if not shard.get("file_id"):
-        warn(f"batch {shard['batch_id']}: its input file is gone; results list only what was answered")
+    if not shard.file_id:
+        warn(f"batch {shard.batch_id}: its input file is gone; results list only what was answered")
         return None
-    info(f"batch {shard['batch_id']}: downloading its input file to join results in input order")
+    info(f"batch {shard.batch_id}: downloading its input file to join results in input order")
     try:
-        download_file(client, shard["file_id"], copy)
+        download_file(client, shard.file_id, copy)
     except (ApiError, ServiceError) as exc:  # deleted, or a server that refuses to serve batch inputs
         warn(
-            f"batch {shard['batch_id']}: cannot download its input file ({exc}); results list only what was answered"
+            f"batch {shard.batch_id}: cannot download its input file ({exc}); results list only what was answered"
         )
         return None
     return copy
@@ -100,7 +100,7 @@ INSERT_ROWS = 5_000  # input rows inserted per hold of the engine's lock (downlo
 def index_inputs(
     client: ApiClient,
     store: Store,
-    shards: list[Any],
+    shards: list[Shard],
     out_dir: Path,
     lock: Any,
     *,
@@ -116,11 +116,11 @@ def index_inputs(
     first call indexed). Returns the batches whose input file is indexed."""
     indexed: set[str] = set()
     for position, shard in enumerate(shards):
-        batch_id = str(shard["batch_id"])
+        batch_id = str(shard.batch_id)
         if batch_id in skip:
             indexed.add(batch_id)
             continue
-        round_number = position + 1 if by_content else int(shard.get("round") or 1)
+        round_number = position + 1 if by_content else int(shard.round or 1)
         with lock:
             known = store.source(batch_id)
         path = input_path(client, shard, out_dir)

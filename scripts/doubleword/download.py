@@ -42,7 +42,7 @@ from doubleword.config import DELETED
 from doubleword.errors import BusyError, ExitCode, InputError, ServiceError
 from doubleword.files import atomic_write_text
 from doubleword.inorder import OrderTracker
-from doubleword.manifest import Manifest, exclusive_lock, record_batch, sha256_file
+from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
 from doubleword.remote import delete_remote, early_analytics, job_cost
 from doubleword.results import Run, join
 from doubleword.sinks import BadContent, RecordFile, ReplyReader, Sink, check_content_type
@@ -83,7 +83,7 @@ class Engine:
             state.clear()
             state.update({"out_dir": str(out_dir), "files": {}})
             for shard in manifest.shards:
-                shard["downloads"] = {}
+                shard.downloads = {}
         out_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(out_dir)
         self.store.drop_join_index()
@@ -94,7 +94,7 @@ class Engine:
             sink = Sink(out_dir / name, files.setdefault(kind, {"path": name, "bytes": 0, "lines": 0}))
             if sink.reset:
                 for shard in manifest.shards:
-                    shard.get("downloads", {}).pop(kind, None)
+                    shard.downloads.pop(kind, None)
             last = self.store.cut(number, 0 if self.records.reset else int(sink.state["bytes"]))
             if last < 0 < int(sink.state["bytes"]):
                 # Lines on disk that the index does not hold (it was removed, or an older version wrote
@@ -102,25 +102,25 @@ class Engine:
                 info(f"{sink.path.name} is not indexed; downloading it again from the start")
                 sink.truncate()
                 for shard in manifest.shards:
-                    shard.get("downloads", {}).pop(kind, None)
+                    shard.downloads.pop(kind, None)
             self.sinks[kind] = sink
         self.commit()
         self.last_commit = time.monotonic()
         # answers checked against their inputs as they arrive, per batch (None: not checked)
         self.trackers: dict[str, OrderTracker | None] = {}
         self.hashing: dict[str, Future[str]] = {}  # input digests being taken for trackers
-        self.one_round = len({int(s.get("round") or 1) for s in manifest.shards}) == 1
+        self.one_round = len({int(s.round or 1) for s in manifest.shards}) == 1
         self.disordered = False
         self.on_disorder: Callable[[], Any] = lambda: None
 
-    def ordered_runs(self, shards: list[Any]) -> list[Run] | None:
+    def ordered_runs(self, shards: list[Shard]) -> list[Run] | None:
         """The job's results as runs of the record file when every batch came back complete and in input
         order (every tracker saw every input line answered); else None (index and join)."""
         if self.disordered or not self.one_round:
             return None
         runs = []
         for shard in shards:
-            tracker = self.trackers.get(str(shard["batch_id"]))
+            tracker = self.trackers.get(str(shard.batch_id))
             if tracker is None or not tracker.finished() or not shard_finished(shard):
                 return None
             first = tracker.ranges[0][0]
@@ -155,33 +155,33 @@ class Engine:
 
     # -- batches
 
-    def refresh(self, shard: Any) -> dict[str, Any]:
+    def refresh(self, shard: Shard) -> dict[str, Any]:
         """The batch as the server says now (recorded in the shard); a deleted one from the manifest."""
         try:
-            batch = get_batch(self.client, shard["batch_id"])
+            batch = get_batch(self.client, str(shard.batch_id))
         except ApiError as exc:
             # A batch deleted on the server keeps its output and error files: fetch what it produced.
-            if exc.status != 404 or not (shard.get("output_file_id") or shard.get("error_file_id")):
+            if exc.status != 404 or not (shard.output_file_id or shard.error_file_id):
                 raise
-            if shard.get("status") != DELETED:
+            if shard.status != DELETED:
                 warn(
-                    f"batch {shard['batch_id']} no longer exists on the server (deleted?); downloading "
+                    f"batch {shard.batch_id} no longer exists on the server (deleted?); downloading "
                     "the output and error files recorded in the manifest"
                 )
-            shard["status"] = DELETED
+            shard.status = DELETED
             return {
-                "id": shard["batch_id"],
+                "id": shard.batch_id,
                 "status": DELETED,
-                "endpoint": shard.get("endpoint"),
-                "output_file_id": shard.get("output_file_id"),
-                "error_file_id": shard.get("error_file_id"),
-                "request_counts": shard.get("request_counts"),
+                "endpoint": shard.endpoint,
+                "output_file_id": shard.output_file_id,
+                "error_file_id": shard.error_file_id,
+                "request_counts": shard.request_counts,
             }
         with self.lock:
             record_batch(shard, batch)
         return batch
 
-    def download_all(self, work: list[tuple[Any, dict[str, Any]]]) -> None:
+    def download_all(self, work: list[tuple[Shard, dict[str, Any]]]) -> None:
         """Bring every file of every (shard, batch) up to date, several batches at a time."""
         tasks = [(shard, kind, batch) for shard, batch in work for kind in KINDS]
         if len(work) <= 1:
@@ -192,7 +192,7 @@ class Engine:
             for future in [pool.submit(self.download, *task) for task in tasks]:
                 future.result()
 
-    def download(self, shard: Any, kind: str, batch: dict[str, Any]) -> None:
+    def download(self, shard: Shard, kind: str, batch: dict[str, Any]) -> None:
         """Bring one file of one batch up to date from its cursor."""
         cursor = self._cursor(shard, kind, batch)
         if cursor is None:
@@ -203,19 +203,19 @@ class Engine:
             if not self._fetch_once(shard, kind, cursor, batch):
                 return
 
-    def _track(self, shard: Any) -> None:
+    def _track(self, shard: Shard) -> None:
         """Check this batch's answers against its input file as they arrive (:mod:`doubleword.inorder`)
         when this run reads the batch from its first line, in a one-round job, with the local input
         unchanged; else the inputs are indexed (started now, beside the downloads). The input's digest
         is taken in a thread while the content request waits for its first byte (:meth:`_tracker`)."""
-        batch_id = str(shard["batch_id"])
+        batch_id = str(shard.batch_id)
         with self.lock:
             if batch_id in self.trackers or batch_id in self.hashing:
                 return
-            downloads = shard.get("downloads") or {}
+            downloads = shard.downloads or {}
             fresh = all(int((downloads.get(k) or {}).get("high", 0)) == 0 for k in KINDS)
-            local = shard.get("path")
-            usable = fresh and self.one_round and local and shard.get("sha256") and Path(local).is_file()
+            local = shard.path
+            usable = fresh and self.one_round and local and shard.sha256 and Path(local).is_file()
             if not usable:
                 self.trackers[batch_id] = None
                 self.disorder()
@@ -224,19 +224,19 @@ class Engine:
             self.hashing[batch_id] = digest
         threading.Thread(target=_digest, args=(digest, local), name="input-digest", daemon=True).start()
 
-    def _tracker(self, shard: Any) -> None:
+    def _tracker(self, shard: Shard) -> None:
         """The batch's tracker, once its input is proven the one submitted (its digest is the manifest's)."""
-        batch_id = str(shard["batch_id"])
+        batch_id = str(shard.batch_id)
         with self.lock:
             digest = self.hashing.pop(batch_id, None)
         if digest is None:
             return
         try:
-            same = digest.result() == shard.get("sha256")
+            same = digest.result() == shard.sha256
         except OSError:
             same = False
         with self.lock:
-            self.trackers[batch_id] = OrderTracker(batch_id, Path(shard["path"])) if same else None
+            self.trackers[batch_id] = OrderTracker(batch_id, Path(str(shard.path))) if same else None
             if not same:
                 self.disorder()
 
@@ -247,13 +247,13 @@ class Engine:
             self.disordered = True
             self.on_disorder()
 
-    def _cursor(self, shard: Any, kind: str, batch: dict[str, Any]) -> dict[str, Any] | None:
+    def _cursor(self, shard: Shard, kind: str, batch: dict[str, Any]) -> dict[str, Any] | None:
         """The cursor to download from, or None when nothing can be new."""
         id_key = KINDS[kind][0]
         file_id = batch.get(id_key)
         terminal = is_terminal(batch.get("status"))
         with self.lock:
-            downloads = shard.setdefault("downloads", {})
+            downloads = shard.downloads
             cursor = downloads.get(kind)
             if not isinstance(cursor, dict) or cursor.get("file_id") != file_id:
                 cursor = downloads[kind] = {"file_id": file_id, "skip": 0, "complete": False}
@@ -263,7 +263,7 @@ class Engine:
             # and new ones were appended, so positions shifted under the cursor.
             cursor["complete"] = False
             if kind == "errors":
-                info(f"batch {shard['batch_id']}: finished again after a retry; re-reading its error file")
+                info(f"batch {shard.batch_id}: finished again after a retry; re-reading its error file")
                 cursor["skip"] = 0
         if finished:
             cursor["finished"] = finished
@@ -276,7 +276,7 @@ class Engine:
             cursor["complete"] = terminal
             return None
         if kind == "errors" and served is not None and cursor["skip"] > served:
-            info(f"batch {shard['batch_id']}: the error file shrank (a retry?); reading it again from 0")
+            info(f"batch {shard.batch_id}: the error file shrank (a retry?); reading it again from 0")
             cursor["skip"] = 0
         headers_seen = fetch_state(self.manifest).get("server_headers")
         if headers_seen and served == cursor["skip"]:
@@ -287,7 +287,7 @@ class Engine:
                 return None
         return cursor
 
-    def _fetch_once(self, shard: Any, kind: str, cursor: dict[str, Any], batch: dict[str, Any]) -> bool:
+    def _fetch_once(self, shard: Shard, kind: str, cursor: dict[str, Any], batch: dict[str, Any]) -> bool:
         """One content request from the cursor; True if another should follow right away."""
         terminal = is_terminal(batch.get("status"))
         attempts = 0
@@ -307,7 +307,7 @@ class Engine:
             except (requests.exceptions.RequestException, OSError) as exc:
                 attempts += 1
                 if attempts > STREAM_RETRIES:
-                    raise ServiceError(f"downloading {kind} of batch {shard['batch_id']} kept failing: {exc}")
+                    raise ServiceError(f"downloading {kind} of batch {shard.batch_id} kept failing: {exc}")
                 warn(f"download of {kind} interrupted ({exc}); resuming from line {cursor['skip']}")
                 time.sleep(min(10.0, 0.5 * 2**attempts))
             finally:
@@ -332,7 +332,7 @@ class Engine:
     def _stream(
         self,
         response: requests.Response,
-        shard: Any,
+        shard: Shard,
         kind: str,
         cursor: dict[str, Any],
         batch: dict[str, Any],
@@ -421,10 +421,10 @@ def _digest(future: Future[str], path: str) -> None:
         future.set_exception(exc)
 
 
-def shard_finished(shard: Any) -> bool:
+def shard_finished(shard: Shard) -> bool:
     """The batch is terminal and both its files are read to their end."""
-    downloads = shard.get("downloads") or {}
-    return is_terminal(shard.get("status")) and all((downloads.get(k) or {}).get("complete") for k in KINDS)
+    downloads = shard.downloads or {}
+    return is_terminal(shard.status) and all((downloads.get(k) or {}).get("complete") for k in KINDS)
 
 
 def _served(batch: dict[str, Any], kind: str) -> int | None:
@@ -474,14 +474,14 @@ def fetch_job(
         _claim(out_dir, manifest)
         with naming_full_disk(out_dir):
             summary, batches, finished, short, early = _download_and_join(client, manifest, out_dir, options)
-    shards = [s for s in manifest.shards if s.get("batch_id")]
-    settled = {str(s["batch_id"]) for s in shards if shard_finished(s)}
+    shards = [s for s in manifest.shards if s.batch_id]
+    settled = {str(s.batch_id) for s in shards if shard_finished(s)}
     cost = job_cost(client, shards, settled, early.result() if early else None) if options.cost else None
     deleted = delete_remote(client, shards, finished) if options.delete_remote else None
     per_batch = summary.pop("per_batch")
     for shard in manifest.shards:
-        if shard.get("batch_id") in batches:
-            shard["final_counts"] = per_batch.get(str(shard["batch_id"]))
+        if shard.batch_id in batches:
+            shard.final_counts = per_batch.get(str(shard.batch_id))
     manifest.save()
     counts = summary["counts"]
     unsent = manifest.unsent_report()  # a submit stopped early: those inputs are in no batch
@@ -516,7 +516,7 @@ def _download_and_join(
     """The downloads and the results files: (summary, batches, finished, requests unlisted, analytics)."""
     engine = Engine(client, manifest, out_dir, options.page_size)
     try:
-        shards = [s for s in manifest.shards if s.get("batch_id")]
+        shards = [s for s in manifest.shards if s.batch_id]
         index = partial(
             index_inputs, client, engine.store, shards, out_dir, engine.lock, by_content=options.by_content
         )
@@ -590,19 +590,19 @@ def _claim(out_dir: Path, manifest: Manifest) -> None:
 def _download_loop(engine: Engine, options: Options) -> tuple[dict[str, dict[str, Any]], bool]:
     """Check and download until done (or once without --follow); returns the batches and whether every
     batch is terminal with every file read to its end."""
-    shards = [s for s in engine.manifest.shards if s.get("batch_id")]  # a partly submitted manifest
+    shards = [s for s in engine.manifest.shards if s.batch_id]  # a partly submitted manifest
     progress = Progress() if options.follow and options.progress else None
     deadline = time.monotonic() + max(0.0, options.timeout)
     try:
         while True:
             checked_at = time.monotonic()
-            batches = {s["batch_id"]: engine.refresh(s) for s in shards}
+            batches = {str(s.batch_id): engine.refresh(s) for s in shards}
             engine.commit()
-            engine.download_all([(s, batches[s["batch_id"]]) for s in shards])
+            engine.download_all([(s, batches[str(s.batch_id)]) for s in shards])
             engine.commit()
             finished = all(
-                is_terminal(batches[s["batch_id"]].get("status"))
-                and all(s["downloads"].get(k, {}).get("complete") for k in KINDS)
+                is_terminal(batches[str(s.batch_id)].get("status"))
+                and all(s.downloads.get(k, {}).get("complete") for k in KINDS)
                 for s in shards
             )
             if progress is not None:
@@ -625,13 +625,13 @@ def _download_loop(engine: Engine, options: Options) -> tuple[dict[str, dict[str
     return batches, finished
 
 
-def _shortfall(store: Store, shards: list[Any], batches: dict[str, dict[str, Any]]) -> int:
+def _shortfall(store: Store, shards: list[Shard], batches: dict[str, dict[str, Any]]) -> int:
     """Requests of batches without a readable input that are in no file (so not listed as missing)."""
     short = 0
     for shard in shards:
-        source = store.source(str(shard["batch_id"]))
+        source = store.source(str(shard.batch_id))
         if source is not None and source[4]:
-            total = ((batches.get(shard["batch_id"]) or {}).get("request_counts") or {}).get("total")
+            total = ((batches.get(str(shard.batch_id)) or {}).get("request_counts") or {}).get("total")
             if isinstance(total, int):
-                short += max(0, total - store.line_count(str(shard["batch_id"])))
+                short += max(0, total - store.line_count(str(shard.batch_id)))
     return short

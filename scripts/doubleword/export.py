@@ -20,10 +20,13 @@ import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from doubleword.errors import UsageError
 from doubleword.files import atomic_writer
+
+if TYPE_CHECKING:
+    from doubleword.manifest import Shard
 
 FORMATS = (".csv", ".jsonl")
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -76,9 +79,9 @@ class _Rows:
 class Export:
     """A writer (see :mod:`doubleword.results`) that collects the rows, then writes the file on close."""
 
-    def __init__(self, path: Path, store: Any, shards: list[Any]) -> None:
+    def __init__(self, path: Path, store: Any, shards: list[Shard]) -> None:
         self.path = path
-        self.rows = {str(s["batch_id"]): _Rows(s.get("rows_path") or _beside(s.get("path"))) for s in shards}
+        self.rows = {str(s.batch_id): _Rows(s.rows_path or _beside(s.path)) for s in shards}
         self.user_columns: dict[str, None] = {}
         self.answer_columns: dict[str, None] = {}
         self.has_content = self.has_embedding = False

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from doubleword.cli import info, warn
 from doubleword.client import ApiClient
 from doubleword.errors import ApiError, ServiceError
+from doubleword.manifest import Shard
 
 _TOKEN_KEYS = ("total_prompt_tokens", "total_completion_tokens", "total_reasoning_tokens", "total_tokens")
 
@@ -29,15 +30,15 @@ def _decimal(value: Any) -> Decimal | None:
         return None
 
 
-def early_analytics(client: ApiClient, shards: list[Any]) -> dict[str, Any]:
+def early_analytics(client: ApiClient, shards: list[Shard]) -> dict[str, Any]:
     """Each batch's analytics, asked beside other work (fetch asks while it writes the results);
     :func:`job_cost` uses one only if it already counts every request of its batch."""
     early: dict[str, Any] = {}
     for shard in shards:
-        if isinstance(shard.get("analytics"), dict):
+        if isinstance(shard.extra.get("analytics"), dict):
             continue  # final figures kept from an earlier run
         try:
-            early[str(shard["batch_id"])] = _analytics(client, str(shard["batch_id"]))
+            early[str(shard.batch_id)] = _analytics(client, str(shard.batch_id))
         except (ApiError, ServiceError):
             pass  # asked again at the end, where the error counts
     return early
@@ -54,7 +55,7 @@ def _analytics(client: ApiClient, batch_id: str) -> Any:
 
 
 def job_cost(
-    client: ApiClient, shards: list[Any], settled: set[str], early: dict[str, Any] | None = None
+    client: ApiClient, shards: list[Shard], settled: set[str], early: dict[str, Any] | None = None
 ) -> dict[str, Any] | None:
     """``{"total", "list_total", "tokens": {...}, "per_batch": [...]}`` from the server, or None.
 
@@ -66,9 +67,9 @@ def job_cost(
     tokens = dict.fromkeys(_TOKEN_KEYS, 0)
     early = early or {}
     for shard in shards:
-        batch_id = str(shard["batch_id"])
-        requested = (shard.get("request_counts") or {}).get("total")
-        analytics = shard.get("analytics") if batch_id in settled else None
+        batch_id = str(shard.batch_id)
+        requested = (shard.request_counts or {}).get("total")
+        analytics = shard.extra.get("analytics") if batch_id in settled else None
         if not isinstance(analytics, dict):
             if batch_id in early and early[batch_id] is None:
                 continue  # the server has no analytics for it
@@ -76,7 +77,7 @@ def job_cost(
             if not _counts_all(analytics, requested) or batch_id not in settled:
                 analytics = _analytics(client, batch_id)
             if batch_id in settled and _counts_all(analytics, requested):
-                shard["analytics"] = analytics
+                shard.extra["analytics"] = analytics  # kept in the manifest, as read
         if not isinstance(analytics, dict):
             continue
         cost, list_cost = _decimal(analytics.get("total_cost")), _decimal(analytics.get("total_list_cost"))
@@ -108,7 +109,7 @@ def _counts_all(analytics: Any, requested: Any) -> bool:
     return isinstance(analytics, dict) and analytics.get("total_requests") == requested
 
 
-def delete_remote(client: ApiClient, shards: list[Any], finished: bool) -> dict[str, Any]:
+def delete_remote(client: ApiClient, shards: list[Shard], finished: bool) -> dict[str, Any]:
     """Delete the job's files on the server when ``finished`` (every result on disk, nothing running)."""
     if not finished:
         reason = (
@@ -120,7 +121,7 @@ def delete_remote(client: ApiClient, shards: list[Any], finished: bool) -> dict[
     deleted, gone = [], []
     for shard in shards:
         for key in ("file_id", "output_file_id", "error_file_id"):
-            file_id = shard.get(key)
+            file_id = getattr(shard, key)
             if not file_id or file_id in deleted or file_id in gone:
                 continue
             try:

@@ -122,8 +122,8 @@ class ReplyReader:
     ) -> None:
         self.engine, self.kind, self.cursor = engine, kind, cursor
         self.number = NUMBERS[kind]
-        self.batch_id = str(shard["batch_id"])
-        self.endpoint = endpoint_for_url(shard.get("endpoint") or batch.get("endpoint"))
+        self.batch_id = str(shard.batch_id)
+        self.endpoint = endpoint_for_url(shard.endpoint or batch.get("endpoint"))
         self.start = cursor["skip"]
         self.received = 0  # lines of this reply
         self.moved = 0  # lines the cursor has been moved past

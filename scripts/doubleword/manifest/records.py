@@ -82,30 +82,6 @@ class Shard:
     checked_at: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys written by a newer version, kept
 
-    # Mapping-style access, for code written against the version-1 dicts (``shard["batch_id"]``).
-    def __getitem__(self, key: str) -> Any:
-        if key in _SHARD_FIELDS:
-            return getattr(self, key)
-        return self.extra[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key in _SHARD_FIELDS:
-            setattr(self, key, value)
-        else:
-            self.extra[key] = value
-
-    def __contains__(self, key: str) -> bool:
-        return key in _SHARD_FIELDS or key in self.extra
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = getattr(self, key) if key in _SHARD_FIELDS else self.extra.get(key)
-        return default if value is None else value
-
-    def setdefault(self, key: str, default: Any) -> Any:
-        if self.get(key) is None:
-            self[key] = default
-        return self[key]
-
     @property
     def never_sent(self) -> bool:
         """Nothing of this shard can be on the server (no upload or batch creation was ever sent)."""
