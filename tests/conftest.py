@@ -220,6 +220,6 @@ class Helpers:
     SCRIPTS = SCRIPTS
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # a namespace, no state: module-scoped fixtures can use it too
 def h() -> type[Helpers]:
     return Helpers

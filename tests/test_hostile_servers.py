@@ -58,10 +58,27 @@ from doubleword import client as http_client
 from doubleword import errors, transport
 
 
-@pytest.fixture
-def emu(h):  # type: ignore[no-untyped-def]
-    with EmulatorServer("--start-delay", "0", "--quiet", "--rate", "2000", api_key=h.CANARY_KEY) as server:
+def _emulator(h) -> EmulatorServer:  # type: ignore[no-untyped-def]
+    return EmulatorServer("--start-delay", "0", "--quiet", "--rate", "2000", api_key=h.CANARY_KEY)
+
+
+@pytest.fixture(scope="module")
+def shared_emulator(h):  # type: ignore[no-untyped-def]
+    with _emulator(h) as server:
         yield server
+
+
+@pytest.fixture
+def emu(request: pytest.FixtureRequest, h):  # type: ignore[no-untyped-def]
+    """The module's emulator (one per worker: tests of a worker run one at a time); a test that counts
+    what the server made or changes its settings is marked ``own_emulator`` and gets a fresh one."""
+    if request.node.get_closest_marker("own_emulator"):
+        with _emulator(h) as server:
+            yield server
+        return
+    shared = request.getfixturevalue("shared_emulator")
+    assert shared.proc.poll() is None, shared.output[-20:]  # an earlier test stopped it
+    yield shared
 
 
 @pytest.fixture
@@ -444,6 +461,7 @@ def test_a_retry_never_sleeps_past_the_deadline() -> None:
 # --------------------------------------------------------------------------- redirects on uploads
 
 
+@pytest.mark.own_emulator  # counts the files the server made
 @pytest.mark.parametrize("status", [307, 308, 302])
 def test_a_same_host_redirect_on_upload_is_followed_with_the_body(h, emu, proxy: HostileProxy, tmp_path: Path,
                                                                  status: int) -> None:  # fmt: skip
@@ -458,6 +476,7 @@ def test_a_same_host_redirect_on_upload_is_followed_with_the_body(h, emu, proxy:
     assert emu.stats()["files_created"] == 1
 
 
+@pytest.mark.own_emulator  # counts the files the server made
 def test_an_upload_redirected_to_another_host_is_refused_at_once(
     h, emu, proxy: HostileProxy, tmp_path: Path
 ) -> None:
@@ -482,6 +501,7 @@ def test_a_redirect_loop_ends(h, proxy: HostileProxy) -> None:
 # --------------------------------------------------------------------------- replies of the wrong shape
 
 
+@pytest.mark.own_emulator  # counts the files and batches the server made
 @pytest.mark.parametrize("route", [FILES, BATCHES], ids=["upload", "batch-create"])
 def test_a_create_reply_without_an_id_is_looked_up_not_redone(h, emu, proxy: HostileProxy, tmp_path: Path,
                                                               route: str) -> None:  # fmt: skip
@@ -492,6 +512,7 @@ def test_a_create_reply_without_an_id_is_looked_up_not_redone(h, emu, proxy: Hos
     assert (stats["files_created"], stats["batches_created"]) == (1, 1)
 
 
+@pytest.mark.own_emulator  # counts the files the server made
 def test_an_html_reply_to_an_upload_is_looked_up_not_redone(
     h, emu, proxy: HostileProxy, tmp_path: Path
 ) -> None:
@@ -532,6 +553,7 @@ def _slow_upload_answer(
     return result, elapsed, file_ids, emu.stats()["files_created"]
 
 
+@pytest.mark.own_emulator  # counts the files the server made
 @pytest.mark.parametrize(
     "answer_after, wait",
     [
@@ -554,6 +576,7 @@ def test_a_slow_upload_answer_makes_one_file_never_a_second(
     assert elapsed < 15, elapsed
 
 
+@pytest.mark.own_emulator  # counts the files and batches the server made
 def test_an_upload_answered_after_twice_its_reply_wait_is_not_sent_again(
     h, emu, proxy: HostileProxy, tmp_path: Path
 ) -> None:
@@ -566,6 +589,7 @@ def test_an_upload_answered_after_twice_its_reply_wait_is_not_sent_again(
     assert emu.stats()["batches_created"] == 1, again
 
 
+@pytest.mark.own_emulator  # counts the batches the server made
 def test_a_lost_create_reply_with_a_lagging_list_makes_one_batch(
     h, emu, proxy: HostileProxy, tmp_path: Path
 ) -> None:
@@ -674,6 +698,7 @@ def test_a_full_stdout_is_reported_without_a_traceback(h, emu) -> None:
     assert "cannot write the result to stdout" in proc.stderr
 
 
+@pytest.mark.own_emulator  # pauses the server
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_termination_signals_leave_json_on_stdout(h, emu, tmp_path: Path, signum: int) -> None:
     emu.configure(paused=True)
@@ -943,6 +968,7 @@ def test_counts_that_are_negative_or_strings_are_a_service_error(h, emu, proxy: 
     refused(result, 5, "request_counts.completed")
 
 
+@pytest.mark.own_emulator  # counts the batches the server made
 @pytest.mark.parametrize(
     "odd_id",
     ["../files", "..%2F..%2Ffiles", "b/../../models", ""],
@@ -1231,6 +1257,7 @@ def test_an_upload_rate_leaves_out_the_wait_for_the_answer(
     assert seconds < 1.5, line  # was ~2.1 s: the server's 2 s of checking counted as upload time
 
 
+@pytest.mark.own_emulator  # counts the files and batches the server made
 @pytest.mark.parametrize("route", [BATCHES, FILES], ids=["batch-create", "upload"])
 def test_a_see_other_after_a_create_is_looked_up_not_sent_again(h, emu, proxy: HostileProxy, tmp_path: Path,
                                                                 route: str) -> None:  # fmt: skip
