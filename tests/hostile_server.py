@@ -26,11 +26,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode
 
 import requests
+from scripted_server import http_server, read_request
 
 # Route patterns (matched against the path after the /v1 prefix).
 CONTENT = r"^/files/[^/]+/content$"
@@ -125,24 +126,7 @@ class HostileProxy:
         self.state: dict[str, Any] = {}  # for behaviours that remember (lagging lists, counters)
         self._session = requests.Session()
         self._session.trust_env = False
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _handle(self) -> None:
-                outer._serve(self)
-
-            do_GET = do_POST = do_DELETE = do_PUT = _handle  # noqa: N815
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-        self.httpd = Server((host, 0), Handler)
+        self.httpd = http_server(host, self._serve, protocol_version="HTTP/1.1")
         self.port = self.httpd.server_address[1]
         if tls is not None:  # (certificate file, key file): serve https
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -163,17 +147,14 @@ class HostileProxy:
     # -- serving
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
-        parts = urlsplit(handler.path)
-        path = re.sub(r"^/(ai/)?v1", "", parts.path) or "/"
+        request = read_request(handler)
         seen = Seen(
-            handler.command,
-            path,
-            dict(parse_qsl(parts.query, keep_blank_values=True)),
-            dict(handler.headers.items()),
-            body,
-            handler.path,
+            request.method,
+            re.sub(r"^/(ai/)?v1", "", request.path) or "/",
+            dict(parse_qsl(request.query, keep_blank_values=True)),
+            request.headers,
+            request.body,
+            request.target,
             time.monotonic(),
         )
         with self.lock:

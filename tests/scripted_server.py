@@ -34,12 +34,59 @@ class Seen:
     headers: dict[str, str]
     body: bytes = field(repr=False)
     client: str = ""
+    target: str = ""  # as sent: path and query
 
 
 def json_error(status: int, message: str) -> Reply:
     import json
 
     return status, {"Content-Type": "application/json"}, json.dumps({"error": {"message": message}})
+
+
+def read_request(handler: BaseHTTPRequestHandler) -> Seen:
+    """The request with its body read in full (by Content-Length, which the scripts always send), so that
+    a client still sending an upload never sees its connection reset by a reply sent early. Shared with
+    tests/hostile_server.py."""
+    length = int(handler.headers.get("Content-Length") or 0)
+    body = handler.rfile.read(length) if length else b""
+    parts = urlsplit(handler.path)
+    headers = dict(handler.headers.items())
+    return Seen(
+        handler.command, parts.path, parts.query, headers, body, handler.client_address[0], handler.path
+    )
+
+
+def http_server(
+    host: str,
+    handle: Callable[[BaseHTTPRequestHandler], None],
+    *,
+    protocol_version: str = "HTTP/1.0",
+    on_connect: Callable[[], None] | None = None,
+) -> ThreadingHTTPServer:
+    """A threading HTTP server on ``host``:free port (IPv4 or IPv6) that hands every request, whatever its
+    method, to ``handle``; ``on_connect`` is called for each connection accepted. Not started."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _handle(self) -> None:
+            handle(self)
+
+        do_GET = do_POST = do_DELETE = do_PUT = _handle  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    Handler.protocol_version = protocol_version
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        def verify_request(self, request, client_address) -> bool:  # type: ignore[no-untyped-def]
+            if on_connect is not None:
+                on_connect()
+            return True
+
+    return Server((host, 0), Handler)
 
 
 class ScriptedServer:
@@ -49,52 +96,29 @@ class ScriptedServer:
         self.reply = reply or (lambda seen: (200, {"Content-Type": "application/json"}, "{}"))
         self.seen: list[Seen] = []
         self.connections = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                parts = urlsplit(self.path)
-                seen = Seen(
-                    self.command,
-                    parts.path,
-                    parts.query,
-                    dict(self.headers.items()),
-                    body,
-                    self.client_address[0],
-                )
-                outer.seen.append(seen)
-                status, headers, payload = outer.reply(seen)
-                data = payload.encode() if isinstance(payload, str) else payload
-                self.send_response(status)
-                headers = {"Content-Type": "text/plain; charset=utf-8", **headers}
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = do_PUT = _handle  # noqa: N815
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-            def verify_request(self, request, client_address) -> bool:  # type: ignore[no-untyped-def]
-                outer.connections += 1
-                return True
-
-        self.httpd = Server((host, 0), Handler)
+        self.httpd = http_server(host, self._handle, on_connect=self._connected)
         self.host = host
         self.port = self.httpd.server_address[1]
         self.url = f"http://{host}:{self.port}"
         self.base_url = self.url + "/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
+
+    def _connected(self) -> None:
+        self.connections += 1
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        seen = read_request(handler)
+        self.seen.append(seen)
+        status, headers, payload = self.reply(seen)
+        data = payload.encode() if isinstance(payload, str) else payload
+        handler.send_response(status)
+        headers = {"Content-Type": "text/plain; charset=utf-8", **headers}
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
 
     def close(self) -> None:
         self.httpd.shutdown()
