@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +180,50 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+@contextmanager
+def start_emulator(*flags: str) -> Iterator[EmulatorServer]:
+    """An emulator of one test's own, set up from the start (``"--fail-rate", "0.1", "--seed", "5"``...):
+    no start delay, quiet, only the canary key."""
+    with EmulatorServer("--start-delay", "0", "--quiet", *flags, api_key=CANARY_KEY) as server:
+        yield server
+
+
+@dataclass
+class Submitted:
+    """A job file written and submitted (exit 0 checked): its lines, its path and submit's stdout."""
+
+    lines: list[dict[str, Any]]
+    src: Path
+    doc: dict[str, Any]
+
+    @property
+    def manifest(self) -> str:
+        return self.doc["manifest"]
+
+    @property
+    def batch_id(self) -> str:
+        """The job's first (often only) batch."""
+        return self.doc["batches"][0]["batch_id"]
+
+
+def submit_lines(
+    folder: Path, lines: list[dict[str, Any]], env: dict[str, str], *args: str, name: str = "jobs.jsonl"
+) -> Submitted:
+    """Write ``lines`` to ``folder/name`` and submit it (extra ``args`` to submit.py); exit 0 asserted."""
+    src = write_jsonl(folder / name, lines)
+    result = run_script("submit", str(src), *args, env=env)
+    assert result.code == 0, result
+    return Submitted(lines, src, result.doc)
+
+
+def poll_wait(*args: str, env: dict[str, str], code: int | None = 0) -> ScriptResult:
+    """``poll ARGS --wait`` at 0.1 s (ARGS: batch ids, or ``"--manifest", PATH``, and any other flag); its
+    exit code asserted (0: every request answered; 6: finished with failures) unless ``code`` is None."""
+    result = run_script("poll", *args, "--wait", "--interval", "0.1", env=env)
+    assert code is None or result.code == code, result
+    return result
+
+
 def wait_until(condition: Callable[[], object], timeout: float = 60, what: str = "the condition") -> None:
     """Poll ``condition`` every 20 ms until it is true: a test waits for a state, never for a fixed time
     (the suite runs in parallel on a shared machine, where any fixed sleep is sometimes too short)."""
@@ -217,6 +263,9 @@ class Helpers:
     server_counts = staticmethod(server_counts)
     script_env = staticmethod(script_env)
     run_script = staticmethod(run_script)
+    start_emulator = staticmethod(start_emulator)
+    submit_lines = staticmethod(submit_lines)
+    poll_wait = staticmethod(poll_wait)
     SCRIPTS = SCRIPTS
 
 

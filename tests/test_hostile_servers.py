@@ -93,14 +93,10 @@ def job(h, folder: Path, n: int = 6) -> Path:  # type: ignore[no-untyped-def]
 
 def submitted(h, folder: Path, base_url: str, n: int = 6) -> Path:  # type: ignore[no-untyped-def]
     """A job submitted straight to the emulator and finished; returns its manifest."""
-    jobs = job(h, folder, n)
     env = h.script_env(base_url)
-    assert h.run_script("submit", str(jobs), env=env).code == 0
+    h.submit_lines(folder, h.chat_lines(n), env)
     manifest = folder / "jobs.jsonl.manifest.json"
-    result = h.run_script(
-        "poll", "--manifest", str(manifest), "--wait", "--interval", "0.1", "--timeout", "60", env=env
-    )
-    assert result.code == 0, result
+    h.poll_wait("--manifest", str(manifest), "--timeout", "60", env=env)
     return manifest
 
 

@@ -39,24 +39,16 @@ def _unanswered(results: Path) -> set[str]:
 
 
 def test_rounds_until_every_input_has_an_answer(tmp_path, h):
-    n = 300
-    with EmulatorServer(
-        "--start-delay", "0", "--fail-rate", "0.1", "--seed", "5", "--quiet", api_key=h.CANARY_KEY
-    ) as emu:
+    with h.start_emulator("--fail-rate", "0.1", "--seed", "5") as emu:
         env = h.script_env(emu.base_url)
-        lines = h.chat_lines(n)
-        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
-        code, sub, err = h.run_script("submit", str(src), env=env)
-        assert code == 0, err
-        manifest = Path(sub["manifest"])
+        job = h.submit_lines(tmp_path, h.chat_lines(300), env)
+        manifest = Path(job.manifest)
         assert manifest.is_absolute() and manifest == (tmp_path / "jobs.jsonl.manifest.json").resolve()
-        expected: Counter[str] = Counter(line["custom_id"] for line in lines)
+        expected: Counter[str] = Counter(line["custom_id"] for line in job.lines)
 
         rounds = 1
         while True:
-            code, poll, err = h.run_script(
-                "poll", "--manifest", str(manifest), "--wait", "--interval", "0.1", env=env
-            )
+            code, poll, err = h.poll_wait("--manifest", str(manifest), env=env, code=None)
             code_f, fetch, err_f = h.run_script("fetch_results", "--manifest", str(manifest), env=env)
             results = Path(fetch["files"]["results"])
             assert results.is_absolute()
@@ -106,15 +98,12 @@ def test_rounds_until_every_input_has_an_answer(tmp_path, h):
 
 
 def test_final_results_hold_one_line_per_original_input_with_attempts(tmp_path, h):
-    with EmulatorServer(
-        "--start-delay", "0", "--fail-rate", "0.1", "--seed", "5", "--quiet", api_key=h.CANARY_KEY
-    ) as emu:
+    with h.start_emulator("--fail-rate", "0.1", "--seed", "5") as emu:
         env = h.script_env(emu.base_url)
         lines = h.chat_lines(200)
-        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
-        manifest = h.run_script("submit", str(src), env=env).doc["manifest"]
+        manifest = h.submit_lines(tmp_path, lines, env).manifest
         for _ in range(6):
-            h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env)
+            h.poll_wait("--manifest", manifest, env=env, code=None)
             code, fetch, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
             if code == 0:
                 break
@@ -131,14 +120,13 @@ def test_final_results_hold_one_line_per_original_input_with_attempts(tmp_path, 
 
 def test_resubmit_dry_run_sends_nothing_and_a_round_can_be_narrowed_and_adjusted(tmp_path, h):
     """Cut-off answers resent alone with a larger budget: --only truncated --max-tokens."""
-    with EmulatorServer("--start-delay", "0", "--quiet", api_key=h.CANARY_KEY) as emu:
+    with h.start_emulator() as emu:
         env = h.script_env(emu.base_url)
         lines = h.chat_lines(6)
         for line in lines[:2]:  # these two are cut off at 1 token
             line["body"]["max_tokens"] = 1
-        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
-        manifest = h.run_script("submit", str(src), env=env).doc["manifest"]
-        assert h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env).code == 0
+        manifest = h.submit_lines(tmp_path, lines, env).manifest
+        h.poll_wait("--manifest", manifest, env=env)
         before = emu.stats()["batches_created"]
         code, plan, err = h.run_script("submit", "--resubmit", "--manifest", manifest, "--dry-run", env=env)
         assert code == 0 and plan["dry_run"] and plan["would_resubmit"] == 2, plan
@@ -161,19 +149,18 @@ def test_resubmit_dry_run_sends_nothing_and_a_round_can_be_narrowed_and_adjusted
         sent = [json.loads(x) for x in Path(data["rounds"][1]["source"]).read_text().splitlines()]
         assert [s["custom_id"] for s in sent] == [line["custom_id"] for line in lines[:2]]
         assert all(s["body"]["max_tokens"] == 64 for s in sent)
-        assert h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env).code == 0
+        h.poll_wait("--manifest", manifest, env=env)
 
 
 def test_resubmit_sends_the_original_lines_even_when_the_input_file_is_gone(tmp_path, h):
     """The round is built from the engine's retry.jsonl (the server's copy of round 1), not the local file."""
-    args = ("--start-delay", "0", "--fail-rate", "0.3", "--seed", "3", "--quiet")
-    with EmulatorServer(*args, api_key=h.CANARY_KEY) as emu:
+    with h.start_emulator("--fail-rate", "0.3", "--seed", "3") as emu:
         env = h.script_env(emu.base_url)
         lines = h.chat_lines(40)
-        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
-        manifest = h.run_script("submit", str(src), env=env).doc["manifest"]
-        assert h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env).code == 6
-        src.unlink()
+        job = h.submit_lines(tmp_path, lines, env)
+        manifest = job.manifest
+        h.poll_wait("--manifest", manifest, env=env, code=6)  # finished, some requests failed
+        job.src.unlink()
         code, res, err = h.run_script("submit", "--resubmit", "--manifest", manifest, env=env)
         assert code == 0 and res["resubmitted"] > 0, res
         data = json.loads(Path(manifest).read_text())

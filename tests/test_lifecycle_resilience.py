@@ -9,7 +9,12 @@ import subprocess
 import sys
 import time
 
-from emulator_server import EmulatorServer
+
+def _follow(h, manifest, env, **kw):
+    """fetch_results --follow until every batch of the job has finished."""
+    return h.run_script(
+        "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.1", env=env, **kw
+    )
 
 
 def _manifest_cursor(path):
@@ -22,19 +27,12 @@ def _manifest_cursor(path):
 
 
 def test_killed_fetch_resumes_byte_identical(tmp_path, h):
-    args = ("--start-delay", "0", "--fail-rate", "0.1", "--seed", "11", "--quiet")
-    with EmulatorServer(*args, api_key=h.CANARY_KEY) as emu:
+    with h.start_emulator("--fail-rate", "0.1", "--seed", "11") as emu:
         env = h.script_env(emu.base_url)
         lines = h.chat_lines(3000)
-        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
-        code, doc, err = h.run_script("submit", str(src), env=env)
-        assert code == 0, err
-        batch_id = doc["batches"][0]["batch_id"]
+        batch_id = h.submit_lines(tmp_path, lines, env).batch_id
         manifest = tmp_path / "jobs.jsonl.manifest.json"
-        code, _, err = h.run_script(
-            "poll", "--manifest", str(manifest), "--wait", "--interval", "0.2", env=env
-        )
-        assert code == 6, err  # finished, but 10% of the requests failed: not done
+        h.poll_wait("--manifest", str(manifest), env=env, code=6)  # finished, but 10% failed: not done
 
         # the reference: one uninterrupted download of the same batch into another directory
         code, ref, err = h.run_script("fetch_results", batch_id, "--out", str(tmp_path / "ref"), env=env)
@@ -126,18 +124,7 @@ def test_submit_killed_at_random_points_converges(emulator, env, tmp_path, h):
 
 
 def test_faulty_server_still_exactly_once(tmp_path, h):
-    args = (
-        "--start-delay",
-        "0",
-        "--fault-rate",
-        "0.25",
-        "--fault-retry-after",
-        "0",
-        "--seed",
-        "5",
-        "--quiet",
-    )
-    with EmulatorServer(*args, api_key=h.CANARY_KEY) as emu:
+    with h.start_emulator("--fault-rate", "0.25", "--fault-retry-after", "0", "--seed", "5") as emu:
         env = h.script_env(emu.base_url)
         lines = h.chat_lines(20)
         src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
@@ -151,9 +138,7 @@ def test_faulty_server_still_exactly_once(tmp_path, h):
         assert stats["files_created"] == 4 and stats["batches_created"] == 4, stats
         manifest = doc["manifest"]
         for _ in range(4):
-            code, doc, err = h.run_script(
-                "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.1", env=env, timeout=120
-            )
+            code, doc, err = _follow(h, manifest, env, timeout=120)
             if code == 0:
                 break
         assert code == 0, err
@@ -164,17 +149,11 @@ def test_faulty_server_still_exactly_once(tmp_path, h):
 
 
 def test_openai_flavoured_server(tmp_path, h):
-    args = ("--start-delay", "0", "--flavor", "openai", "--fail-rate", "0.5", "--seed", "2", "--quiet")
-    with EmulatorServer(*args, api_key=h.CANARY_KEY) as emu:
+    with h.start_emulator("--flavor", "openai", "--fail-rate", "0.5", "--seed", "2") as emu:
         env = h.script_env(emu.base_url)
         lines = h.chat_lines(20)
-        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
-        code, doc, err = h.run_script("submit", str(src), env=env)
-        assert code == 0, err
-        manifest = doc["manifest"]
-        code, doc, err = h.run_script(
-            "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.1", env=env
-        )
+        manifest = h.submit_lines(tmp_path, lines, env).manifest
+        code, doc, err = _follow(h, manifest, env)
     assert code == 6, err  # finished, some failed
     counts = doc["counts"]
     assert counts["completed"] + counts["failed"] == 20 and counts["failed"] > 0
@@ -185,15 +164,10 @@ def test_openai_flavoured_server(tmp_path, h):
 
 
 def test_openai_flavoured_all_failed(tmp_path, h):
-    args = ("--start-delay", "0", "--flavor", "openai", "--fail-rate", "1", "--quiet")
-    with EmulatorServer(*args, api_key=h.CANARY_KEY) as emu:
+    with h.start_emulator("--flavor", "openai", "--fail-rate", "1") as emu:
         env = h.script_env(emu.base_url)
-        src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(5))
-        code, doc, err = h.run_script("submit", str(src), env=env)
-        manifest = doc["manifest"]
-        code, doc, err = h.run_script(
-            "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.1", env=env
-        )
+        manifest = h.submit_lines(tmp_path, h.chat_lines(5), env).manifest
+        code, doc, err = _follow(h, manifest, env)
     assert code == 6, err
     assert doc["finished"] and not doc["complete"] and doc["counts"]["failed"] == 5
     assert len(h.read_jsonl(tmp_path / "jobs.results" / "retry.jsonl")) == 5
@@ -203,15 +177,11 @@ def test_fetch_after_server_side_retry(tmp_path, h):
     """/retry shrinks the error file; the next fetch re-reads it and the successes win."""
     import requests
 
-    with EmulatorServer("--start-delay", "0", "--fail-rate", "1", "--quiet", api_key=h.CANARY_KEY) as emu:
+    with h.start_emulator("--fail-rate", "1") as emu:
         env = h.script_env(emu.base_url)
-        lines = h.chat_lines(6)
-        src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
-        code, doc, err = h.run_script("submit", str(src), env=env)
-        batch_id, manifest = doc["batches"][0]["batch_id"], doc["manifest"]
-        code, doc, err = h.run_script(
-            "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.1", env=env
-        )
+        job = h.submit_lines(tmp_path, h.chat_lines(6), env)
+        batch_id, manifest = job.batch_id, job.manifest
+        code, doc, err = _follow(h, manifest, env)
         assert code == 6 and doc["counts"]["failed"] == 6
         emu.configure(fail_rate=0)
         reply = requests.post(
@@ -220,9 +190,7 @@ def test_fetch_after_server_side_retry(tmp_path, h):
             timeout=10,
         )
         assert reply.status_code == 200, reply.text
-        code, doc, err = h.run_script(
-            "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.1", env=env
-        )
+        code, doc, err = _follow(h, manifest, env)
     assert code == 0, err
     assert doc["counts"]["completed"] == 6 and doc["counts"]["failed"] == 0, doc
     assert (tmp_path / "jobs.results" / "retry.jsonl").read_bytes() == b""

@@ -5,12 +5,6 @@ from __future__ import annotations
 import requests
 
 
-def _wait(h, env, manifest):
-    code, doc, err = h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env)
-    assert code == 0, err
-    return doc
-
-
 def test_two_inputs_sharing_custom_ids_are_joined_each_to_its_own_answers(emulator, env, tmp_path, h):
     a = h.chat_lines(3)
     b = h.chat_lines(3)
@@ -20,7 +14,7 @@ def test_two_inputs_sharing_custom_ids_are_joined_each_to_its_own_answers(emulat
     fb = h.write_jsonl(tmp_path / "b.jsonl", b)
     code, doc, err = h.run_script("submit", str(fa), str(fb), env=env)
     assert code == 0, err  # the join is per batch, so repeated ids across inputs are no ambiguity
-    _wait(h, env, doc["manifest"])
+    h.poll_wait("--manifest", doc["manifest"], env=env)
     code, doc, err = h.run_script("fetch_results", "--manifest", doc["manifest"], env=env)
     assert code == 0 and doc["complete"] is True, (doc, err)
     results = h.read_jsonl(tmp_path / "a.results" / "results.jsonl")
@@ -30,31 +24,29 @@ def test_two_inputs_sharing_custom_ids_are_joined_each_to_its_own_answers(emulat
 
 
 def test_fetching_two_batches_with_the_same_custom_ids_does_not_mix_them(emulator, env, tmp_path, h):
+    """Two jobs whose inputs share custom_ids (no resubmission between them): separate inputs, each
+    answer with its own batch, a first attempt each."""
     ids = []
     for name, text in (("a.jsonl", "Alpha"), ("b.jsonl", "Beta")):
         lines = h.chat_lines(3)
         for line in lines:
             line["body"]["messages"][0]["content"] = f"{text} question"
-        src = h.write_jsonl(tmp_path / name, lines)
-        code, doc, err = h.run_script("submit", str(src), env=env)
-        assert code == 0, err
-        _wait(h, env, doc["manifest"])
-        ids.append(doc["batches"][0]["batch_id"])
+        job = h.submit_lines(tmp_path, lines, env, name=name)
+        h.poll_wait("--manifest", job.manifest, env=env)
+        ids.append(job.batch_id)
     out = tmp_path / "both"
     code, doc, err = h.run_script("fetch_results", *ids, "--out", str(out), env=env)
     assert code == 0, err
     results = h.read_jsonl(out / "results.jsonl")
-    assert [r["batch_id"] for r in results] == [ids[0]] * 3 + [ids[1]] * 3
+    assert [(r["batch_id"], r["attempts"]) for r in results] == [(ids[0], 1)] * 3 + [(ids[1], 1)] * 3
     assert all("Alpha" in r["content"] for r in results[:3]), results
     assert all("Beta" in r["content"] for r in results[3:]), results
 
 
 def test_results_list_answered_lines_when_the_input_file_was_deleted(emulator, env, tmp_path, h):
-    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(4))
-    code, doc, err = h.run_script("submit", str(src), env=env)
-    assert code == 0, err
-    batch = doc["batches"][0]
-    _wait(h, env, doc["manifest"])
+    job = h.submit_lines(tmp_path, h.chat_lines(4), env)
+    batch = job.doc["batches"][0]
+    h.poll_wait("--manifest", job.manifest, env=env)
     r = requests.delete(f"{emulator.base_url}/files/{batch['input_file_id']}", headers=emulator.headers)
     assert r.status_code == 200
     out = tmp_path / "out"
@@ -71,11 +63,9 @@ def test_results_are_written_when_the_input_file_cannot_be_downloaded(emulator, 
     batch inputs): the downloaded results still reach results.jsonl instead of the run failing."""
     import json
 
-    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(3))
-    code, doc, err = h.run_script("submit", str(src), env=env)
-    assert code == 0, err
-    batch_id = doc["batches"][0]["batch_id"]
-    _wait(h, env, doc["manifest"])
+    job = h.submit_lines(tmp_path, h.chat_lines(3), env)
+    batch_id = job.batch_id
+    h.poll_wait("--manifest", job.manifest, env=env)
     out = tmp_path / "out"
     state = out / "fetch.manifest.json"
     out.mkdir()
