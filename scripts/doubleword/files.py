@@ -36,7 +36,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    atomic_write_text(path, json.dumps(redact_data(obj), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json_text(obj))
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as our JSON files hold it: indented, UTF-8 kept, secrets redacted."""
+    return json.dumps(redact_data(obj), indent=2, ensure_ascii=False) + "\n"
 
 
 @contextlib.contextmanager

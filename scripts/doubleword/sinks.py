@@ -10,7 +10,6 @@ reply that is not NDJSON of output lines, or that repeats lines already download
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -69,12 +68,14 @@ class Sink:
         self.handle.truncate(0)
         self.state["bytes"] = self.state["lines"] = 0
 
-    def sync(self) -> None:
+    def flush(self) -> int:
+        """Hand the appended lines to the system and count them committed; returns the descriptor that
+        the committer syncs before the manifest recording them is written."""
         self.handle.flush()
-        os.fsync(self.handle.fileno())
         self.state["bytes"] = int(self.state["bytes"]) + self.pending_bytes
         self.state["lines"] = int(self.state.get("lines", 0)) + self.pending_lines
         self.pending_bytes = self.pending_lines = 0
+        return self.handle.fileno()
 
     def close(self) -> None:
         self.handle.close()
@@ -103,12 +104,13 @@ class RecordFile:
             self.handle.write(b"\n".join(lines))
             self.pending += size
 
-    def sync(self) -> None:
+    def flush(self) -> int:
+        """As :meth:`Sink.flush` (the committed length is kept in the index)."""
         self.handle.flush()
-        os.fsync(self.handle.fileno())
         self.committed += self.pending
         self.pending = 0
         self.store.set_meta("records_bytes", str(self.committed))
+        return self.handle.fileno()
 
     def close(self) -> None:
         self.handle.close()
@@ -210,7 +212,7 @@ class ReplyReader:
                 sink.pending_lines >= COMMIT_LINES or time.monotonic() - engine.last_commit >= COMMIT_SECONDS
             )
         if due:
-            engine.commit()
+            engine.commit(wait=False)
         if bad is not None:
             raise BadContent(f"the server sent a line that is not an output line: {bad[:80]!r}")
 

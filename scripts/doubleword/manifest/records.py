@@ -37,7 +37,7 @@ from typing import Any
 
 from doubleword.cli import warn
 from doubleword.errors import InputError
-from doubleword.files import atomic_write_json, exclusive_lock, read_json_file
+from doubleword.files import atomic_write_text, exclusive_lock, json_text, read_json_file
 from doubleword.manifest.check import FORMAT, VERSION, batch_ids_in, never_sent, problem
 
 DOWNLOAD_KINDS = ("output", "errors")
@@ -332,6 +332,15 @@ class Manifest:
         with exclusive_lock(self._lock_path):
             self._write()
 
+    def snapshot(self) -> str:
+        """The manifest as :meth:`save` would write it now, to be written later (:meth:`save_snapshot`)."""
+        self.updated_at = int(time.time())
+        return json_text(self.to_json())
+
+    def save_snapshot(self, text: str) -> None:
+        with exclusive_lock(self._lock_path):
+            atomic_write_text(self.path, text)
+
     def reload(self) -> None:
         """Read the file again (what other runs saved meanwhile) into this object."""
         self._fill(Manifest.load(self.path).to_json())
@@ -365,7 +374,7 @@ class Manifest:
 
     def _write(self) -> None:
         self.updated_at = int(time.time())
-        atomic_write_json(self.path, self.to_json())
+        atomic_write_text(self.path, json_text(self.to_json()))
 
 
 _ROUND_KEYS = ("number", "created_at", "statuses", "adjust", "source", "left_behind", "shards")
