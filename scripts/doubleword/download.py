@@ -107,8 +107,7 @@ class Engine:
                 for shard in manifest.shards:
                     shard.downloads.pop(kind, None)
             self.sinks[kind] = sink
-        self.commit()
-        self.last_commit = time.monotonic()
+        self.commit(wait=False)  # in a thread while the first requests go out (as are those in the loop)
         # answers checked against their inputs as they arrive, per batch (None: not checked)
         self.trackers: dict[str, OrderTracker | None] = {}
         self.hashing: dict[str, Future[str]] = {}  # input digests being taken for trackers
@@ -632,7 +631,7 @@ def _download_loop(engine: Engine, options: Options) -> tuple[dict[str, dict[str
         while True:
             checked_at = time.monotonic()
             batches = {str(s.batch_id): engine.refresh(s) for s in shards}
-            engine.commit()
+            engine.commit(wait=False)
             engine.download_all([(s, batches[str(s.batch_id)]) for s in shards])
             engine.commit()
             finished = all(
