@@ -7,7 +7,7 @@ PORT   ?= 8765
 # make test's parallel workers (pytest-xdist): the tests wait a lot (emulator batches, retries, timeouts),
 # so more workers than cores; one test handed out at a time (--maxschedchunk 1) so that the long ones,
 # started first (tests/conftest.py), do not queue behind each other. Tests marked serial (wall-clock or
-# CPU-time bounds) run alone afterwards.
+# CPU-time bounds) run afterwards, one at a time; beside them only the two that wait on a stalled server.
 TEST_WORKERS ?= 4
 
 .DEFAULT_GOAL := help
@@ -26,7 +26,7 @@ install: $(STAMP) ## create .venv and install runtime + dev dependencies
 
 test: $(STAMP) lint ## run lint and the test suite (in parallel, then the time-bound tests alone)
 	$(PY) -m pytest -q -m "not soak and not serial" -n $(TEST_WORKERS) --maxschedchunk 1
-	$(PY) -m pytest -q -m "serial and not soak" -p no:xdist
+	$(PY) -m pytest -q -m "serial and not soak" -n 2 --dist loadgroup
 
 lint: $(STAMP) ## ruff check, format check and mypy on scripts/
 	$(PY) -m ruff check .

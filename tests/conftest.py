@@ -79,6 +79,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker collects, and must order, alike
         rank = {name: i for i, name in enumerate(SLOW_FIRST)}
         items.sort(key=lambda item: rank.get(getattr(item, "originalname", item.name), len(rank)))
+    # make test's second run (-n 2 --dist loadgroup): the time-bound tests, one at a time on one worker,
+    # except those marked with a group of their own (they only wait on a stalled server: no CPU), which
+    # run beside them instead of after them
+    for item in items:
+        if item.get_closest_marker("serial") and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group("one-at-a-time"))
 
 
 class ScriptResult:

@@ -321,7 +321,8 @@ def test_a_base_url_two_parsers_could_read_differently_is_refused(h, template: s
 # --------------------------------------------------------------------------- bounded time
 
 
-@pytest.mark.serial  # a time bound: runs alone, after the parallel run (make test)
+@pytest.mark.serial  # a time bound: runs after the parallel run (make test)
+@pytest.mark.xdist_group("stalled-read")  # ~13 s waiting on a stall: runs beside the others
 def test_poll_wait_timeout_bounds_a_stalled_read(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
     manifest = submitted(h, tmp_path, emu.base_url)
     proxy.add(stall(120, on=BATCH, method="GET"))
@@ -333,7 +334,8 @@ def test_poll_wait_timeout_bounds_a_stalled_read(h, emu, proxy: HostileProxy, tm
     assert result.code == 7 and result.doc["error"]["type"] == "timeout", result
 
 
-@pytest.mark.serial  # a time bound: runs alone, after the parallel run (make test)
+@pytest.mark.serial  # a time bound: runs after the parallel run (make test)
+@pytest.mark.xdist_group("stalled-download")  # ~13 s waiting on a stall: runs beside the others
 def test_fetch_follow_timeout_bounds_a_stalled_download(h, emu, proxy: HostileProxy, tmp_path: Path) -> None:
     manifest = submitted(h, tmp_path, emu.base_url)
     proxy.add(stall(120, on=CONTENT, after_headers=True))
