@@ -11,6 +11,7 @@ from doubleword.cli import info, make_parser, run, summary, warn
 from doubleword.config import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from doubleword.endpoints import REASONING_EFFORTS
 from doubleword.errors import ExitCode, UsageError
+from doubleword.images import IMAGE_SUFFIXES
 from doubleword.sources import Source, build_batch, parse_set, read_json_schema
 from doubleword.validation import custom_id_problems, inspect_line
 
@@ -148,7 +149,8 @@ def _source_flags(parser: Any) -> None:
     source.add_argument(
         "--images",
         metavar="DIR",
-        help="a folder of images: one request per image (ids = file names), --prompt once",
+        help=f"a folder of images ({' '.join(sorted(IMAGE_SUFFIXES))}; other files and subfolders are "
+        "skipped): one request per image in name order (ids = file names), --prompt once",
     )
     source.add_argument("--field", metavar="NAME", help="the CSV/JSONL column holding the prompt")
     source.add_argument("--template", metavar="TEXT", help='prompt template over columns: "... {column} ..."')

@@ -50,7 +50,8 @@ def build_parser() -> Any:
     parser.add_argument(
         "--export",
         metavar="PATH",
-        help="also write PATH.csv or PATH.jsonl: one row per input with your columns",
+        help="also write PATH.csv or PATH.jsonl: one row per input, in input order: your own columns, "
+        "custom_id, status, the answer (content, or one column per JSON property) and error",
     )
     parser.add_argument(
         "--follow", action="store_true", help="keep downloading until every batch is terminal"

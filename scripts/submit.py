@@ -56,11 +56,16 @@ def build_parser() -> Any:
     parser.add_argument(
         "--metadata", action="append", default=[], metavar="KEY=VALUE", help="batch metadata (repeatable)"
     )
-    parser.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (shards, requests, a local input-token estimate; no price); send nothing",
+    )
     parser.add_argument(
         "--max-cost",
         metavar="USD",
-        help="upload, ask the server's cost estimate and create nothing if the total exceeds USD",
+        help="upload, ask the server's cost estimate and create nothing if the total exceeds USD (exit 4; "
+        "the server counts 4 body bytes as a token, so base64 images make its estimate far too high)",
     )
     parser.add_argument("--no-validate", action="store_true", help="skip local validation")
     parser.add_argument(
@@ -92,9 +97,19 @@ def build_parser() -> Any:
         metavar="STATUS[,STATUS]",
         help=f"resubmit only inputs with these result statuses (default: {','.join(RESUBMITTABLE)})",
     )
-    group.add_argument("--max-tokens", type=int, metavar="N", help="set max_tokens (chat/completions) to N")
     group.add_argument(
-        "--set", action="append", default=[], metavar="KEY=JSON", help="set a body field (repeatable)"
+        "--max-tokens",
+        type=int,
+        metavar="N",
+        help="set each resent request's output-token limit to N (max_tokens, max_completion_tokens or "
+        "max_output_tokens, the one the endpoint uses)",
+    )
+    group.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="set a body field of each resent request (repeatable)",
     )
     group.add_argument(
         "--skip-persistent",
