@@ -170,9 +170,10 @@ def test_max_cost_stops_before_creating(emulator, env, tmp_path, h):
     src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(20))
     code, doc, err = h.run_script("submit", str(src), "--max-cost", "0", env=env)
     assert code == 4 and doc["error"]["type"] == "cost_limit", doc
-    assert emulator.stats()["batches_created"] == 0
+    assert emulator.stats()["batches_created"] == 0 and "check later" not in err
+    estimate = doc["estimated_cost_usd"]
     code, doc, err = h.run_script("submit", str(src), "--max-cost", "100", env=env)
-    assert code == 0 and doc["created"] == 1
+    assert code == 0 and doc["created"] == 1 and doc["estimated_cost_usd"] == estimate  # what was allowed
     stats = emulator.stats()
     assert stats["files_created"] == 1 and stats["batches_created"] == 1
 

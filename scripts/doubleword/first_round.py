@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,9 @@ def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple
     except CostLimit as exc:
         return with_notes(cost_refusal(manifest, options, exc), notes), int(ExitCode.INVALID_INPUT)
     result = summary(manifest, shards, created=created)
+    estimates = [s.cost_estimate for s in shards] if options.max_cost is not None else []
+    if estimates and all(isinstance(e, dict) and "usd" in e for e in estimates):  # what --max-cost allowed
+        result["estimated_cost_usd"] = usd(sum((Decimal(e["usd"]) for e in estimates), Decimal(0)))
     result["api_calls"] = client.calls
     return with_notes(result, notes), int(ExitCode.OK)
 

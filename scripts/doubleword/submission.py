@@ -340,8 +340,8 @@ def summary(manifest: Manifest, shards: list[Shard], *, created: int) -> dict[st
     requests = sum(s.requests or 0 for s in shards)
     number = shards[0].round if shards else manifest.last_round.number
     cli.summary(
-        f"round {number}: {created} batch(es) created, {existing} already there, {requests:,} requests; "
-        f"check later: poll.py --manifest {manifest.path.resolve()}"
+        f"round {number}: {created} batch(es) created, {existing} already there, {requests:,} requests"
+        + (f"; check later: poll.py --manifest {manifest.path.resolve()}" if created + existing else "")
     )
     return {
         "ok": True,
