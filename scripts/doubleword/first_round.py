@@ -77,9 +77,10 @@ def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple
     except CostLimit as exc:
         return with_notes(cost_refusal(manifest, options, exc), notes), int(ExitCode.INVALID_INPUT)
     result = summary(manifest, shards, created=created)
-    estimates = [s.cost_estimate for s in shards] if options.max_cost is not None else []
-    if estimates and all(isinstance(e, dict) and "usd" in e for e in estimates):  # what --max-cost allowed
-        result["estimated_cost_usd"] = usd(sum((Decimal(e["usd"]) for e in estimates), Decimal(0)))
+    estimates = [s.cost_estimate for s in shards if options.max_cost is not None]
+    usds = [e["usd"] for e in estimates if isinstance(e, dict) and "usd" in e]
+    if usds and len(usds) == len(shards):  # what --max-cost allowed
+        result["estimated_cost_usd"] = usd(sum((Decimal(u) for u in usds), Decimal(0)))
     result["api_calls"] = client.calls
     return with_notes(result, notes), int(ExitCode.OK)
 
