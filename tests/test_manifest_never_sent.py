@@ -83,8 +83,9 @@ def test_a_job_with_a_never_sent_shard_is_polled_fetched_and_resubmitted_once(tm
     with EmulatorServer("--start-delay", "0", "--quiet", api_key=h.CANARY_KEY, db=db, port=port) as emu:
         env = h.script_env(emu.base_url)
         resubmit = ("submit", "--resubmit", "--manifest", str(manifest))  # what poll and fetch advised
-        code, doc, err = h.run_script(*resubmit, env=env)
+        code, doc, err = h.run_script(*resubmit, "--max-tokens", "99", env=env)  # an adjustment: said ignored
         assert code == 0 and doc["created"] == 1 and doc["existing"] == 1, (code, doc, err)
+        assert any("--max-tokens" in w and "ignored" in w for w in doc["warnings"]), doc
         code, doc, err = h.run_script(*submit, env=env)  # and the first command again: nothing more
         assert code == 0 and doc["created"] == 0 and doc["existing"] == 2, (code, doc, err)
         assert emu.stats()["files_created"] == 1 and emu.stats()["batches_created"] == 1  # since the restart

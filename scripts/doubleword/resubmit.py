@@ -109,6 +109,11 @@ def resubmit(args: Any, options: Options, adjust: Adjustments) -> tuple[dict[str
             f"round {last.number} was planned with --window {round_window(manifest, last.number)}; --window "
             f"{options.window} was ignored (the round is finished as planned)"
         )
+    if not last.submitted and adjust != Adjustments():
+        notes.append(
+            f"round {last.number} is not wholly sent: it is finished as planned, and --only, --max-tokens, "
+            "--set and --skip-persistent were ignored; they apply to the next --resubmit"
+        )
     for note in notes:
         warn(note)
     result, code = _resubmit(args, manifest, client, options, adjust)
