@@ -12,7 +12,6 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -194,13 +193,13 @@ def start_emulator(*flags: str) -> Iterator[EmulatorServer]:
         yield server
 
 
-@dataclass
 class Submitted:
-    """A job file written and submitted (exit 0 checked): its lines, its path and submit's stdout."""
+    """A job file written and submitted (exit 0 checked): its lines, its path and submit's stdout.
 
-    lines: list[dict[str, Any]]
-    src: Path
-    doc: dict[str, Any]
+    (Not a dataclass: scripted_server.conftest_module() loads this file outside sys.modules.)"""
+
+    def __init__(self, lines: list[dict[str, Any]], src: Path, doc: dict[str, Any]) -> None:
+        self.lines, self.src, self.doc = lines, src, doc
 
     @property
     def manifest(self) -> str:
