@@ -64,6 +64,8 @@ def test_a_job_with_a_never_sent_shard_is_polled_fetched_and_resubmitted_once(tm
         env = h.script_env(emu.base_url)
         code, doc, err = h.run_script(*submit, env=env)
         assert code == 4 and "exceeds the maximum of 3" in doc["error"]["message"], (code, doc, err)
+        refused = doc["error"]  # names the refused file and the job
+        assert refused["shard"] == str(b.resolve()) and refused["manifest"] == str(manifest.resolve())
         strip_unsent_shard(manifest, 1)
 
         code, doc, err = h.run_script(*poll, env=env)

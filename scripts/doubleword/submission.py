@@ -40,7 +40,7 @@ from doubleword.api import (
 from doubleword.cli import info, warn
 from doubleword.client import ApiClient
 from doubleword.config import COMPLETION_WINDOWS
-from doubleword.errors import AmbiguousRequest, ApiError, InputError, ServiceError
+from doubleword.errors import AmbiguousRequest, ApiError, CliError, InputError, ServiceError
 from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
 from doubleword.planning import DEFAULT_WINDOW, Options, complete_plan
 
@@ -270,14 +270,28 @@ def send_shards(client: ApiClient, manifest: Manifest, shards: list[Shard], opti
         if total > options.max_cost:
             raise CostLimit(total)
     for shard in uploaded(client, manifest, shards, options.upload_workers):
-        created += ensure_once(manifest, create_step(client, manifest, shard))
+        with naming_shard(manifest, shard):
+            created += ensure_once(manifest, create_step(client, manifest, shard))
     return created
+
+
+@contextlib.contextmanager
+def naming_shard(manifest: Manifest, shard: Shard) -> Iterator[None]:
+    """An error while sending a shard names it and the job in its JSON: the server numbers lines from the
+    shard's first line, and the batches already created keep running under that manifest."""
+    try:
+        yield
+    except CliError as exc:
+        exc.details.setdefault("shard", shard.path)
+        exc.details.setdefault("manifest", str(manifest.path.resolve()))
+        raise
 
 
 def _upload(client: ApiClient, manifest: Manifest, shard: Shard) -> Shard:
     resumed = shard.upload_state == "sending"  # its file is checked only if it must be sent again
     check = (lambda: check_shard_file(manifest, shard)) if resumed else None
-    ensure_once(manifest, upload_step(client, manifest, shard), before_send=check)
+    with naming_shard(manifest, shard):
+        ensure_once(manifest, upload_step(client, manifest, shard), before_send=check)
     return shard
 
 
