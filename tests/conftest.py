@@ -115,13 +115,32 @@ def script_env(base_url: str | None, key: str = CANARY_KEY, **extra: str) -> dic
     return env
 
 
+# Runs a script as __main__ after a few statements of the test's (``prelude``), as when it is run directly
+# (its folder first on sys.path); ``os`` and ``sys`` are imported for the prelude, and the package too.
+_PRELUDE_WRAPPER = (
+    "import os, runpy, sys; sys.path.insert(0, os.path.dirname(sys.argv[2])); exec(sys.argv[1]); "
+    "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
 def run_script(
-    name: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+    name: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    prelude: str = "",
 ) -> ScriptResult:
-    """Run ``scripts/<name>`` as a subprocess; returns (code, parsed stdout JSON, stderr)."""
+    """Run ``scripts/<name>`` as a subprocess; returns (code, parsed stdout JSON, stderr).
+
+    ``prelude``: Python statements run first in that process, e.g. shorter waits (``"import
+    doubleword.client as c; c.BACKOFF_BASE = 0.01"``: the same code path, shorter sleeps)."""
     script = SCRIPTS / (name if name.endswith(".py") else f"{name}.py")
+    command = [sys.executable, str(script), *args]
+    if prelude:
+        command[1:2] = ["-c", _PRELUDE_WRAPPER, prelude, str(script)]
     proc = subprocess.run(
-        [sys.executable, str(script), *args],
+        command,
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -253,10 +272,20 @@ def assert_no_key_in_tree(root: Path) -> None:
             assert CANARY_KEY.encode() not in path.read_bytes(), f"API key leaked into {path}"
 
 
+# A prelude for runs against a server that faults on purpose: the same retries and look-ups, shorter
+# sleeps (backoff 1 s doubling to 30 s -> 0.02 s to 0.5 s; the 8 s a list may lag behind a create -> 1 s:
+# the emulator's lists never lag).
+SHORT_WAITS = (
+    "import doubleword.client as c, doubleword.submission as sub; "
+    "c.BACKOFF_BASE, c.BACKOFF_CAP = 0.02, 0.5; sub.LIST_LAG_S = 1.0"
+)
+
+
 class Helpers:
     """Test helpers handed out as a fixture (test modules never import conftest directly)."""
 
     CANARY_KEY = CANARY_KEY
+    SHORT_WAITS = SHORT_WAITS
     CHAT_MODEL = CHAT_MODEL
     EMBED_MODEL = EMBED_MODEL
     chat_lines = staticmethod(chat_lines)

@@ -228,31 +228,7 @@ def test_a_proxy_on_this_machine_is_allowed(h, emu, proxy: HostileProxy) -> None
 
 HAVE_PYSOCKS = importlib.util.find_spec("socks") is not None
 needs_pysocks = pytest.mark.skipif(not HAVE_PYSOCKS, reason="PySocks (requests[socks]) is not installed")
-_WRAPPER = (
-    "import os, runpy, sys; exec(sys.argv[1]); s = sys.argv[2]; sys.argv = sys.argv[2:]; "
-    "sys.path.insert(0, os.path.dirname(s)); runpy.run_path(s, run_name='__main__')"
-)
-WITHOUT_PYSOCKS = "sys.modules['socks'] = None"  # as if PySocks were not installed
-
-
-class Patched:
-    """Exit code, stdout JSON and stderr of a script run with a few Python statements run first."""
-
-    def __init__(self, proc: subprocess.CompletedProcess[str], key: str) -> None:
-        self.code, self.stdout, self.stderr = proc.returncode, proc.stdout, proc.stderr
-        assert key not in proc.stdout + proc.stderr, "the API key leaked"
-        self.doc = json.loads(proc.stdout)
-
-    def __repr__(self) -> str:
-        return f"Patched(code={self.code}, doc={self.doc!r}, stderr={self.stderr[-1500:]!r})"
-
-
-def run_patched(h, prelude: str, name: str, *args: str, env: dict[str, str], timeout: float = 60) -> Patched:  # type: ignore[no-untyped-def]
-    """Run ``scripts/NAME.py`` as a subprocess after ``prelude`` (e.g. smaller waits, PySocks hidden)."""
-    prelude = f"sys.path.insert(0, {str(h.SCRIPTS)!r}); {prelude}"
-    command = [sys.executable, "-c", _WRAPPER, prelude, str(h.SCRIPTS / f"{name}.py"), *args]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-    return Patched(proc, h.CANARY_KEY)
+WITHOUT_PYSOCKS = "sys.modules['socks'] = None"  # a prelude: as if PySocks were not installed
 
 
 @needs_pysocks
@@ -299,7 +275,7 @@ def test_a_socks_proxy_trickling_its_handshake_is_cut(monkeypatch: pytest.Monkey
 def test_without_pysocks_a_socks_proxy_is_refused_naming_the_variable(h, emu) -> None:
     with SocksProxy() as socks_proxy:
         env = _proxy_env(h, emu.base_url, ALL_PROXY=socks_proxy.url)
-        result = run_patched(h, WITHOUT_PYSOCKS, "list_batches", env=env)
+        result = h.run_script("list_batches", env=env, prelude=WITHOUT_PYSOCKS)
         assert not socks_proxy.targets
     refused(result, 3, "SOCKS", "ALL_PROXY", "requests[socks]", "NO_PROXY")
 
@@ -542,7 +518,7 @@ def _slow_upload_answer(
     )
     proxy.add(stall(answer_after, on=FILES, method="POST"))  # the file exists upstream only after the stall
     started = time.monotonic()
-    result = run_patched(h, prelude, "submit", str(jobs), env=h.script_env(proxy.base_url), timeout=90)
+    result = h.run_script("submit", str(jobs), env=h.script_env(proxy.base_url), timeout=90, prelude=prelude)
     elapsed = time.monotonic() - started
     last_post = max(seen.at for seen in proxy.requests_to(FILES, "POST"))
     time.sleep(max(0.0, last_post + answer_after + 1.0 - time.monotonic()))  # every held upload has landed
@@ -741,13 +717,9 @@ def test_a_symlinked_manifest_stays_a_symlink(h, emu, tmp_path: Path) -> None:
 def test_every_file_written_gets_the_users_umask(h, emu, tmp_path: Path, umask: int) -> None:
     jobs = job(h, tmp_path)
     env = h.script_env(emu.base_url)
-    script = ("import os, runpy, sys; os.umask(int(sys.argv[1], 8)); s = sys.argv[2]; "
-              "sys.argv = sys.argv[2:]; sys.path.insert(0, os.path.dirname(s)); runpy.run_path(s, run_name='__main__')")  # fmt: skip
 
     def run(name: str, *args: str) -> int:
-        proc = subprocess.run([sys.executable, "-c", script, oct(umask), str(h.SCRIPTS / f"{name}.py"), *args],
-                              env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
-        return proc.returncode
+        return h.run_script(name, *args, env=env, prelude=f"os.umask({umask:#o})").code
 
     assert run("submit", str(jobs)) == 0
     manifest = tmp_path / "jobs.jsonl.manifest.json"
@@ -1008,7 +980,9 @@ def test_a_list_that_never_ends_ends(h, proxy: HostileProxy, fresh: bool) -> Non
     proxy.add(endless)
     started = time.monotonic()
     prelude = "import doubleword.api as a; a.MAX_LIST_PAGES = 20"  # 500 pages (50,000 batches): ~24 s here
-    result = run_patched(h, prelude, "list_batches", "--all", env=h.script_env(proxy.base_url), timeout=120)
+    result = h.run_script(
+        "list_batches", "--all", env=h.script_env(proxy.base_url), timeout=120, prelude=prelude
+    )
     assert time.monotonic() - started < 15, result
     assert result.code == 0 and result.doc["has_more"] is True, result
     assert len(proxy.seen) == (20 if fresh else 2), len(proxy.seen)

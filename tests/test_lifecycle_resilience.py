@@ -129,7 +129,9 @@ def test_faulty_server_still_exactly_once(tmp_path, h):
         lines = h.chat_lines(20)
         src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
         for _ in range(4):  # an ambiguous failure may stop a run; re-running must converge
-            code, doc, err = h.run_script("submit", str(src), "--max-requests", "5", env=env, timeout=120)
+            code, doc, err = h.run_script(
+                "submit", str(src), "--max-requests", "5", env=env, timeout=120, prelude=h.SHORT_WAITS
+            )
             if code == 0:
                 break
             assert code == 5, err
@@ -138,7 +140,7 @@ def test_faulty_server_still_exactly_once(tmp_path, h):
         assert stats["files_created"] == 4 and stats["batches_created"] == 4, stats
         manifest = doc["manifest"]
         for _ in range(4):
-            code, doc, err = _follow(h, manifest, env, timeout=120)
+            code, doc, err = _follow(h, manifest, env, timeout=120, prelude=h.SHORT_WAITS)
             if code == 0:
                 break
         assert code == 0, err

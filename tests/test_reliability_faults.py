@@ -39,7 +39,7 @@ MAX_RERUNS = 3  # re-runs after an exit 5 the test tolerates (a user would re-ru
 def _run_until_done(h, name: str, *args: str, env: dict[str, str], ok_codes=(0,)) -> tuple[Any, int]:
     """Run a script, re-running it after exit 5 like a user would; returns (result, re-runs)."""
     for rerun in range(MAX_RERUNS + 1):
-        result = h.run_script(name, *args, env=env, timeout=240)
+        result = h.run_script(name, *args, env=env, timeout=240, prelude=h.SHORT_WAITS)
         if result.code in ok_codes:
             return result, rerun
         assert result.code == 5, result  # only "service failure after retries" may need a re-run
@@ -196,7 +196,9 @@ def test_creating_calls_faulted_still_exactly_once(tmp_path, h):
         manifest = tmp_path / "jobs.jsonl.manifest.json"
         emu.configure(fault_rate=0.6)
         for _ in range(12):
-            result = h.run_script("submit", str(src), "--max-requests", "10", env=env, timeout=240)
+            result = h.run_script(
+                "submit", str(src), "--max-requests", "10", env=env, timeout=240, prelude=h.SHORT_WAITS
+            )
             if result.code == 0:
                 break
             assert result.code == 5 and result.doc["ok"] is False, result

@@ -21,18 +21,11 @@ from typing import Any
 
 import pytest
 from emulator_server import EmulatorServer
-from scripted_server import ScriptedServer, Seen, conftest_module, non_loopback_ipv4
+from scripted_server import ScriptedServer, Seen, non_loopback_ipv4
 
 HERE = Path(__file__).resolve().parent
-FAST_BACKOFF = """
-import runpy, sys
-sys.path.insert(0, sys.argv[1])
-from doubleword import client as http_client
-http_client.BACKOFF_BASE, http_client.BACKOFF_CAP = 0.001, 0.005  # same code path, shorter sleeps
-script = sys.argv[2]
-sys.argv = [script, *sys.argv[3:]]
-runpy.run_path(script, run_name="__main__")
-"""
+# a prelude (h.run_script): the same code path, shorter sleeps
+FAST_BACKOFF = "import doubleword.client as c; c.BACKOFF_BASE, c.BACKOFF_CAP = 0.001, 0.005"
 
 
 @pytest.fixture
@@ -128,17 +121,7 @@ def test_refused_key_401(tmp_path, work, h) -> None:
 
 def run_fast(h, script: str, *args: str, env: dict[str, str], cwd: Path) -> Any:
     """Run a script with http_client's backoff shortened (for connection failures, which have no hint)."""
-    ScriptResult = conftest_module().ScriptResult  # noqa: N806
-
-    proc = subprocess.run(
-        [sys.executable, "-c", FAST_BACKOFF, str(h.SCRIPTS), str(h.SCRIPTS / f"{script}.py"), *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return ScriptResult(proc.returncode, proc.stdout, proc.stderr)
+    return h.run_script(script, *args, env=env, cwd=cwd, prelude=FAST_BACKOFF)
 
 
 def test_closed_port(work, h) -> None:
