@@ -71,3 +71,32 @@ def test_a_request_asking_for_json_or_an_unanswered_input_needs_the_join(tmp_pat
     tracker = OrderTracker("B", _inputs(tmp_path, ["a", "b"]))
     tracker.take(_rows([("a", "completed")]))
     assert not tracker.finished()  # b has no answer (yet): the join lists it as pending or missing
+
+
+def test_ids_written_with_escapes_or_in_another_layout_are_still_matched(tmp_path):
+    """The quick match reads the id where create_batch_file.py writes it; any other line is parsed."""
+    ids = ['say "hi"', "back\\slash", "café", "東京", "plain"]
+    path = tmp_path / "jobs.jsonl"
+    with open(path, "w", encoding="utf-8") as handle:
+        for i, custom_id in enumerate(ids):
+            line = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": {}}
+            if i == 4:  # the id not first, spaces after the separators
+                line = {"method": "POST", "custom_id": custom_id, "url": "/v1/chat/completions", "body": {}}
+            handle.write(json.dumps(line, ensure_ascii=i % 2 == 0) + "\n")
+    tracker = OrderTracker("B", path)
+    tracker.take(_rows([(custom_id, "completed") for custom_id in ids]))
+    assert tracker.finished() and tracker.count == 5
+
+
+def test_a_prefix_of_the_next_id_or_a_format_word_in_the_text_is_not_a_match(tmp_path):
+    path = tmp_path / "jobs.jsonl"
+    lines = [
+        {"custom_id": "req-10", "body": {"messages": [{"content": 'reply in "format" words'}]}},
+        {"custom_id": "req-11", "body": {}},
+    ]
+    path.write_text("".join(json.dumps(x, separators=(",", ":")) + "\n" for x in lines), encoding="utf-8")
+    tracker = OrderTracker("B", path)
+    tracker.take(_rows([("req-10", "completed")]))
+    assert tracker.handle is not None  # a quoted word "format" in a prompt is not a response format
+    tracker.take(_rows([("req-1", "completed")]))  # req-1 is a prefix of req-11, not its id
+    assert tracker.handle is None and not tracker.finished()

@@ -23,6 +23,22 @@ from doubleword.store import RecordRow
 
 Range = tuple[int, int]  # a byte range of the record file
 _RESPONSE_FORMAT, _FORMAT = JSON_HINTS
+_EITHER_FORMAT = b'format"'  # in both hints: one scan of a line that has neither (most lines)
+_ID_HEAD = b'{"custom_id":"'
+
+
+def _starts_with_id(line: bytes, custom_id: str | None) -> bool:
+    """The line starts with this custom_id as create_batch_file.py writes it (compact, no escapes); a
+    False here is decided by parsing the line."""
+    if custom_id is None:
+        return False
+    name = custom_id.encode("utf-8")
+    end = len(_ID_HEAD) + len(name)
+    return line.startswith(_ID_HEAD) and line[len(_ID_HEAD) : end] == name and line[end : end + 1] == b'"'
+
+
+def _parsed_id(line: bytes) -> str | None:
+    return fast_custom_id(line) or custom_id_of(line)
 
 
 class OrderTracker:
@@ -55,9 +71,10 @@ class OrderTracker:
             if (
                 status != "completed"
                 or not line
-                or _FORMAT in line  # the answer needs the JSON check, which reads the request
-                or _RESPONSE_FORMAT in line
-                or (fast_custom_id(line) or custom_id_of(line)) != custom_id
+                or (
+                    _EITHER_FORMAT in line and (_FORMAT in line or _RESPONSE_FORMAT in line)
+                )  # the JSON check
+                or not (_starts_with_id(line, custom_id) or _parsed_id(line) == custom_id)
             ):
                 self.retire()
                 return
