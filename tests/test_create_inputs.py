@@ -391,3 +391,14 @@ def test_a_short_csv_row_has_empty_values_not_nulls(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert result["empty_prompts"]["count"] == 1
     assert lines(tmp_path / "o.rows.jsonl")[1] == {"custom_id": "B", "row": {"id": "B", "text": ""}}
+
+
+@pytest.mark.parametrize("sep, name", [(";", "';'"), ("\t", "tab")])
+def test_a_csv_separated_otherwise_than_by_commas_is_named_at_its_header(tmp_path, sep, name):
+    data = tmp_path / "tickets.csv"
+    data.write_text(f"id{sep}subject\nT1{sep}Login broken\n", encoding="utf-8")
+    proc, out = create(
+        "--csv", str(data), "--template", "Classify: {subject}", "-o", str(tmp_path / "b.jsonl")
+    )
+    assert proc.returncode == 4 and f"looks {name}-separated" in out["error"]["message"], out
+    assert not (tmp_path / "b.jsonl").exists()

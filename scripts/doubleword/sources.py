@@ -85,6 +85,7 @@ def _csv_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     with _open_text(path, "--csv", newline="") as handle:
         reader = csv.DictReader(handle)
         try:
+            _comma_separated(path, reader.fieldnames)
             for number, row in enumerate(reader, 1):
                 where = f"row {number} (line {reader.line_num}) of {path}"
                 if None in row:
@@ -96,6 +97,19 @@ def _csv_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
             raise InputError(f"{path}: not readable as CSV near line {reader.line_num}: {exc}")
         except UnicodeDecodeError:
             raise InputError(f"{path} is not valid UTF-8; re-save it as UTF-8")
+
+
+def _comma_separated(path: str, header: Any) -> None:
+    """Refuse a header that reads as one column holding another separator (a ';' CSV from a spreadsheet
+    set to a European locale, or a tab-separated file), which would otherwise fail later as a missing column."""
+    if header and len(header) == 1:
+        sep = next((s for s in (";", "\t", "|") if s in header[0]), None)
+        if sep is not None:
+            name = "tab" if sep == "\t" else repr(sep)
+            raise InputError(
+                f"{path}: its header {header[0]!r} reads as a single column: the file looks {name}-separated, "
+                "and --csv reads comma-separated files; save it as comma-separated CSV (or as JSONL for --jsonl)"
+            )
 
 
 def _jsonl_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
