@@ -13,6 +13,7 @@ failure groups with advice, examples), and :class:`doubleword.export.Export` (th
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -104,6 +105,7 @@ class _Requests:
         self.paths = paths
         self.handles: dict[int, IO[bytes]] = {}
         self.records = open(records_path, "rb") if records_path.exists() else None  # noqa: SIM115
+        self.kernel_copy = hasattr(os, "copy_file_range")
 
     def record(self, offset: int, length: int) -> bytes | None:
         if self.records is None:
@@ -111,9 +113,21 @@ class _Requests:
         self.records.seek(offset)
         return self.records.read(length)
 
-    def copy(self, start: int, end: int, write: Any) -> None:
-        """Bytes ``start`` to ``end`` of the record file, written in pieces (memory stays flat)."""
+    def copy(self, start: int, end: int, handle: IO[bytes]) -> None:
+        """Bytes ``start`` to ``end`` of the record file appended to ``handle``: by the system where it
+        can (``copy_file_range``: no pass through this process), else in pieces (memory stays flat)."""
         assert self.records is not None
+        if self.kernel_copy:
+            handle.flush()
+            try:
+                while start < end:
+                    copied = os.copy_file_range(self.records.fileno(), handle.fileno(), end - start, start)
+                    if copied <= 0:
+                        break
+                    start += copied
+            except OSError:  # a file system that cannot (the pieces below go on from where it stopped)
+                self.kernel_copy = False
+            handle.seek(0, os.SEEK_END)  # the buffered handle's position, after the system's writes
         self.records.seek(start)
         while start < end:
             piece = self.records.read(min(COPY_PIECE, end - start))
@@ -121,7 +135,7 @@ class _Requests:
                 raise OSError(
                     f"{RECORDS_NAME} ended at byte {start} of {end} (changed while writing results?)"
                 )
-            write(piece)
+            handle.write(piece)
             start += len(piece)
 
     def raw(self, source: tuple[int, int, int]) -> bytes | None:
@@ -279,7 +293,7 @@ class ResultsFile:
     def add_run(self, run: Run) -> None:
         self.flush()
         for start, end in run.ranges:
-            self.requests.copy(start, end, self.handle.write)
+            self.requests.copy(start, end, self.handle)
 
     def flush(self) -> None:
         if self.lines:
