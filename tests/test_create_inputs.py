@@ -402,3 +402,10 @@ def test_a_csv_separated_otherwise_than_by_commas_is_named_at_its_header(tmp_pat
     )
     assert proc.returncode == 4 and f"looks {name}-separated" in out["error"]["message"], out
     assert not (tmp_path / "b.jsonl").exists()
+
+
+def test_a_workbook_given_as_csv_is_named_as_such(tmp_path):
+    book = tmp_path / "tickets.xlsx"
+    book.write_bytes(b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(128, 256)) * 4)  # a zip, as .xlsx files are
+    proc, out = create("--csv", str(book), "--field", "subject", "-o", str(tmp_path / "b.jsonl"))
+    assert proc.returncode == 4 and "spreadsheet workbook, not CSV" in out["error"]["message"], out

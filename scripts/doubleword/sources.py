@@ -81,6 +81,9 @@ def read_rows(source: Source) -> Iterator[SourceRow]:
             yield _tabular_row(source, where, row)
 
 
+SPREADSHEET_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls", ".ods", ".numbers"})
+
+
 def _csv_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     with _open_text(path, "--csv", newline="") as handle:
         reader = csv.DictReader(handle)
@@ -96,6 +99,8 @@ def _csv_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
         except csv.Error as exc:
             raise InputError(f"{path}: not readable as CSV near line {reader.line_num}: {exc}")
         except UnicodeDecodeError:
+            if Path(path).suffix.lower() in SPREADSHEET_SUFFIXES:
+                raise InputError(f"{path} is a spreadsheet workbook, not CSV: save it as CSV (UTF-8) first")
             raise InputError(f"{path} is not valid UTF-8; re-save it as UTF-8")
 
 
