@@ -4,13 +4,8 @@ from __future__ import annotations
 
 
 def test_a_damaged_fetch_index_is_rebuilt_and_the_results_are_the_same(emulator, env, tmp_path, h):
-    lines = h.chat_lines(60)
-    batch = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
-    code, doc, err = h.run_script("submit", str(batch), env=env)
-    assert code == 0, err
-    manifest = doc["manifest"]
-    code, _, err = h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env)
-    assert code == 0, err
+    manifest = h.submit_lines(tmp_path, h.chat_lines(60), env).manifest
+    h.poll_wait("--manifest", manifest, env=env)
     out = tmp_path / "out"
     code, first, err = h.run_script("fetch_results", "--manifest", manifest, "--out", str(out), env=env)
     assert code == 0, err
@@ -42,12 +37,8 @@ def test_a_sync_that_fails_in_the_commit_thread_fails_the_fetch_and_a_rerun_comp
     """The files are synced (and the manifest written) in a thread while the download goes on: a disk
     error there must still stop the fetch with the error, never a success, and lose nothing."""
     lines = h.chat_lines(40)
-    batch = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
-    code, doc, err = h.run_script("submit", str(batch), env=env)
-    assert code == 0, err
-    manifest = doc["manifest"]
-    code, _, err = h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env)
-    assert code == 0, err
+    manifest = h.submit_lines(tmp_path, lines, env).manifest
+    h.poll_wait("--manifest", manifest, env=env)
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(FAILING_SYNC)
