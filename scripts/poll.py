@@ -125,7 +125,8 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     rounds = (
         f" over {len(manifest.rounds)} rounds" if manifest is not None and len(manifest.rounds) > 1 else ""
     )
-    summary(f"{progress_line(views)}; {left:,} request(s) without an answer{rounds}")
+    so_far = " in the finished batches" if suggested is not None else ""  # running ones are not counted yet
+    summary(f"{progress_line(views)}; {left:,} request(s) without an answer{so_far}{rounds}")
     return result, int(code)
 
 
