@@ -103,6 +103,7 @@ MODEL_HINT = " (use a model your key can use: scripts/list_models.py lists them,
 STATUS_HINTS = {
     401: " (the API key was refused: check DOUBLEWORD_API_KEY)",
     403: " (the API key in DOUBLEWORD_API_KEY is not allowed to do this)",
+    404: " (ids belong to one account and server: check the id, DOUBLEWORD_API_KEY and the base URL)",
 }
 
 
