@@ -26,33 +26,38 @@ CHAT_MODEL = "Qwen/Qwen3.5-9B"
 EMBED_MODEL = "Qwen/Qwen3-Embedding-8B"
 
 
-# The longest tests (10-50 s each in a parallel run), in that order. Under pytest-xdist (make test) they
-# are handed out first, so that no worker is left running one of them alone at the end; the order of
-# the others is kept. This only orders: a renamed test is simply not moved.
+# The longest tests (5-15 s each in a parallel run, make test at 15:00 UTC on 2026-12-01), in that order.
+# Under pytest-xdist (make test) they are handed out first, so that no worker is left running one of them
+# alone at the end; the order of the others is kept. This only orders: a renamed test is simply not moved.
 SLOW_FIRST = (
+    "test_a_trickled_reply_through_a_socks_proxy_is_bounded_by_timeout",
+    "test_poll_beside_fetch_follow_keeps_the_download_cursor",
+    "test_demo_runs_end_to_end",
+    "test_submit_killed_at_random_points",
+    "test_ctrl_c_during_upload",
+    "test_memory_flat_with_request_count",
+    "test_server_restart_mid_batch",
+    "test_fetch_killed_at_random_points",
+    "test_refetch_after_cancel_retry_and_second_finish",
+    "test_a_killed_submit_resumed_while_lists_lag_adopts_what_it_sent",
+    "test_documented_commands_run_against_the_emulator",
+    "test_every_script_success_path",
+    "test_poll_killed_at_random_points",
+    "test_resubmit_window_is_the_new_rounds_and_an_ignored_window_is_a_warning",
+    "test_rounds_until_every_input_has_an_answer",
+    "test_a_dead_pool_process_loses_no_request",
+    "test_a_job_answered_in_order_is_written_the_same_without_the_per_line_join",
+    "test_a_damaged_create_reply_with_lagging_lists_makes_nothing_twice",
+    "test_large_upload_is_streamed_not_held_in_memory",
+    "test_two_resubmits_at_once_make_one_round",
     "test_creating_calls_faulted_still_exactly_once",
     "test_resubmit_killed_at_random_points_makes_one_round_sent_once",
-    "test_submit_killed_at_random_points",
-    "test_faulty_server_still_exactly_once",
     "test_flow_under_faults",
-    "test_ctrl_c_during_upload",
-    "test_rounds_until_every_input_has_an_answer",
-    "test_first_batch_and_poll_rows_measure_the_emulator_side",
-    "test_final_results_hold_one_line_per_original_input_with_attempts",
-    "test_documented_commands_run_against_the_emulator",
-    "test_fetch_killed_at_random_points",
-    "test_resubmit_dry_run_sends_nothing_and_a_round_can_be_narrowed_and_adjusted",
-    "test_growth_rows_cover_every_phase_with_memory_and_calls",
-    "test_killed_fetch_resumes_byte_identical",
-    "test_a_killed_submit_resumed_while_lists_lag_adopts_what_it_sent",
-    "test_poll_killed_at_random_points",
-    "test_demo_runs_end_to_end",
-    # near the end of the collection (test_submit_*): without this, a 10-15 s tail after the rest
-    "test_submit_reads_each_shard_once_to_validate_and_hash_it_and_once_to_upload_it",
-    "test_resubmit_window_is_the_new_rounds_and_an_ignored_window_is_a_warning",
     "test_cli_round_trip_prompts_file",
-    "test_memory_flat_with_request_count",
-    "test_a_trickled_reply_through_a_socks_proxy_is_bounded_by_timeout",
+    "test_killed_fetch_resumes_byte_identical",
+    "test_final_results_hold_one_line_per_original_input_with_attempts",
+    # near the end of the collection (test_submit_*): without this, a tail after the rest
+    "test_submit_reads_each_shard_once_to_validate_and_hash_it_and_once_to_upload_it",
 )
 
 
