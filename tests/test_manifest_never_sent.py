@@ -157,3 +157,25 @@ def test_a_sent_shard_missing_what_later_commands_need_is_still_damage(emulator,
     code, doc, err = h.run_script("poll", "--manifest", str(manifest), env=env)
     assert code == 4 and str(manifest) in doc["error"]["message"] and "JSON" in doc["error"]["message"], doc
     assert emulator.stats()["batches_created"] == 2
+
+
+def test_a_file_the_server_refused_is_fixed_in_place_and_sent_by_resubmit(tmp_path, h):
+    """The server refuses the second file at upload (a model the key cannot use); the user fixes that file
+    (named in the error) and --resubmit sends it as it is now: the job completes with every input."""
+    a = h.write_jsonl(tmp_path / "a.jsonl", h.chat_lines(3, prefix="a"))
+    b = h.write_jsonl(tmp_path / "b.jsonl", h.chat_lines(4, prefix="b", model="Qwen/Qwen3.5-27B"))
+    manifest = tmp_path / "job.manifest.json"
+    with EmulatorServer("--start-delay", "0", "--quiet", api_key=h.CANARY_KEY) as emu:
+        env = h.script_env(emu.base_url)
+        code, doc, err = h.run_script("submit", str(a), str(b), "--manifest", str(manifest), env=env)
+        assert code == 3 and doc["error"]["shard"] == str(b.resolve()), (code, doc, err)
+        b.write_text(b.read_text().replace("Qwen/Qwen3.5-27B", h.CHAT_MODEL))  # the fix
+        code, doc, err = h.run_script("submit", "--resubmit", "--manifest", str(manifest), env=env)
+        assert code == 0 and doc["created"] == 1 and "never sent" in err, (code, doc, err)
+        assert (
+            h.run_script("poll", "--manifest", str(manifest), "--wait", "--interval", "0.1", env=env).code
+            == 0
+        )
+        code, doc, err = h.run_script("fetch_results", "--manifest", str(manifest), env=env)
+        assert code == 0 and doc["complete"] is True and doc["counts"]["completed"] == 7, (code, doc, err)
+        assert emu.stats()["batches_created"] == 2

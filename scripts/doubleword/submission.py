@@ -92,6 +92,13 @@ def check_shard_file(manifest: Manifest, shard: Shard) -> None:
             f"uploaded for it: restore the file and run the same command again{consequence}"
         )
     if sha256_file(shard.path) != shard.sha256:
+        if shard.never_sent:  # nothing of it is on the server (a refused upload, fixed): plan it afresh
+            shard.sha256 = shard.requests = shard.bytes = shard.upload_filename = shard.marker = None
+            info(
+                f"shard {shard.index}: {shard.path} changed since it was planned; never sent, so sent as it is"
+            )
+            complete_plan(manifest, shard)
+            return
         raise InputError(
             f"shard {shard.path} changed since it was planned (manifest {manifest.path.resolve()}); "
             f"restore its planned content and run the same command again{consequence}"
