@@ -111,6 +111,7 @@ class Engine:
         # answers checked against their inputs as they arrive, per batch (None: not checked)
         self.trackers: dict[str, OrderTracker | None] = {}
         self.hashing: dict[str, Future[str]] = {}  # input digests being taken for trackers
+        self.proofs: dict[str, Future[str]] = {}  # the digest of each tracked batch's input
         self.one_round = len({int(s.round or 1) for s in manifest.shards}) == 1
         self.disordered = False
         self.on_disorder: Callable[[], Any] = lambda: None
@@ -123,7 +124,10 @@ class Engine:
         runs = []
         for shard in shards:
             tracker = self.trackers.get(str(shard.batch_id))
-            if tracker is None or not tracker.finished() or not shard_finished(shard):
+            proof = self.proofs.get(str(shard.batch_id))
+            if tracker is None or proof is None or not _matches(proof, shard.sha256):
+                return None
+            if not tracker.finished() or not shard_finished(shard):
                 return None
             first = tracker.ranges[0][0]
             head = self.records_head(first)
@@ -263,19 +267,24 @@ class Engine:
         threading.Thread(target=_digest, args=(digest, local), name="input-digest", daemon=True).start()
 
     def _tracker(self, shard: Shard) -> None:
-        """The batch's tracker, once its input is proven the one submitted (its digest is the manifest's)."""
+        """The batch's tracker, started at once (the first lines are not held up by the digest); a digest
+        that is not the manifest's retires it as soon as it is known, and a run is used only once proven."""
         batch_id = str(shard.batch_id)
         with self.lock:
             digest = self.hashing.pop(batch_id, None)
-        if digest is None:
-            return
-        try:
-            same = digest.result() == shard.sha256
-        except OSError:
-            same = False
-        with self.lock:
-            self.trackers[batch_id] = OrderTracker(batch_id, Path(str(shard.path))) if same else None
-            if not same:
+            if digest is None:
+                return
+            self.trackers[batch_id] = OrderTracker(batch_id, Path(str(shard.path)))
+            self.proofs[batch_id] = digest
+        digest.add_done_callback(partial(self._refuted, batch_id, shard.sha256))
+
+    def _refuted(self, batch_id: str, expected: str | None, digest: Future[str]) -> None:
+        if not _matches(digest, expected):
+            with self.lock:
+                tracker = self.trackers.get(batch_id)
+                if tracker is not None:
+                    tracker.retire()
+                self.trackers[batch_id] = None
                 self.disorder()
 
     def disorder(self) -> None:
@@ -457,6 +466,14 @@ def _digest(future: Future[str], path: str) -> None:
             future.set_result(sha256_file(path))
     except OSError as exc:
         future.set_exception(exc)
+
+
+def _matches(digest: Future[str], expected: str | None) -> bool:
+    """The input's digest (waited for) is the one recorded when the batch was submitted."""
+    try:
+        return digest.result() == expected
+    except OSError:
+        return False
 
 
 def shard_finished(shard: Shard) -> bool:
