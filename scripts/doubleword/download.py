@@ -90,7 +90,8 @@ class Engine:
         self.store.drop_join_index()
         self.records = RecordFile(out_dir / RECORDS_NAME, self.store)
         self.sinks: dict[str, Sink] = {}
-        self._committing: threading.Thread | None = None
+        self._committer: threading.Thread | None = None
+        self._to_write: tuple[list[int], str] | None = None  # the newest state not yet being written
         self._commit_error: OSError | None = None
         for kind, (_, name, number) in KINDS.items():
             files = state.setdefault("files", {})
@@ -107,7 +108,8 @@ class Engine:
                 for shard in manifest.shards:
                     shard.downloads.pop(kind, None)
             self.sinks[kind] = sink
-        self.commit(background=True)  # while the first requests go out (as are the download's commits)
+        self.last_commit = time.monotonic()
+        self.commit()  # while the first requests go out (as are the download's commits)
         # answers checked against their inputs as they arrive, per batch (None: not checked)
         self.trackers: dict[str, OrderTracker | None] = {}
         self.hashing: dict[str, Future[str]] = {}  # input digests being taken for trackers
@@ -143,54 +145,62 @@ class Engine:
         for tracker in self.trackers.values():
             if tracker is not None:
                 tracker.retire()
-        with self.lock:
-            try:
-                self._settle()
-            finally:
+        try:
+            self._settle()
+        finally:
+            with self.lock:
                 for sink in self.sinks.values():
                     sink.close()
                 self.records.close()
                 self.store.close()
 
-    def commit(self, background: bool = False) -> None:
-        """Record everything appended: the files are synced, then the manifest naming their lengths is
-        written (the index, a cache, is committed without a sync). ``background``: the syncs and the write
-        run in a thread while the download goes on (each sync held the reading ~15-25 ms); the next
-        commit, and :meth:`close`, wait for it first, so the manifest is written in order and durable
-        before the fetch reports anything."""
+    def commit(self) -> None:
+        """Record everything appended: handed to the system and counted now (a reader of the files sees
+        it), then synced, then the manifest naming the lengths is written, by the committer thread while
+        the download goes on (a sync held the reading ~15-25 ms). A commit asked for while one is being
+        written is written right after it (only the newest state: its syncs cover the older), so nobody
+        waits; :meth:`close` waits for the last, so the manifest is durable before the fetch reports
+        anything. The index, a cache, is committed without a sync. What the committer met is raised here,
+        or by :meth:`close`."""
         with self.lock:
-            self._settle()
+            self._raise_commit_error()
             descriptors = [sink.flush() for sink in self.sinks.values()]
             descriptors.append(self.records.flush())
             self.store.commit()
-            snapshot = self.manifest.snapshot()
+            self._to_write = (descriptors, self.manifest.snapshot())
             self.last_commit = time.monotonic()
-            if not background:
-                self._make_durable(descriptors, snapshot)
-                self._settle()
-                return
-            self._committing = threading.Thread(
-                target=self._make_durable, args=(descriptors, snapshot), name="commit", daemon=True
-            )
-            self._committing.start()
+            if self._committer is None:  # started before it is kept (an interrupt between: never joined)
+                committer = threading.Thread(target=self._commit_loop, name="commit", daemon=True)
+                committer.start()  # it takes the lock first, so it cannot end before it is kept
+                self._committer = committer
 
-    def committing(self) -> bool:
-        """A commit is running in its thread (a periodic one can wait for the next chunk)."""
-        return self._committing is not None and self._committing.is_alive()
-
-    def _make_durable(self, descriptors: list[int], snapshot: str) -> None:
-        try:
-            for descriptor in descriptors:
-                os.fsync(descriptor)
-            self.manifest.save_snapshot(snapshot)
-        except OSError as exc:
-            self._commit_error = exc  # raised by the next commit, on the download's side
+    def _commit_loop(self) -> None:
+        while True:
+            with self.lock:
+                if self._to_write is None or self._commit_error is not None:
+                    self._committer = None
+                    return
+                (descriptors, snapshot), self._to_write = self._to_write, None
+            try:
+                for descriptor in descriptors:
+                    os.fsync(descriptor)
+                self.manifest.save_snapshot(snapshot)
+            except OSError as exc:
+                with self.lock:
+                    self._commit_error = exc
 
     def _settle(self) -> None:
-        """Wait for a commit running in its thread; raise what it met."""
-        if self._committing is not None:
-            self._committing.join()
-            self._committing = None
+        """Wait for the committer to finish what was asked; raise what it met."""
+        while True:
+            with self.lock:
+                committer = self._committer
+            if committer is None:
+                break
+            committer.join()
+        with self.lock:
+            self._raise_commit_error()
+
+    def _raise_commit_error(self) -> None:
         error, self._commit_error = self._commit_error, None
         if error is not None:
             raise error
@@ -373,7 +383,7 @@ class Engine:
         if done:
             with self.lock:
                 cursor["complete"] = True
-            self.commit(background=True)
+            self.commit()
         return False
 
     def _stream(
@@ -652,9 +662,9 @@ def _download_loop(engine: Engine, options: Options) -> tuple[dict[str, dict[str
         while True:
             checked_at = time.monotonic()
             batches = {str(s.batch_id): engine.refresh(s) for s in shards}
-            engine.commit(background=True)
+            engine.commit()
             engine.download_all([(s, batches[str(s.batch_id)]) for s in shards])
-            engine.commit(background=True)  # synced while the results are written (close waits for it)
+            engine.commit()  # synced while the results are written (close waits for it)
             finished = all(
                 is_terminal(batches[str(s.batch_id)].get("status"))
                 and all(s.downloads.get(k, {}).get("complete") for k in KINDS)

@@ -211,8 +211,8 @@ class ReplyReader:
             due = (
                 sink.pending_lines >= COMMIT_LINES or time.monotonic() - engine.last_commit >= COMMIT_SECONDS
             )
-        if due and not engine.committing():  # else at a later chunk, once the running one is done
-            engine.commit(background=True)
+        if due:
+            engine.commit()
         if bad is not None:
             raise BadContent(f"the server sent a line that is not an output line: {bad[:80]!r}")
 
@@ -231,7 +231,7 @@ class ReplyReader:
             self.cursor["high"] = max(int(self.cursor.get("high", 0)), self.cursor["skip"])
 
     def flush(self) -> None:
-        self.engine.commit(background=True)
+        self.engine.commit()
 
 
 def check_content_type(response: requests.Response) -> None:
