@@ -208,13 +208,13 @@ def test_partial_results_while_running_then_follow(emulator, env, tmp_path, h):
     code, poll, err = h.run_script("poll", "--manifest", manifest, env=env)
     assert code == 7 and poll["next_check_seconds"] >= 1 and not poll["all_terminal"]
     code, part, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
-    assert code == 7 and part["complete"] is False
+    assert code == 7 and part["complete"] is False and part["next_check_seconds"] >= 1
     assert part["counts"]["pending"] > 0 and part["counts"]["requests"] == 60
     emulator.configure(paused=False, rate=0)
     code, doc, err = h.run_script(
         "fetch_results", "--manifest", manifest, "--follow", "--interval", "0.2", "--timeout", "30", env=env
     )
-    assert code == 0 and doc["complete"], err
+    assert code == 0 and doc["complete"] and doc["next_check_seconds"] is None, err
     assert doc["counts"]["completed"] == 60
     output = h.read_jsonl(tmp_path / "jobs.results" / "output.jsonl")
     assert len(output) == 60 and len({o["id"] for o in output}) == 60

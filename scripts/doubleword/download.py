@@ -47,7 +47,7 @@ from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, s
 from doubleword.remote import delete_remote, early_analytics, job_cost
 from doubleword.results import Run, join
 from doubleword.sinks import BadContent, RecordFile, ReplyReader, Sink, check_content_type
-from doubleword.status import describe_batch, is_terminal
+from doubleword.status import describe_batch, is_terminal, suggested_check
 from doubleword.store import RECORDS_NAME, Store
 
 KINDS = {"output": ("output_file_id", "output.jsonl", 0), "errors": ("error_file_id", "errors.jsonl", 1)}
@@ -557,6 +557,8 @@ def fetch_job(
         files["export"] = str(options.export.resolve())
     state = fetch_state(manifest)
     result: dict[str, Any] = {"ok": True, "complete": complete, "finished": finished, "out_dir": str(out_dir)}
+    # while batches run, when to fetch again (as poll.py says): fetch alone can be the loop
+    result["next_check_seconds"] = suggested_check(batches.values())
     result.update(files=files, **summary)
     result["cost"] = cost
     if deleted is not None:
