@@ -6,6 +6,7 @@ import compileall
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -77,6 +78,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if not os.environ.get("PYTEST_XDIST_WORKER"):  # once, in the process that starts the workers
         for part in ("scripts", "emulator", "tests", "bench", "demo", "tools"):
             compileall.compile_dir(REPO / part, quiet=2, rx=TEST_MODULE)
+    # A run started in the background by a shell without job control inherits SIGINT ignored, and so
+    # would every script the Ctrl-C tests start (Python leaves an ignored SIGINT ignored): a handler
+    # here makes the children start with the default (a handler, unlike "ignored", is not inherited).
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
