@@ -90,6 +90,11 @@ def build_parser() -> Any:
         metavar="N",
         help=f"upload up to N shards at once (default {DEFAULT_UPLOADS}); each batch starts as soon as its file is up",
     )
+    add_resubmit_args(parser)
+    return parser
+
+
+def add_resubmit_args(parser: Any) -> None:
     group = parser.add_argument_group("resubmission (with --resubmit --manifest PATH)")
     group.add_argument("--resubmit", action="store_true", help="send the inputs without a usable answer")
     group.add_argument(
@@ -116,7 +121,6 @@ def build_parser() -> Any:
         action="store_true",
         help="leave out inputs that failed the same way in the last two rounds (likely to fail again)",
     )
-    return parser
 
 
 def main(argv: list[str]) -> tuple[dict[str, Any], int]:
