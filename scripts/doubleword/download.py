@@ -112,8 +112,7 @@ class Engine:
         self.commit()  # while the first requests go out (as are the download's commits)
         # answers checked against their inputs as they arrive, per batch (None: not checked)
         self.trackers: dict[str, OrderTracker | None] = {}
-        self.hashing: dict[str, Future[str]] = {}  # input digests being taken for trackers
-        self.proofs: dict[str, Future[str]] = {}  # the digest of each tracked batch's input
+        self.proofs: dict[str, Future[str]] = {}  # the input digest of each batch to be tracked
         self.one_round = len({int(s.round or 1) for s in manifest.shards}) == 1
         self.disordered = False
         self.on_disorder: Callable[[], Any] = lambda: None
@@ -262,7 +261,7 @@ class Engine:
         is taken in a thread while the content request waits for its first byte (:meth:`_tracker`)."""
         batch_id = str(shard.batch_id)
         with self.lock:
-            if batch_id in self.trackers or batch_id in self.hashing:
+            if batch_id in self.trackers or batch_id in self.proofs:
                 return
             downloads = shard.downloads or {}
             fresh = all(int((downloads.get(k) or {}).get("high", 0)) == 0 for k in KINDS)
@@ -273,7 +272,7 @@ class Engine:
                 self.disorder()
                 return
             digest: Future[str] = Future()
-            self.hashing[batch_id] = digest
+            self.proofs[batch_id] = digest
         threading.Thread(target=_digest, args=(digest, local), name="input-digest", daemon=True).start()
 
     def _tracker(self, shard: Shard) -> None:
@@ -281,11 +280,10 @@ class Engine:
         that is not the manifest's retires it as soon as it is known, and a run is used only once proven."""
         batch_id = str(shard.batch_id)
         with self.lock:
-            digest = self.hashing.pop(batch_id, None)
-            if digest is None:
+            digest = self.proofs.get(batch_id)
+            if digest is None or batch_id in self.trackers:  # not tracked, or started by an earlier reply
                 return
             self.trackers[batch_id] = OrderTracker(batch_id, Path(str(shard.path)))
-            self.proofs[batch_id] = digest
         digest.add_done_callback(partial(self._refuted, batch_id, shard.sha256))
 
     def _refuted(self, batch_id: str, expected: str | None, digest: Future[str]) -> None:
