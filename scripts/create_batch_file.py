@@ -12,7 +12,7 @@ from doubleword.config import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_
 from doubleword.endpoints import REASONING_EFFORTS
 from doubleword.errors import ExitCode, UsageError
 from doubleword.images import IMAGE_SUFFIXES
-from doubleword.sources import Source, build_batch, parse_set, read_json_schema
+from doubleword.sources import Source, absolute, build_batch, parse_set, read_json_schema
 from doubleword.validation import custom_id_problems, inspect_line
 
 DESCRIPTION = """\
@@ -38,10 +38,10 @@ takes the first N rows (a trial run). --reasoning-effort LEVEL writes reasoning_
 reasoning.effort (responses), the only reasoning control the server accepts.
 Beside every batch file X.jsonl, X.rows.jsonl records each line's custom_id and source row (the columns).
 
-stdout: {"ok", "output", "endpoint", "url", "model", "requests", "shards": [{"path","requests","bytes","rows_path"}],
-"empty_prompts": {"count", "first"} (when some), "skipped_empty" (with --skip-empty), "skipped_duplicates" /
-"renamed_duplicates" (with --duplicates skip / number), "warnings" (only when there are some, e.g. a --set name
-that looks like a typo, or empty prompts)}."""
+stdout (every path absolute): {"ok", "output", "endpoint", "url", "model", "requests", "shards":
+[{"path","requests","bytes","rows_path"}], "empty_prompts": {"count", "first"} (when some), "skipped_empty"
+(with --skip-empty), "skipped_duplicates" / "renamed_duplicates" (with --duplicates skip / number), "warnings"
+(only when there are some, e.g. a --set name that looks like a typo, or empty prompts)}."""
 
 EXAMPLES = """\
   python3 scripts/create_batch_file.py --model Qwen/Qwen3.5-9B --prompt "Say hi" --prompt "Say bye" -o batch.jsonl
@@ -137,6 +137,8 @@ def _parse(argv: list[str]) -> Any:
     )
     args = parser.parse_args(argv)
     _check_flags(args)
+    for name in ("output", "prompts", "csv", "jsonl", "images", "json_schema"):  # stdout and messages
+        setattr(args, name, absolute(getattr(args, name)))
     return args
 
 

@@ -341,3 +341,38 @@ def test_cli_missing_input_and_missing_model(tmp_path):
     assert proc.returncode == 2 and b"--model" in proc.stderr
     proc = create("--help")
     assert proc.returncode == 0 and b"exit codes" in proc.stdout and b"--template" in proc.stdout
+
+
+def test_every_path_create_prints_is_absolute_and_submit_takes_them_from_another_folder(
+    tmp_path, emulator, env, h
+):
+    """Relative paths in, absolute paths out (as submit and fetch print theirs): stdout's output, shards and
+    rows files, the rows named in warnings and errors; submit run from elsewhere with the printed paths."""
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "d.csv").write_text("id,text\n1,one\n2,\n3,three\n", encoding="utf-8")
+    args = ("--model", MODEL, "--csv", "data/d.csv", "--id-field", "id", "--field", "text")
+    proc = create(*args, "--max-requests", "2", "-o", "out/batch.jsonl", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["output"] == str(work / "out" / "batch.jsonl")
+    assert [(s["path"], s["rows_path"]) for s in result["shards"]] == [
+        (str(work / "out" / "batch-001.jsonl"), str(work / "out" / "batch-001.rows.jsonl")),
+        (str(work / "out" / "batch-002.jsonl"), str(work / "out" / "batch-002.rows.jsonl")),
+    ]
+    assert all(Path(s["path"]).is_file() and Path(s["rows_path"]).is_file() for s in result["shards"])
+    csv_path = str(work / "data" / "d.csv")
+    assert result["empty_prompts"]["first"] == [f"row 2 (line 3) of {csv_path}"]
+    assert f"of {csv_path}" in result["warnings"][0] and f"of {csv_path}".encode() in proc.stderr
+
+    failed = create(*args[:-1], "nope", "-o", "bad.jsonl", cwd=work)  # an error names the file the same way
+    assert failed.returncode == 4
+    assert f"row 1 (line 2) of {csv_path}" in json.loads(failed.stdout)["error"]["message"]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    paths = [s["path"] for s in result["shards"]]
+    submitted = h.run_script("submit", *paths, env=env, cwd=elsewhere)
+    assert submitted.code == 0, submitted
+    assert [b["shard"] for b in submitted.doc["batches"]] == paths
+    assert submitted.doc["manifest"] == str(work / "out" / "batch-001.jsonl.manifest.json")

@@ -54,6 +54,16 @@ class SourceRow:
     images: list[str] = field(default_factory=list)  # paths or URLs, as given
 
 
+def absolute(path: str | None) -> str | None:
+    """``path`` made absolute (its folder resolved, its own name kept: a symlink stays the link the user
+    named), so that stdout and every message name the same file from any folder; None and ``-`` (stdin)
+    as they are."""
+    if path is None or path == "-":
+        return path
+    given = Path(path)
+    return str(given.parent.resolve() / given.name) if given.name not in ("", "..") else str(given.resolve())
+
+
 def read_rows(source: Source) -> Iterator[SourceRow]:
     """The rows of ``source`` in input order."""
     if source.kind == "prompt":
