@@ -27,7 +27,8 @@ DESCRIPTION = """\
 Validate, upload and start batches. Each input (sharded when it exceeds the per-file limits) becomes
 one uploaded file and one batch; the job is recorded in a manifest (default <first input>.manifest.json,
 with the server's base URL) so that running the same command again reports the existing batches instead
-of creating new ones. --resubmit --manifest PATH sends, as the next round of the same job, every input
+of creating new ones (and sends an input the server refused, fixed since: none of it was sent; a changed
+input the job sent is refused). --resubmit --manifest PATH sends, as the next round of the same job, every input
 that has no usable answer yet (failed, missing, truncated, invalid): it downloads what it needs, refuses
 (exit 7, nothing sent) while any batch of the job runs, and never resends an answered request.
 Prints the manifest path (absolute) and each batch's id, input file id, shard, round, requests, status."""

@@ -16,10 +16,12 @@ from doubleword.errors import ExitCode, InputError
 from doubleword.manifest import Manifest, client_for
 from doubleword.planning import (
     Options,
+    changed_inputs,
     dry_run_plan,
     nothing_sent,
     plan_job,
-    same_inputs,
+    replan_inputs,
+    unsent_input,
     validate_inputs,
     validation_warnings,
 )
@@ -40,17 +42,15 @@ def input_paths(names: list[str]) -> list[Path]:
 def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple[dict[str, Any], int]:
     """Round 1 of a job: plan it (or find it planned), then send every shard not yet sent."""
     notes: list[str] = []  # warnings, also returned in the JSON so an agent sees them
-    manifest = existing_manifest(args, options, inputs, path, notes)
-    if manifest is None:
-        reports = validate_inputs(inputs) if options.validate else []
+    manifest, changed = existing_manifest(args, options, inputs, path, notes)
+    reports: list[dict[str, Any]] = []
+    if manifest is None or changed:  # what is planned now is validated first
+        planned = inputs if manifest is None else [inputs[n] for n in changed]
+        reports = validate_inputs(planned) if options.validate else []
         notes += validation_warnings(reports)
         if any(not r.get("valid") for r in reports):
-            from doubleword.validation import invalid_summary
-
-            message = f"{invalid_summary(reports)}; nothing was uploaded"
-            info(f"error: {message} (details in the 'validation' member of stdout)")
-            error = {"type": "invalid_input", "message": message}
-            return {"ok": False, "error": error, "validation": reports}, int(ExitCode.INVALID_INPUT)
+            return invalid(reports)
+    if manifest is None:
         if args.dry_run:
             return with_notes(dry_run_plan(inputs, reports, options, path), notes), int(ExitCode.OK)
         client = client_from_args(
@@ -62,9 +62,15 @@ def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple
         result = summary(manifest, manifest.first_round.shards, created=0)
         result["dry_run"] = True
         result["batches_to_create"] = sum(1 for s in manifest.first_round.shards if s.create_state != "done")
+        notes += [
+            f"{inputs[n]} changed since it was planned; never sent, so a run sends it as it is"
+            for n in changed
+        ]
         return with_notes(result, notes), int(ExitCode.OK)
     else:
         client = client_for(args, manifest)
+        if changed:
+            replan_inputs(manifest, inputs, changed, reports, options)
     shards = manifest.first_round.shards
     if manifest.first_round.submitted:
         info(
@@ -85,6 +91,16 @@ def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple
     return with_notes(result, notes), int(ExitCode.OK)
 
 
+def invalid(reports: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    """The JSON of a submit stopped by local validation: nothing was uploaded."""
+    from doubleword.validation import invalid_summary
+
+    message = f"{invalid_summary(reports)}; nothing was uploaded"
+    info(f"error: {message} (details in the 'validation' member of stdout)")
+    error = {"type": "invalid_input", "message": message}
+    return {"ok": False, "error": error, "validation": reports}, int(ExitCode.INVALID_INPUT)
+
+
 def cost_refusal(manifest: Manifest, options: Options, exc: CostLimit) -> dict[str, Any]:
     """The JSON of a submit stopped by ``--max-cost``: files uploaded, no batch created."""
     assert options.max_cost is not None
@@ -101,35 +117,49 @@ def cost_refusal(manifest: Manifest, options: Options, exc: CostLimit) -> dict[s
 
 def existing_manifest(
     args: Any, options: Options, inputs: list[Path], path: Path, notes: list[str]
-) -> Manifest | None:
-    """The job already planned for these inputs, or None to plan afresh (refusing what would pay twice)."""
+) -> tuple[Manifest | None, list[int]]:
+    """The job already planned for these inputs (None to plan afresh), and the positions of inputs changed
+    since, none of which was sent (a refused file, fixed): those are planned again. Refuses what would pay
+    twice: other inputs, or a changed input the job sent."""
     if not Manifest.exists(path):
-        return None
+        return None, []
     if args.force:  # keep the old one beside the new
         backup = path.with_name(f"{path.name}.{uuid.uuid4().hex[:6]}.bak")
         os.replace(path, backup)
         info(f"--force: the previous manifest was moved to {backup.resolve()}")
-        return None
+        return None, []
     manifest = Manifest.load(path)
-    if not same_inputs(manifest, inputs):
-        if not nothing_sent(manifest):
-            sent = sum(s.requests or 0 for s in manifest.shards if s.upload_state != "pending")
-            batches = ", ".join(manifest.batch_ids()) or "being created"
-            raise InputError(
-                f"manifest {manifest.path.resolve()} was made for other inputs (or they changed since) and "
-                f"{sent} of its requests were sent (they run or ran as batches {batches}). "
-                "To submit these inputs as a separate job, pass --manifest NEW_PATH; --force would move "
-                f"this manifest aside and send every input again, paying again for those {sent} requests"
-            )
+    changed = changed_inputs(manifest, inputs)
+    if changed != [] and nothing_sent(manifest):
         # An earlier attempt stopped before anything reached the server (e.g. a rejected
         # upload that the user has since fixed): plan afresh; nothing can be duplicated.
         info(f"{manifest.path.resolve()}: nothing was submitted from it; planning afresh for these inputs")
         os.unlink(manifest.path)
-        return None
+        return None, []
+    if changed is None:
+        raise InputError(f"manifest {manifest.path.resolve()} was made for other inputs; {_sent(manifest)}")
+    sent = [inputs[n] for n in changed if not unsent_input(manifest, n)]
+    if sent:
+        raise InputError(
+            f"{', '.join(map(str, sent))} changed since this job sent it (manifest {manifest.path.resolve()}): "
+            "restore its content and run the same command again (a shard file the server refused, named in "
+            f"error.shard, may be fixed in place). {_sent(manifest)}"
+        )
     if options.window is not None and manifest.window != options.window:
         notes.append(
             f"the batches in {manifest.path.resolve()} use --window {manifest.window}; --window "
             f"{options.window} was ignored (the job exists; its requests are not sent twice)"
         )
         warn(notes[-1])
-    return manifest
+    return manifest, changed
+
+
+def _sent(manifest: Manifest) -> str:
+    """What the job already sent, and the ways to submit other inputs without paying for it twice."""
+    sent = sum(s.requests or 0 for s in manifest.shards if not s.never_sent)
+    batches = ", ".join(manifest.batch_ids()) or "being created"
+    return (
+        f"{sent} of its requests were sent (they run or ran as batches {batches}). To submit these inputs "
+        "as a separate job, pass --manifest NEW_PATH; --force would move this manifest aside and send every "
+        f"input again, paying again for those {sent} requests"
+    )

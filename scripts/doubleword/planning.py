@@ -6,6 +6,7 @@ step (submission.py) can always tell whether a shard was sent.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -202,14 +203,25 @@ def add_shards(
     manifest: Manifest, round_: Round, source: Path, stats: dict[str, Any], options: Options, folder: Path
 ) -> None:
     """Plan the shards of one source file into ``round_``: paths, digests and markers, before any send."""
+    for shard in plan_shards(manifest, round_, source, stats, options, folder):
+        manifest.add_shard(shard)
+
+
+def plan_shards(
+    manifest: Manifest, round_: Round, source: Path, stats: dict[str, Any], options: Options, folder: Path
+) -> list[Shard]:
+    """The shard records of one source file (written into ``folder`` when it must be split), numbered
+    after the manifest's last shard, not yet added to it."""
     pieces = pieces_of(source, stats, options, folder)
-    for piece in pieces:
+    first = manifest.next_shard_index()
+    shards = []
+    for number, piece in enumerate(pieces):
         piece_path = Path(piece["path"]).resolve()
         digest = sha256_file(piece_path)
         upload_filename, marker = send_names(piece_path, digest)
-        manifest.add_shard(
+        shards.append(
             new_shard(
-                manifest.next_shard_index(),
+                first + number,
                 round=round_.number,
                 source=str(source.resolve()),
                 path=str(piece_path),
@@ -223,6 +235,7 @@ def add_shards(
                 marker=marker,
             )
         )
+    return shards
 
 
 def plan_job(
@@ -279,9 +292,64 @@ def dry_run_plan(
     }
 
 
-def same_inputs(manifest: Manifest, inputs: list[Path]) -> bool:
-    recorded = [(i.get("path"), i.get("sha256")) for i in manifest.inputs]
-    return recorded == [(str(p.resolve()), sha256_file(p)) for p in inputs]
+def changed_inputs(manifest: Manifest, inputs: list[Path]) -> list[int] | None:
+    """The positions of the inputs whose content changed since the job was planned; None when the job was
+    made for other input files (other paths, another order)."""
+    if [i.get("path") for i in manifest.inputs] != [str(p.resolve()) for p in inputs]:
+        return None
+    return [n for n, p in enumerate(inputs) if manifest.inputs[n].get("sha256") != sha256_file(p)]
+
+
+def input_shards(manifest: Manifest, position: int) -> list[Shard]:
+    """The round-1 shards planned from the input at ``position`` (several when it was split)."""
+    source = manifest.inputs[position].get("path")
+    return [s for s in manifest.first_round.shards if source and s.source == source]
+
+
+def unsent_input(manifest: Manifest, position: int) -> bool:
+    """True when nothing planned from that input can be on the server (its upload was refused, or never
+    tried): its content may change and be planned afresh without anything being sent twice."""
+    paths = [i.get("path") for i in manifest.inputs]
+    shards = input_shards(manifest, position)
+    return len(set(paths)) == len(paths) and bool(shards) and all(s.never_sent for s in shards)
+
+
+def replan_inputs(
+    manifest: Manifest,
+    inputs: list[Path],
+    positions: list[int],
+    reports: list[dict[str, Any]],
+    options: Options,
+) -> None:
+    """Plan afresh the changed inputs at ``positions``, none of whose shards was ever sent (a refused file
+    the user has since fixed): each one's shards are replaced where they were (input order kept) and its new
+    digest recorded; every other shard, sent or not, stays as it is. Saves the manifest."""
+    round_ = manifest.first_round
+    for k, n in enumerate(positions):
+        source, old = inputs[n], input_shards(manifest, n)
+        stats = stats_for(source, reports[k] if reports else None)
+        fresh = plan_shards(manifest, round_, source, stats, options, shard_dir(manifest.path) / f"{n:03d}")
+        at, gone = next(i for i, s in enumerate(round_.shards) if s is old[0]), {id(s) for s in old}
+        before = [s for s in round_.shards[:at] if id(s) not in gone]
+        round_.shards[:] = before + fresh + [s for s in round_.shards[at:] if id(s) not in gone]
+        _remove_stale_pieces(manifest, old, fresh)
+        manifest.inputs[n] = {
+            "path": str(source.resolve()),
+            "sha256": sha256_file(source),
+            "bytes": stats["bytes"],
+        }
+        info(f"{source} changed since it was planned; none of it was sent, so it is sent as it is now")
+    manifest.save()
+
+
+def _remove_stale_pieces(manifest: Manifest, old: list[Shard], fresh: list[Shard]) -> None:
+    """The split files of the old plan that the new one does not reuse (only those submit wrote itself, in
+    the job's shards folder: never one of the user's files)."""
+    folder, kept = shard_dir(manifest.path), {p for s in fresh for p in (s.path, s.rows_path) if p}
+    for path in {p for s in old for p in (s.path, s.rows_path) if p} - kept:
+        if Path(path).resolve().is_relative_to(folder):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def nothing_sent(manifest: Manifest) -> bool:
