@@ -65,8 +65,9 @@ def build_parser() -> Any:
     parser.add_argument(
         "--max-cost",
         metavar="USD",
-        help="upload, ask the server's cost estimate and create nothing if the total exceeds USD (exit 4; "
-        "the server counts 4 body bytes as a token, so base64 images make its estimate far too high)",
+        help="upload, ask the server's cost estimate and create nothing if the total exceeds USD (exit 4, "
+        "showing the local input-token count beside the server's: the server counts 4 body bytes as a "
+        "token, so base64 images make its estimate far too high)",
     )
     parser.add_argument("--no-validate", action="store_true", help="skip local validation")
     parser.add_argument(

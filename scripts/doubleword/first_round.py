@@ -25,7 +25,7 @@ from doubleword.planning import (
     validate_inputs,
     validation_warnings,
 )
-from doubleword.submission import CostLimit, send_shards, summary, usd, with_notes
+from doubleword.submission import CostLimit, cost_refusal, send_shards, summary, usd, with_notes
 
 
 def input_paths(names: list[str]) -> list[Path]:
@@ -81,7 +81,7 @@ def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple
     try:
         created = send_shards(client, manifest, shards, options)
     except CostLimit as exc:
-        return with_notes(cost_refusal(manifest, options, exc), notes), int(ExitCode.INVALID_INPUT)
+        return with_notes(cost_refusal(manifest, shards, options, exc), notes), int(ExitCode.INVALID_INPUT)
     result = summary(manifest, shards, created=created)
     estimates = [s.cost_estimate for s in shards if options.max_cost is not None]
     usds = [e["usd"] for e in estimates if isinstance(e, dict) and "usd" in e]
@@ -99,20 +99,6 @@ def invalid(reports: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
     info(f"error: {message} (details in the 'validation' member of stdout)")
     error = {"type": "invalid_input", "message": message}
     return {"ok": False, "error": error, "validation": reports}, int(ExitCode.INVALID_INPUT)
-
-
-def cost_refusal(manifest: Manifest, options: Options, exc: CostLimit) -> dict[str, Any]:
-    """The JSON of a submit stopped by ``--max-cost``: files uploaded, no batch created."""
-    assert options.max_cost is not None
-    message = (
-        f"the estimated cost ${usd(exc.total)} exceeds --max-cost ${usd(options.max_cost)}; no batch was "
-        "created (files are uploaded; re-run with a higher --max-cost to go ahead)"
-    )
-    info(f"error: {message}")
-    result = summary(manifest, manifest.first_round.shards, created=0)
-    result.update(ok=False, error={"type": "cost_limit", "message": message})
-    result.update(estimated_cost_usd=usd(exc.total), max_cost_usd=usd(options.max_cost))
-    return result
 
 
 def existing_manifest(

@@ -30,7 +30,7 @@ from doubleword.manifest import Manifest, Round, client_for
 from doubleword.planning import Options, add_shards, stats_for
 from doubleword.rounds import InputRecord, job_records, read_results, signature
 from doubleword.status import is_terminal
-from doubleword.submission import round_window, send_shards, summary, with_notes
+from doubleword.submission import CostLimit, cost_refusal, round_window, send_shards, summary, with_notes
 
 RESUBMITTABLE = ("failed", "missing", "truncated", "invalid")
 SCRIPTS = Path(__file__).resolve().parent.parent
@@ -131,7 +131,10 @@ def _resubmit(
         return result, int(ExitCode.OK)
     if not last.submitted:  # planned, perhaps partly sent, by an earlier run: finish it, plan nothing
         info(f"round {last.number} of {manifest.path.resolve()} was not wholly sent; finishing it")
-        created = send_shards(client, manifest, last.shards, options)
+        try:
+            created = send_shards(client, manifest, last.shards, options)
+        except CostLimit as exc:
+            return cost_refusal(manifest, last.shards, options, exc), int(ExitCode.INVALID_INPUT)
         return _sent(manifest, last, client, created, None), int(ExitCode.OK)
     refuse_while_running(client, manifest)
     view = job_view(args, manifest)
@@ -260,7 +263,11 @@ def next_round(
     round_ = plan_round(manifest, chosen, unanswered, adjust, options, view.retry)
     manifest.save()  # the round exists before anything is sent: a re-run finishes it, never plans another
     info(f"round {round_.number}: resubmitting {len(chosen)} of {len(unanswered)} unanswered input(s)")
-    created = send_shards(client, manifest, round_.shards, options)
+    try:
+        created = send_shards(client, manifest, round_.shards, options)
+    except CostLimit as exc:
+        refused = cost_refusal(manifest, round_.shards, options, exc)
+        return {**refused, **base, "ok": False}, int(ExitCode.INVALID_INPUT)
     result = _sent(manifest, round_, client, created, groups)
     result.update(base)
     return result, int(ExitCode.OK)

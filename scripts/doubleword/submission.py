@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ from doubleword.cli import info, warn
 from doubleword.client import ApiClient
 from doubleword.config import COMPLETION_WINDOWS
 from doubleword.errors import AmbiguousRequest, ApiError, CliError, InputError, ServiceError
+from doubleword.fingerprint import recall_valid, validate_file
 from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
 from doubleword.planning import DEFAULT_WINDOW, Options, complete_plan
 
@@ -250,11 +252,13 @@ def create_step(client: ApiClient, manifest: Manifest, shard: Shard) -> Step:
 
 
 class CostLimit(Exception):
-    """The server's estimate is over ``--max-cost``: files uploaded, no batch created."""
+    """The server's estimate is over ``--max-cost``: files uploaded, no batch created. ``tokens``: the input
+    tokens the server's estimate counts and the local estimate's (None where unknown)."""
 
-    def __init__(self, total: Decimal) -> None:
+    def __init__(self, total: Decimal, tokens: dict[str, int | None] | None = None) -> None:
         super().__init__(str(total))
         self.total = total
+        self.tokens = tokens or {"server": None, "local": None}
 
 
 def send_shards(client: ApiClient, manifest: Manifest, shards: list[Shard], options: Options) -> int:
@@ -275,7 +279,9 @@ def send_shards(client: ApiClient, manifest: Manifest, shards: list[Shard], opti
         total = estimate_cost(client, manifest, shards)
         assert options.max_cost is not None
         if total > options.max_cost:
-            raise CostLimit(total)
+            counts = [n for s in shards if isinstance(n := (s.cost_estimate or {}).get("input_tokens"), int)]
+            server = sum(counts) if len(counts) == len(shards) else None
+            raise CostLimit(total, {"server": server, "local": local_tokens(shards)})
     for shard in uploaded(client, manifest, shards, options.upload_workers):
         with naming_shard(manifest, shard):
             created += ensure_once(manifest, create_step(client, manifest, shard))
@@ -329,10 +335,60 @@ def estimate_cost(client: ApiClient, manifest: Manifest, shards: list[Shard]) ->
         if not (isinstance(cached, dict) and cached.get("window") == window):
             estimate = cost_estimate(client, str(shard.file_id), window)
             cached = {"window": window, "usd": str(decimal_cost(estimate.get("total_estimated_cost")))}
+            tokens = estimate.get("total_estimated_input_tokens")
+            if isinstance(tokens, int) and not isinstance(tokens, bool):
+                cached["input_tokens"] = tokens
             shard.cost_estimate = cached
             manifest.save()
         total += Decimal(cached["usd"])
     return total
+
+
+def local_tokens(shards: list[Shard]) -> int | None:
+    """The shards' input tokens as validation counts them (prompt text / 4, an image by its pixel size),
+    recalled for content validated before, else counted from the file; None when a file cannot be read."""
+    total = 0
+    for shard in shards:
+        path = str(shard.path)
+        try:
+            report = recall_valid(path) or validate_file(
+                path, max_bytes=sys.maxsize, max_requests=sys.maxsize
+            )
+        except OSError:
+            return None
+        tokens = (report.get("stats") or {}).get("estimated_input_tokens")
+        if not isinstance(tokens, int):
+            return None
+        total += tokens
+    return total
+
+
+def cost_refusal(manifest: Manifest, shards: list[Shard], options: Options, exc: CostLimit) -> dict[str, Any]:
+    """The JSON of a round stopped by ``--max-cost``: files uploaded, no batch created; the server's
+    estimate beside the local count of input tokens (the server counts 4 body bytes as a token, so its
+    figure for base64 images is far above what the model counts)."""
+    assert options.max_cost is not None
+    server, local = exc.tokens["server"], exc.tokens["local"]
+    counted = f" (for {server:,} input tokens)" if server is not None else ""
+    message = (
+        f"the server's cost estimate ${usd(exc.total)}{counted} exceeds --max-cost ${usd(options.max_cost)}; no "
+        "batch was created (files are uploaded; re-run with a higher --max-cost to go ahead)"
+    )
+    if local is not None:
+        message += (
+            f". The local estimate counts {local:,} input tokens (prompt text / 4, images by pixel size)"
+        )
+        if server and local * 2 < server:
+            message += (
+                f", {server / max(local, 1):,.0f}x fewer: the server counts every 4 bytes of a request body "
+                "(JSON and base64 images included) as a token, so its figure can be far above the real price"
+            )
+    info(f"error: {message}")
+    result = summary(manifest, shards, created=0)
+    result.update(ok=False, error={"type": "cost_limit", "message": message})
+    result.update(estimated_cost_usd=usd(exc.total), max_cost_usd=usd(options.max_cost))
+    result["estimated_input_tokens"] = {"server": server, "local": local}
+    return result
 
 
 def usd(amount: Decimal) -> str:
