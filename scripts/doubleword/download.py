@@ -582,8 +582,10 @@ def _download_and_join(
     engine = Engine(client, manifest, out_dir, options.page_size)
     try:
         shards = [s for s in manifest.shards if s.batch_id]
+        first = manifest.first_round.number  # its never-sent shards' inputs are listed too (as missing)
+        listed = [s for s in manifest.shards if s.batch_id or s.round == first]
         index = partial(
-            index_inputs, client, engine.store, shards, out_dir, engine.lock, by_content=options.by_content
+            index_inputs, client, engine.store, listed, out_dir, engine.lock, by_content=options.by_content
         )
         # Answers that come back in input order need no index of the inputs (the trackers check them as
         # they arrive); as soon as that fails for a batch, the input files are indexed beside the
@@ -597,14 +599,14 @@ def _download_and_join(
             engine.on_disorder = lambda: None
             early = pool.submit(early_analytics, client, shards) if options.cost else None
             running = {b for b, batch in batches.items() if not is_terminal(batch.get("status"))}
-            ordered = None if options.export else engine.ordered_runs(shards)
+            ordered = None if options.export or len(listed) > len(shards) else engine.ordered_runs(shards)
             if ordered is None:
-                index(skip=indexing[0].result() if indexing else set())
+                index(skip=indexing[0].result() if indexing else set(), manifest=manifest.path)
             extra = []
             if options.export:
                 from doubleword.export import Export  # only --export pays for its import
 
-                extra.append(Export(options.export, engine.store, shards))
+                extra.append(Export(options.export, engine.store, listed))
             results_path, retry_path = out_dir / "results.jsonl", out_dir / "retry.jsonl"
             summary = join(engine.store, running, results_path, retry_path, extra, ordered=ordered)
         short = _shortfall(engine.store, shards, batches)
@@ -633,12 +635,13 @@ def _claim(out_dir: Path, manifest: Manifest) -> None:
     """Refuse a folder holding another job's (or anyone's) result files; mark it as this job's.
 
     The mark is the job's first batch id (which no other job has, and which moves with a job folder that is
-    moved or copied as a whole)."""
+    moved or copied as a whole); any batch id of the job is its mark (a shard never sent, sent since, may
+    come before the one that was first)."""
     state = fetch_state(manifest)
     token = (manifest.batch_ids() or ["?"])[0]
     marker = out_dir / ".fetch-job"
     recorded = marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
-    if recorded == token:
+    if recorded in (manifest.batch_ids() or [token]):
         return
     present = [name for name in OUR_FILES if (out_dir / name).exists()]
     ours = recorded is None and state.get("out_dir") == str(out_dir)  # written before marks existed

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from doubleword.batch_inputs import input_key
 from doubleword.errors import UsageError
 from doubleword.files import atomic_writer
 
@@ -81,7 +82,7 @@ class Export:
 
     def __init__(self, path: Path, store: Any, shards: list[Shard]) -> None:
         self.path = path
-        self.rows = {str(s.batch_id): _Rows(s.rows_path or _beside(s.path)) for s in shards}
+        self.rows = {input_key(s): _Rows(s.rows_path or _beside(s.path)) for s in shards}
         self.user_columns: dict[str, None] = {}
         self.answer_columns: dict[str, None] = {}
         self.has_content = self.has_embedding = False

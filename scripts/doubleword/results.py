@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from doubleword.answers import ANSWER_KEYS, HEAD_KEYS, STATUSES, USABLE, check_json, json_request
+from doubleword.batch_inputs import MANIFEST_META, is_never_sent
 from doubleword.files import atomic_writer
 from doubleword.store import RECORDS_NAME, Store
 
@@ -162,6 +163,7 @@ def records(
     inputs whose lines need nothing from the join come as :class:`Run` s (a job answered in order is a
     few runs, whatever its size)."""
     run: Run | None = None
+    advice = _never_sent_advice(store.meta(MANIFEST_META))
     for _, group in groupby(store.joined(), key=_ORIGIN):
         rows = list(group)
         if len(rows) == 1:
@@ -184,15 +186,16 @@ def records(
             if run is not None:
                 yield run
                 run = None
-            yield _attempt(rows, running, requests, 1)
+            yield _attempt(rows, running, requests, 1, advice)
             continue
         if run is not None:
             yield run
             run = None
         attempts = [list(g) for _, g in groupby(rows, key=_SEQ)]
-        tried = [_attempt(a, running, requests, len(attempts)) for a in attempts]
+        tried = [_attempt(a, running, requests, len(attempts), advice) for a in attempts]
         best = next((r for r in tried if r.status == USABLE), tried[-1])
-        best.source, best.custom_id, best.first_batch = tried[0].source, tried[0].custom_id, tried[0].batch_id
+        first = tried[0]
+        best.source, best.custom_id, best.first_batch = first.source, first.custom_id, first.first_batch
         if len(tried) >= 2 and best.status != USABLE:
             last, before = tried[-1], tried[-2]
             best.persistent = (last.status, last.err_type, last.err_status) == (
@@ -208,7 +211,17 @@ def records(
 _ORIGIN, _SEQ = itemgetter(0), itemgetter(1)
 
 
-def _attempt(rows: list[tuple[Any, ...]], running: set[str], requests: _Requests, attempts: int) -> Result:
+def _never_sent_advice(manifest: str | None) -> str:
+    """The error message of a request in no batch (its shard was never sent)."""
+    return (
+        "never sent: its shard has no batch (a submit stopped before making it, or the server refused its "
+        f"file); send it with: submit.py --resubmit --manifest {manifest or 'MANIFEST'}"
+    )
+
+
+def _attempt(
+    rows: list[tuple[Any, ...]], running: set[str], requests: _Requests, attempts: int, advice: str
+) -> Result:
     """The best record of one input in one batch (a success after a /retry beats the earlier failure)."""
     row = rows[0] if len(rows) == 1 else max(rows, key=lambda r: (_RANK.get(r[11], 0), r[9] or 0, r[10] or 0))
     (
@@ -241,6 +254,9 @@ def _attempt(rows: list[tuple[Any, ...]], running: set[str], requests: _Requests
         result.tokens = (0, 0, 0)
         if batch_id in running:
             result.status = "pending"
+        elif is_never_sent(batch_id):  # in no batch: first_batch keeps the key (its export rows)
+            result.status, result.err_type, result.batch_id = "missing", "never_sent", None
+            result.error = {"type": "never_sent", "code": None, "status": None, "message": advice}
         else:
             result.status = "missing"
             result.err_type = "not_answered"
@@ -417,6 +433,8 @@ class Summary:
 def _judgement(group: dict[str, Any]) -> tuple[str, str]:
     """Whether resubmitting this group is likely to help, and what to do."""
     status, kind, http = group["result_status"], group["type"], group["status"]
+    if kind == "never_sent":
+        return "yes", "never sent (a submit stopped early): submit.py --resubmit --manifest M sends them"
     if group["persistent"] and group["persistent"] == group["count"]:
         return "no", "failed the same way in the last two rounds: fix the requests before resubmitting"
     if status == "truncated":
