@@ -226,3 +226,42 @@ def test_a_never_sent_file_gone_or_not_a_batch_file_is_said_and_a_fixed_one_is_l
         assert code == 0 and doc["complete"] is True and doc["counts"]["completed"] == 5, (code, doc, err)
         results = read(Path(doc["files"]["results"]))
         assert [r["custom_id"] for r in results] == order and all(r["status"] == "completed" for r in results)
+
+
+def test_a_refused_input_fixed_and_sent_by_the_same_command_again_is_listed_once_in_its_place(tmp_path, h):
+    """b is refused at upload (a model the server does not serve), c never tried: fetch lists both as
+    missing. The user fixes b and runs the same submit command, which plans b afresh (a new shard in its
+    place) and sends b and c: fetch then lists the seven answers in input order, none of the old lines."""
+    unserved = "Qwen/Qwen3.5-27B"  # not in the emulator's model list
+    a = h.write_jsonl(tmp_path / "a.jsonl", h.chat_lines(2, prefix="a"))
+    b = h.write_jsonl(tmp_path / "b.jsonl", h.chat_lines(3, prefix="b", model=unserved))
+    c = h.write_jsonl(tmp_path / "c.jsonl", h.chat_lines(2, prefix="c"))
+    submit = ("submit", str(a), str(b), str(c))
+    manifest = f"{a}.manifest.json"
+    fetch = ("fetch_results", "--manifest", manifest)
+    order = [f"{name}-{i:05d}" for name, n in (("a", 2), ("b", 3), ("c", 2)) for i in range(n)]
+    with h.start_emulator() as emu:
+        env = h.script_env(emu.base_url)
+        code, doc, err = h.run_script(*submit, env=env)
+        assert code == 3 and doc["error"]["shard"] == str(b.resolve()), (code, doc, err)
+        h.poll_wait("--manifest", manifest, env=env, code=6)
+        code, doc, err = h.run_script(*fetch, env=env)
+        assert code == 6 and doc["counts"]["missing"] == 5 and doc["counts"]["requests"] == 7, (code, doc)
+        assert ids(Path(doc["files"]["results"])) == order
+
+        h.write_jsonl(b, h.chat_lines(3, prefix="b"))  # the fix
+        code, doc, err = h.run_script(*submit, env=env)
+        assert code == 0 and doc["created"] == 2, (code, doc, err)
+        shards = json.loads(Path(manifest).read_text())["shards"]
+        assert [s["index"] for s in shards] != [0, 1, 2], shards  # b planned afresh: a shard of its own
+        h.poll_wait("--manifest", manifest, env=env)
+        code, doc, err = h.run_script(*fetch, env=env)
+        assert code == 0 and doc["complete"] is True and doc["counts"]["requests"] == 7, (code, doc, err)
+        results = read(Path(doc["files"]["results"]))
+        assert [r["custom_id"] for r in results] == order, results
+        assert [r["batch_id"] for r in results] == [
+            s["batch_id"] for s in shards for _ in range(s["requests"])
+        ]
+        assert (
+            all(r["status"] == "completed" for r in results) and not Path(doc["files"]["retry"]).read_bytes()
+        )

@@ -162,6 +162,11 @@ def index_inputs(
     call without it, after the downloads (``skip``: the batches the first call indexed). ``manifest``:
     the job's, named in the never-sent requests' advice. Returns the keys whose input file is indexed."""
     indexed: set[str] = set()
+    keys = {input_key(shard) for shard in shards}
+    with lock:  # inputs listed while never sent, of a shard sent since (or planned afresh): not the job's now
+        for src, key in store.source_keys():
+            if is_never_sent(key) and key not in keys:
+                store.drop_source(src)
     moved = False
     for position, shard in enumerate(shards):
         key = input_key(shard)
@@ -170,10 +175,6 @@ def index_inputs(
             continue
         round_number = position + 1 if by_content else int(shard.round or 1)
         with lock:
-            if shard.batch_id:  # listed while never sent, and sent since: its batch's rows replace those
-                stale = store.source(f"{NEVER_SENT}{shard.index}")
-                if stale:
-                    store.drop_source(stale[0])
             known = store.source(key)
         path = input_path(client, shard, out_dir) if shard.batch_id else unsent_path(client, shard, out_dir)
         if path is not None:

@@ -142,6 +142,10 @@ class Store:
         ).fetchone()
         return None if row is None else (int(row[0]), row[1], int(row[2] or 0), int(row[3] or 0), int(row[4]))
 
+    def source_keys(self) -> list[tuple[int, str]]:
+        """Every source's ``(src, batch_id)``: the batch, or the key of a never-sent shard's inputs."""
+        return [(int(r[0]), str(r[1])) for r in self.db.execute("SELECT src, batch_id FROM sources")]
+
     def drop_source(self, src: int) -> None:
         self.db.execute("DELETE FROM inputs WHERE src = ?", (src,))
         self.db.execute("DELETE FROM sources WHERE src = ?", (src,))
