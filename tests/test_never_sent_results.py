@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator_server import EmulatorServer
-from hostile_server import Action, HostileProxy, Seen, Upstream
+from hostile_server import BATCHES, Action, HostileProxy, Seen, Upstream, reply
 
 CAP = ("--max-requests", "3")  # the emulator refuses an uploaded file of more than 3 requests
 
@@ -265,3 +265,45 @@ def test_a_refused_input_fixed_and_sent_by_the_same_command_again_is_listed_once
         assert (
             all(r["status"] == "completed" for r in results) and not Path(doc["files"]["retry"]).read_bytes()
         )
+
+
+def test_an_uploaded_shard_without_a_batch_is_listed_from_what_was_uploaded(tmp_path, h):
+    """The server refuses b's batch creation (its file is uploaded). Fetch lists b's requests as missing,
+    from the local file while it is unchanged and from the server's copy once it changed (the batch is made
+    from the upload); the resubmit creates b's batch from that upload and fetch lists its answers."""
+    a = h.write_jsonl(tmp_path / "a.jsonl", h.chat_lines(2, prefix="a"))
+    b = h.write_jsonl(tmp_path / "b.jsonl", h.chat_lines(2, prefix="b"))
+    manifest = tmp_path / "job.manifest.json"
+    fetch = ("fetch_results", "--manifest", str(manifest))
+    order = ["a-00000", "a-00001", "b-00000", "b-00001"]
+    refusal = "the batch could not be created"
+    with h.start_emulator() as emu, HostileProxy(emu.base_url) as proxy:
+        proxy.add(reply(400, refusal, on=BATCHES, method="POST", times=1, after=1))  # b's creation
+        env = h.script_env(proxy.base_url)
+        code, doc, err = h.run_script("submit", str(a), str(b), "--manifest", str(manifest), env=env)
+        assert code == 4 and refusal in doc["error"]["message"], (code, doc, err)
+        shard = json.loads(manifest.read_text())["shards"][1]
+        assert shard["file_id"] and shard["batch_id"] is None, shard
+        h.poll_wait("--manifest", str(manifest), env=env, code=6)
+
+        code, doc, err = h.run_script(*fetch, env=env)
+        assert code == 6 and doc["unsent"] == {"shards": 1, "requests": 2}, (code, doc, err)
+        results = read(Path(doc["files"]["results"]))
+        assert [(r["custom_id"], r["status"]) for r in results] == list(
+            zip(order, ["completed"] * 2 + ["missing"] * 2, strict=True)
+        ), results
+        assert results[2]["error"]["type"] == "never_sent", results[2]
+
+        h.write_jsonl(b, h.chat_lines(3, prefix="edited"))  # not what was uploaded
+        code, doc, err = h.run_script(*fetch, env=env)
+        assert code == 6 and "server's copy" in err, (code, doc, err)
+        assert ids(Path(doc["files"]["results"])) == order  # what the batch will be made from
+        assert ids(Path(doc["files"]["retry"])) == order[2:]
+
+        code, doc, err = h.run_script("submit", "--resubmit", "--manifest", str(manifest), env=env)
+        assert code == 0 and doc["created"] == 1, (code, doc, err)
+        h.poll_wait("--manifest", str(manifest), env=env)
+        code, doc, err = h.run_script(*fetch, env=env)
+        assert code == 0 and doc["complete"] is True, (code, doc, err)
+        results = read(Path(doc["files"]["results"]))
+        assert [(r["custom_id"], r["status"]) for r in results] == [(i, "completed") for i in order], results
