@@ -307,3 +307,42 @@ def test_an_uploaded_shard_without_a_batch_is_listed_from_what_was_uploaded(tmp_
         assert code == 0 and doc["complete"] is True, (code, doc, err)
         results = read(Path(doc["files"]["results"]))
         assert [(r["custom_id"], r["status"]) for r in results] == [(i, "completed") for i in order], results
+
+
+def test_never_sent_inputs_sent_later_are_first_round_inputs_of_the_next_rounds(tmp_path, h):
+    """Every request fails (the server's fail rate 1). b, refused at upload, is listed as never sent, fixed
+    and sent by --resubmit (finishing round 1); the next --resubmit sends a's and b's failures as round 2.
+    Fetch lists each input once, in input order, with 2 attempts and its round-2 answer; retry.jsonl holds
+    the round-1 request lines (b's as fixed)."""
+    unserved = "Qwen/Qwen3.5-27B"  # not in the emulator's model list
+    a = h.write_jsonl(tmp_path / "a.jsonl", h.chat_lines(2, prefix="a"))
+    b = h.write_jsonl(tmp_path / "b.jsonl", h.chat_lines(2, prefix="b", model=unserved))
+    manifest = tmp_path / "job.manifest.json"
+    fetch = ("fetch_results", "--manifest", str(manifest))
+    resubmit = ("submit", "--resubmit", "--manifest", str(manifest))
+    order = ["a-00000", "a-00001", "b-00000", "b-00001"]
+    with h.start_emulator("--fail-rate", "1") as emu:
+        env = h.script_env(emu.base_url)
+        code, doc, err = h.run_script("submit", str(a), str(b), "--manifest", str(manifest), env=env)
+        assert code == 3, (code, doc, err)
+        h.poll_wait("--manifest", str(manifest), env=env, code=6)
+        code, doc, err = h.run_script(*fetch, env=env)
+        assert code == 6 and doc["failures_by_type"]["never_sent"] == 2, (code, doc, err)
+
+        h.write_jsonl(b, h.chat_lines(2, prefix="b"))
+        code, doc, err = h.run_script(*resubmit, env=env)
+        assert code == 0 and doc["created"] == 1, (code, doc, err)  # round 1 finished: b
+        h.poll_wait("--manifest", str(manifest), env=env, code=6)
+        code, doc, err = h.run_script(*resubmit, env=env)
+        assert code == 0 and doc["created"] == 1, (code, doc, err)  # round 2: the four failures
+        h.poll_wait("--manifest", str(manifest), env=env, code=6)
+        code, doc, err = h.run_script(*fetch, env=env)
+        assert code == 6 and "unsent" not in doc and doc["counts"]["requests"] == 4, (code, doc, err)
+
+    shards = json.loads(manifest.read_text())["shards"]
+    assert [s["round"] for s in shards] == [1, 1, 2] and shards[2]["requests"] == 4, shards
+    results = read(Path(doc["files"]["results"]))
+    assert [r["custom_id"] for r in results] == order, results
+    assert all(r["attempts"] == 2 and r["batch_id"] == shards[2]["batch_id"] for r in results), results
+    assert all(r["status"] == "failed" for r in results), results
+    assert Path(doc["files"]["retry"]).read_bytes() == a.read_bytes() + b.read_bytes()
