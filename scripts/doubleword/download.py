@@ -41,8 +41,8 @@ from doubleword.cli import Progress, info, warn
 from doubleword.client import ApiClient, ApiError
 from doubleword.config import DELETED
 from doubleword.errors import BusyError, ExitCode, InputError, ServiceError
-from doubleword.files import atomic_write_text
-from doubleword.inorder import OrderTracker
+from doubleword.files import AtomicFile, atomic_write_text
+from doubleword.inorder import OrderTracker, Range, ResultsDraft
 from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
 from doubleword.remote import delete_remote, early_analytics, job_cost
 from doubleword.results import Run, join
@@ -74,7 +74,9 @@ def finish_stamp(batch: dict[str, Any]) -> str:
 class Engine:
     """Downloads of one job into one output folder (the caller holds the folder's run lock)."""
 
-    def __init__(self, client: ApiClient, manifest: Manifest, out_dir: Path, page_size: int = 0) -> None:
+    def __init__(
+        self, client: ApiClient, manifest: Manifest, out_dir: Path, page_size: int = 0, draft: bool = False
+    ) -> None:
         self.client, self.manifest, self.out_dir, self.page_size = client, manifest, out_dir, page_size
         self.lock = threading.RLock()
         state = fetch_state(manifest)
@@ -108,14 +110,20 @@ class Engine:
                 for shard in manifest.shards:
                     shard.downloads.pop(kind, None)
             self.sinks[kind] = sink
-        self.last_commit = time.monotonic()
-        self.commit()  # while the first requests go out (as are the download's commits)
         # answers checked against their inputs as they arrive, per batch (None: not checked)
         self.trackers: dict[str, OrderTracker | None] = {}
         self.proofs: dict[str, Future[str]] = {}  # the input digest of each batch to be tracked
         self.one_round = len({int(s.round or 1) for s in manifest.shards}) == 1
         self.disordered = False
         self.on_disorder: Callable[[], Any] = lambda: None
+        self.sent = {str(s.batch_id): s for s in manifest.shards if s.batch_id}
+        # results.jsonl written as the in-order answers arrive (the committer copies them)
+        self.draft: ResultsDraft | None = None
+        self._to_copy: list[Range] = []
+        if draft and self.one_round:
+            self.draft = ResultsDraft(out_dir / "results.jsonl", self.records.path, list(self.sent))
+        self.last_commit = time.monotonic()
+        self.commit()  # while the first requests go out (as are the download's commits)
 
     def ordered_runs(self, shards: list[Shard]) -> list[Run] | None:
         """The job's results as runs of the record file when every batch came back complete and in input
@@ -147,6 +155,8 @@ class Engine:
         try:
             self._settle()
         finally:
+            if self.draft is not None:
+                self.draft.discard()
             with self.lock:
                 for sink in self.sinks.values():
                     sink.close()
@@ -165,6 +175,8 @@ class Engine:
             self._raise_commit_error()
             descriptors = [sink.flush() for sink in self.sinks.values()]
             descriptors.append(self.records.flush())
+            if self.draft is not None:
+                self._to_copy += self.draft.due(self.trackers, lambda b: shard_finished(self.sent[b]))
             self.store.commit()
             self._to_write = (descriptors, self.manifest.snapshot())
             self.last_commit = time.monotonic()
@@ -180,7 +192,11 @@ class Engine:
                     self._committer = None
                     return
                 (descriptors, snapshot), self._to_write = self._to_write, None
+                copy, self._to_copy, draft = self._to_copy, [], self.draft
             try:
+                if draft is not None and copy:
+                    draft.write(copy)
+                    descriptors = [*descriptors, draft.file.fd]
                 for descriptor in descriptors:
                     os.fsync(descriptor)
                 self.manifest.save_snapshot(snapshot)
@@ -198,6 +214,21 @@ class Engine:
             committer.join()
         with self.lock:
             self._raise_commit_error()
+
+    def drafted(self, ordered: list[Run] | None) -> AtomicFile | None:
+        """results.jsonl as written during the download, completed to ``ordered`` (the job's runs), to be
+        put in place by the join; None when the join writes it (not every batch came back in order)."""
+        self._settle()  # what the committer was handed is written
+        with self.lock:
+            draft, self.draft = self.draft, None
+            unwritten, self._to_copy = self._to_copy, []  # none: nothing commits now
+        if draft is None:
+            return None
+        if ordered is None:
+            draft.discard()
+            return None
+        draft.write(unwritten)
+        return draft.complete(ordered)
 
     def _raise_commit_error(self) -> None:
         error, self._commit_error = self._commit_error, None
@@ -579,7 +610,7 @@ def _download_and_join(
     client: ApiClient, manifest: Manifest, out_dir: Path, options: Options
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], bool, int, Any]:
     """The downloads and the results files: (summary, batches, finished, requests unlisted, analytics)."""
-    engine = Engine(client, manifest, out_dir, options.page_size)
+    engine = Engine(client, manifest, out_dir, options.page_size, draft=not options.export)
     try:
         shards = [s for s in manifest.shards if s.batch_id]
         first = manifest.first_round.number  # its never-sent shards' inputs are listed too (as missing)
@@ -608,7 +639,8 @@ def _download_and_join(
 
                 extra.append(Export(options.export, engine.store, listed))
             results_path, retry_path = out_dir / "results.jsonl", out_dir / "retry.jsonl"
-            summary = join(engine.store, running, results_path, retry_path, extra, ordered=ordered)
+            written = engine.drafted(ordered)
+            summary = join(engine.store, running, results_path, retry_path, extra, ordered, written)
         short = _shortfall(engine.store, shards, batches)
     finally:
         engine.close()

@@ -53,23 +53,82 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
 
 @contextlib.contextmanager
 def _atomic_target(target: Path) -> Iterator[IO[bytes]]:
-    target = real_target(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(target)
-    mode = _mode_for(target)
-    fd, tmp = temp_file_beside(target)
+    file = AtomicFile(target)
     try:
-        with naming_errors(target), os.fdopen(fd, "wb") as handle:
+        with naming_errors(file.target), os.fdopen(file.fd, "wb", closefd=False) as handle:
             yield handle
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        with naming_errors(target):
-            os.replace(tmp, target)
+        file.install()
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        file.discard()
         raise
+
+
+class AtomicFile:
+    """A temp file beside ``path`` that replaces it only when installed: discarded (or left by a killed run,
+    which a later run removes), ``path`` stays as it was. Written through its descriptor ``fd``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.target = real_target(Path(path))
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.target)
+        self.mode = _mode_for(self.target)
+        self.fd, self.tmp = temp_file_beside(self.target)
+
+    def install(self) -> None:
+        """Synced, then put in place of ``path`` (a reader sees the old file or the whole new one)."""
+        with naming_errors(self.target):
+            os.fchmod(self.fd, self.mode)
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+            os.replace(self.tmp, self.target)
+            self.tmp = ""
+
+    def discard(self) -> None:
+        """Closed and removed, unless installed."""
+        with contextlib.suppress(OSError):
+            if self.fd >= 0:
+                os.close(self.fd)
+        self.fd = -1
+        if self.tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+            self.tmp = ""
+
+
+COPY_PIECE = 1 << 20
+
+
+class RangeCopier:
+    """Byte ranges of one file appended to others: by the system where it can (``copy_file_range``: the
+    bytes never pass through this process), else in pieces (memory stays flat), from wherever the system
+    refused, even part-way."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.kernel = hasattr(os, "copy_file_range")
+
+    def append(self, start: int, end: int, dest: int) -> None:
+        """Bytes ``start`` to ``end`` of the source appended to the file descriptor ``dest``, at its position."""
+        if self.kernel:
+            try:
+                while start < end:
+                    copied = os.copy_file_range(self.source.fileno(), dest, end - start, start)
+                    if copied <= 0:
+                        break
+                    start += copied
+            except OSError:  # a file system that cannot: the pieces go on from where it stopped
+                self.kernel = False
+        self.source.seek(start)
+        while start < end:
+            piece = self.source.read(min(COPY_PIECE, end - start))
+            if not piece:
+                name = os.path.basename(str(self.source.name))
+                raise OSError(f"{name} ended at byte {start} of {end} (changed while being copied?)")
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(dest, view) :]
+            start += len(piece)
 
 
 def real_target(path: Path) -> Path:

@@ -14,11 +14,13 @@ a run that resumes a batch part-way takes the index's path (which still writes a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from doubleword.batch_inputs import JSON_HINTS, custom_id_of, fast_custom_id
+from doubleword.files import AtomicFile, RangeCopier
 from doubleword.store import RecordRow
 
 Range = tuple[int, int]  # a byte range of the record file
@@ -99,3 +101,95 @@ class OrderTracker:
         self.retire()
         self.complete = self.count > 0
         return self.complete
+
+
+class ResultsDraft:
+    """results.jsonl written while the answers arrive in input order, so that none of it is left for the end.
+
+    At each commit the engine asks :meth:`due` for the record-file ranges of in-order answers not handed
+    over yet, in the job's order (a batch's answers once every earlier batch is read to its end), and its
+    committer thread appends them (:meth:`write`). When the job came back in order, :meth:`complete` adds
+    what is left and the join puts the file in place of results.jsonl; the first batch that is not in order
+    stops the draft, which is then discarded and results.jsonl written by the join as before."""
+
+    def __init__(self, results_path: Path, records_path: Path, batch_ids: Sequence[str]) -> None:
+        self.batch_ids = list(batch_ids)
+        self.file = AtomicFile(results_path)
+        self.records = open(records_path, "rb")  # noqa: SIM115 - closed by discard()/complete()
+        self.copier = RangeCopier(self.records)
+        self.handed: list[Range] = []  # everything handed over, in order (coalesced)
+        self.stopped = False
+        self._batch = 0  # the batch being handed over (index in batch_ids)
+        self._range = 0  # its first range not wholly handed over (the last may still grow)
+        self._upto = 0  # the record-file offset handed over up to, in that batch
+
+    def due(self, trackers: dict[str, OrderTracker | None], read: Callable[[str], bool]) -> list[Range]:
+        """The ranges to append now; ``read(batch_id)``: that batch's files are read to their end."""
+        out: list[Range] = []
+        while not self.stopped and self._batch < len(self.batch_ids):
+            batch_id = self.batch_ids[self._batch]
+            if batch_id not in trackers:
+                break  # not downloading yet
+            tracker = trackers[batch_id]
+            if tracker is None or (tracker.handle is None and not tracker.complete):
+                self.stopped = True  # not tracked, or not in order: the join writes results.jsonl
+                break
+            ranges = tracker.ranges
+            for start, end in ranges[self._range :]:
+                start = max(start, self._upto)
+                if end > start:
+                    out.append((start, end))
+                    self._upto = end
+            self._range = max(0, len(ranges) - 1)
+            if not read(batch_id):
+                break
+            self._batch, self._range, self._upto = self._batch + 1, 0, 0
+        for start, end in out:
+            if self.handed and self.handed[-1][1] == start:
+                self.handed[-1] = (self.handed[-1][0], end)
+            else:
+                self.handed.append((start, end))
+        return out
+
+    def write(self, ranges: Sequence[Range]) -> None:
+        for start, end in ranges:
+            self.copier.append(start, end, self.file.fd)
+
+    def complete(self, runs: Sequence[Any]) -> AtomicFile | None:
+        """The file holding the whole of ``runs`` (what is left appended), or None (discarded) if what was
+        handed over is not their beginning. Call once the committer has written everything handed over."""
+        whole = [r for run in runs for r in run.ranges]
+        rest = _after_prefix(whole, self.handed)
+        if rest is None or os.fstat(self.file.fd).st_size != sum(e - s for s, e in self.handed):
+            self.discard()
+            return None
+        self.write(rest)
+        self.records.close()
+        return self.file
+
+    def discard(self) -> None:
+        self.records.close()
+        self.file.discard()
+
+
+def _after_prefix(whole: Sequence[Range], prefix: Sequence[Range]) -> list[Range] | None:
+    """The byte ranges of ``whole`` after the bytes of ``prefix``, if ``prefix`` is how ``whole`` begins
+    (ranges split or joined anywhere); else None."""
+    whole_bytes = [(s, e) for s, e in whole if e > s]
+    i, offset = 0, 0  # position in whole: range i, bytes into it
+    for start, end in prefix:
+        while start < end:
+            if i >= len(whole_bytes):
+                return None
+            w_start, w_end = whole_bytes[i]
+            if start != w_start + offset:
+                return None
+            step = min(end - start, w_end - w_start - offset)
+            start += step
+            offset += step
+            if w_start + offset == w_end:
+                i, offset = i + 1, 0
+    rest = whole_bytes[i:]
+    if rest and offset:
+        rest[0] = (rest[0][0] + offset, rest[0][1])
+    return rest

@@ -12,6 +12,7 @@ failure groups with advice, examples), and :class:`doubleword.export.Export` (th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,7 +24,7 @@ from typing import IO, Any, Protocol
 
 from doubleword.answers import ANSWER_KEYS, HEAD_KEYS, STATUSES, USABLE, check_json, json_request
 from doubleword.batch_inputs import MANIFEST_META, is_never_sent
-from doubleword.files import atomic_writer
+from doubleword.files import AtomicFile, RangeCopier, atomic_writer
 from doubleword.store import RECORDS_NAME, Store
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -32,7 +33,6 @@ RETRY_HELPS = frozenset(
     {"RetriableHttpStatus", "NetworkError", "Timeout", "TaskTerminated", "BatchTerminated"}
 )
 _EMPTY = dict.fromkeys(ANSWER_KEYS)
-COPY_PIECE = 1 << 20
 WRITE_LINES = 512  # results.jsonl lines written at once
 
 
@@ -106,7 +106,7 @@ class _Requests:
         self.paths = paths
         self.handles: dict[int, IO[bytes]] = {}
         self.records = open(records_path, "rb") if records_path.exists() else None  # noqa: SIM115
-        self.kernel_copy = hasattr(os, "copy_file_range")
+        self.copier = RangeCopier(self.records) if self.records is not None else None
 
     def record(self, offset: int, length: int) -> bytes | None:
         if self.records is None:
@@ -115,29 +115,11 @@ class _Requests:
         return self.records.read(length)
 
     def copy(self, start: int, end: int, handle: IO[bytes]) -> None:
-        """Bytes ``start`` to ``end`` of the record file appended to ``handle``: by the system where it
-        can (``copy_file_range``: no pass through this process), else in pieces (memory stays flat)."""
-        assert self.records is not None
-        if self.kernel_copy:
-            handle.flush()
-            try:
-                while start < end:
-                    copied = os.copy_file_range(self.records.fileno(), handle.fileno(), end - start, start)
-                    if copied <= 0:
-                        break
-                    start += copied
-            except OSError:  # a file system that cannot (the pieces below go on from where it stopped)
-                self.kernel_copy = False
-            handle.seek(0, os.SEEK_END)  # the buffered handle's position, after the system's writes
-        self.records.seek(start)
-        while start < end:
-            piece = self.records.read(min(COPY_PIECE, end - start))
-            if not piece:
-                raise OSError(
-                    f"{RECORDS_NAME} ended at byte {start} of {end} (changed while writing results?)"
-                )
-            handle.write(piece)
-            start += len(piece)
+        """Bytes ``start`` to ``end`` of the record file appended to ``handle``."""
+        assert self.copier is not None
+        handle.flush()
+        self.copier.append(start, end, handle.fileno())
+        handle.seek(0, os.SEEK_END)  # the buffered handle's position, after the writes to its descriptor
 
     def raw(self, source: tuple[int, int, int]) -> bytes | None:
         src, offset, length = source
@@ -468,16 +450,22 @@ def join(
     retry_path: Path,
     extra: Sequence[Writer] = (),
     ordered: list[Run] | None = None,
+    written: AtomicFile | None = None,
 ) -> dict[str, Any]:
     """Write results.jsonl and retry.jsonl (atomically) and feed ``extra`` writers; returns the summary
     (with ``per_batch`` counts). ``ordered``: the whole job as runs, known without the index (answers
-    checked against their inputs as they arrived, :mod:`doubleword.inorder`)."""
+    checked against their inputs as they arrived, :mod:`doubleword.inorder`); ``written``: results.jsonl
+    already written from those runs while they arrived, put in place here."""
     requests = _Requests(store.source_paths(), store.path.with_name(RECORDS_NAME))
     summary = Summary()
     try:
-        with atomic_writer(results_path) as results, atomic_writer(retry_path) as retry:
-            lines = ResultsFile(results, requests)
-            writers: list[Writer] = [lines, RetryFile(retry, requests), summary, *extra]
+        with contextlib.ExitStack() as files:
+            retry = files.enter_context(atomic_writer(retry_path))
+            writers: list[Writer] = [RetryFile(retry, requests), summary, *extra]
+            lines = None
+            if written is None or not ordered:
+                lines = ResultsFile(files.enter_context(atomic_writer(results_path)), requests)
+                writers.insert(0, lines)
             adders = [w.add for w in writers]
             run_adders = [getattr(w, "add_run", None) for w in writers]  # a writer without: no runs
             runs = None not in run_adders
@@ -491,12 +479,17 @@ def join(
                 else:
                     for add in adders:
                         add(item)
-            lines.flush()
+            if lines is not None:
+                lines.flush()
             for writer in extra:
                 close = getattr(writer, "close", None)
                 if close is not None:
                     close()
+        if lines is None and written is not None:
+            written.install()
     finally:
+        if written is not None:
+            written.discard()  # nothing when installed
         requests.close()
     report = summary.report()
     report["per_batch"] = summary.per_batch

@@ -1,0 +1,113 @@
+"""results.jsonl written while in-order answers arrive (doubleword.inorder.ResultsDraft): what is handed
+over, in which order, when it stops, and that the file installed is exactly the job's runs."""
+
+from __future__ import annotations
+
+import os
+
+from doubleword.inorder import ResultsDraft, _after_prefix
+from doubleword.results import Run
+
+RECORDS = b"".join(b'{"custom_id":"r%03d","status":"completed"}\n' % i for i in range(40))
+LINE = len(RECORDS) // 40
+
+
+class Tracker:
+    """What the draft reads of an order tracker: its ranges, and whether it is still checking."""
+
+    def __init__(self, ranges):
+        self.ranges, self.handle, self.complete = list(ranges), object(), False
+
+
+def lines(first, last):  # records first..last-1 as a record-file range
+    return (first * LINE, last * LINE)
+
+
+def _draft(tmp_path, batch_ids):
+    records = tmp_path / "records.jsonl"
+    records.write_bytes(RECORDS)
+    return ResultsDraft(tmp_path / "results.jsonl", records, batch_ids)
+
+
+def _temps(tmp_path):
+    return sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_batches_are_handed_over_in_job_order_as_they_grow(tmp_path):
+    draft = _draft(tmp_path, ["A", "B"])
+    read = set()
+    trackers = {}
+    assert draft.due(trackers, read.__contains__) == []  # nothing downloading yet
+    trackers["A"] = Tracker([lines(0, 3)])
+    trackers["B"] = Tracker([lines(3, 5)])  # B's answers arrive between A's: they wait for A
+    assert draft.due(trackers, read.__contains__) == [lines(0, 3)]
+    trackers["A"].ranges[-1] = lines(0, 4)  # the last range grows in place
+    trackers["A"].ranges.append(lines(6, 8))
+    assert draft.due(trackers, read.__contains__) == [lines(3, 4), lines(6, 8)]
+    read.add("A")  # A read to its end: B's follow
+    assert draft.due(trackers, read.__contains__) == [lines(3, 5)]
+    assert draft.due(trackers, read.__contains__) == []
+    assert draft.handed == [lines(0, 4), lines(6, 8), lines(3, 5)]
+
+
+def test_written_and_completed_it_holds_exactly_the_runs(tmp_path):
+    draft = _draft(tmp_path, ["A", "B"])
+    trackers = {"A": Tracker([lines(0, 2)]), "B": Tracker([lines(2, 3)])}
+    draft.write(draft.due(trackers, lambda b: False))
+    trackers["A"].ranges += [lines(5, 9)]
+    runs = [
+        Run("A", [lines(0, 2), lines(5, 9)], 6, [0, 0, 0], b""),
+        Run("B", [lines(2, 3), lines(9, 12)], 4, [0, 0, 0], b""),
+    ]
+    file = draft.complete(runs)  # what was not handed yet (A's second range, all of B) is added
+    assert file is not None
+    file.install()
+    want = (
+        RECORDS[0 : 2 * LINE]
+        + RECORDS[5 * LINE : 9 * LINE]
+        + RECORDS[2 * LINE : 3 * LINE]
+        + RECORDS[9 * LINE : 12 * LINE]
+    )
+    assert (tmp_path / "results.jsonl").read_bytes() == want
+    assert _temps(tmp_path) == []
+
+
+def test_a_batch_out_of_order_or_untracked_stops_the_draft(tmp_path):
+    for stop in ("retired", "untracked"):
+        draft = _draft(tmp_path, ["A", "B"])
+        trackers = {"A": Tracker([lines(0, 2)]), "B": Tracker([lines(2, 4)])}
+        if stop == "retired":
+            trackers["B"].handle = None  # it saw an answer out of order
+        else:
+            trackers["B"] = None  # read from the middle: not checked
+        assert draft.due(trackers, lambda b: b == "A") == [lines(0, 2)]
+        assert draft.stopped
+        trackers["A"].ranges.append(lines(5, 6))
+        assert draft.due(trackers, lambda b: b == "A") == []
+        draft.discard()
+        assert _temps(tmp_path) == []
+
+
+def test_a_draft_that_is_not_the_beginning_of_the_runs_is_discarded(tmp_path):
+    (tmp_path / "results.jsonl").write_bytes(b"the old results\n")
+    for case in ("other ranges", "a copy lost"):
+        draft = _draft(tmp_path, ["A"])
+        draft.write(draft.due({"A": Tracker([lines(0, 3)])}, lambda b: True))
+        if case == "a copy lost":
+            os.ftruncate(draft.file.fd, LINE)
+            runs = [Run("A", [lines(0, 3)], 3, [0, 0, 0], b"")]
+        else:
+            runs = [Run("A", [lines(1, 3)], 2, [0, 0, 0], b"")]
+        assert draft.complete(runs) is None, case
+        assert _temps(tmp_path) == [] and (tmp_path / "results.jsonl").read_bytes() == b"the old results\n"
+
+
+def test_the_rest_after_a_prefix_split_or_joined_anywhere():
+    whole = [(0, 10), (20, 30), (30, 35), (50, 60)]
+    assert _after_prefix(whole, []) == whole
+    assert _after_prefix(whole, [(0, 4), (4, 10), (20, 25)]) == [(25, 30), (30, 35), (50, 60)]
+    assert _after_prefix(whole, [(0, 10), (20, 35)]) == [(50, 60)]  # two ranges handed as one
+    assert _after_prefix(whole, [(0, 10), (20, 35), (50, 60)]) == []
+    assert _after_prefix(whole, [(0, 10), (21, 30)]) is None  # a gap
+    assert _after_prefix(whole, [(0, 10), (20, 30), (30, 35), (50, 61)]) is None  # past the end
+    assert _after_prefix([(0, 0), (5, 8)], [(5, 6)]) == [(6, 8)]  # empty ranges count for nothing
