@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping
 from typing import IO
 
@@ -21,7 +20,7 @@ class MultipartFile:
 
     def __init__(self, path: str | os.PathLike[str], filename: str, fields: Mapping[str, str]) -> None:
         self.meter: Transfer | None = None
-        self.boundary = f"dwb-{uuid.uuid4().hex}"
+        self.boundary = f"dwb-{os.urandom(16).hex()}"  # random as uuid4, without its import (~2 ms a start)
         self.content_type = f"multipart/form-data; boundary={self.boundary}"
         head = b"".join(
             f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
