@@ -108,7 +108,8 @@ def add_model_flags(g: argparse._ArgumentGroup) -> None:
         default=",".join(DEFAULT_REASONING_MODELS),
         metavar="LIST",
         help="comma-separated models that answer with reasoning_content, which uses the output budget "
-        "first (default: %(default)s)",
+        "first (default: %(default)s); the efforts each model lists and accepts come from its family "
+        "(Qwen3/Qwen3.5 chat: none, low, medium, high; gpt-oss: low, medium, high)",
     )
     g.add_argument(
         "--sloppy-rate",

@@ -16,7 +16,9 @@ DEFAULT_MODELS = (
 DEFAULT_REASONING_MODELS = ("openai/gpt-oss-20b", "Qwen/Qwen3-14B-FP8")
 
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
-# gpt-oss always reasons (no "none"); hybrid models (Qwen3) can switch it off.
+# gpt-oss always reasons (no "none"); hybrid models (the Qwen3 and Qwen3.5 chat models, whose effort the
+# server turns into the chat template's thinking flag, doubleword-api.md 4.5) can switch it off. Which
+# levels besides "none" a Qwen model takes the doc does not say: these four are this emulator's reading.
 MODEL_EFFORTS = {"openai/gpt-oss-20b": ("low", "medium", "high")}
 HYBRID_EFFORTS = ("none", "low", "medium", "high")
 DEFAULT_EFFORT = "medium"
@@ -40,6 +42,15 @@ def is_vision_model(name: str) -> bool:
     return "-vl-" in low or "ocr" in low or low.startswith("qwen/qwen3.5")
 
 
+def is_hybrid_thinking(name: str) -> bool:
+    """Qwen3 and Qwen3.5 chat models think unless told ``reasoning_effort: "none"``; their Instruct variants
+    (Qwen3-VL-...-Instruct), the embedding and OCR models do not think at all."""
+    low = name.lower()
+    return low.startswith("qwen/qwen3") and not (
+        is_embedding_model(name) or "instruct" in low or "ocr" in low
+    )
+
+
 def embedding_dimensions(name: str) -> int:
     return EMBEDDING_DIMENSIONS.get(name, DEFAULT_EMBEDDING_DIMENSIONS)
 
@@ -58,7 +69,12 @@ class Catalog:
         return name in self.reasoning
 
     def efforts(self, name: str) -> tuple[str, ...] | None:
-        """The reasoning efforts a model accepts; None: not a reasoning model (any effort is ignored)."""
-        if not self.reasons(name):
-            return None
-        return MODEL_EFFORTS.get(name, HYBRID_EFFORTS)
+        """The reasoning efforts a model accepts, as ``GET /models?include_reasoning_capabilities=true``
+        lists them: the model family's (a hybrid Qwen model lists ``none`` whether or not this emulator's
+        built-in model reasons for it, see :meth:`reasons`); None: no reasoning control (any effort is
+        ignored)."""
+        if name in MODEL_EFFORTS:
+            return MODEL_EFFORTS[name]
+        if self.reasons(name) or is_hybrid_thinking(name):
+            return HYBRID_EFFORTS
+        return None

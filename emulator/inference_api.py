@@ -21,7 +21,7 @@ MODEL_CREATED = 1767225600
 
 def model_object(name: str, catalog: Catalog | None = None) -> dict:
     """The model object; with a catalog, `supported_reasoning_efforts` too (an empty list for a model
-    that does not reason)."""
+    without a reasoning control)."""
     obj: dict = {"id": name, "object": "model", "created": MODEL_CREATED, "owned_by": "None"}
     if catalog is not None:
         obj["supported_reasoning_efforts"] = list(catalog.efforts(name) or ())

@@ -12,7 +12,7 @@ import struct
 import jsonschema
 import openai
 import pytest
-from conftest import CHAT, EMBED, chat_line
+from conftest import CHAT, EMBED, chat_line, jsonl
 from emulator_server import EmulatorServer
 
 GPT_OSS = "openai/gpt-oss-20b"
@@ -186,13 +186,45 @@ def test_models_list_reasoning_efforts():
         ).json()
         efforts = {m["id"]: m["supported_reasoning_efforts"] for m in listed["data"]}
         assert efforts[GPT_OSS] == ["low", "medium", "high"]
-        assert efforts[CHAT] == ["none", "low", "medium", "high"] and efforts[QWEN3] == []
+        assert efforts[CHAT] == efforts[QWEN3] == ["none", "low", "medium", "high"]  # reasoning here or not
         assert VISION in efforts  # the vision model is served by default
         body = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}]}
         r = requests.post(emu.base_url + "/chat/completions", json=body, headers=emu.headers).json()
         assert r["choices"][0]["message"]["reasoning_content"]  # --reasoning-models made it reason
         plain = requests.get(emu.base_url + "/models", headers=emu.headers).json()["data"][0]
         assert "supported_reasoning_efforts" not in plain
+
+
+def test_the_default_list_gives_each_model_its_familys_efforts_and_they_are_what_is_accepted(api):
+    """doubleword-api.md 4.5: the server turns a Qwen model's effort into its chat template's thinking flag
+    (``none`` switches it off), gpt-oss always reasons; the listing and the upload check agree, for
+    Qwen/Qwen3.5-9B too (SKILL.md's examples pass ``--reasoning-effort none`` with it)."""
+    listed = api.get("/models", params={"include_reasoning_capabilities": "true"}).json()["data"]
+    efforts = {m["id"]: m["supported_reasoning_efforts"] for m in listed}
+    hybrid = ["none", "low", "medium", "high"]
+    assert efforts == {
+        CHAT: hybrid,
+        "Qwen/Qwen3.5-4B": hybrid,
+        QWEN3: hybrid,
+        VISION: [],  # an Instruct model: no thinking to switch
+        GPT_OSS: ["low", "medium", "high"],
+        "Qwen/Qwen3-Embedding-8B": [],
+    }
+    for model, effort in ((CHAT, "none"), (CHAT, "high"), (GPT_OSS, "low")):
+        r = api.upload(jsonl([chat_line(1, model=model, reasoning_effort=effort)]))
+        assert r.status_code == 201, (model, effort, r.text)
+    r = api.upload(jsonl([chat_line(1, reasoning_effort="minimal")]))
+    assert (r.status_code, r.text) == (
+        400,
+        "Line 1: Reasoning effort 'minimal' is not supported by this provider. Supported values: none, low, "
+        "medium, high.",
+    )
+    r = api.upload(jsonl([chat_line(1, model=VISION, reasoning_effort="turbo")]))  # no control: the 7 levels
+    assert r.status_code == 400 and r.text.endswith(
+        "Supported values: none, minimal, low, medium, high, xhigh, max."
+    )
+    answer = chat(api, reasoning_effort="none")["choices"][0]["message"]
+    assert answer["content"] and not answer.get("reasoning_content")
 
 
 def test_the_openai_sdk_reads_reasoning_and_streams_it(emu):

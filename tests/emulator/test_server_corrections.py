@@ -64,7 +64,7 @@ REFUSED = [
     (
         "/v1/chat/completions",
         {"reasoning_effort": "turbo"},
-        "Reasoning effort 'turbo' is not supported by this provider. Supported values: none, minimal, low, medium, high, xhigh, max.",
+        "Reasoning effort 'turbo' is not supported by this provider. Supported values: none, low, medium, high.",
     ),
     (
         "/v1/responses",
