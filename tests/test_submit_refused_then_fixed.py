@@ -123,3 +123,45 @@ def test_a_changed_input_that_the_job_sent_is_still_refused(tmp_path, h):
         code, doc, err = h.run_script(*submit, env=env)
         assert code == 0 and doc["created"] == 1 and doc["existing"] == 1, (code, doc, err)
         assert emu.stats()["files_created"] == 2 and emu.stats()["batches_created"] == 2
+
+
+def test_a_refused_shard_file_fixed_in_place_is_validated_again_before_it_is_sent(tmp_path, h):
+    """b was split (--max-requests 2) and its first shard refused; the user edits the shard files named in
+    error.shard instead of the input. A broken edit is refused locally (exit 4, every problem listed in
+    error.validation, nothing uploaded); the real fix is sent by the same command and by nothing else."""
+    a = h.write_jsonl(tmp_path / "a.jsonl", h.chat_lines(2, prefix="a"))
+    b = h.write_jsonl(tmp_path / "b.jsonl", h.chat_lines(4, prefix="b", model=UNSERVED))
+    submit = ("submit", str(a), str(b), "--max-requests", "2")
+    with h.start_emulator() as emu:
+        env = h.script_env(emu.base_url)
+        code, doc, err = h.run_script(*submit, env=env)
+        assert code == 3 and doc["error"]["shard"] != str(b.resolve()), (code, doc, err)
+        shards = [
+            Path(s["path"]) for s in json.loads(Path(doc["error"]["manifest"]).read_text())["shards"][1:]
+        ]
+        assert Path(doc["error"]["shard"]) == shards[0] and len(shards) == 2, shards
+
+        for shard in shards:
+            fixed = [json.loads(x) for x in shard.read_text().splitlines()]
+            for line in fixed:
+                line["body"]["model"] = h.CHAT_MODEL
+            fixed[1]["body"]["temperature"] = 7  # a slip while editing
+            h.write_jsonl(shard, fixed)
+        code, doc, err = h.run_script(*submit, env=env)
+        assert code == 4 and doc["error"]["shard"] == str(shards[0]), (code, doc, err)
+        assert doc["error"]["validation"][0]["valid"] is False and "temperature" in doc["error"]["message"], (
+            doc
+        )
+        assert sorted(server_files(emu)) == ["a"]
+
+        for shard in shards:
+            h.write_jsonl(
+                shard, [{**x, "body": {**x["body"], "temperature": 0}} for x in h.read_jsonl(shard)]
+            )
+        code, doc, err = h.run_script(*submit, env=env)
+        assert code == 0 and doc["created"] == 2 and doc["existing"] == 1, (code, doc, err)
+        received = server_files(emu)
+        assert sorted(line["custom_id"] for line in received["b-001"] + received["b-002"]) == [
+            f"b-{i:05d}" for i in range(4)
+        ], received
+        assert emu.stats()["files_created"] == 3 and emu.stats()["batches_created"] == 3

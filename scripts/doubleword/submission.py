@@ -78,8 +78,9 @@ def _user() -> str:
     return str(getuid()) if getuid else "user"
 
 
-def check_shard_file(manifest: Manifest, shard: Shard) -> None:
-    """A shard file still to upload must exist with the content that was planned (its digest)."""
+def check_shard_file(manifest: Manifest, shard: Shard, *, validate: bool = True) -> None:
+    """A shard file still to upload must exist with the content that was planned (its digest); a never-sent
+    one changed since (a refused file, fixed in place) is validated again (``validate``) and sent as it is."""
     assert shard.path is not None
     sent = sum(1 for s in manifest.shards if s.upload_state != "pending")
     consequence = (
@@ -95,6 +96,14 @@ def check_shard_file(manifest: Manifest, shard: Shard) -> None:
         )
     if sha256_file(shard.path) != shard.sha256:
         if shard.never_sent:  # nothing of it is on the server (a refused upload, fixed): plan it afresh
+            report = (
+                validate_file(shard.path, max_bytes=sys.maxsize, max_requests=sys.maxsize) if validate else {}
+            )
+            if validate and not report.get("valid"):
+                from doubleword.validation import invalid_summary
+
+                message = f"{invalid_summary([report])}; nothing was uploaded for it"
+                raise InputError(message, details={"shard": shard.path, "validation": [report]})
             shard.sha256 = shard.requests = shard.bytes = shard.upload_filename = shard.marker = None
             info(
                 f"shard {shard.index}: {shard.path} changed since it was planned; never sent, so sent as it is"
@@ -270,7 +279,7 @@ def send_shards(client: ApiClient, manifest: Manifest, shards: list[Shard], opti
     for shard in shards:  # every shard still to upload is there and unchanged, before any upload
         if shard.upload_state == "pending":
             complete_plan(manifest, shard)
-            check_shard_file(manifest, shard)
+            check_shard_file(manifest, shard, validate=options.validate)
     guarded = options.max_cost is not None and all(s.create_state == "pending" for s in shards)
     created = 0
     if guarded:
