@@ -45,7 +45,7 @@ from doubleword.inorder import OrderTracker, Range, ResultsDraft
 from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
 from doubleword.remote import delete_remote, early_analytics, job_cost
 from doubleword.results import Run, join
-from doubleword.sinks import BadContent, RecordFile, ReplyReader, Sink, check_content_type
+from doubleword.sinks import BadContent, RecordFile, ReplyReader, Sink, check_content_type, served_lines
 from doubleword.status import describe_batch, is_terminal, suggested_check
 from doubleword.store import RECORDS_NAME, Store
 
@@ -351,7 +351,7 @@ class Engine:
                 cursor["skip"] = 0
         if finished:
             cursor["finished"] = finished
-        served = _served(batch, kind)
+        served = served_lines(batch, kind)
         if not terminal or (served is not None and served != cursor["skip"]):
             cursor["complete"] = False
         if cursor["complete"]:
@@ -397,7 +397,7 @@ class Engine:
             finally:
                 response.close()
         incomplete = header is not None and header.strip().lower() == "true"
-        served = _served(batch, kind)
+        served = served_lines(batch, kind)
         promised = served is not None and cursor["skip"] < served
         if received == 0:
             done = terminal
@@ -517,12 +517,6 @@ def shard_finished(shard: Shard) -> bool:
     """The batch is terminal and both its files are read to their end."""
     downloads = shard.downloads or {}
     return is_terminal(shard.status) and all((downloads.get(k) or {}).get("complete") for k in KINDS)
-
-
-def _served(batch: dict[str, Any], kind: str) -> int | None:
-    counts = batch.get("request_counts") or {}
-    value = counts.get("completed" if kind == "output" else "failed")
-    return value if isinstance(value, int) else None
 
 
 # --------------------------------------------------------------------------- a whole job

@@ -24,6 +24,7 @@ from doubleword.store import Store
 
 COMMIT_LINES = 10_000  # commit at least this often (and at least every COMMIT_SECONDS): the syncs are
 COMMIT_SECONDS = 1.0  # spread over the download instead of all waiting at its end
+LAST_STRETCH = 2_500  # and once this many lines before a file's known end: the end's sync is then short
 NUMBERS = {"output": 0, "errors": 1}
 
 
@@ -134,6 +135,8 @@ class ReplyReader:
         # Lines before the furthest point ever read may have been seen (a re-read after a /retry): those
         # are checked against the index; past it only the first line of the reply is.
         self.check_all = self.start < int(cursor.get("high", 0))
+        served = served_lines(batch, kind)
+        self.stretch_at = served - LAST_STRETCH if served is not None else None
 
     def take(self, lines: list[bytes]) -> None:
         encoded = []
@@ -211,6 +214,8 @@ class ReplyReader:
             due = (
                 sink.pending_lines >= COMMIT_LINES or time.monotonic() - engine.last_commit >= COMMIT_SECONDS
             )
+            if self.stretch_at is not None and self.start + self.received >= self.stretch_at:
+                self.stretch_at, due = None, True
         if due:
             engine.commit()
         if bad is not None:
@@ -232,6 +237,13 @@ class ReplyReader:
 
     def flush(self) -> None:
         self.engine.commit()
+
+
+def served_lines(batch: dict[str, Any], kind: str) -> int | None:
+    """How many lines the server says that file of the batch has (its request counts), if it says."""
+    counts = batch.get("request_counts") or {}
+    value = counts.get("completed" if kind == "output" else "failed")
+    return value if isinstance(value, int) else None
 
 
 def check_content_type(response: requests.Response) -> None:
