@@ -29,16 +29,6 @@ _EITHER_FORMAT = b'format"'  # in both hints: one scan of a line that has neithe
 _ID_HEAD = b'{"custom_id":"'
 
 
-def _starts_with_id(line: bytes, custom_id: str | None) -> bool:
-    """The line starts with this custom_id as create_batch_file.py writes it (compact, no escapes); a
-    False here is decided by parsing the line."""
-    if custom_id is None:
-        return False
-    name = custom_id.encode("utf-8")
-    end = len(_ID_HEAD) + len(name)
-    return line.startswith(_ID_HEAD) and line[len(_ID_HEAD) : end] == name and line[end : end + 1] == b'"'
-
-
 def _parsed_id(line: bytes) -> str | None:
     return fast_custom_id(line) or custom_id_of(line)
 
@@ -64,7 +54,9 @@ class OrderTracker:
         if self.handle is None:
             return
         readline = self.handle.readline
-        ranges, tokens = self.ranges, self.tokens
+        # the last range and the totals in locals (this runs once per answer), written back at the end
+        first, last = self.ranges.pop() if self.ranges else (-1, -1)
+        count, (pt, ct, tt) = self.count, self.tokens
         for _, _, _, _, custom_id, status, p, c, t, _, _, offset, length in rows:
             raw = readline()
             while raw and raw.isspace():
@@ -73,22 +65,25 @@ class OrderTracker:
             if (
                 status != "completed"
                 or not line
-                or (
-                    _EITHER_FORMAT in line and (_FORMAT in line or _RESPONSE_FORMAT in line)
-                )  # the JSON check
-                or not (_starts_with_id(line, custom_id) or _parsed_id(line) == custom_id)
+                or (_EITHER_FORMAT in line and (_FORMAT in line or _RESPONSE_FORMAT in line))  # JSON check
+                or not (
+                    # the id where create_batch_file.py writes it (compact, no escapes), else parsed
+                    (custom_id is not None and line.startswith(b'%s%s"' % (_ID_HEAD, custom_id.encode())))
+                    or _parsed_id(line) == custom_id
+                )
             ):
                 self.retire()
                 return
-            end = offset + length + 1
-            if ranges and ranges[-1][1] == offset:
-                ranges[-1] = (ranges[-1][0], end)
-            else:
-                ranges.append((offset, end))
-            self.count += 1
-            tokens[0] += p
-            tokens[1] += c
-            tokens[2] += t
+            if offset != last:
+                if last >= 0:
+                    self.ranges.append((first, last))
+                first = offset
+            last = offset + length + 1
+            count += 1
+            pt, ct, tt = pt + p, ct + c, tt + t
+        if last >= 0:
+            self.ranges.append((first, last))
+        self.count, self.tokens = count, [pt, ct, tt]
 
     def finished(self) -> bool:
         """Every input line was answered, in order (call once the batch's files are read to the end)."""
