@@ -602,11 +602,14 @@ def _download_and_join(
     client: ApiClient, manifest: Manifest, out_dir: Path, options: Options
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], bool, int, Any]:
     """The downloads and the results files: (summary, batches, finished, requests unlisted, analytics)."""
-    engine = Engine(client, manifest, out_dir, options.page_size, draft=not options.export)
+    shards = [s for s in manifest.shards if s.batch_id]
+    first = manifest.first_round.number  # its never-sent shards' inputs are listed too (as missing)
+    listed = [s for s in manifest.shards if s.batch_id or s.round == first]
+    # results.jsonl drafted while the answers arrive only where it can be their runs alone
+    engine = Engine(
+        client, manifest, out_dir, options.page_size, draft=len(listed) == len(shards) and not options.export
+    )
     try:
-        shards = [s for s in manifest.shards if s.batch_id]
-        first = manifest.first_round.number  # its never-sent shards' inputs are listed too (as missing)
-        listed = [s for s in manifest.shards if s.batch_id or s.round == first]
         index = partial(
             index_inputs, client, engine.store, listed, out_dir, engine.lock, by_content=options.by_content
         )

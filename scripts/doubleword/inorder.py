@@ -10,6 +10,10 @@ The first answer that breaks the pattern (another custom_id, a failure, a cut-of
 for JSON, a line seen before) retires the tracker, and :mod:`doubleword.download` falls back to indexing
 the inputs and joining in the fetch index (:mod:`doubleword.results`). Trackers live in memory for one run:
 a run that resumes a batch part-way takes the index's path (which still writes an in-order job by ranges).
+
+While the trackers hold, results.jsonl itself is written as the answers arrive (:class:`ResultsDraft`, a
+temp file beside it that the engine's committer thread appends the new ranges to at each commit), so the end
+of a fetch only puts it in place instead of copying and syncing the whole file then.
 """
 
 from __future__ import annotations
