@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from doubleword.inorder import ResultsDraft, _after_prefix
+from doubleword.inorder import ResultsDraft
 from doubleword.results import Run
 
 RECORDS = b"".join(b'{"custom_id":"r%03d","status":"completed"}\n' % i for i in range(40))
@@ -47,7 +47,7 @@ def test_batches_are_handed_over_in_job_order_as_they_grow(tmp_path):
     read.add("A")  # A read to its end: B's follow
     assert draft.due(trackers, read.__contains__) == [lines(3, 5)]
     assert draft.due(trackers, read.__contains__) == []
-    assert draft.handed == [lines(0, 4), lines(6, 8), lines(3, 5)]
+    assert draft.sizes == [6 * LINE, 2 * LINE]  # bytes handed over of A (read to its end), of B so far
 
 
 def test_written_and_completed_it_holds_exactly_the_runs(tmp_path):
@@ -102,12 +102,16 @@ def test_a_draft_that_is_not_the_beginning_of_the_runs_is_discarded(tmp_path):
         assert _temps(tmp_path) == [] and (tmp_path / "results.jsonl").read_bytes() == b"the old results\n"
 
 
-def test_the_rest_after_a_prefix_split_or_joined_anywhere():
-    whole = [(0, 10), (20, 30), (30, 35), (50, 60)]
-    assert _after_prefix(whole, []) == whole
-    assert _after_prefix(whole, [(0, 4), (4, 10), (20, 25)]) == [(25, 30), (30, 35), (50, 60)]
-    assert _after_prefix(whole, [(0, 10), (20, 35)]) == [(50, 60)]  # two ranges handed as one
-    assert _after_prefix(whole, [(0, 10), (20, 35), (50, 60)]) == []
-    assert _after_prefix(whole, [(0, 10), (21, 30)]) is None  # a gap
-    assert _after_prefix(whole, [(0, 10), (20, 30), (30, 35), (50, 61)]) is None  # past the end
-    assert _after_prefix([(0, 0), (5, 8)], [(5, 6)]) == [(6, 8)]  # empty ranges count for nothing
+def test_a_batch_that_grew_after_it_was_handed_over_is_not_drafted(tmp_path):
+    """A batch read to its end that gets more answers later (a /retry ran it again): the draft went on to
+    the next batch, so its file is not the job's runs; the join writes results.jsonl."""
+    draft = _draft(tmp_path, ["A", "B"])
+    trackers = {"A": Tracker([lines(0, 2)]), "B": Tracker([lines(2, 3)])}
+    draft.write(draft.due(trackers, lambda b: b == "A"))
+    trackers["A"].ranges.append(lines(3, 4))  # A again, after B's first answers
+    runs = [
+        Run("A", trackers["A"].ranges, 3, [0, 0, 0], b""),
+        Run("B", trackers["B"].ranges, 1, [0, 0, 0], b""),
+    ]
+    assert draft.complete(runs) is None
+    assert _temps(tmp_path) == []

@@ -19,7 +19,7 @@ of a fetch only puts it in place instead of copying and syncing the whole file t
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -116,17 +116,16 @@ class ResultsDraft:
         self.file = AtomicFile(results_path)
         self.records = open(records_path, "rb")  # noqa: SIM115 - closed by discard()/complete()
         self.copier = RangeCopier(self.records)
-        self.handed: list[Range] = []  # everything handed over, in order (coalesced)
         self.stopped = False
-        self._batch = 0  # the batch being handed over (index in batch_ids)
+        self.sizes = [0]  # bytes handed over of each batch so far (the last: the batch being handed over)
         self._range = 0  # its first range not wholly handed over (the last may still grow)
         self._upto = 0  # the record-file offset handed over up to, in that batch
 
     def due(self, trackers: dict[str, OrderTracker | None], read: Callable[[str], bool]) -> list[Range]:
         """The ranges to append now; ``read(batch_id)``: that batch's files are read to their end."""
         out: list[Range] = []
-        while not self.stopped and self._batch < len(self.batch_ids):
-            batch_id = self.batch_ids[self._batch]
+        while not self.stopped and len(self.sizes) <= len(self.batch_ids):
+            batch_id = self.batch_ids[len(self.sizes) - 1]
             if batch_id not in trackers:
                 break  # not downloading yet
             tracker = trackers[batch_id]
@@ -139,56 +138,48 @@ class ResultsDraft:
                 if end > start:
                     out.append((start, end))
                     self._upto = end
+                    self.sizes[-1] += end - start
             self._range = max(0, len(ranges) - 1)
             if not read(batch_id):
                 break
-            self._batch, self._range, self._upto = self._batch + 1, 0, 0
-        for start, end in out:
-            if self.handed and self.handed[-1][1] == start:
-                self.handed[-1] = (self.handed[-1][0], end)
-            else:
-                self.handed.append((start, end))
+            self.sizes.append(0)
+            self._range, self._upto = 0, 0
         return out
 
-    def write(self, ranges: Sequence[Range]) -> None:
+    def write(self, ranges: Iterable[Range]) -> None:
         for start, end in ranges:
             self.copier.append(start, end, self.file.fd)
 
     def complete(self, runs: Sequence[Any]) -> AtomicFile | None:
         """The file holding the whole of ``runs`` (what is left appended), or None (discarded) if what was
-        handed over is not their beginning. Call once the committer has written everything handed over."""
-        whole = [r for run in runs for r in run.ranges]
-        rest = _after_prefix(whole, self.handed)
-        if rest is None or os.fstat(self.file.fd).st_size != sum(e - s for s, e in self.handed):
+        handed over is not their beginning (a batch grew after it was handed over: it ran again).
+        Call once the committer has written everything handed over."""
+        if not self._begins(runs) or os.fstat(self.file.fd).st_size != sum(self.sizes):
             self.discard()
             return None
-        self.write(rest)
+        self.write(self._rest(runs))
         self.records.close()
         return self.file
+
+    def _begins(self, runs: Sequence[Any]) -> bool:
+        """What was handed over is the beginning of ``runs``: the same batches in the same order, every
+        batch handed over whole still its whole run (the current one's part is a prefix by construction)."""
+        if [run.batch_id for run in runs] != self.batch_ids:
+            return False
+        passed = zip(runs, self.sizes[:-1], strict=False)
+        return all(size == sum(end - start for start, end in run.ranges) for run, size in passed)
+
+    def _rest(self, runs: Sequence[Any]) -> Iterator[Range]:
+        """The ranges of ``runs`` after the bytes handed over."""
+        for position, run in enumerate(runs):
+            skip = self.sizes[position] if position < len(self.sizes) else 0
+            for start, end in run.ranges:
+                if skip >= end - start:
+                    skip -= end - start
+                else:
+                    yield start + skip, end
+                    skip = 0
 
     def discard(self) -> None:
         self.records.close()
         self.file.discard()
-
-
-def _after_prefix(whole: Sequence[Range], prefix: Sequence[Range]) -> list[Range] | None:
-    """The byte ranges of ``whole`` after the bytes of ``prefix``, if ``prefix`` is how ``whole`` begins
-    (ranges split or joined anywhere); else None."""
-    whole_bytes = [(s, e) for s, e in whole if e > s]
-    i, offset = 0, 0  # position in whole: range i, bytes into it
-    for start, end in prefix:
-        while start < end:
-            if i >= len(whole_bytes):
-                return None
-            w_start, w_end = whole_bytes[i]
-            if start != w_start + offset:
-                return None
-            step = min(end - start, w_end - w_start - offset)
-            start += step
-            offset += step
-            if w_start + offset == w_end:
-                i, offset = i + 1, 0
-    rest = whole_bytes[i:]
-    if rest and offset:
-        rest[0] = (rest[0][0] + offset, rest[0][1])
-    return rest
