@@ -24,7 +24,7 @@ FAILING_SYNC = """
 import errno, os, threading
 _real = os.fsync
 def fsync(fd):
-    if threading.current_thread().name.startswith("commit"):  # the commits beside the download
+    if threading.current_thread().name == "commit":  # only the commits that run beside the download
         raise OSError(errno.EIO, "Input/output error (injected)")
     return _real(fd)
 os.fsync = fsync

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -40,7 +41,7 @@ from doubleword.cli import Progress, info, warn
 from doubleword.client import ApiClient, ApiError
 from doubleword.config import DELETED
 from doubleword.errors import BusyError, ExitCode, InputError, ServiceError
-from doubleword.files import AtomicFile, atomic_write_text, sync_all
+from doubleword.files import AtomicFile, atomic_write_text
 from doubleword.inorder import OrderTracker, Range, ResultsDraft
 from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
 from doubleword.remote import delete_remote, early_analytics, job_cost
@@ -196,7 +197,8 @@ class Engine:
                 if draft is not None and copy:
                     draft.write(copy)
                     descriptors = [*descriptors, draft.file.fd]
-                sync_all(descriptors)
+                for descriptor in descriptors:
+                    os.fsync(descriptor)
                 self.manifest.save_snapshot(snapshot)
             except OSError as exc:
                 with self.lock:

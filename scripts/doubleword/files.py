@@ -11,8 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -95,29 +94,6 @@ class AtomicFile:
             with contextlib.suppress(OSError):
                 os.unlink(self.tmp)
             self.tmp = ""
-
-
-def sync_all(descriptors: Sequence[int]) -> None:
-    """``fsync`` every descriptor, all at once (a thread for each but the first): the file system writes
-    them out together, about a third faster than one after another. Raises the first error met."""
-    errors: list[OSError] = []
-
-    def sync(descriptor: int) -> None:
-        try:
-            os.fsync(descriptor)
-        except OSError as exc:
-            errors.append(exc)
-
-    name = threading.current_thread().name
-    helpers = [threading.Thread(target=sync, args=(d,), name=f"{name}-sync") for d in descriptors[1:]]
-    for helper in helpers:
-        helper.start()
-    if descriptors:
-        sync(descriptors[0])
-    for helper in helpers:
-        helper.join()
-    if errors:
-        raise errors[0]
 
 
 COPY_PIECE = 1 << 20
