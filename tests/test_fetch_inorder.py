@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from doubleword.inorder import OrderTracker
+import pytest
+
+from doubleword.inorder import OrderTracker, Ranges
 
 
 def _inputs(tmp_path, ids, *, json_for=(), blank_after=()):
@@ -100,3 +102,15 @@ def test_a_prefix_of_the_next_id_or_a_format_word_in_the_text_is_not_a_match(tmp
     assert tracker.handle is not None  # a quoted word "format" in a prompt is not a response format
     tracker.take(_rows([("req-1", "completed")]))  # req-1 is a prefix of req-11, not its id
     assert tracker.handle is None and not tracker.finished()
+
+
+def test_the_ranges_are_a_sequence_of_pairs():
+    ranges = Ranges()
+    assert len(ranges) == 0 and not ranges and list(ranges) == []
+    for pair in [(0, 10), (20, 35), (40, 41)]:
+        ranges.append(pair)
+    assert len(ranges) == 3 and ranges[0] == (0, 10) and ranges[-1] == (40, 41)
+    assert ranges[1:] == [(20, 35), (40, 41)] and ranges == [(0, 10), (20, 35), (40, 41)]
+    assert ranges.pop() == (40, 41) and list(ranges) == [(0, 10), (20, 35)]
+    with pytest.raises(IndexError):
+        ranges[2]

@@ -19,9 +19,10 @@ of a fetch only puts it in place instead of copying and syncing the whole file t
 from __future__ import annotations
 
 import os
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, overload
 
 from doubleword.batch_inputs import JSON_HINTS, custom_id_of, fast_custom_id
 from doubleword.files import AtomicFile, RangeCopier
@@ -31,6 +32,45 @@ Range = tuple[int, int]  # a byte range of the record file
 _RESPONSE_FORMAT, _FORMAT = JSON_HINTS
 _EITHER_FORMAT = b'format"'  # in both hints: one scan of a line that has neither (most lines)
 _ID_HEAD = b'{"custom_id":"'
+
+
+class Ranges(Sequence[Range]):
+    """Byte ranges kept as one flat array of integers: 16 bytes a range instead of ~130 as tuples in a list
+    (answers of two batches downloading at once interleave in the record file: a range every ~65 answers,
+    ~15,000 for a job of 1,000,000)."""
+
+    def __init__(self) -> None:
+        self._flat = array("q")
+
+    def __len__(self) -> int:
+        return len(self._flat) // 2
+
+    @overload
+    def __getitem__(self, index: int) -> Range: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Range]: ...
+    def __getitem__(self, index: int | slice) -> Range | list[Range]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._flat[2 * index], self._flat[2 * index + 1]
+
+    def __iter__(self) -> Iterator[Range]:
+        values = iter(self._flat)
+        return zip(values, values, strict=False)  # pairs of the flat array
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def append(self, pair: Range) -> None:
+        self._flat.extend(pair)
+
+    def pop(self) -> Range:
+        end = self._flat.pop()
+        return self._flat.pop(), end
 
 
 def _parsed_id(line: bytes) -> str | None:
@@ -46,7 +86,7 @@ class OrderTracker:
         self.complete = False  # every input line answered, in order
         self.count = 0
         self.tokens = [0, 0, 0]
-        self.ranges: list[Range] = []
+        self.ranges = Ranges()
 
     def retire(self) -> None:
         if self.handle is not None:

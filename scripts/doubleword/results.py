@@ -85,7 +85,7 @@ class Run:
     completed, one attempt, no JSON check, one batch. The writers that know runs take them whole."""
 
     batch_id: str | None
-    ranges: list[tuple[int, int]]  # byte ranges in the record file, newlines included, in order
+    ranges: Sequence[tuple[int, int]]  # byte ranges in the record file, newlines included, in order
     count: int
     tokens: list[int]
     head: bytes  # the first line (a summary looks at one answer of each run)
@@ -145,6 +145,7 @@ def records(
     inputs whose lines need nothing from the join come as :class:`Run` s (a job answered in order is a
     few runs, whatever its size)."""
     run: Run | None = None
+    ranges: list[tuple[int, int]] = []  # the run's (extended here)
     advice = _never_sent_advice(store.meta(MANIFEST_META))
     for _, group in groupby(store.joined(), key=_ORIGIN):
         rows = list(group)
@@ -152,8 +153,8 @@ def records(
             row = rows[0]
             if runs and row[9] is not None and row[11] == USABLE and not row[8]:
                 start, end = row[12], row[12] + row[13] + 1
-                if run is not None and start == run.ranges[-1][1] and row[3] == run.batch_id:
-                    run.ranges[-1] = (run.ranges[-1][0], end)
+                if run is not None and start == ranges[-1][1] and row[3] == run.batch_id:
+                    ranges[-1] = (ranges[-1][0], end)
                     run.count += 1
                     tokens = run.tokens
                     tokens[0] += row[14] or 0
@@ -163,7 +164,8 @@ def records(
                 if run is not None:
                     yield run
                 tokens = [row[14] or 0, row[15] or 0, row[16] or 0]
-                run = Run(row[3], [(start, end)], 1, tokens, requests.record(start, row[13]) or b"")
+                ranges = [(start, end)]
+                run = Run(row[3], ranges, 1, tokens, requests.record(start, row[13]) or b"")
                 continue
             if run is not None:
                 yield run
