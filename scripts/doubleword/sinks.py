@@ -211,15 +211,20 @@ class ReplyReader:
                     engine.disorder()
             self.cursor["skip"] = self.start + self.moved
             self.cursor["high"] = max(int(self.cursor.get("high", 0)), self.cursor["skip"])
-            due = (
-                sink.pending_lines >= COMMIT_LINES or time.monotonic() - engine.last_commit >= COMMIT_SECONDS
-            )
-            if self.stretch_at is not None and self.start + self.received >= self.stretch_at:
-                self.stretch_at, due = None, True
+            due = self._commit_due(sink)
         if due:
             engine.commit()
         if bad is not None:
             raise BadContent(f"the server sent a line that is not an output line: {bad[:80]!r}")
+
+    def _commit_due(self, sink: Sink) -> bool:
+        """Every COMMIT_LINES lines or COMMIT_SECONDS, and once LAST_STRETCH lines before the file's end."""
+        if self.stretch_at is not None and self.start + self.received >= self.stretch_at:
+            self.stretch_at = None
+            return True
+        return (
+            sink.pending_lines >= COMMIT_LINES or time.monotonic() - self.engine.last_commit >= COMMIT_SECONDS
+        )
 
     def finish(self) -> None:
         """The whole reply arrived: lines that were all known move the cursor unless the page repeats."""
