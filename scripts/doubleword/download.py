@@ -607,10 +607,10 @@ def _download_and_join(
     shards = [s for s in manifest.shards if s.batch_id]
     first = manifest.first_round.number  # its never-sent shards' inputs are listed too (as missing)
     listed = [s for s in manifest.shards if s.batch_id or s.round == first]
-    # results.jsonl drafted while the answers arrive only where it can be their runs alone
-    engine = Engine(
-        client, manifest, out_dir, options.page_size, draft=len(listed) == len(shards) and not options.export
-    )
+    # results.jsonl can be the batches' answers alone (written while they arrive, if in input order): not
+    # with inputs never sent (the join lists them) nor with --export (it needs every row)
+    runs_only = len(listed) == len(shards) and not options.export
+    engine = Engine(client, manifest, out_dir, options.page_size, draft=runs_only)
     try:
         index = partial(
             index_inputs, client, engine.store, listed, out_dir, engine.lock, by_content=options.by_content
@@ -627,7 +627,7 @@ def _download_and_join(
             engine.on_disorder = lambda: None
             early = pool.submit(early_analytics, client, shards) if options.cost else None
             running = {b for b, batch in batches.items() if not is_terminal(batch.get("status"))}
-            ordered = None if options.export or len(listed) > len(shards) else engine.ordered_runs(shards)
+            ordered = engine.ordered_runs(shards) if runs_only else None
             if ordered is None:
                 index(skip=indexing[0].result() if indexing else set(), manifest=manifest.path)
             extra = []
