@@ -342,7 +342,7 @@ class Engine:
             downloads = shard.downloads
             cursor = downloads.get(kind)
             if not isinstance(cursor, dict) or cursor.get("file_id") != file_id:
-                cursor = downloads[kind] = {"file_id": file_id, "skip": 0, "complete": False}
+                cursor = downloads[kind] = {"file_id": file_id, "skip": 0, "high": 0, "complete": False}
         finished = finish_stamp(batch) if terminal else None
         if finished and cursor.get("finished") not in (None, finished):
             # Finished again since we last saw it finished: a /retry ran. Failed rows left the error file
