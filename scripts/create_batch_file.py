@@ -7,8 +7,8 @@ import sys
 from typing import Any
 
 from doubleword.build import DUPLICATES, ENDPOINTS, endpoint_url, make_request
-from doubleword.cli import info, make_parser, run, summary, warn
-from doubleword.config import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from doubleword.cli import add_shard_args, info, make_parser, run, summary, warn
+from doubleword.config import MAX_CUSTOM_ID_BYTES
 from doubleword.endpoints import REASONING_EFFORTS
 from doubleword.errors import ExitCode, UsageError
 from doubleword.images import IMAGE_SUFFIXES
@@ -121,20 +121,7 @@ def _parse(argv: list[str]) -> Any:
     _body_flags(parser)
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output", required=True, metavar="OUT.jsonl", help="the batch file to write")
-    out.add_argument(
-        "--max-requests",
-        type=int,
-        default=MAX_REQUESTS_PER_FILE,
-        metavar="N",
-        help=f"requests per file before sharding (default {MAX_REQUESTS_PER_FILE})",
-    )
-    out.add_argument(
-        "--max-bytes",
-        type=int,
-        default=MAX_FILE_BYTES,
-        metavar="N",
-        help=f"bytes per file before sharding (default {MAX_FILE_BYTES})",
-    )
+    add_shard_args(out, "per file before sharding")
     args = parser.parse_args(argv)
     _check_flags(args)
     for name in ("output", "prompts", "csv", "jsonl", "images", "json_schema"):  # stdout and messages

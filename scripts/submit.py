@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from doubleword.cli import make_parser, run
-from doubleword.config import COMPLETION_WINDOWS, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from doubleword.cli import add_shard_args, make_parser, run
+from doubleword.config import COMPLETION_WINDOWS
 from doubleword.errors import ExitCode, UsageError
 from doubleword.first_round import input_paths, submit
 from doubleword.manifest import default_manifest_path
@@ -76,15 +76,7 @@ def build_parser() -> Any:
         help="move an existing manifest aside and submit every input again as a new job (pays again "
         "for every request the old job sent)",
     )
-    parser.add_argument(
-        "--max-requests",
-        type=int,
-        default=MAX_REQUESTS_PER_FILE,
-        help=f"requests per shard (default {MAX_REQUESTS_PER_FILE})",
-    )
-    parser.add_argument(
-        "--max-bytes", type=int, default=MAX_FILE_BYTES, help=f"bytes per shard (default {MAX_FILE_BYTES})"
-    )
+    add_shard_args(parser, "per shard")
     parser.add_argument(
         "--uploads",
         type=int,

@@ -24,7 +24,14 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn
 
-from doubleword.config import BASE_URL_ENV, DEFAULT_BASE_URL, redact, skill_version
+from doubleword.config import (
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    MAX_FILE_BYTES,
+    MAX_REQUESTS_PER_FILE,
+    redact,
+    skill_version,
+)
 from doubleword.errors import CliError, ExitCode, UsageError
 from doubleword.redaction import redact_data
 
@@ -182,6 +189,17 @@ def _set_handlers(handler: Any) -> dict[int, Any]:
         except (ValueError, OSError):  # not the main thread, or not allowed here
             pass
     return previous
+
+
+def add_shard_args(parser: Any, per: str) -> None:
+    """--max-requests and --max-bytes: the limits a batch file is sharded by (create and submit alike)."""
+    for flag, default, what in (
+        ("--max-requests", MAX_REQUESTS_PER_FILE, "requests"),
+        ("--max-bytes", MAX_FILE_BYTES, "bytes"),
+    ):
+        parser.add_argument(
+            flag, type=int, default=default, metavar="N", help=f"{what} {per} (default {default})"
+        )
 
 
 def run(main: Callable[[list[str]], tuple[dict[str, Any], int]], argv: list[str] | None = None) -> int:
