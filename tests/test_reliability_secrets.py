@@ -265,6 +265,35 @@ def test_plain_http_to_a_remote_host_is_refused(work, h) -> None:
     assert_clean(h, work, allowed)
 
 
+def test_the_key_given_as_the_base_url_is_refused_without_showing_it(work, h) -> None:
+    """The key pasted where the URL goes (the two variables mixed up, or the key in a query): exit 3
+    with a message saying so, the key itself in no output."""
+    jobs = h.write_jsonl(work["work"] / "jobs.jsonl", h.chat_lines(2))
+    runs = [
+        h.run_script("list_models", env=env_for(h, work, h.CANARY_KEY), cwd=work["work"], timeout=10),
+        h.run_script(
+            "poll",
+            "b1",
+            "--base-url",
+            f"https://api.example/v1?key={h.CANARY_KEY}",
+            env=env_for(h, work, None),
+            cwd=work["work"],
+            timeout=10,
+        ),
+        h.run_script(
+            "submit",
+            str(jobs),
+            env=env_for(h, work, f"http://{h.CANARY_KEY}/v1"),
+            cwd=work["work"],
+            timeout=10,
+        ),
+    ]
+    for result in runs:
+        message = check_error(result, 3)
+        assert "holds the API key" in message and "DOUBLEWORD_BASE_URL" in message, message
+    assert_clean(h, work, *runs)
+
+
 def test_plain_http_to_a_local_non_loopback_address(work, h) -> None:
     """A real listener on this machine's LAN address: nothing reaches it unless --allow-insecure."""
     ip = non_loopback_ipv4()

@@ -68,7 +68,13 @@ def base_url_from(args: argparse.Namespace) -> str:
     The URL is read by the parser the HTTP library connects with; anything it and the standard library
     could read differently is refused. The whole route is checked: with a proxy from the environment (as
     requests applies HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY), the proxy is the host connected to."""
+    key = register_env_key()  # hidden in every refusal below, too
     raw = getattr(args, "base_url", None) or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    if len(key) >= 8 and key in raw:  # (a short test key could be part of any URL)
+        raise ConfigError(
+            f"the base URL holds the API key ({API_KEY_ENV}'s value), never sent or shown that way; set "
+            f"{BASE_URL_ENV} or --base-url to the server's URL, e.g. {DEFAULT_BASE_URL}"
+        )
     url = canonical_url(raw.strip(), "base URL")
     check_route(url, allow_insecure=bool(getattr(args, "allow_insecure", False)))
     return url
@@ -208,16 +214,21 @@ def _show(url: str) -> str:
     return ascii(text)
 
 
+def register_env_key() -> str:
+    """The key in the environment (stripped), registered as a secret before any message can show it."""
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    for part in re.split(r"\s+", key):
+        register_secret(part)  # every piece, so not even part of a damaged key is ever shown
+    register_secret(key)
+    return key
+
+
 def api_key_from_env() -> str:
     """The API key from the environment; a clear configuration error if it is missing or unsendable.
 
     A key that cannot travel in an HTTP header (a line break from ``$(cat key)`` of a two-line file,
     a space, a non-ASCII character) is refused with what is wrong and where, never the key itself."""
-    raw = os.environ.get(API_KEY_ENV, "")
-    key = raw.strip()
-    for part in re.split(r"\s+", key):
-        register_secret(part)  # every piece, so not even part of a damaged key is ever shown
-    register_secret(key)
+    key = register_env_key()
     if not key:
         base = os.environ.get(BASE_URL_ENV, "")
         if base and is_loopback(urlsplit(base).hostname or ""):  # a server on this machine
