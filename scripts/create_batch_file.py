@@ -46,9 +46,10 @@ stdout (every path absolute): {"ok", "output", "endpoint", "url", "model", "requ
 EXAMPLES = """\
   python3 scripts/create_batch_file.py --model Qwen/Qwen3.5-9B --prompt "Say hi" --prompt "Say bye" -o batch.jsonl
   python3 scripts/create_batch_file.py --model Qwen/Qwen3.5-9B --csv reviews.csv --id-field id \\
-      --template "Classify the sentiment of: {text}" --json-schema sentiment.json --max-tokens 50 -o batch.jsonl
+      --template "Classify the sentiment of: {text}" --json-schema sentiment.json \\
+      --reasoning-effort none --max-tokens 50 -o batch.jsonl
   python3 scripts/create_batch_file.py --model Qwen/Qwen3-Embedding-8B --endpoint embeddings --prompts docs.txt -o emb.jsonl
-  python3 scripts/create_batch_file.py --model Qwen/Qwen3-VL-30B-A3B-Instruct-FP8 --images scans/ \
+  python3 scripts/create_batch_file.py --model Qwen/Qwen3-VL-30B-A3B-Instruct-FP8 --images scans/ \\
       --prompt "Transcribe this page as Markdown." --max-tokens 2000 -o ocr.jsonl"""
 
 
@@ -115,7 +116,14 @@ def _parse(argv: list[str]) -> Any:
         DESCRIPTION,
         EXAMPLES,
         network=False,
-        exit_codes=(ExitCode.OK, ExitCode.INVALID_INPUT),
+        exit_codes=(
+            ExitCode.OK,
+            (
+                ExitCode.INVALID_INPUT,
+                "invalid input: a source row, an option's file or a request fails (the error names it)",
+            ),
+        ),
+        resumes=False,
     )
     _source_flags(parser)
     _body_flags(parser)

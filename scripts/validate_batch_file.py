@@ -40,7 +40,11 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         DESCRIPTION,
         EXAMPLES,
         network=False,
-        exit_codes=(ExitCode.OK, ExitCode.INVALID_INPUT),
+        exit_codes=(
+            ExitCode.OK,
+            (ExitCode.INVALID_INPUT, "invalid input: a file has problems (files[].errors) or cannot be read"),
+        ),
+        resumes=False,
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="batch files to check; - reads stdin")
     parser.add_argument(

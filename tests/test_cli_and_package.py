@@ -9,8 +9,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -54,6 +56,51 @@ def test_help_lists_only_the_exit_codes_the_command_can_return() -> None:
     assert _help_codes("list_batches.py") == {0, 1, 2, 3, 4, 5, 130}
     assert {6, 7} <= _help_codes("submit.py")  # --resubmit: answers still missing / a round running
     assert {0, 6, 7} <= _help_codes("poll.py") and {0, 6, 7} <= _help_codes("fetch_results.py")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_examples_are_whole_commands_one_per_line(command: str) -> None:
+    """Each example in --help starts with the command, or continues the line before (ending in a
+    backslash); none runs two lines into one (a lone backslash in the source joins them)."""
+    proc = _run(sys.executable, str(REPO / "scripts" / command), "--help")
+    examples = proc.stdout.split("examples:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert examples, proc.stdout
+    previous = ""
+    for line in examples:
+        if previous.endswith("\\"):
+            assert line.startswith("      ") and not line.startswith("       "), line
+        else:
+            assert line.startswith("  ") and f"python3 scripts/{command}" in line, line  # (or piped into it)
+        assert "   " not in line.strip(), f"two example lines run together: {line!r}"
+        previous = line
+
+
+def test_create_and_validate_say_an_interrupted_run_starts_over(tmp_path: Path) -> None:
+    """create and validate keep no state: their --help and an interrupted run say a re-run starts over
+    (not "state saved, re-run to resume"), and create leaves no file behind."""
+    for command in ("create_batch_file.py", "validate_batch_file.py"):
+        codes = _run(sys.executable, str(REPO / "scripts" / command), "--help").stdout.split("exit codes:")[1]
+        row = next(line for line in codes.splitlines() if line.startswith("  130 "))
+        assert "starts over" in row and "resume" not in row, row
+        assert "server" not in codes, codes  # no server is involved in a local command's exit 4
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"prompt number {i}\n" for i in range(300_000)), encoding="utf-8")
+    argv = [sys.executable, str(REPO / "scripts" / "create_batch_file.py"), "--model", "Qwen/Qwen3.5-9B"]
+    proc = subprocess.Popen(
+        [*argv, "--prompts", str(prompts), "-o", str(tmp_path / "big.jsonl")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    message = json.loads(out)["error"]["message"]
+    assert "starts over" in message and "resume" not in message, message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt"]
 
 
 @pytest.mark.parametrize("command", ["poll.py", "fetch_results.py", "list_batches.py"])

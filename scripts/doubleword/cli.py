@@ -46,6 +46,8 @@ EXIT_MEANINGS = {
     ExitCode.NOT_FINISHED: "not finished yet (a batch is still running; partial results may be on disk)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM or SIGHUP); state saved, re-run to resume",
 }
+# What 130 means for a command that keeps no state (create, validate): it starts over when re-run.
+STARTS_OVER = "interrupted (Ctrl-C, SIGTERM or SIGHUP); nothing is kept: re-run it (it starts over)"
 _DISK_TROUBLE = re.compile(r"disk is full", re.I)  # sqlite3 says so for ENOSPC and quota
 # Every command can end these ways, whatever it does: the boundary's own outcomes.
 _ALWAYS = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.INTERRUPTED)
@@ -122,11 +124,16 @@ def make_parser(
     *,
     network: bool = True,
     exit_codes: ExitCodes | None = None,
+    resumes: bool = True,
 ) -> Parser:
     """A parser with the shared flags, the examples and this command's exit codes in ``--help``.
 
     ``exit_codes`` lists the codes the command can return (an ``ExitCode``, or ``(code, meaning)`` to say
-    what it means for this command); 1, 2 and 130 are added. Without it the whole table is shown."""
+    what it means for this command); 1, 2 and 130 are added. Without it the whole table is shown.
+    ``resumes=False``: a command that keeps no state says that a re-run after an interrupt starts over."""
+    _STATE.resumes = resumes
+    if not resumes:
+        exit_codes = (*(exit_codes or ()), (ExitCode.INTERRUPTED, STARTS_OVER))
     parser = Parser(
         prog=prog,
         description=description,
@@ -212,6 +219,7 @@ def run(main: Callable[[list[str]], tuple[dict[str, Any], int]], argv: list[str]
         terminate[signal.SIGHUP] = _raise_terminated
     previous = _set_handlers(terminate)
     _STATE.summary = None
+    _STATE.resumes = True  # until the command's parser says otherwise
     try:
         return _run(main, args, debug)
     finally:
@@ -228,7 +236,11 @@ def _run(main: Callable[[list[str]], tuple[dict[str, Any], int]], args: list[str
         _print_err(f"error: {exc.message}")
     except KeyboardInterrupt as exc:
         what = f"stopped by {exc}" if isinstance(exc, Terminated) else "interrupted"
-        message = f"{what}; state saved, re-run the same command to resume"
+        message = (
+            f"{what}; state saved, re-run the same command to resume"
+            if _STATE.resumes
+            else f"{what}; nothing was kept (no partial file): re-run the same command, it starts over"
+        )
         result, code = _error_result("interrupted", message), int(ExitCode.INTERRUPTED)
         _print_err(f"error: {message}")
     except BrokenPipeError:
@@ -357,6 +369,7 @@ def info(message: str) -> None:
 class _State:
     summary: str | None = None
     quiet = False
+    resumes = True  # an interrupted run picks up where it stopped (see make_parser)
     progress: list[Progress] = []
 
 
