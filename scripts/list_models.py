@@ -57,8 +57,12 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     if not isinstance(data, list):
         raise ServiceError(f"GET /models: the reply has no list of models: {str(body)[:200]!r}")
     models = sorted((model_entry(m) for m in data), key=lambda m: m["id"])
-    with_efforts = sum(1 for m in models if m["reasoning_efforts"] is not None)
-    summary(f"{len(models)} models available, {with_efforts} with reasoning efforts listed")
+    with_efforts = sum(1 for m in models if m["reasoning_efforts"])
+    unknown = sum(1 for m in models if m["reasoning_efforts"] is None)
+    summary(
+        f"{len(models)} models available, {with_efforts} of them take a reasoning effort"
+        + (f" ({unknown} the server says nothing about)" if unknown else "")
+    )
     return {"ok": True, "count": len(models), "models": models}, int(ExitCode.OK)
 
 

@@ -217,6 +217,21 @@ def test_list_models_reports_reasoning_efforts_where_the_server_lists_them(h) ->
     assert result.code == 0, result
     efforts = {m["id"]: m["reasoning_efforts"] for m in result.doc["models"]}
     assert efforts == {"Qwen/Qwen3.5-9B": None, "openai/gpt-oss-20b": ["low", "high"]}
+    assert result.stderr.splitlines()[-1] == (
+        "list_models.py: 2 models available, 1 of them take a reasoning effort "
+        "(1 the server says nothing about) (exit 0)"
+    )
+
+
+def test_list_models_summary_counts_only_models_that_take_an_effort(h, emulator) -> None:  # type: ignore[no-untyped-def]
+    """The emulator lists [] for the embedding and VL models: they are not counted as taking one."""
+    result = h.run_script("list_models", env=h.script_env(emulator.base_url))
+    takes = [m["id"] for m in result.doc["models"] if m["reasoning_efforts"]]
+    assert 0 < len(takes) < result.doc["count"]
+    assert result.stderr.splitlines()[-1] == (
+        f"list_models.py: {result.doc['count']} models available, {len(takes)} of them take a reasoning "
+        "effort (exit 0)"
+    )
 
 
 @pytest.mark.parametrize(("status", "code"), [(401, 3), (403, 3), (404, 4)])

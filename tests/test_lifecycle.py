@@ -76,6 +76,11 @@ def test_dry_run_makes_no_calls_and_rerun_is_idempotent(emulator, env, tmp_path,
     assert code == 0 and doc["dry_run"] and doc["requests"] == 5
     assert doc["estimated_input_tokens"] > 0
     assert emulator.requests_log() == [] and not (tmp_path / "jobs.jsonl.manifest.json").exists()
+    # the closing line on stderr says what the plan is, not a bare "success"
+    assert err.splitlines()[-1] == (
+        "submit.py: dry run: 1 batch(es) would be created, 5 requests, "
+        f"~{doc['estimated_input_tokens']:,} input tokens; nothing sent (exit 0)"
+    )
 
     code, first, err = h.run_script("submit", str(src), "--metadata", "project=t", env=env)
     assert code == 0 and first["created"] == 1

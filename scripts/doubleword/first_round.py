@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from doubleword.cli import info, warn
+from doubleword.cli import summary as say
 from doubleword.client import client_from_args
 from doubleword.errors import ExitCode, InputError
 from doubleword.manifest import Manifest, client_for
@@ -52,7 +53,12 @@ def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple
             return invalid(reports)
     if manifest is None:
         if args.dry_run:
-            return with_notes(dry_run_plan(inputs, reports, options, path), notes), int(ExitCode.OK)
+            plan = dry_run_plan(inputs, reports, options, path)
+            say(
+                f"dry run: {plan['batches_to_create']} batch(es) would be created, {plan['requests']:,} "
+                f"requests, ~{plan['estimated_input_tokens']:,} input tokens; nothing sent"
+            )
+            return with_notes(plan, notes), int(ExitCode.OK)
         client = client_from_args(
             args
         )  # a missing key or an unsafe URL stops here, before any file is written
