@@ -76,3 +76,34 @@ def test_an_export_path_that_is_neither_csv_nor_jsonl_is_a_usage_error(tmp_path,
         "fetch_results", "--manifest", "x.json", "--export", str(tmp_path / "a.xlsx")
     )
     assert code == 2 and ".csv or .jsonl" in doc["error"]["message"]
+
+
+def test_a_csv_export_of_embeddings_warns_that_a_spreadsheet_cell_cannot_hold_them(
+    emulator, env, tmp_path, h
+):
+    """A 4096-number embedding is ~38,000 characters of JSON, past Excel's 32,767 a cell: the CSV is still
+    written whole, and stderr says so and names the .jsonl to use; a .jsonl export or a text CSV says
+    nothing of it."""
+    batch = h.write_jsonl(tmp_path / "emb.jsonl", h.embedding_lines(2))
+    code, doc, err = h.run_script("submit", str(batch), env=env)
+    assert code == 0, err
+    manifest = doc["manifest"]
+    h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env)
+    code, doc, err = h.run_script(
+        "fetch_results", "--manifest", manifest, "--export", "emb.csv", env=env, cwd=tmp_path
+    )
+    assert code == 0, err
+    with open(tmp_path / "emb.csv", encoding="utf-8-sig", newline="") as handle:
+        table = list(csv.reader(handle))
+    assert len(json.loads(table[1][table[0].index("embedding")])) == 4096  # written whole
+    warning = next(line for line in err.splitlines() if "spreadsheet cell" in line)
+    assert "32,767" in warning and "emb.jsonl" in warning, warning
+    code, doc, err = h.run_script(
+        "fetch_results", "--manifest", manifest, "--export", "emb-out.jsonl", env=env, cwd=tmp_path
+    )
+    assert code == 0 and "spreadsheet cell" not in err, err
+    text_job = _make_job(tmp_path, h, env)
+    code, doc, err = h.run_script(
+        "fetch_results", "--manifest", text_job, "--export", "answers.csv", env=env, cwd=tmp_path
+    )
+    assert code == 0 and "spreadsheet cell" not in err, err

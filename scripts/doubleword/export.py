@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from doubleword.batch_inputs import input_key
+from doubleword.cli import warn
 from doubleword.errors import UsageError
 from doubleword.files import atomic_writer
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from doubleword.manifest import Shard
 
 FORMATS = (".csv", ".jsonl")
+SPREADSHEET_CELL = 32_767  # the most characters an Excel cell holds (a longer one is cut or refused)
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -156,6 +158,7 @@ class Export:
             writer = csv.writer(text, lineterminator="\r\n") if csv_out else None
             if writer is not None:
                 writer.writerow([header for header, _, _ in columns])
+            too_long: int | None = None
             for raw in self.temp:
                 row, custom_id, status, answer, message = json.loads(raw)
                 ours = {"custom_id": custom_id, "status": status, "error": message}
@@ -164,11 +167,20 @@ class Export:
                     for _, where, key in columns
                 ]
                 if writer is not None:
-                    writer.writerow([_cell(v) for v in values])
+                    cells = [_cell(v) for v in values]
+                    writer.writerow(cells)
+                    if too_long is None:
+                        too_long = next((len(c) for c in cells if len(c) > SPREADSHEET_CELL), None)
                 else:
                     text.write(_encode({h: v for (h, _, _), v in zip(columns, values, strict=True)}) + "\n")
             text.flush()
             text.detach()
+        if too_long is not None:
+            warn(
+                f"{self.path}: a cell holds {too_long:,} characters, more than a spreadsheet cell takes "
+                f"({SPREADSHEET_CELL:,} in Excel){' (the embeddings)' if self.has_embedding else ''}; "
+                f"export to {self.path.with_suffix('.jsonl').name} instead"
+            )
 
 
 def _cell(value: Any) -> str:
