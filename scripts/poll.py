@@ -64,15 +64,21 @@ def check(
 
 
 def progress_line(views: list[dict[str, Any]]) -> str:
-    total = sum(int(v["request_counts"].get("total") or 0) for v in views)
-    done = sum(
-        int(v["request_counts"].get("completed") or 0) + int(v["request_counts"].get("failed") or 0)
-        for v in views
-    )
+    """Batches terminal, and requests done: answered or failed, or never to run (the rest of a batch that
+    ended cancelled or expired; a cancelled batch would otherwise stay short of 100% for good)."""
+    total = done = never = 0
+    for view in views:
+        counts = view["request_counts"]
+        size = int(counts.get("total") or 0)
+        ran = int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
+        total, done = total + size, done + ran
+        if view["terminal"]:
+            never += max(0, size - ran)
     terminal = sum(1 for v in views if v["terminal"])
-    pct = 100.0 * done / total if total else 0.0
+    pct = 100.0 * (done + never) / total if total else 0.0
     statuses = ", ".join(sorted({str(v["status"]) for v in views}))
-    return f"{terminal}/{len(views)} batches terminal ({statuses}); {done}/{total} requests done ({pct:.1f}%)"
+    line = f"{terminal}/{len(views)} batches terminal ({statuses}); {done + never}/{total} requests done ({pct:.1f}%)"
+    return line + (f", {never} of them never ran (cancelled or expired)" if never else "")
 
 
 def main(argv: list[str]) -> tuple[dict[str, Any], int]:

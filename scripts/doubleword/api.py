@@ -156,7 +156,18 @@ def _oldest(matches: list[dict[str, Any]], what: str) -> dict[str, Any] | None:
 
 
 def get_batch(client: ApiClient, batch_id: str) -> dict[str, Any]:
-    return _the_one_asked(client.get_json(f"batches/{_id(batch_id)}"), batch_id, "batch")
+    return never_to_run(_the_one_asked(client.get_json(f"batches/{_id(batch_id)}"), batch_id, "batch"))
+
+
+def never_to_run(batch: dict[str, Any]) -> dict[str, Any]:
+    """A batch cancelled while it was still validating is never populated: Doubleword reports it
+    ``cancelling`` for good (section 6 of the reference), so nothing of it will ever run. It is taken as
+    ``cancelled`` (terminal), or its job could never finish: poll and fetch would say 7 and --resubmit
+    refuse for ever. A ``cancelling`` batch whose requests were populated (``in_progress_at``) waits."""
+    cancelled = batch.get("cancelled_at") or batch.get("cancelling_at")
+    if batch.get("status") == "cancelling" and cancelled and not batch.get("in_progress_at"):
+        return {**batch, "status": "cancelled"}
+    return batch
 
 
 def _the_one_asked(body: dict[str, Any], wanted: str, kind: str) -> dict[str, Any]:
