@@ -409,3 +409,25 @@ def test_a_workbook_given_as_csv_is_named_as_such(tmp_path):
     book.write_bytes(b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(128, 256)) * 4)  # a zip, as .xlsx files are
     proc, out = create("--csv", str(book), "--field", "subject", "-o", str(tmp_path / "b.jsonl"))
     assert proc.returncode == 4 and "spreadsheet workbook, not CSV" in out["error"]["message"], out
+
+
+def test_a_csv_quote_never_closed_is_an_error_naming_its_row_not_a_file_missing_its_rows(tmp_path):
+    """A stray opening quote makes the lenient CSV reader run that value to the end of the file: 50 rows
+    came out as 2 requests, exit 0. Now exit 4 naming the row and line, and nothing is written. Values
+    that span lines, and a quote inside an unquoted value (5" screen), are read as before."""
+    data = tmp_path / "reviews.csv"
+    rows = "".join(f"r{i},row {i}\n" for i in range(3, 51))
+    data.write_text('id,review\nr1,fine\nr2,"unclosed quote then left\n' + rows, encoding="utf-8")
+    out = tmp_path / "b.jsonl"
+    proc, result = create("--csv", str(data), "--id-field", "id", "--field", "review", "-o", str(out))
+    assert proc.returncode == 4, result
+    message = result["error"]["message"]
+    assert f"row 2 (line 3) of {data} opens a quoted value that is never closed" in message, message
+    assert "taking in the 48 line(s) after it" in message, message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.csv"]
+
+    data.write_text('id,review\nr1,"two\nlines"\nr2,5" screen\nr3,"last\nvalue"\n', encoding="utf-8")
+    proc, result = create("--csv", str(data), "--id-field", "id", "--field", "review", "-o", str(out))
+    assert proc.returncode == 0, result
+    prompts = [line["body"]["messages"][0]["content"] for line in lines(out)]
+    assert prompts == ["two\nlines", '5" screen', "last\nvalue"]

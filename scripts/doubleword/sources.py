@@ -96,22 +96,53 @@ SPREADSHEET_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls", ".ods", ".numbers"})
 
 def _csv_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     with _open_text(path, "--csv", newline="") as handle:
-        reader = csv.DictReader(handle)
+        held: list[list[str]] = [[]]  # the physical lines of the record being read
+
+        def lines() -> Iterator[str]:
+            for line in handle:
+                held[0].append(line)
+                yield line
+
+        reader = csv.DictReader(lines())
         try:
             _comma_separated(path, reader.fieldnames)
+            held[0] = []  # the header's lines
+            last: list[str] = []
+            number = 0
             for number, row in enumerate(reader, 1):
+                last, held[0] = held[0], []
                 where = f"row {number} (line {reader.line_num}) of {path}"
                 if None in row:
                     raise InputError(f"{where} has more values than the header has columns")
                 if None in row.values():  # a short row: its missing values are empty, as in a spreadsheet
                     row = {key: "" if value is None else value for key, value in row.items()}
                 yield where, row
+            _never_closed(path, number, reader.line_num, last)
         except csv.Error as exc:
             raise InputError(f"{path}: not readable as CSV near line {reader.line_num}: {exc}")
         except UnicodeDecodeError:
             if Path(path).suffix.lower() in SPREADSHEET_SUFFIXES:
                 raise InputError(f"{path} is a spreadsheet workbook, not CSV: save it as CSV (UTF-8) first")
             raise InputError(f"{path} is not valid UTF-8; re-save it as UTF-8")
+
+
+def _never_closed(path: str, number: int, line_num: int, record: list[str]) -> None:
+    """Refuse a last row whose quoted value is never closed: the CSV reader (lenient, as spreadsheets
+    are) runs it to the end of the file, so every row after it would silently become part of its text."""
+    if not record:
+        return
+    try:
+        list(csv.reader(record, strict=True))
+    except csv.Error as exc:
+        if "unexpected end of data" not in str(exc):
+            return  # another oddity (a stray quote inside a value) that the lenient reader took as text
+        start = line_num - len(record) + 1
+        taken = f", taking in the {len(record) - 1} line(s) after it" if len(record) > 1 else ""
+        raise InputError(
+            f"row {number} (line {start}) of {path} opens a quoted value that is never closed, so it runs to "
+            f'the end of the file{taken}; fix the quotes of that row (a value holding a " is written in '
+            'quotes, with the " doubled: "5"" screen")'
+        )
 
 
 def _comma_separated(path: str, header: Any) -> None:
