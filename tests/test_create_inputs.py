@@ -431,3 +431,20 @@ def test_a_csv_quote_never_closed_is_an_error_naming_its_row_not_a_file_missing_
     assert proc.returncode == 0, result
     prompts = [line["body"]["messages"][0]["content"] for line in lines(out)]
     assert prompts == ["two\nlines", '5" screen', "last\nvalue"]
+
+
+def test_a_wrong_or_empty_id_column_says_which_and_lists_the_columns(tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("ticket_id,text\nT1,hello\n,bye\n", encoding="utf-8")
+    out = str(tmp_path / "o.jsonl")
+    proc, result = create("--csv", str(data), "--id-field", "id", "--field", "text", "-o", out)
+    assert proc.returncode == 4
+    assert result["error"]["message"].endswith(
+        "the id column 'id' is missing; columns are: ticket_id, text"
+    ), result
+    proc, result = create("--csv", str(data), "--id-field", "ticket_id", "--field", "text", "-o", out)
+    assert proc.returncode == 4
+    assert (
+        "row 2 (line 3)" in result["error"]["message"]
+        and "'ticket_id' is empty" in result["error"]["message"]
+    )

@@ -192,8 +192,15 @@ def _tabular_row(source: Source, where: str, row: dict[str, Any]) -> SourceRow:
         empty = False
     id_value = None
     if source.id_field:
-        if source.id_field not in row or row[source.id_field] in (None, ""):
-            raise InputError(f"{where}: the id column {source.id_field!r} is missing or empty")
+        if source.id_field not in row:
+            raise InputError(
+                f"{where}: the id column {source.id_field!r} is missing; columns are: {', '.join(map(str, row))}"
+            )
+        if row[source.id_field] in (None, ""):
+            raise InputError(
+                f"{where}: the id column {source.id_field!r} is empty; give every row an id, or leave out "
+                "--id-field to number the requests"
+            )
         value = row[source.id_field]
         id_value = value if isinstance(value, str) else json.dumps(value)
     return SourceRow(where, prompt, row, empty, id_value, images)
