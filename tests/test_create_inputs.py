@@ -448,3 +448,22 @@ def test_a_wrong_or_empty_id_column_says_which_and_lists_the_columns(tmp_path):
         "row 2 (line 3)" in result["error"]["message"]
         and "'ticket_id' is empty" in result["error"]["message"]
     )
+
+
+@pytest.mark.parametrize(
+    "name, data, says",
+    [
+        ("scan-3.png", b"<html><body>404 Not Found</body></html>", "does not start as an image file does"),
+        ("scan-3.jpg", b"", "is empty"),
+    ],
+)
+def test_a_file_named_as_an_image_that_is_none_is_an_error_naming_it(photos, tmp_path, name, data, says):
+    """An error page saved as .png, or an empty download, was sent as data:image/png (the model then fails
+    on that request, or answers without seeing a page); now exit 4 naming the file, nothing written."""
+    (photos / "img" / name).write_bytes(data)
+    out = tmp_path / "ocr.jsonl"
+    proc, result = create("--images", str(photos / "img"), "--prompt", "Transcribe the page.", "-o", str(out))
+    assert proc.returncode == 4, result
+    message = result["error"]["message"]
+    assert message.startswith(f"image {name}: ") and "is not an image" in message and says in message, message
+    assert not out.exists()

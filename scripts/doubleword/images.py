@@ -24,6 +24,9 @@ _SIGNATURES = (
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".avif"}
 )
+# Names whose format always starts with one of the signatures above: such a file that starts otherwise (an
+# error page saved as .png, an empty or cut-off download) is not an image, whatever its name says.
+_SIGNED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 
 
 def image_mime(data: bytes, name: str) -> str | None:
@@ -33,6 +36,8 @@ def image_mime(data: bytes, name: str) -> str | None:
             return mime
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
+    if Path(name).suffix.lower() in _SIGNED_SUFFIXES or not data:
+        return None
     guessed = mimetypes.guess_type(name)[0]
     return guessed if guessed and guessed.startswith("image/") else None
 
@@ -65,7 +70,10 @@ def data_uri(path: Path, where: str) -> str:
         raise InputError(f"{where}: image {path} cannot be read ({exc.strerror or exc})")
     mime = image_mime(data, path.name)
     if mime is None:
-        raise InputError(f"{where}: {path} is not an image (PNG, JPEG, GIF, WebP, BMP or TIFF)")
+        what = "is empty" if not data else f"does not start as an image file does (first bytes {data[:8]!r})"
+        raise InputError(
+            f"{where}: {path} is not an image: it {what}; give PNG, JPEG, GIF, WebP, BMP, TIFF, HEIC or AVIF"
+        )
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
