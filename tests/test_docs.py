@@ -189,6 +189,23 @@ def test_reference_lists_only_schema_files_that_exist():
     assert existing <= listed, f"undocumented schemas: {existing - listed}"
 
 
+def test_readme_layout_names_every_module_of_the_package():
+    """README's layout row for scripts/doubleword/ names each module and sub-package there is."""
+    row = next(
+        line
+        for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `scripts/doubleword/` |")
+    )
+    named = set(re.findall(r"`([a-z_]+)/?`", row))
+    package = SCRIPTS / "doubleword"
+    modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    modules |= {p.name for p in package.iterdir() if (p / "__init__.py").is_file()}
+    assert modules <= named, f"README's layout does not name: {sorted(modules - named)}"
+    assert named - {"scripts"} <= modules, (
+        f"README's layout names what is not there: {sorted(named - modules)}"
+    )
+
+
 # --------------------------------------------------------------------------- the published package
 
 
