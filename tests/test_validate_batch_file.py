@@ -212,6 +212,20 @@ WARNING_CASES = [
     ("maxTokens", GOOD + "\n" + line("q-1", body=chat(maxTokens=5)) + "\n", "unknown_field", 2, "q-1"),
     ("method_case", GOOD + "\n" + line("q-1", method="post") + "\n", "method_case", 2, "q-1"),
     ("empty_custom_id", GOOD + "\n" + line("") + "\n", "empty_custom_id", 2, ""),
+    (
+        "empty_content",
+        GOOD + "\n" + line("q-1", body=chat(messages=[{"role": "user", "content": ""}])) + "\n",
+        "empty_content",
+        2,
+        "q-1",
+    ),
+    (
+        "blank_content",
+        GOOD + "\n" + line("q-1", body=chat(messages=[{"role": "user", "content": " \n"}])) + "\n",
+        "empty_content",
+        2,
+        "q-1",
+    ),
 ]
 
 
@@ -753,3 +767,20 @@ def test_messages_image_blocks_take_the_fast_path():
         "messages": [{"role": "user", "content": [{"type": "text", "text": "ab"}, image]}],
     }
     assert bv.endpoint_checker("/v1/messages").fast_check(body) == 2 + 4 * 64  # text + the image's tokens
+
+
+def test_an_empty_prompt_in_a_made_file_is_a_warning_with_its_line(tmp_path):
+    """A CSV row with a blank cell gives a request with no prompt: create says so, and validate (SPEC 4:
+    a warning for empty message content) names the line, exit 0; a filled one is not named."""
+    data = write(tmp_path, "id,text\nr1,hello\nr2,\nr3,bye\n", "data.csv")
+    out = tmp_path / "b.jsonl"
+    made = subprocess.run(
+        [sys.executable, str(SCRIPTS / "create_batch_file.py"), "--model", "Qwen/Qwen3.5-9B", "--csv", str(data),
+         "--id-field", "id", "--field", "text", "-o", str(out)],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    proc = run_cli(str(out))
+    assert proc.returncode == 0, proc.stdout
+    warnings = json.loads(proc.stdout)["files"][0]["warnings"]
+    assert [(w["line"], w["custom_id"], w["code"]) for w in warnings] == [(2, "r2", "empty_content")]

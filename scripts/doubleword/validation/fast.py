@@ -237,6 +237,8 @@ def fast_messages(roles: frozenset[str], parts: Callable[[list[Any]], int] | Non
             if len(message) != 2 and not (len(message) == 3 and type(message.get("name")) is str):
                 return -1
             if type(content) is str:
+                if role == "user" and (not content or content.isspace()):
+                    return -1  # an empty prompt: the full check warns about it
                 chars += len(content)
             elif parts is not None and role == "user" and type(content) is list:
                 found = parts(content)

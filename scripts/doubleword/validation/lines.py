@@ -48,7 +48,8 @@ ERROR_CODES = {
 }
 WARNING_CODES = {
     "blank_line": "blank line (the server skips it, but line numbers shift)",
-    "stream_enabled": "body.stream is true (batch results would be SSE text)",
+    "stream_enabled": "body.stream is true (it buys nothing in a batch; some endpoints would store SSE text)",
+    "empty_content": "a user message's content is empty or blank",
     "priority_ignored": "body.priority is removed by the server",
     "unknown_field": "a body field that is a near-miss of a known field name",
     "method_case": "method is POST in another case",

@@ -124,6 +124,8 @@ class EndpointChecker:
                 return -1
             if checks_images and image_problems(value, name):
                 return -1  # the schema cannot check a data URI's base64; the line checks say why
+            if name == "messages" and _empty_prompts(value):
+                return -1  # valid, but worth a warning: the line checks give it
             return text_chars(value) if counts_text else 0
 
         return check
@@ -192,9 +194,11 @@ class EndpointChecker:
             warnings.append(
                 (
                     "stream_enabled",
-                    "body.stream is true: batch results would be stored as SSE text; remove it or set false",
+                    "body.stream is true: it buys nothing in a batch (the answer is stored whole, and on some "
+                    "endpoints as SSE text); remove it or set false",
                 )
             )
+        warnings.extend(_empty_prompts(body.get("messages")))
         for key in unknown:
             target = near_miss(key, self.url)
             if key == "priority":
@@ -213,6 +217,24 @@ class EndpointChecker:
                     )
                 )
         return errors, warnings
+
+
+def _empty_prompts(messages: Any) -> list[tuple[str, str]]:
+    """A warning per user message whose text is empty or blank (the model gets no prompt from it)."""
+    found = []
+    for index, message in enumerate(messages if isinstance(messages, list) else []):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str) and not content.strip():
+            found.append(
+                (
+                    "empty_content",
+                    f"body.messages[{index}].content is empty: the model gets no prompt from it; "
+                    "fill it in or leave the line out",
+                )
+            )
+    return found
 
 
 def similar(a: str, b: str) -> bool:
