@@ -123,3 +123,18 @@ def test_a_file_that_is_not_a_batch_file_is_refused_before_anything_is_sent(emul
     assert emulator.stats()["files_created"] == 0  # nothing was uploaded
     code, doc, err = h.run_script("submit", str(batch), "--no-validate", "--manifest", str(manifest), env=env)
     assert code == 0 and len(doc["batches"]) == 1, err  # the corrected command works at once
+
+
+def test_the_same_file_given_twice_is_refused_before_anything_is_sent(emulator, env, tmp_path, h):
+    """`submit.py a.jsonl ./a.jsonl` (or a glob and a name, or a symlink) made two batches of the same
+    requests, paid twice, and an export with every row twice. Now exit 2 naming it, nothing sent; two
+    different files whose ids overlap (each made by its own create run) still go as one job."""
+    src = h.write_jsonl(tmp_path / "a.jsonl", h.chat_lines(3))
+    (tmp_path / "link.jsonl").symlink_to(src)
+    for second in ("./a.jsonl", "link.jsonl"):
+        code, doc, err = h.run_script("submit", "a.jsonl", second, env=env, cwd=tmp_path)
+        assert code == 2 and "is given twice" in doc["error"]["message"], doc
+    assert emulator.requests_log() == [] and not (tmp_path / "a.jsonl.manifest.json").exists()
+    other = h.write_jsonl(tmp_path / "b.jsonl", h.chat_lines(3))  # the same custom_ids, another file
+    code, doc, err = h.run_script("submit", str(src), str(other), env=env)
+    assert code == 0 and doc["created"] == 2, doc

@@ -13,7 +13,7 @@ from typing import Any
 from doubleword.cli import info, warn
 from doubleword.cli import summary as say
 from doubleword.client import client_from_args
-from doubleword.errors import ExitCode, InputError
+from doubleword.errors import ExitCode, InputError, UsageError
 from doubleword.manifest import Manifest, client_for
 from doubleword.planning import (
     Options,
@@ -32,11 +32,16 @@ from doubleword.submission import CostLimit, cost_refusal, send_shards, summary,
 def input_paths(names: list[str]) -> list[Path]:
     """The input files, each checked to be a file (a folder or a missing path is an input error)."""
     inputs = [Path(p) for p in names]
+    seen: dict[tuple[int, int], Path] = {}
     for path in inputs:
         if path.is_dir():
             raise InputError(f"input {path} is a directory, not a batch file; give the .jsonl file(s) in it")
         if not path.is_file():
             raise InputError(f"input file {path} does not exist")
+        stat = path.stat()
+        first = seen.setdefault((stat.st_dev, stat.st_ino), path)
+        if first is not path:  # the same file twice (a glob and a name, ./x and x): every request paid twice
+            raise UsageError(f"input {path} is given twice (also as {first}); give each batch file once")
     return inputs
 
 
