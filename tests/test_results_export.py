@@ -107,3 +107,19 @@ def test_a_csv_export_of_embeddings_warns_that_a_spreadsheet_cell_cannot_hold_th
         "fetch_results", "--manifest", text_job, "--export", "answers.csv", env=env, cwd=tmp_path
     )
     assert code == 0 and "spreadsheet cell" not in err, err
+
+
+def test_an_export_whose_source_rows_file_is_gone_says_so(emulator, env, tmp_path, h):
+    """The rows file create wrote (and submit recorded) moved away: the export has only our columns, and
+    stderr names the file instead of handing over a table without the user's columns unremarked."""
+    manifest = _make_job(tmp_path, h, env)
+    rows = tmp_path / "batch.rows.jsonl"
+    rows.rename(tmp_path / "elsewhere.jsonl")
+    code, doc, err = h.run_script(
+        "fetch_results", "--manifest", manifest, "--export", "a.csv", env=env, cwd=tmp_path
+    )
+    assert code == 0, err
+    with open(tmp_path / "a.csv", encoding="utf-8-sig", newline="") as handle:
+        assert next(csv.reader(handle))[:2] == ["custom_id", "status"]
+    warning = next(line for line in err.splitlines() if "is gone" in line)
+    assert str(rows) in warning and "put it back" in warning, warning

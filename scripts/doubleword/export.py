@@ -54,12 +54,17 @@ def _beside(batch_path: str | None) -> str | None:
 class _Rows:
     """A shard's source rows, read in step with its inputs (joined by custom_id)."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, recorded: bool = False) -> None:
         self.lines: Iterator[bytes] | None = None
         self.handle: IO[bytes] | None = None
         if path and Path(path).is_file():
             self.handle = open(path, "rb")  # noqa: SIM115 - closed by close()
             self.lines = iter(self.handle)
+        elif path and recorded:  # create wrote it and submit recorded it: moved or deleted since
+            warn(
+                f"{path} (the source rows create_batch_file.py wrote beside the batch file) is gone: the "
+                "export's rows from that file have none of your data's columns; put it back and fetch again"
+            )
 
     def row_for(self, custom_id: str) -> dict[str, Any]:
         if self.lines is None:
@@ -84,7 +89,9 @@ class Export:
 
     def __init__(self, path: Path, store: Any, shards: list[Shard]) -> None:
         self.path = path
-        self.rows = {input_key(s): _Rows(s.rows_path or _beside(s.path)) for s in shards}
+        self.rows = {
+            input_key(s): _Rows(s.rows_path or _beside(s.path), recorded=bool(s.rows_path)) for s in shards
+        }
         self.user_columns: dict[str, None] = {}
         self.answer_columns: dict[str, None] = {}
         self.has_content = self.has_embedding = False
