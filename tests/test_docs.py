@@ -4,6 +4,7 @@ the docs mention, and the published package's contents."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -204,6 +205,38 @@ def test_readme_layout_names_every_module_of_the_package():
     assert named - {"scripts"} <= modules, (
         f"README's layout names what is not there: {sorted(named - modules)}"
     )
+
+
+def test_readmes_python_example_writes_a_valid_batch_file(tmp_path):
+    """README's "Building requests in Python" block runs as shown (scripts/ on sys.path), writes a file
+    validate_batch_file.py accepts, and a bad request raises the InputError it names."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 1, "README shows one Python example"
+    code = blocks[0].replace('sys.path.insert(0, "scripts")', f"sys.path.insert(0, {str(SCRIPTS)!r})")
+    code += (
+        "\nimport json; print(json.dumps(shards))"
+        "\nfrom doubleword.errors import InputError"
+        "\ntry:\n    write_batch([make_request('x', model='m', custom_id='a', temperature=5)], 'bad.jsonl')"
+        "\nexcept InputError as exc:\n    print('refused:', exc)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    shards_line, refused = done.stdout.splitlines()
+    assert json.loads(shards_line) == [
+        {"path": "jobs.jsonl", "requests": 2, "bytes": (tmp_path / "jobs.jsonl").stat().st_size}
+    ]
+    assert (
+        refused.startswith("refused: ") and "temperature" in refused and not (tmp_path / "bad.jsonl").exists()
+    )
+    check = subprocess.run(
+        [sys.executable, str(SCRIPTS / "validate_batch_file.py"), "jobs.jsonl"],
+        cwd=tmp_path,
+        capture_output=True,
+    )
+    assert check.returncode == 0, check.stdout
 
 
 # --------------------------------------------------------------------------- the published package
