@@ -467,3 +467,22 @@ def test_a_file_named_as_an_image_that_is_none_is_an_error_naming_it(photos, tmp
     message = result["error"]["message"]
     assert message.startswith(f"image {name}: ") and "is not an image" in message and says in message, message
     assert not out.exists()
+
+
+def test_a_template_with_json_braces_says_to_double_them(tmp_path):
+    """'Answer like {"label": "x"}' reads {"label": "x"} as a column: the error says to write literal
+    braces doubled; doubled, the prompt holds the JSON as written. A plain typo gets no such hint."""
+    data = tmp_path / "d.csv"
+    data.write_text("id,text\nr1,great\n", encoding="utf-8")
+    out = str(tmp_path / "o.jsonl")
+    proc, result = create(
+        "--csv", str(data), "--template", 'Rate {text}. Answer like {"label": "x"}', "-o", out
+    )
+    assert proc.returncode == 4 and "write literal braces doubled, {{ and }}" in result["error"]["message"]
+    proc, result = create("--csv", str(data), "--template", "Rate {txt}", "-o", out)
+    assert proc.returncode == 4 and "doubled" not in result["error"]["message"], result
+    proc, result = create(
+        "--csv", str(data), "--template", 'Rate {text}. Answer like {{"label": "x"}}', "-o", out
+    )
+    assert proc.returncode == 0, result
+    assert lines(out)[0]["body"]["messages"][0]["content"] == 'Rate great. Answer like {"label": "x"}'

@@ -231,9 +231,11 @@ def _fill(template: str, row: dict[str, Any], where: str) -> tuple[str, bool]:
             return token[0]
         name = match.group(1)
         if name not in row:
+            literal = not name.strip() or any(c in name for c in "\"':,{}")  # JSON or code, not a column
             raise InputError(
                 f"{where}: the template uses {{{name}}} but the row has no column {name!r}; "
                 f"columns are: {', '.join(map(str, row))}"
+                + ('; write literal braces doubled, {{ and }} (e.g. {{"label": ...}})' if literal else "")
             )
         value = row[name]
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
