@@ -146,7 +146,7 @@ def _documented_invocations(path: Path) -> list[tuple[str, list[str]]]:
     return found
 
 
-@pytest.mark.parametrize("doc", ["SKILL.md", "README.md"])
+@pytest.mark.parametrize("doc", ["SKILL.md", "README.md", "tools/skill_README.md"])
 def test_every_documented_flag_exists_in_the_scripts_help(doc):
     invocations = _documented_invocations(ROOT / doc)
     assert invocations, f"{doc} shows no commands"
