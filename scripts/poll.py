@@ -132,7 +132,9 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         f" over {len(manifest.rounds)} rounds" if manifest is not None and len(manifest.rounds) > 1 else ""
     )
     so_far = " in the finished batches" if suggested is not None else ""  # running ones are not counted yet
-    summary(f"{progress_line(views)}; {left:,} request(s) without an answer{so_far}{rounds}")
+    overdue = sum(1 for v in views if v.get("overdue"))
+    late = f"; {overdue} batch(es) overdue (past expires_at, still running)" if overdue else ""
+    summary(f"{progress_line(views)}; {left:,} request(s) without an answer{so_far}{rounds}{late}")
     return result, int(code)
 
 

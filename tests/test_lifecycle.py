@@ -234,12 +234,13 @@ def test_poll_wait_timeout_and_deadline(emulator, env, tmp_path, h):
         "poll", "--manifest", manifest, "--wait", "--timeout", "0.5", "--interval", "0.1", env=env
     )
     assert code == 7 and poll["checks"] >= 2
-    assert poll["batches"][0]["overdue"] is False
+    assert poll["batches"][0]["overdue"] is False and "overdue" not in err.splitlines()[-1]
     emulator.advance_clock(2 * 3600)
     code, poll, err = h.run_script("poll", "--manifest", manifest, env=env)
     assert code == 7
     view = poll["batches"][0]
     assert view["overdue"] is True and view["expired_at"] and not view["terminal"]
+    assert "1 batch(es) overdue (past expires_at, still running)" in err.splitlines()[-1], err  # said, too
 
 
 def test_cancel_running_and_refuse_finished(emulator, env, tmp_path, h):
