@@ -510,3 +510,16 @@ def test_a_large_upload_shows_byte_progress_with_rate(server, tmp_path, capsys):
     client.upload_file(data, "big.jsonl", {"purpose": "batch"})
     err = capsys.readouterr().err
     assert "uploading big.jsonl:" in err and "MB/s" in err and "\x1b" not in err
+
+
+def test_a_base_url_without_v1_is_named_on_a_404_of_a_route(emulator, tmp_path, h):
+    """DOUBLEWORD_BASE_URL=https://host (no /v1) 404s on every route: the error says to check the base URL
+    and that Doubleword's ends in /v1, not "check the id" (there is none); an unknown id keeps that hint."""
+    bare = emulator.base_url.removesuffix("/v1")
+    jobs = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(2))
+    for script, args in (("list_batches", ()), ("list_models", ()), ("submit", (str(jobs),))):
+        result = h.run_script(script, *args, env=h.script_env(bare))
+        message = result.doc["error"]["message"]
+        assert result.code == 4 and "no such route" in message and "ends in /v1" in message, (script, message)
+    result = h.run_script("poll", "0b6c5f1e-2a8d-4c1b-9e37-5d2f8a1c4b90", env=h.script_env(emulator.base_url))
+    assert result.code == 4 and "check the id" in result.doc["error"]["message"]

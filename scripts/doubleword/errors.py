@@ -89,6 +89,8 @@ class ApiError(CliError):
     def __init__(self, status: int, message: str, *, method: str = "", path: str = "") -> None:
         where = f"{method} {path}: " if method else ""
         hint = MODEL_HINT if status == 403 and "Model '" in message else STATUS_HINTS.get(status, "")
+        if status == 404 and path.strip("/") in ROUTES:  # no id in the path: the route itself is missing
+            hint = ROUTE_HINT
         super().__init__(f"{where}HTTP {status}: {message}{hint}", details={"status": status})
         self.status = status
         self.server_message = message
@@ -99,6 +101,9 @@ class ApiError(CliError):
         }.get(self.code, "service_error")
 
 
+# A 404 on a route without an id (listing or creating) means the server has no such route at all.
+ROUTES = frozenset({"files", "batches", "models"})
+ROUTE_HINT = " (the server has no such route: check the base URL; Doubleword's ends in /v1, https://api.doubleword.ai/v1)"
 MODEL_HINT = " (use a model your key can use: scripts/list_models.py lists them, from GET /models)"
 STATUS_HINTS = {
     401: " (the API key was refused: check DOUBLEWORD_API_KEY)",
