@@ -45,10 +45,10 @@ from doubleword.files import AtomicFile, atomic_write_text
 from doubleword.inorder import OrderTracker, Range, ResultsDraft
 from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
 from doubleword.remote import delete_remote, early_analytics, job_cost
-from doubleword.results import Run, join
+from doubleword.results import Run, join, whole_file
 from doubleword.sinks import BadContent, RecordFile, ReplyReader, Sink, check_content_type, served_lines
 from doubleword.status import describe_batch, is_terminal, suggested_check
-from doubleword.store import RECORDS_NAME, Store
+from doubleword.store import RECORDS_NAME, RESULTS_NAME, Store
 
 KINDS = {"output": ("output_file_id", "output.jsonl", 0), "errors": ("error_file_id", "errors.jsonl", 1)}
 STREAM_RETRIES = 5
@@ -90,7 +90,7 @@ class Engine:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(out_dir)
         self.store.drop_join_index()
-        self.records = RecordFile(out_dir / RECORDS_NAME, self.store)
+        self.records = RecordFile(out_dir / RECORDS_NAME, self.store, out_dir / RESULTS_NAME)
         self.sinks: dict[str, Sink] = {}
         self._committer: threading.Thread | None = None
         self._to_write: tuple[list[int], str] | None = None  # the newest state not yet being written
@@ -117,11 +117,12 @@ class Engine:
         self.disordered = False
         self.on_disorder: Callable[[], Any] = lambda: None
         self.sent = {str(s.batch_id): s for s in manifest.shards if s.batch_id}
-        # results.jsonl written as the in-order answers arrive (the committer copies them)
+        # results.jsonl written as the in-order answers arrive (the committer copies them); not for one
+        # batch: its answers in order are the record file whole, which the join links instead
         self.draft: ResultsDraft | None = None
         self._to_copy: list[Range] = []
-        if draft and self.one_round:
-            self.draft = ResultsDraft(out_dir / "results.jsonl", self.records.path, list(self.sent))
+        if draft and self.one_round and len(self.sent) > 1:
+            self.draft = ResultsDraft(out_dir / RESULTS_NAME, self.records.path, list(self.sent))
         self.last_commit = time.monotonic()
         self.commit()  # while the first requests go out (as are the download's commits)
 
@@ -224,7 +225,7 @@ class Engine:
             unwritten, self._to_copy = self._to_copy, []  # none: nothing commits now
         if draft is None:
             return None
-        if ordered is None:
+        if ordered is None or whole_file(ordered, self.records.end()):  # (the join links that file)
             draft.discard()
             return None
         draft.write(unwritten)
@@ -635,7 +636,7 @@ def _download_and_join(
                 from doubleword.export import Export  # only --export pays for its import
 
                 extra.append(Export(options.export, engine.store, listed))
-            results_path, retry_path = out_dir / "results.jsonl", out_dir / "retry.jsonl"
+            results_path, retry_path = out_dir / RESULTS_NAME, out_dir / "retry.jsonl"
             written = engine.drafted(ordered)
             summary = join(engine.store, running, results_path, retry_path, extra, ordered, written)
         short = _shortfall(engine.store, shards, batches)

@@ -96,6 +96,52 @@ class AtomicFile:
             self.tmp = ""
 
 
+class LinkedFile:
+    """``path`` made a second name of an existing file (a hard link: not a byte copied), put in place
+    as :class:`AtomicFile` puts its temp file. :meth:`make` returns None where the file system cannot link
+    (another file system, or none with links): the caller writes a copy instead."""
+
+    def __init__(self, tmp: str, target: Path) -> None:
+        self.tmp, self.target = tmp, target
+
+    @classmethod
+    def make(cls, source: Path, path: str | os.PathLike[str]) -> LinkedFile | None:
+        target = real_target(Path(path))
+        remove_stale_temps(target)
+        mode = _mode_for(target)
+        tmp = str(target.parent / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        try:
+            descriptor = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)  # durable before its new name says it is there (as install's sync)
+            finally:
+                os.close(descriptor)
+            os.link(source, tmp)
+        except OSError:
+            return None
+        linked = cls(tmp, target)
+        try:
+            os.chmod(tmp, mode)
+        except OSError:
+            linked.discard()
+            return None
+        return linked
+
+    def install(self) -> None:
+        with naming_errors(self.target):
+            if self.target.exists() and os.path.samefile(self.tmp, self.target):
+                os.unlink(self.tmp)  # already its name (a rename between two names of one file does nothing)
+            else:
+                os.replace(self.tmp, self.target)
+        self.tmp = ""
+
+    def discard(self) -> None:
+        if self.tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+            self.tmp = ""
+
+
 COPY_PIECE = 1 << 20
 
 

@@ -24,8 +24,8 @@ from typing import IO, Any, Protocol
 
 from doubleword.answers import ANSWER_KEYS, HEAD_KEYS, STATUSES, USABLE, check_json, json_request
 from doubleword.batch_inputs import MANIFEST_META, is_never_sent
-from doubleword.files import AtomicFile, RangeCopier, atomic_writer
-from doubleword.store import RECORDS_NAME, Store
+from doubleword.files import AtomicFile, LinkedFile, RangeCopier, atomic_writer
+from doubleword.store import RECORDS_NAME, SHARED_KEY, Store, share_stamp
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _RANK = {"completed": 4, "truncated": 3, "failed": 2, "missing": 1}
@@ -452,27 +452,30 @@ def join(
     retry_path: Path,
     extra: Sequence[Writer] = (),
     ordered: list[Run] | None = None,
-    written: AtomicFile | None = None,
+    written: AtomicFile | LinkedFile | None = None,
 ) -> dict[str, Any]:
     """Write results.jsonl and retry.jsonl (atomically) and feed ``extra`` writers; returns the summary
     (with ``per_batch`` counts). ``ordered``: the whole job as runs, known without the index (answers
     checked against their inputs as they arrived, :mod:`doubleword.inorder`); ``written``: results.jsonl
-    already written from those runs while they arrived, put in place here."""
+    already written from those runs while they arrived, put in place here. When the runs are the record
+    file whole, results.jsonl is made a second name of it (:func:`_linked`)."""
     requests = _Requests(store.source_paths(), store.path.with_name(RECORDS_NAME))
     summary = Summary()
     try:
         with contextlib.ExitStack() as files:
             retry = files.enter_context(atomic_writer(retry_path))
             writers: list[Writer] = [RetryFile(retry, requests), summary, *extra]
+            runs = all(hasattr(w, "add_run") for w in writers)  # a writer without: no runs
+            if runs and ordered is None:
+                ordered = _ordered(store, requests)
+            if written is None and ordered:
+                written = _linked(store, ordered, results_path)
             lines = None
             if written is None or not ordered:
                 lines = ResultsFile(files.enter_context(atomic_writer(results_path)), requests)
                 writers.insert(0, lines)
             adders = [w.add for w in writers]
-            run_adders = [getattr(w, "add_run", None) for w in writers]  # a writer without: no runs
-            runs = None not in run_adders
-            if runs and ordered is None:
-                ordered = _ordered(store, requests)
+            run_adders = [getattr(w, "add_run", None) for w in writers]
             items: Iterable[Result | Run] = ordered or records(store, running, requests, runs=runs)
             for item in items:
                 if isinstance(item, Run):
@@ -496,6 +499,31 @@ def join(
     report = summary.report()
     report["per_batch"] = summary.per_batch
     return report
+
+
+def whole_file(runs: Sequence[Run], size: int) -> bool:
+    """The runs, in their order, are the ``size`` bytes of the record file from its start, each once."""
+    position = 0
+    for run in runs:
+        for start, end in run.ranges:
+            if start != position:
+                return False
+            position = end
+    return position == size
+
+
+def _linked(store: Store, ordered: list[Run], results_path: Path) -> LinkedFile | None:
+    """results.jsonl as a second name of the record file when ``ordered`` is that file whole: the same
+    bytes, none copied (half the disk, no copy at the end); the record file copies them for results.jsonl
+    before it grows (:class:`doubleword.sinks.RecordFile`). None where it is not, or cannot be linked."""
+    records = store.path.with_name(RECORDS_NAME)
+    size = int(store.meta("records_bytes") or 0)
+    if not whole_file(ordered, size) or records.stat().st_size != size:
+        return None
+    linked = LinkedFile.make(records, results_path)
+    if linked is not None:
+        store.set_meta(SHARED_KEY, share_stamp(records.stat()))
+    return linked
 
 
 def _ordered(store: Store, requests: _Requests) -> list[Run] | None:

@@ -10,6 +10,7 @@ reply that is not NDJSON of output lines, or that repeats lines already download
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from doubleword.answers import encode_line
 from doubleword.cli import warn
 from doubleword.endpoints import endpoint_for_url
 from doubleword.errors import ServiceError
-from doubleword.store import Store
+from doubleword.files import AtomicFile, RangeCopier, real_target
+from doubleword.store import SHARED_KEY, Store, share_stamp
 
 COMMIT_LINES = 10_000  # commit at least this often (and at least every COMMIT_SECONDS): the syncs are
 COMMIT_SECONDS = 1.0  # spread over the download instead of all waiting at its end
@@ -83,24 +85,59 @@ class Sink:
 
 
 class RecordFile:
-    """The encoded answer members of every indexed line (appended; committed length in the index)."""
+    """The encoded answer members of every indexed line (appended; committed length in the index).
 
-    def __init__(self, path: Path, store: Store) -> None:
-        self.path, self.store = path, store
+    When a job's answers came back whole and in input order, results.jsonl is this file under a second
+    name (a hard link made by :func:`doubleword.results.join`), and nothing is written through it: the
+    first append gives results.jsonl a copy of its own. If the file was changed through results.jsonl
+    (its size or time is not what was recorded when they were linked), it no longer holds the answers as
+    decoded: this name is dropped (results.jsonl keeps the bytes) and the lines are read again."""
+
+    def __init__(self, path: Path, store: Store, results_path: Path) -> None:
+        self.path, self.store, self.results_path = path, store, results_path
         committed = int(store.meta("records_bytes") or 0)
+        self.shared = self._linked_to_results()
+        if self.shared and not self._unchanged(committed):
+            path.unlink()
+            self.shared = False
         size = path.stat().st_size if path.exists() else 0
         self.reset = size < committed  # removed by hand: the lines must be read again
         self.committed = 0 if self.reset else committed
-        with open(path, "ab") as handle:
-            handle.truncate(self.committed)
+        if not self.shared:  # (shared, it is its committed length: checked above)
+            with open(path, "ab") as handle:
+                handle.truncate(self.committed)
         self.handle = open(path, "ab")  # noqa: SIM115 - closed by close()
         self.pending = 0
+
+    def _linked_to_results(self) -> bool:
+        try:
+            mine, theirs = os.stat(self.path), os.stat(real_target(self.results_path))
+        except OSError:
+            return False
+        return mine.st_nlink > 1 and os.path.samestat(mine, theirs)
+
+    def _unchanged(self, committed: int) -> bool:
+        stat = os.stat(self.path)
+        return stat.st_size == committed and self.store.meta(SHARED_KEY) in (None, share_stamp(stat))
+
+    def _unshare(self) -> None:
+        """results.jsonl replaced by a copy of its own (the same bytes) before this file grows."""
+        copy = AtomicFile(self.results_path)
+        try:
+            with open(self.path, "rb") as source:
+                RangeCopier(source).append(0, self.committed, copy.fd)
+            copy.install()
+        finally:
+            copy.discard()  # nothing when installed
+        self.shared = False
 
     def end(self) -> int:
         return self.committed + self.pending
 
     def extend(self, lines: list[bytes], size: int) -> None:
         if lines:
+            if self.shared:
+                self._unshare()
             lines.append(b"")
             self.handle.write(b"\n".join(lines))
             self.pending += size

@@ -14,6 +14,7 @@ and rows missing below it (the index was removed by hand) are rebuilt from the r
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 
 INDEX_NAME = ".fetch-index.sqlite"
 RECORDS_NAME = ".fetch-records.jsonl"
+RESULTS_NAME = "results.jsonl"
+SHARED_KEY = "records_shared"  # the record file's stamp when results.jsonl was made a second name of it
 SCHEMA_VERSION = 4  # 4: a record is the whole results.jsonl line; records in arrival order, no key
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -37,6 +40,11 @@ CREATE TABLE IF NOT EXISTS inputs (
 """
 RecordRow = tuple[int, int, Any, str, Any, str, int, int, int, Any, Any, int, int]
 InputRow = tuple[str, Any, int, int, int, int]  # custom_id, (unused), off, len, json flag, digest
+
+
+def share_stamp(stat: os.stat_result) -> str:
+    """What tells that the record file was not written through results.jsonl since they were linked."""
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 class Store:
