@@ -67,3 +67,25 @@ def test_cost_limit_message_uses_plain_decimals(emulator, env, tmp_path, h):
     assert code == 4 and doc["error"]["type"] == "cost_limit"
     assert "E-" not in doc["error"]["message"] and "$0.0000001" in doc["error"]["message"]
     assert emulator.stats()["batches_created"] == 0
+
+
+def test_a_refused_upload_names_the_physical_line_and_custom_id(emulator, env, tmp_path, h):
+    """The server's "Line N" counts non-blank lines only: in a file with blank lines it points elsewhere.
+    The error says which line of the file and which custom_id it is (also as error.line, error.custom_id)."""
+    import json
+
+    lines = [json.dumps(line) for line in h.chat_lines(4)]
+    bad = h.chat_lines(1, prefix="bad")[0]
+    bad["body"]["model"] = "no-such/model"
+    src = tmp_path / "jobs.jsonl"
+    src.write_text("\n".join([lines[0], "", lines[1], "", json.dumps(bad), lines[2]]) + "\n")
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    error = doc["error"]
+    assert code == 3 and "Line 3:" in error["message"], doc  # the server's own count
+    assert (error["line"], error["custom_id"]) == (5, "bad-00000")
+    assert f"it is line 5 of {src}, custom_id 'bad-00000'" in error["message"]
+
+    src.write_text("\n".join([lines[0], json.dumps(bad), lines[1]]) + "\n")  # no blank line: no note
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 3 and (doc["error"]["line"], doc["error"]["custom_id"]) == (2, "bad-00000")
+    assert "counts only non-blank lines" not in doc["error"]["message"]

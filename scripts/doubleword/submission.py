@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -306,7 +308,48 @@ def naming_shard(manifest: Manifest, shard: Shard) -> Iterator[None]:
     except CliError as exc:
         exc.details.setdefault("shard", shard.path)
         exc.details.setdefault("manifest", str(manifest.path.resolve()))
+        _physical_line(exc, shard.path)
         raise
+
+
+_SERVER_LINE = re.compile(r"(?:^|: )Line (\d+)\b")
+
+
+def _physical_line(exc: CliError, path: str | None) -> None:
+    """The server numbers non-blank lines (blank ones skipped); a file with blank lines puts its "Line N"
+    elsewhere. Say which physical line and custom_id that is (``error.line``, ``error.custom_id``)."""
+    found = _SERVER_LINE.search(str(getattr(exc, "server_message", "")))
+    if found is None or not path or "line" in exc.details:
+        return
+    wanted = int(found.group(1))
+    at = _nth_request_line(path, wanted)
+    if at is None:
+        return
+    number, raw = at
+    try:
+        custom_id = json.loads(raw).get("custom_id")
+    except (ValueError, AttributeError, RecursionError):
+        custom_id = None
+    exc.details.update(line=number, custom_id=custom_id)
+    if number != wanted:
+        where = f"line {number} of {path}" + (
+            f", custom_id {custom_id!r}" if isinstance(custom_id, str) else ""
+        )
+        exc.message += f" (the server's line {wanted} counts only non-blank lines: it is {where})"
+
+
+def _nth_request_line(path: str, wanted: int) -> tuple[int, bytes] | None:
+    """(physical line number, text) of the ``wanted``-th non-blank line of a file, or None."""
+    count = 0
+    try:
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                count += bool(raw.strip())
+                if count == wanted:
+                    return number, raw
+    except OSError:
+        return None
+    return None
 
 
 def _upload(client: ApiClient, manifest: Manifest, shard: Shard) -> Shard:
