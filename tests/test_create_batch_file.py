@@ -376,3 +376,15 @@ def test_every_path_create_prints_is_absolute_and_submit_takes_them_from_another
     assert submitted.code == 0, submitted
     assert [b["shard"] for b in submitted.doc["batches"]] == paths
     assert submitted.doc["manifest"] == str(work / "out" / "batch-001.jsonl.manifest.json")
+
+
+def test_an_option_embeddings_cannot_take_is_named_as_its_flag(tmp_path):
+    """It said "sampling options and --json-schema do not apply to embeddings (['max_tokens'])"."""
+    proc = create(
+        "--model", "Qwen/Qwen3-Embedding-8B", "--endpoint", "embeddings", "--prompt", "x",
+        "--max-tokens", "5", "--temperature", "0", "-o", str(tmp_path / "e.jsonl"),
+    )  # fmt: skip
+    assert proc.returncode == 2
+    message = json.loads(proc.stdout)["error"]["message"]
+    assert message.startswith("--temperature, --max-tokens do not apply to the embeddings endpoint"), message
+    assert "[" not in message

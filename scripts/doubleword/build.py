@@ -166,7 +166,11 @@ def _refuse_options(name: str, flags: tuple[bool, ...], effort: str | None, limi
     if not ep.sampling:
         sampling = [k for k in ("temperature", "top_p", "max_tokens", "stop", "json_schema") if k in given]
         if sampling:
-            raise UsageError(f"sampling options and --json-schema do not apply to {ep.name} ({sampling})")
+            named = ", ".join("--" + k.replace("_", "-") for k in sampling)
+            raise UsageError(
+                f"{named} {'does' if len(sampling) == 1 else 'do'} not apply to the {ep.name} endpoint "
+                f"({ep.url}): it takes no sampling options, output limit or JSON schema"
+            )
     for option, member in _NEEDS.items():
         if (option in given or (option == "reasoning_effort" and effort is not None)) and getattr(
             ep, member
