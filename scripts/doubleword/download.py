@@ -429,7 +429,7 @@ class Engine:
             self._tracker(shard)
         reader = ReplyReader(self, shard, kind, cursor, batch)
         pending: list[bytes] = []  # the start of a line not ended yet (in pieces: never re-scanned)
-        size = 0
+        size, interrupted = 0, False
         try:
             for chunk in prefetched(response.iter_content(chunk_size=DOWNLOAD_CHUNK)):
                 cut = chunk.rfind(b"\n")
@@ -450,8 +450,14 @@ class Engine:
                     raise requests.exceptions.ChunkedEncodingError("the body ended inside a line")
                 reader.take([tail])
             reader.finish()
+        except KeyboardInterrupt:
+            # Ctrl-C can land inside a take (lines appended, cursor not moved yet): nothing of this
+            # reply is committed then, so the manifest names only what an earlier commit had whole
+            interrupted = True
+            raise
         finally:
-            reader.flush()
+            if not interrupted:
+                reader.flush()
         return reader.received
 
 
