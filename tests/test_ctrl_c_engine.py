@@ -10,7 +10,20 @@ and the exit comes at once, whatever the download threads and the committer were
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
+
+import pytest
+from conftest import _PRELUDE_WRAPPER as PRELUDE_WRAPPER
+
+from doubleword import download
+from doubleword.client import ApiClient
+from doubleword.manifest import Manifest
 
 # The second reply's lines reach the index only after output.jsonl took them: a Ctrl-C there
 # interrupts the reply half taken (its raw lines appended, their index rows and the cursor not yet).
@@ -52,3 +65,102 @@ def test_ctrl_c_inside_a_reply_saves_only_what_the_cursor_covers(emulator, env, 
     assert len(ids) == len(set(ids)) == 30
     results = h.read_jsonl(out / "results.jsonl")
     assert [r["custom_id"] for r in results] == [line["custom_id"] for line in job.lines]
+
+
+# -- the committer on a slow disk (in-process: its syncs held until the test lets them go)
+
+
+def _stalled_fetch(tmp_path, monkeypatch, stop: BaseException) -> tuple[float, Path, threading.Event]:
+    """fetch_job whose committer's syncs wait (a disk busy writing back) and whose download loop raises
+    ``stop`` at once; returns how long the fetch took to give ``stop`` back, the manifest, and the event
+    that lets the syncs go (set by a timer 3 s after the start if the test does not set it first)."""
+    release = threading.Event()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if threading.current_thread().name == "commit":
+            release.wait(30)
+        real_fsync(fd)
+
+    def loop(engine, options):
+        engine.commit()  # a commit whose syncs are under way when the stop comes
+        raise stop
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(download, "_download_loop", loop)
+    monkeypatch.setattr(download, "COMMIT_GRACE", 0.3, raising=False)
+    manifest = Manifest.new(tmp_path / "jobs.jsonl.manifest.json")
+    manifest.save()
+    client = ApiClient("http://127.0.0.1:9", "sk-unused")  # never called: the loop is replaced
+    timer = threading.Timer(3.0, release.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(type(stop)):
+            download.fetch_job(client, manifest, tmp_path / "out")
+        return time.monotonic() - started, manifest.path, release
+    finally:
+        timer.cancel()
+
+
+def test_an_interrupted_fetch_does_not_wait_for_a_slow_disk(tmp_path, monkeypatch, capfd):
+    took, manifest, release = _stalled_fetch(tmp_path, monkeypatch, KeyboardInterrupt())
+    assert took < 1.5, f"the interrupted fetch waited {took:.1f} s for the committer"
+    assert "disk was still syncing" in capfd.readouterr().err
+    # the commit that was syncing is never recorded, not even once its syncs end: the manifest on disk
+    # stays the one written before (older, and naming nothing that is not synced)
+    release.set()
+    time.sleep(0.3)
+    assert json.loads(manifest.read_text())["fetch"] is None
+
+
+def test_a_fetch_that_stops_otherwise_still_waits_for_its_manifest(tmp_path, monkeypatch):
+    took, manifest, _ = _stalled_fetch(tmp_path, monkeypatch, RuntimeError("boom"))
+    assert took >= 2.5  # waited for the syncs (released after 3 s), however long they take
+    assert json.loads(manifest.read_text())["fetch"]["files"]["output"]["lines"] == 0
+
+
+# -- several batches downloading at once
+
+# each content request of the download threads answers 0.25 s late: a file of 20 pages takes ~5 s
+SLOW_PAGES = """
+import time, doubleword.download as d
+_content = d.content_response
+def _late(*args, **kwargs):
+    time.sleep(0.25)
+    return _content(*args, **kwargs)
+d.content_response = _late
+"""
+
+
+def test_ctrl_c_while_two_batches_download_stops_both_at_once(tmp_path, h):
+    with h.start_emulator("--rate", "100000") as emu:
+        env = h.script_env(emu.base_url)
+        job = h.submit_lines(tmp_path, h.chat_lines(400), env, "--max-requests", "200")
+        h.poll_wait("--manifest", job.manifest, env=env)
+        manifest, out = Path(job.manifest), tmp_path / "jobs.results"
+        fetch = ("--manifest", job.manifest, "--page-size", "10")
+        command = [sys.executable, "-c", PRELUDE_WRAPPER, SLOW_PAGES, str(h.SCRIPTS / "fetch_results.py")]
+        proc = subprocess.Popen([*command, *fetch], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        h.wait_until(lambda: _lines_saved(manifest) > 0, what="the first commit")
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+        assert proc.returncode == 130 and json.loads(stdout)["error"]["type"] == "interrupted", stderr
+        # the download threads stopped at their next page, not at the end of their files (~5 s)
+        assert took < 2.0, f"exit {took:.1f} s after SIGINT"
+        saved = _lines_saved(manifest)
+        assert 0 < saved < 400
+        code, doc, err = h.run_script("fetch_results", *fetch, env=env)
+        assert code == 0 and doc["complete"], err
+    ids = [line["id"] for line in h.read_jsonl(out / "output.jsonl")]
+    assert len(ids) == len(set(ids)) == 400
+
+
+def _lines_saved(manifest: Path) -> int:
+    try:
+        state = json.loads(manifest.read_text())
+    except ValueError:  # being replaced: read again
+        return 0
+    return int((((state.get("fetch") or {}).get("files") or {}).get("output") or {}).get("lines", 0))

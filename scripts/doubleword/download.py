@@ -56,6 +56,7 @@ DOWNLOAD_CHUNK = 1 << 16  # bytes per read of a streamed body (each download hol
 DOWNLOAD_WORKERS = 2  # batches downloaded at the same time (each holds its chunks and their decoded lines)
 MAX_SERVED_LINE_BYTES = 32 << 20  # an output line past this is a fault (the longest real ones: ~1 MB)
 PREFETCH_CHUNKS = 1  # chunks read ahead of the decoding (one is enough to keep the server sending)
+COMMIT_GRACE = 2.0  # seconds an interrupted fetch waits for the committer's syncs (a slow disk: not longer)
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -64,6 +65,25 @@ def fetch_state(manifest: Manifest) -> dict[str, Any]:
     if not isinstance(manifest.fetch, dict):
         manifest.fetch = {}
     return manifest.fetch
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in a download or index thread once the fetch was interrupted (Ctrl-C in the main thread)."""
+
+
+class _Gate:
+    """The engine's lock as the input indexing takes it (a slice of rows at a time): refused once the
+    fetch is interrupted, so the indexing stops there."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __enter__(self) -> None:
+        self.engine.check()
+        self.engine.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.engine.lock.release()
 
 
 def finish_stamp(batch: dict[str, Any]) -> str:
@@ -95,6 +115,8 @@ class Engine:
         self._committer: threading.Thread | None = None
         self._to_write: tuple[list[int], str] | None = None  # the newest state not yet being written
         self._commit_error: OSError | None = None
+        self.interrupted = threading.Event()  # set by a Ctrl-C: the other threads stop at their next step
+        self._abandoned = False  # an interrupted close stopped waiting for the committer
         for kind, (_, name, number) in KINDS.items():
             files = state.setdefault("files", {})
             sink = Sink(out_dir / name, files.setdefault(kind, {"path": name, "bytes": 0, "lines": 0}))
@@ -150,19 +172,27 @@ class Engine:
             return handle.readline().rstrip(b"\n")
 
     def close(self) -> None:
+        """Wait for the last commit (the manifest durable before anything is reported), then close the
+        files. Interrupted (Ctrl-C), the wait is bounded by :data:`COMMIT_GRACE`: a committer still
+        syncing then (a slow disk) is left to end with the process, a daemon thread that writes no
+        manifest from then on, and the files stay open under it. The manifest on disk is then an earlier
+        commit's, naming no more than was synced: a re-run resumes from it."""
         for tracker in self.trackers.values():
             if tracker is not None:
                 tracker.retire()
         try:
-            self._settle()
+            self._settle(COMMIT_GRACE if self.interrupted.is_set() else None)
         finally:
-            if self.draft is not None:
-                self.draft.discard()
             with self.lock:
-                for sink in self.sinks.values():
-                    sink.close()
-                self.records.close()
-                self.store.close()
+                self._abandoned = self._committer is not None
+            if not self._abandoned:
+                if self.draft is not None:
+                    self.draft.discard()
+                with self.lock:
+                    for sink in self.sinks.values():
+                        sink.close()
+                    self.records.close()
+                    self.store.close()
 
     def commit(self) -> None:
         """Record everything appended: handed to the system and counted now (a reader of the files sees
@@ -200,21 +230,47 @@ class Engine:
                     descriptors = [*descriptors, draft.file.fd]
                 for descriptor in descriptors:
                     os.fsync(descriptor)
+                with self.lock:
+                    if self._abandoned:  # the fetch was interrupted and no longer waits
+                        self._committer = None
+                        return
                 self.manifest.save_snapshot(snapshot)
             except OSError as exc:
                 with self.lock:
                     self._commit_error = exc
 
-    def _settle(self) -> None:
-        """Wait for the committer to finish what was asked; raise what it met."""
+    def _settle(self, grace: float | None = None) -> None:
+        """Wait for the committer to finish what was asked (at most ``grace`` seconds); raise what it met."""
+        deadline = None if grace is None else time.monotonic() + grace
         while True:
             with self.lock:
                 committer = self._committer
             if committer is None:
                 break
-            committer.join()
+            committer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if committer.is_alive():
+                warn(
+                    f"interrupted while the disk was still syncing the newest downloads (waited {grace:g} s); "
+                    "not waiting longer: a re-run downloads them again"
+                )
+                return
         with self.lock:
             self._raise_commit_error()
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A Ctrl-C in the block tells the download and index threads to stop at their next chunk, page or
+        slice of rows, so that leaving the block (which waits for them) does not wait for whole files."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.interrupted.set()
+            raise
+
+    def check(self) -> None:
+        """Stop this thread's download if the fetch was interrupted."""
+        if self.interrupted.is_set():
+            raise Interrupted
 
     def drafted(self, ordered: list[Run] | None) -> AtomicFile | None:
         """results.jsonl as written during the download, completed to ``ordered`` (the job's runs), to be
@@ -271,7 +327,7 @@ class Engine:
             for task in tasks:
                 self.download(*task)
             return
-        with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS) as pool:
+        with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS) as pool, self.interruptible():
             for future in [pool.submit(self.download, *task) for task in tasks]:
                 future.result()
 
@@ -283,6 +339,7 @@ class Engine:
         if kind == "output":
             self._track(shard)
         for _ in range(10_000):  # requests; a bound against a server that never ends a file
+            self.check()
             if not self._fetch_once(shard, kind, cursor, batch):
                 return
 
@@ -396,7 +453,8 @@ class Engine:
                 if attempts > STREAM_RETRIES:
                     raise ServiceError(f"downloading {kind} of batch {shard.batch_id} kept failing: {exc}")
                 warn(f"download of {kind} interrupted ({exc}); resuming from line {cursor['skip']}")
-                time.sleep(min(10.0, 0.5 * 2**attempts))
+                if self.interrupted.wait(min(10.0, 0.5 * 2**attempts)):
+                    raise Interrupted from None
             finally:
                 response.close()
         incomplete = header is not None and header.strip().lower() == "true"
@@ -432,6 +490,7 @@ class Engine:
         size, interrupted = 0, False
         try:
             for chunk in prefetched(response.iter_content(chunk_size=DOWNLOAD_CHUNK)):
+                self.check()
                 cut = chunk.rfind(b"\n")
                 if cut < 0:
                     pending.append(chunk)
@@ -620,14 +679,14 @@ def _download_and_join(
     engine = Engine(client, manifest, out_dir, options.page_size, draft=runs_only)
     try:
         index = partial(
-            index_inputs, client, engine.store, listed, out_dir, engine.lock, by_content=options.by_content
+            index_inputs, client, engine.store, listed, out_dir, _Gate(engine), by_content=options.by_content
         )
         # Answers that come back in input order need no index of the inputs (the trackers check them as
         # they arrive); as soon as that fails for a batch, the input files are indexed beside the
         # downloads. What needs the downloads (batches without a readable input, the rounds' links) comes
         # after them. The analytics are asked while the results are written (the server's counts are
         # final by then, and a server that answers one request at a time is not kept from streaming).
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        with ThreadPoolExecutor(max_workers=2) as pool, engine.interruptible():
             indexing: list[Any] = []
             engine.on_disorder = lambda: indexing.append(pool.submit(index, files_only=True))
             batches, finished = _download_loop(engine, options)
@@ -646,6 +705,9 @@ def _download_and_join(
             written = engine.drafted(ordered)
             summary = join(engine.store, running, results_path, retry_path, extra, ordered, written)
         short = _shortfall(engine.store, shards, batches)
+    except KeyboardInterrupt:
+        engine.interrupted.set()  # (a Ctrl-C after the threads' block too: close waits a bounded time)
+        raise
     finally:
         engine.close()
     return summary, batches, finished, short, early
