@@ -138,3 +138,25 @@ def test_the_same_file_given_twice_is_refused_before_anything_is_sent(emulator, 
     other = h.write_jsonl(tmp_path / "b.jsonl", h.chat_lines(3))  # the same custom_ids, another file
     code, doc, err = h.run_script("submit", str(src), str(other), env=env)
     assert code == 0 and doc["created"] == 2, doc
+
+
+def test_the_batch_file_given_as_the_manifest_names_the_manifest_to_give(emulator, env, tmp_path, h):
+    """--manifest jobs.jsonl (the batch file) said "not readable JSON ...; fix or remove it", advice that
+    would have an agent delete the user's batch file. Now: what the file is, and the manifest beside it.
+    A manifest given where batch ids go is a usage error pointing to --manifest."""
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(2))
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 0
+    manifest = doc["manifest"]
+    for script in ("poll", "fetch_results", "cancel_batch"):
+        code, doc, err = h.run_script(script, "--manifest", str(src), env=env)
+        message = doc["error"]["message"]
+        assert code == 4 and "is a JSON-lines file" in message and "not a manifest" in message, message
+        assert f"this one's is {src}.manifest.json" in message and "remove" not in message, message
+        code, doc, err = h.run_script(script, manifest, env=env)
+        assert code == 2 and f"goes with --manifest {manifest}" in doc["error"]["message"], doc
+    (tmp_path / "schema.json").write_text('{"type": "object"}')
+    code, doc, err = h.run_script("poll", "--manifest", str(tmp_path / "schema.json"), env=env)
+    assert code == 4 and "a JSON file of another kind, not a manifest" in doc["error"]["message"], doc
+    code, doc, err = h.run_script("poll", "--manifest", manifest, env=env)
+    assert code in (0, 7), doc

@@ -28,6 +28,7 @@ as given (only their shape is checked). Keys this version does not know are kept
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 import uuid
@@ -174,7 +175,7 @@ class Manifest:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Manifest:
         """Read and check a manifest; a damaged or hand-edited one is a clear input error."""
-        data = read_json_file(path, "manifest")
+        data = _read_manifest(Path(path))
         wrong = problem(data)
         if wrong:
             raise InputError(damaged(Path(path), wrong, batch_ids_in(data)))
@@ -436,3 +437,34 @@ def _str(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return str(value)
+
+
+def _read_manifest(path: Path) -> Any:
+    """The manifest's JSON; a file that is not a manifest at all (the batch file itself, a rows or results
+    file, another JSON file) is named as such, with the manifest to give instead, not called damaged."""
+    try:
+        data = read_json_file(path, "manifest")
+    except InputError:
+        if _jsonl(path):
+            raise InputError(_not_a_manifest(path, "a JSON-lines file (batch, rows or results lines)"))
+        raise
+    if not isinstance(data, dict) or ("format" not in data and "shards" not in data):
+        raise InputError(_not_a_manifest(path, "a JSON file of another kind"))
+    return data
+
+
+def _jsonl(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return isinstance(json.loads(handle.readline()), dict)
+    except (OSError, ValueError, RecursionError):
+        return False
+
+
+def _not_a_manifest(path: Path, kind: str) -> str:
+    beside = Path(f"{path}.manifest.json")
+    hint = f"; this one's is {beside}" if beside.is_file() else ""
+    return (
+        f"{path} is {kind}, not a manifest: give --manifest the file submit.py wrote (its stdout's "
+        f"`manifest`, by default <first input>.manifest.json){hint}"
+    )

@@ -32,6 +32,9 @@ def load_targets(args: Any) -> tuple[Manifest | None, list[str]]:
         return manifest, ids
     if not args.batch_ids:
         raise UsageError("give at least one batch id or --manifest PATH")
+    for given in args.batch_ids:
+        if given.endswith((".json", ".jsonl")) or os.path.isfile(given):
+            raise UsageError(f"{given} is a file, not a batch id; a manifest goes with --manifest {given}")
     return None, list(dict.fromkeys(args.batch_ids))
 
 
