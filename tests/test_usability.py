@@ -89,3 +89,31 @@ def test_a_refused_upload_names_the_physical_line_and_custom_id(emulator, env, t
     code, doc, err = h.run_script("submit", str(src), env=env)
     assert code == 3 and (doc["error"]["line"], doc["error"]["custom_id"]) == (2, "bad-00000")
     assert "counts only non-blank lines" not in doc["error"]["message"]
+
+
+def test_a_resubmit_whose_set_breaks_the_lines_is_refused_before_anything_is_sent(emulator, env, tmp_path, h):
+    """`--resubmit --set temperature=9` was sent as it was (the server does not check ranges at upload,
+    so every request would fail at the model). The adjusted round file is validated like any input:
+    exit 4 with error.validation, no round planned, nothing uploaded; a valid --set then goes."""
+    emulator.configure(fail_rate=1.0)
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(3))
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    manifest = doc["manifest"]
+    code, doc, err = h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env)
+    assert code == 6, doc
+    emulator.configure(fail_rate=0.0)
+    files = emulator.stats()["files_created"]
+    code, doc, err = h.run_script(
+        "submit", "--resubmit", "--manifest", manifest, "--set", "temperature=9", env=env
+    )
+    assert (
+        code == 4
+        and "temperature" in doc["error"]["message"]
+        and "nothing was sent" in doc["error"]["message"]
+    )
+    assert doc["error"]["validation"][0]["valid"] is False
+    assert emulator.stats()["files_created"] == files
+    code, doc, err = h.run_script(
+        "submit", "--resubmit", "--manifest", manifest, "--set", "temperature=0.5", env=env
+    )
+    assert code == 0 and doc["round"] == 2 and doc["resubmitted"] == 3, doc

@@ -15,6 +15,7 @@ The order of work makes it exactly-once and honest:
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -307,6 +308,7 @@ def plan_round(
             f"{len(wanted)} unanswered input(s) (e.g. {next(iter(wanted))}) are not in the first round's "
             "input files any more; restore them (the manifest lists their paths) and run the same command again"
         )
+    report = _checked(source, adjust, options)
     round_ = manifest.new_round(
         statuses=list(adjust.statuses),
         adjust=adjust.record(),
@@ -314,9 +316,29 @@ def plan_round(
         left_behind=len(unanswered) - written,
         extra={"window": options.window or round_window(manifest, 1)},
     )
-    stats = stats_for(source, None)
+    stats = stats_for(source, report)
     add_shards(manifest, round_, source, stats, options, folder / f"round-{number:03d}")
     return round_
+
+
+def _checked(source: Path, adjust: Adjustments, options: Options) -> dict[str, Any] | None:
+    """The round's file validated when --set or --max-tokens changed its lines (the lines themselves passed
+    round 1's checks); an invalid round is not planned: its file is removed and nothing is sent."""
+    if not options.validate or not (adjust.body or adjust.max_tokens is not None):
+        return None
+    from doubleword.fingerprint import validate_file
+    from doubleword.validation import invalid_summary
+
+    report = validate_file(source, max_bytes=sys.maxsize, max_requests=sys.maxsize)
+    if report.get("valid"):
+        return report
+    for path in (source, _causes_path(source)):
+        path.unlink(missing_ok=True)
+    raise InputError(
+        f"{invalid_summary([report])}; --set or --max-tokens made these lines invalid, so no round was "
+        "planned and nothing was sent: change the option and run --resubmit again",
+        details={"validation": [report]},
+    )
 
 
 def _lines(path: Path) -> Iterator[bytes]:
