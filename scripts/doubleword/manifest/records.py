@@ -448,7 +448,7 @@ def _read_manifest(path: Path) -> Any:
         if _jsonl(path):
             raise InputError(_not_a_manifest(path, "a JSON-lines file (batch, rows or results lines)"))
         raise
-    if not isinstance(data, dict) or ("format" not in data and "shards" not in data):
+    if isinstance(data, dict) and "format" not in data and "shards" not in data:
         raise InputError(_not_a_manifest(path, "a JSON file of another kind"))
     return data
 
