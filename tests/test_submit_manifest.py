@@ -127,15 +127,24 @@ def test_a_file_that_is_not_a_batch_file_is_refused_before_anything_is_sent(emul
 
 def test_the_same_file_given_twice_is_refused_before_anything_is_sent(emulator, env, tmp_path, h):
     """`submit.py a.jsonl ./a.jsonl` (or a glob and a name, or a symlink) made two batches of the same
-    requests, paid twice, and an export with every row twice. Now exit 2 naming it, nothing sent; two
-    different files whose ids overlap (each made by its own create run) still go as one job."""
+    requests, paid twice, and an export with every row twice. Now exit 2 naming it, nothing sent; a copy
+    of the file beside it is refused too (exit 4); two different files whose ids overlap (each made by
+    its own create run) still go as one job."""
     src = h.write_jsonl(tmp_path / "a.jsonl", h.chat_lines(3))
     (tmp_path / "link.jsonl").symlink_to(src)
     for second in ("./a.jsonl", "link.jsonl"):
         code, doc, err = h.run_script("submit", "a.jsonl", second, env=env, cwd=tmp_path)
         assert code == 2 and "is given twice" in doc["error"]["message"], doc
     assert emulator.requests_log() == [] and not (tmp_path / "a.jsonl.manifest.json").exists()
-    other = h.write_jsonl(tmp_path / "b.jsonl", h.chat_lines(3))  # the same custom_ids, another file
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(src.read_bytes())  # a copy beside its original: the same requests twice
+    code, doc, err = h.run_script("submit", str(src), str(copy), env=env)
+    assert code == 4 and "holds the same requests as" in doc["error"]["message"], doc
+    assert emulator.requests_log() == []
+    lines = h.chat_lines(3)
+    for line in lines:
+        line["body"]["messages"][0]["content"] += " (the second dataset)"
+    other = h.write_jsonl(tmp_path / "b.jsonl", lines)  # the same custom_ids, other requests
     code, doc, err = h.run_script("submit", str(src), str(other), env=env)
     assert code == 0 and doc["created"] == 2, doc
 

@@ -242,11 +242,20 @@ def plan_job(
     inputs: list[Path], reports: list[dict[str, Any]], options: Options, path: Path, base_url: str
 ) -> Manifest:
     """A fresh manifest whose round 1 holds the inputs' shards, markers chosen before anything is sent."""
+    digests = [sha256_file(p) for p in inputs]
+    for later, digest in enumerate(digests):
+        first = digests.index(digest)
+        if first != later:  # a copy given beside its original: every request would be paid twice
+            raise InputError(
+                f"{inputs[later]} holds the same requests as {inputs[first]} (identical content): each "
+                "would be sent and paid for twice; give one of them"
+            )
     manifest = Manifest.new(
         path,
         base_url=base_url,
         inputs=[
-            {"path": str(p.resolve()), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in inputs
+            {"path": str(p.resolve()), "sha256": digest, "bytes": p.stat().st_size}
+            for p, digest in zip(inputs, digests, strict=True)
         ],
         window=options.window or DEFAULT_WINDOW,
         metadata=options.metadata,
