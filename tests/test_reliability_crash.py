@@ -39,9 +39,11 @@ VOLATILE = {
 
 
 def spawn(h, name: str, *args: str, env: dict[str, str]) -> subprocess.Popen:
+    """The script as a process of its own; PYTHONFAULTHANDLER=1: a SIGABRT makes it print every thread's
+    stack (what :func:`interrupt` asks of a script that outlives its SIGINT)."""
     return subprocess.Popen(
         [sys.executable, str(h.SCRIPTS / f"{name}.py"), *args],
-        env=env,
+        env={**env, "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -344,13 +346,37 @@ def test_submit_killed_at_random_points_soak(tmp_path, h, seed):
 
 
 def interrupt(proc: subprocess.Popen) -> tuple[int, dict[str, Any], str]:
+    """SIGINT, and the script's exit code, its one JSON document and its stderr. A script still running 30 s
+    later fails the test with what it was doing (its threads' stacks) and how it held SIGINT when it was
+    sent: ignored or blocked there, the signal never reached the script's code."""
+    held = _sigint_disposition(proc.pid)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=30)
+    try:
+        stdout, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # the stacks, on stderr (PYTHONFAULTHANDLER=1)
+        stdout, stderr = proc.communicate(timeout=30)
+        raise AssertionError(f"still running 30 s after SIGINT (SIGINT when sent: {held}); stderr:\n{stderr}")
     doc = json.loads(stdout)  # still exactly one JSON document
     return proc.returncode, doc, stderr
 
 
-def wait_for(condition, timeout: float = 20.0) -> None:
+def _sigint_disposition(pid: int) -> str:
+    """SIGINT as the process holds it, per thread (Linux /proc): caught (Python's handler), ignored, blocked."""
+    words = []
+    for status in sorted(Path(f"/proc/{pid}/task").glob("*/status")):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        sigint = 1 << (signal.SIGINT - 1)
+        masks = (("caught", "SigCgt"), ("ignored", "SigIgn"), ("blocked", "SigBlk"))
+        held = [word for word, name in masks if int(fields.get(name, "0").strip() or "0", 16) & sigint]
+        words.append(f"{fields.get('Name', '?').strip()}: {'+'.join(held) or 'default'}")
+    return "; ".join(words) or "unknown"
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting for the script"
@@ -365,7 +391,8 @@ def _manifest(path: Path) -> dict[str, Any]:
 
 
 def test_ctrl_c_during_poll_wait_and_fetch_follow(emulator, env, tmp_path, h):
-    emulator.configure(rate=100)
+    # 20 answers a second: the batch is still running (15 s) however late the test gets to pause it
+    emulator.configure(rate=20)
     lines = h.chat_lines(300)
     src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
     code, doc, err = h.run_script("submit", str(src), env=env)
