@@ -18,8 +18,9 @@ EXAMPLES = """\
 
 DESCRIPTION = """\
 Cancel batches. Requests not yet started never run; results already produced stay downloadable
-(fetch_results.py). A batch that already finished is refused (Doubleword would relabel a completed
-batch as cancelled) unless --force."""
+(fetch_results.py). A batch id given that already finished is refused, exit 4 (Doubleword would relabel
+a completed batch as cancelled) unless --force; with --manifest, the job's finished batches (an earlier
+round, a shard done first) are left as they are ("finished": true) and the running ones cancelled."""
 
 
 def build_parser() -> Any:
@@ -39,7 +40,8 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     manifest, ids = load_targets(args)
     client = client_for(args, manifest)
     outcomes = []
-    refused = []
+    refused: list[str] = []
+    left: list[str] = []  # with --manifest: the job's batches that had already finished
     seen = []
     for batch_id in ids:
         batch = get_batch(client, batch_id)
@@ -47,6 +49,10 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         if before in ("cancelled", "cancelling"):  # nothing to do: report it, not an error
             info(f"batch {batch_id} is already {before}")
             outcomes.append({"batch_id": batch_id, "status": before, "cancelled": True, "already": True})
+        elif is_terminal(before) and not args.force and manifest is not None:
+            # a job's finished batch (an earlier round, a shard done first): done, nothing to cancel
+            left.append(batch_id)
+            outcomes.append({"batch_id": batch_id, "status": before, "cancelled": False, "finished": True})
         elif is_terminal(before) and not args.force:
             refused.append(f"{batch_id} is already {before}")
             outcomes.append({"batch_id": batch_id, "status": before, "cancelled": False, "refused": True})
@@ -65,9 +71,12 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     if manifest is not None:
         manifest.record_batches(seen)
     result: dict[str, Any] = {"ok": not refused, "batches": outcomes}
-    summary(
-        f"{sum(bool(o['cancelled']) for o in outcomes)} cancelled, {len(refused)} refused (already finished)"
-    )
+    parts = [f"{sum(bool(o['cancelled']) for o in outcomes)} cancelled"]
+    if refused or not left:
+        parts.append(f"{len(refused)} refused (already finished)")
+    if left:
+        parts.append(f"{len(left)} of the job already finished (left as they are)")
+    summary(", ".join(parts))
     if refused:
         message = (
             "refusing to cancel finished batches (--force would relabel them cancelled; it resends nothing "

@@ -304,3 +304,29 @@ def test_an_input_over_the_per_file_limits_is_sharded_not_refused(emulator, env,
     assert code == 0 and doc["created"] == 2, err
     assert [b["requests"] for b in doc["batches"]] == [50_000, 1]
     assert emulator.stats()["files_created"] == emulator.stats()["batches_created"] == 2
+
+
+def test_cancelling_a_job_cancels_what_runs_and_leaves_its_finished_rounds(emulator, env, tmp_path, h):
+    """cancel_batch.py --manifest on a job whose round 1 finished and round 2 runs: round 2 is cancelled,
+    round 1 left as it is, exit 0 (it was exit 4, "refusing to cancel finished batches", though the job
+    was cancelled). A finished batch named by its id is still refused."""
+    emulator.configure(fail_rate=1.0)
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(3))
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    manifest = doc["manifest"]
+    first = doc["batches"][0]["batch_id"]
+    assert h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env).code == 6
+    emulator.configure(fail_rate=0.0, paused=True)
+    code, doc, err = h.run_script("submit", "--resubmit", "--manifest", manifest, env=env)
+    assert code == 0, doc
+    second = doc["batches"][0]["batch_id"]
+    code, doc, err = h.run_script("cancel_batch", "--manifest", manifest, env=env)
+    assert code == 0 and doc["ok"] is True, doc
+    by_id = {b["batch_id"]: b for b in doc["batches"]}
+    assert by_id[first]["finished"] is True and by_id[first]["cancelled"] is False
+    assert by_id[second]["cancelled"] is True
+    assert "1 of the job already finished (left as they are)" in err.splitlines()[-1]
+    code, doc, err = h.run_script("poll", first, env=env)
+    assert doc["batches"][0]["status"] == "failed"  # not relabelled
+    code, doc, err = h.run_script("cancel_batch", first, env=env)
+    assert code == 4 and doc["batches"][0]["refused"] is True
