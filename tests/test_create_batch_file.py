@@ -388,3 +388,25 @@ def test_an_option_embeddings_cannot_take_is_named_as_its_flag(tmp_path):
     message = json.loads(proc.stdout)["error"]["message"]
     assert message.startswith("--temperature, --max-tokens do not apply to the embeddings endpoint"), message
     assert "[" not in message
+
+
+def test_the_output_name_of_a_sharded_file_points_to_its_shards(tmp_path):
+    """Sharded, -o batch.jsonl is written as batch-001.jsonl ... (stdout's `output` still names
+    batch.jsonl): given that name, submit and validate say so and give the pattern to pass."""
+    proc = create(
+        "--model", MODEL, "--prompt", "a", "--prompt", "b", "--prompt", "c", "--max-requests", "2",
+        "-o", str(tmp_path / "batch.jsonl"),
+    )  # fmt: skip
+    assert proc.returncode == 0 and len(json.loads(proc.stdout)["shards"]) == 2
+    hint = f"written as 2 shard(s), batch-001.jsonl ... batch-002.jsonl; pass them all: {tmp_path}/batch-"
+    submit = subprocess.run(
+        [sys.executable, str(SCRIPTS / "submit.py"), str(tmp_path / "batch.jsonl"), "--dry-run"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert submit.returncode == 4 and hint in json.loads(submit.stdout)["error"]["message"], submit.stdout
+    check = subprocess.run(
+        [sys.executable, str(SCRIPTS / "validate_batch_file.py"), str(tmp_path / "batch.jsonl")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert check.returncode == 4
+    assert hint in json.loads(check.stdout)["files"][0]["errors"][0]["message"]

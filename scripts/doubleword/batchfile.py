@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -46,6 +47,24 @@ def shard_paths(out_path: str | os.PathLike[str], count: int) -> list[Path]:
     stem = out.name[: -len(out.suffix)] if out.suffix else out.name
     width = max(3, len(str(count)))
     return [out.with_name(f"{stem}-{i:0{width}d}{suffix}") for i in range(1, count + 1)]
+
+
+def written_as_shards(out_path: str | os.PathLike[str]) -> str:
+    """For a batch file that does not exist: how create_batch_file.py wrote it instead, as numbered shards
+    (``OUT-001.jsonl`` ...), with a shell pattern matching them and not their rows files; else ""."""
+    out = Path(out_path)
+    suffix = out.suffix or ".jsonl"
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    numbered = re.compile(rf"{re.escape(stem)}-(\d{{3,}}){re.escape(suffix)}")
+    try:
+        found = sorted(p.name for p in out.parent.iterdir() if numbered.fullmatch(p.name))
+    except OSError:
+        return ""
+    if not found:
+        return ""
+    width = len(numbered.fullmatch(found[-1]).group(1))  # type: ignore[union-attr]
+    pattern = out.with_name(f"{stem}-{'[0-9]' * width}{suffix}")
+    return f": it was written as {len(found)} shard(s), {found[0]} ... {found[-1]}; pass them all: {pattern}"
 
 
 def rows_path(batch_path: str | os.PathLike[str]) -> Path:

@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from doubleword.batchfile import written_as_shards
 from doubleword.cli import info, warn
 from doubleword.cli import summary as say
 from doubleword.client import client_from_args
@@ -37,7 +38,7 @@ def input_paths(names: list[str]) -> list[Path]:
         if path.is_dir():
             raise InputError(f"input {path} is a directory, not a batch file; give the .jsonl file(s) in it")
         if not path.is_file():
-            raise InputError(f"input file {path} does not exist")
+            raise InputError(f"input file {path} does not exist{written_as_shards(path)}")
         stat = path.stat()
         first = seen.setdefault((stat.st_dev, stat.st_ino), path)
         if first is not path:  # the same file twice (a glob and a name, ./x and x): every request paid twice

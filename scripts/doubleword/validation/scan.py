@@ -73,6 +73,10 @@ def validate_batch_file(
         reason = (
             "does not exist" if isinstance(exc, FileNotFoundError) else f"cannot be read ({exc.strerror})"
         )
+        if isinstance(exc, FileNotFoundError):
+            from doubleword.batchfile import written_as_shards
+
+            reason += written_as_shards(path)
         scan.errors.add(0, None, "file_not_found", f"{path} {reason}; check the path")
         return scan.report(report)
     try:
