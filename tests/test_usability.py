@@ -103,6 +103,9 @@ def test_a_resubmit_whose_set_breaks_the_lines_is_refused_before_anything_is_sen
     assert code == 6, doc
     emulator.configure(fail_rate=0.0)
     files = emulator.stats()["files_created"]
+    dry = ("submit", "--resubmit", "--manifest", manifest, "--dry-run", "--set", "temperature=9")
+    code, doc, err = h.run_script(*dry, env=env)
+    assert code == 4 and "temperature" in doc["error"]["message"], doc  # the dry run says so too
     code, doc, err = h.run_script(
         "submit", "--resubmit", "--manifest", manifest, "--set", "temperature=9", env=env
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -260,6 +261,7 @@ def next_round(
         plan["window"] = options.window
         plan["would_resubmit"] = len(chosen)
         plan.update(by_status=by_status, left_behind=len(unanswered) - len(chosen), adjust=adjust.record())
+        _check_dry_run(manifest, chosen, adjust, options, view.retry)
         return {"ok": True, **plan, **base}, int(ExitCode.OK)
     round_ = plan_round(manifest, chosen, unanswered, adjust, options, view.retry)
     manifest.save()  # the round exists before anything is sent: a re-run finishes it, never plans another
@@ -289,25 +291,18 @@ def plan_round(
     folder = manifest.path.resolve().parent / f"{_stem(manifest.path)}.rounds"
     number = manifest.last_round.number + 1
     source = folder / f"round-{number:03d}.jsonl"
-    wanted = {r.custom_id: r for r in chosen}
     folder.mkdir(parents=True, exist_ok=True)
     written = 0
     with atomic_writer(source) as out, atomic_writer(_causes_path(source)) as causes:
-        lines = _lines(retry) if retry is not None and retry.is_file() else _first_round_lines(manifest)
-        for raw in lines:
-            custom_id = _custom_id(raw)
-            record = wanted.pop(custom_id, None) if custom_id else None
-            if record is None:
-                continue
+        for raw, record in _round_lines(manifest, chosen, retry):
             out.write(adjust.apply(raw))
-            cause = {"custom_id": custom_id, "status": record.status, "signature": signature(record.error)}
+            cause = {
+                "custom_id": record.custom_id,
+                "status": record.status,
+                "signature": signature(record.error),
+            }
             causes.write(json.dumps(cause, ensure_ascii=False).encode("utf-8") + b"\n")
             written += 1
-    if wanted:
-        raise InputError(
-            f"{len(wanted)} unanswered input(s) (e.g. {next(iter(wanted))}) are not in the first round's "
-            "input files any more; restore them (the manifest lists their paths) and run the same command again"
-        )
     report = _checked(source, adjust, options)
     round_ = manifest.new_round(
         statuses=list(adjust.statuses),
@@ -319,6 +314,20 @@ def plan_round(
     stats = stats_for(source, report)
     add_shards(manifest, round_, source, stats, options, folder / f"round-{number:03d}")
     return round_
+
+
+def _check_dry_run(
+    manifest: Manifest, chosen: list[InputRecord], adjust: Adjustments, options: Options, retry: Path | None
+) -> None:
+    """A dry run checks the round's adjusted lines as the real run would, in a file removed afterwards."""
+    if not options.validate or not (adjust.body or adjust.max_tokens is not None):
+        return
+    with tempfile.TemporaryDirectory(prefix="dwb-dry-run-") as tmp:
+        trial = Path(tmp) / "round.jsonl"
+        with open(trial, "wb") as out:
+            for raw, _record in _round_lines(manifest, chosen, retry):
+                out.write(adjust.apply(raw))
+        _checked(trial, adjust, options)
 
 
 def _checked(source: Path, adjust: Adjustments, options: Options) -> dict[str, Any] | None:
@@ -339,6 +348,25 @@ def _checked(source: Path, adjust: Adjustments, options: Options) -> dict[str, A
         "planned and nothing was sent: change the option and run --resubmit again",
         details={"validation": [report]},
     )
+
+
+def _round_lines(
+    manifest: Manifest, chosen: list[InputRecord], retry: Path | None
+) -> Iterator[tuple[bytes, InputRecord]]:
+    """The original request line of each chosen input, from the engine's retry.jsonl (the unanswered, as
+    the server received them in round 1), else from the first round's files; an InputError if any is gone."""
+    wanted = {r.custom_id: r for r in chosen}
+    lines = _lines(retry) if retry is not None and retry.is_file() else _first_round_lines(manifest)
+    for raw in lines:
+        custom_id = _custom_id(raw)
+        record = wanted.pop(custom_id, None) if custom_id else None
+        if record is not None:
+            yield raw, record
+    if wanted:
+        raise InputError(
+            f"{len(wanted)} unanswered input(s) (e.g. {next(iter(wanted))}) are not in the first round's "
+            "input files any more; restore them (the manifest lists their paths) and run the same command again"
+        )
 
 
 def _lines(path: Path) -> Iterator[bytes]:
