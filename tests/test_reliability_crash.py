@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import _PRELUDE_WRAPPER as PRELUDE_WRAPPER
 from emulator_server import EmulatorServer
 
 # segments: which batch wrote which byte range of output.jsonl, an artefact of download timing
@@ -475,6 +476,46 @@ def test_ctrl_c_during_upload(tmp_path, h):
     assert stats["files_created"] == 1 and stats["batches_created"] == 1, stats
     assert [f["id"] for f in files] == [doc["batches"][0]["input_file_id"]]
     assert files[0]["bytes"] == big.stat().st_size
+    assert_no_temp_litter(tmp_path)
+
+
+# every piece of an upload's body is read 0.5 s late (a far server): an 8 MB file takes ~4 s to send
+SLOW_UPLOAD = """
+import time, doubleword.multipart as m
+_read = m.MultipartFile.read
+def _late(self, size=-1):
+    time.sleep(0.5)
+    return _read(self, size)
+m.MultipartFile.read = _late
+"""
+
+
+def test_ctrl_c_during_parallel_uploads_stops_them_at_once(tmp_path, h):
+    src = h.write_jsonl(tmp_path / "big.jsonl", [
+        {**line, "body": {**line["body"], "messages": [{"role": "user", "content": "x" * 6000}]}}
+        for line in h.chat_lines(3900)
+    ])  # fmt: skip
+    manifest = tmp_path / "big.jsonl.manifest.json"
+    args = (str(src), "--no-validate", "--max-bytes", str(8 << 20), "--uploads", "3")
+    with EmulatorServer("--start-delay", "0", "--quiet", api_key=h.CANARY_KEY) as emu:
+        env = h.script_env(emu.base_url)
+        command = [sys.executable, "-c", PRELUDE_WRAPPER, SLOW_UPLOAD, str(h.SCRIPTS / "submit.py"), *args]
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(
+            lambda: (
+                [s.get("upload_state") for s in _manifest(manifest).get("shards") or []] == ["sending"] * 3
+            )
+        )
+        started = time.monotonic()
+        code, doc, err = interrupt(proc)
+        took = time.monotonic() - started
+        assert code == 130 and doc["error"]["type"] == "interrupted", (doc, err)
+        assert took < 2.0, f"exit {took:.1f} s after SIGINT: the running uploads were waited for"
+        assert [s["upload_state"] for s in _manifest(manifest)["shards"]] == ["sending"] * 3
+        code, doc, err = h.run_script("submit", *args, env=env)
+        assert code == 0, err
+        stats = emu.stats()
+    assert stats["files_created"] == 3 and stats["batches_created"] == 3, stats
     assert_no_temp_litter(tmp_path)
 
 

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -138,6 +139,7 @@ class ApiClient:
         self.url_source = url_source
         self.reply_budget = REPLY_BUDGET  # seconds for a whole non-streamed reply
         self.calls = 0  # API calls made, for reporting API economy
+        self.interrupted = threading.Event()  # set on a Ctrl-C: uploads in other threads stop sending
         register_secret(api_key)
         self.session = watched_session()
         self.session.auth = BearerAuth(api_key)  # set per request: no ~/.netrc lookup can replace it
@@ -353,7 +355,7 @@ class ApiClient:
         body = MultipartFile(path, filename, fields)
         headers = {"Content-Type": body.content_type, "Content-Length": str(len(body))}
         meter = Transfer(f"uploading {filename}", len(body)) if len(body) >= METER_BYTES else None
-        body.meter = meter
+        body.meter, body.interrupted = meter, self.interrupted
         try:
             response = self.request(
                 "POST", endpoint, data=body, headers=headers, creates=True, rewind=body.rewind,

@@ -40,7 +40,7 @@ from doubleword.batch_inputs import index_inputs
 from doubleword.cli import Progress, info, warn
 from doubleword.client import ApiClient, ApiError
 from doubleword.config import DELETED
-from doubleword.errors import BusyError, ExitCode, InputError, ServiceError
+from doubleword.errors import BusyError, ExitCode, InputError, Interrupted, ServiceError
 from doubleword.files import AtomicFile, atomic_write_text
 from doubleword.inorder import OrderTracker, Range, ResultsDraft
 from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
@@ -65,10 +65,6 @@ def fetch_state(manifest: Manifest) -> dict[str, Any]:
     if not isinstance(manifest.fetch, dict):
         manifest.fetch = {}
     return manifest.fetch
-
-
-class Interrupted(KeyboardInterrupt):
-    """Raised in a download or index thread once the fetch was interrupted (Ctrl-C in the main thread)."""
 
 
 class _Gate:

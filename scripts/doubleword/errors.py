@@ -24,6 +24,11 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+class Interrupted(KeyboardInterrupt):
+    """Raised in a worker thread (a download, an upload) once the command was interrupted: a Ctrl-C reaches
+    the main thread only, which then tells the others to stop at their next piece instead of waiting."""
+
+
 class CliError(Exception):
     """An expected failure with a message for the user and an exit code."""
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from typing import IO
 
 from doubleword.cli import Transfer
+from doubleword.errors import Interrupted
 
 UPLOAD_CHUNK = 1024 * 1024
 
@@ -20,6 +22,7 @@ class MultipartFile:
 
     def __init__(self, path: str | os.PathLike[str], filename: str, fields: Mapping[str, str]) -> None:
         self.meter: Transfer | None = None
+        self.interrupted: threading.Event | None = None  # once set, the next read raises Interrupted
         self.boundary = f"dwb-{os.urandom(16).hex()}"  # random as uuid4, without its import (~2 ms a start)
         self.content_type = f"multipart/form-data; boundary={self.boundary}"
         head = b"".join(
@@ -49,6 +52,8 @@ class MultipartFile:
             self.meter.ended = None  # type: ignore[union-attr]
 
     def read(self, size: int = -1) -> bytes:
+        if self.interrupted is not None and self.interrupted.is_set():
+            raise Interrupted  # Ctrl-C while this upload runs in a thread: stop sending
         if size is None or size < 0:
             size = len(self)
         size = max(size, UPLOAD_CHUNK)

@@ -294,7 +294,7 @@ def send_shards(client: ApiClient, manifest: Manifest, shards: list[Shard], opti
             server = sum(counts) if len(counts) == len(shards) else None
             raise CostLimit(total, {"server": server, "local": local_tokens(shards)})
     for shard in uploaded(client, manifest, shards, options.upload_workers):
-        with naming_shard(manifest, shard):
+        with naming_shard(manifest, shard), stopping_uploads(client):
             created += ensure_once(manifest, create_step(client, manifest, shard))
     return created
 
@@ -352,6 +352,17 @@ def _nth_request_line(path: str, wanted: int) -> tuple[int, bytes] | None:
     return None
 
 
+@contextlib.contextmanager
+def stopping_uploads(client: ApiClient) -> Iterator[None]:
+    """A Ctrl-C in the block stops the uploads running in threads at their next piece (a re-run looks each
+    up by its marker), so that closing their pool, which waits for them, does not wait for whole files."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        client.interrupted.set()
+        raise
+
+
 def _upload(client: ApiClient, manifest: Manifest, shard: Shard) -> Shard:
     resumed = shard.upload_state == "sending"  # its file is checked only if it must be sent again
     check = (lambda: check_shard_file(manifest, shard)) if resumed else None
@@ -372,8 +383,9 @@ def uploaded(client: ApiClient, manifest: Manifest, shards: list[Shard], workers
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload") as pool:
         futures = [pool.submit(_upload, client, manifest, shard) for shard in todo]
         try:
-            for future in as_completed(futures):
-                yield future.result()
+            with stopping_uploads(client):
+                for future in as_completed(futures):
+                    yield future.result()
         finally:
             for future in futures:
                 future.cancel()  # a failure: start no further upload (running ones finish and are recorded)
