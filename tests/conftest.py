@@ -297,6 +297,9 @@ class Helpers:
 
     CANARY_KEY = CANARY_KEY
     SHORT_WAITS = SHORT_WAITS
+    PRELUDE_WRAPPER = (
+        _PRELUDE_WRAPPER  # [sys.executable, "-c", it, PRELUDE, script, *args]: a spawned prelude
+    )
     CHAT_MODEL = CHAT_MODEL
     EMBED_MODEL = EMBED_MODEL
     chat_lines = staticmethod(chat_lines)

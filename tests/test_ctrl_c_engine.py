@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import _PRELUDE_WRAPPER as PRELUDE_WRAPPER
 
 from doubleword import download
 from doubleword.client import ApiClient
@@ -140,7 +139,7 @@ def test_ctrl_c_while_two_batches_download_stops_both_at_once(tmp_path, h):
         h.poll_wait("--manifest", job.manifest, env=env)
         manifest, out = Path(job.manifest), tmp_path / "jobs.results"
         fetch = ("--manifest", job.manifest, "--page-size", "10")
-        command = [sys.executable, "-c", PRELUDE_WRAPPER, SLOW_PAGES, str(h.SCRIPTS / "fetch_results.py")]
+        command = [sys.executable, "-c", h.PRELUDE_WRAPPER, SLOW_PAGES, str(h.SCRIPTS / "fetch_results.py")]
         proc = subprocess.Popen([*command, *fetch], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         h.wait_until(lambda: _lines_saved(manifest) > 0, what="the first commit")
         sent = time.monotonic()

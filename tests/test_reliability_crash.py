@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import _PRELUDE_WRAPPER as PRELUDE_WRAPPER
 from emulator_server import EmulatorServer
 
 # segments: which batch wrote which byte range of output.jsonl, an artefact of download timing
@@ -499,7 +498,7 @@ def test_ctrl_c_during_parallel_uploads_stops_them_at_once(tmp_path, h):
     args = (str(src), "--no-validate", "--max-bytes", str(8 << 20), "--uploads", "3")
     with EmulatorServer("--start-delay", "0", "--quiet", api_key=h.CANARY_KEY) as emu:
         env = h.script_env(emu.base_url)
-        command = [sys.executable, "-c", PRELUDE_WRAPPER, SLOW_UPLOAD, str(h.SCRIPTS / "submit.py"), *args]
+        command = [sys.executable, "-c", h.PRELUDE_WRAPPER, SLOW_UPLOAD, str(h.SCRIPTS / "submit.py"), *args]
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_for(
             lambda: (
