@@ -486,3 +486,19 @@ def test_a_template_with_json_braces_says_to_double_them(tmp_path):
     )
     assert proc.returncode == 0, result
     assert lines(out)[0]["body"]["messages"][0]["content"] == 'Rate great. Answer like {"label": "x"}'
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
+    """id,text,text: the second 'text' silently replaced the first in every row (the prompt took
+    "world", "hello" was lost). Now exit 4 naming the column and both positions; blank names may repeat."""
+    data = tmp_path / "d.csv"
+    data.write_text("id,text,text\nr1,hello,world\n", encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    proc, result = create("--csv", str(data), "--id-field", "id", "--template", "{text}", "-o", str(out))
+    assert (
+        proc.returncode == 4 and "names column 'text' twice (columns 2 and 3)" in result["error"]["message"]
+    )
+    assert not out.exists()
+    data.write_text("id,text,,\nr1,hello,,\n", encoding="utf-8")  # trailing commas, as spreadsheets write
+    proc, result = create("--csv", str(data), "--id-field", "id", "--template", "{text}", "-o", str(out))
+    assert proc.returncode == 0, result

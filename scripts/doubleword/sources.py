@@ -147,7 +147,15 @@ def _never_closed(path: str, number: int, line_num: int, record: list[str]) -> N
 
 def _comma_separated(path: str, header: Any) -> None:
     """Refuse a header that reads as one column holding another separator (a ';' CSV from a spreadsheet
-    set to a European locale, or a tab-separated file), which would otherwise fail later as a missing column."""
+    set to a European locale, or a tab-separated file), which would otherwise fail later as a missing column;
+    and one naming a column twice, whose second values would silently replace the first's."""
+    seen: dict[str, int] = {}
+    for number, name in enumerate(header or (), 1):
+        if name.strip() and seen.setdefault(name, number) != number:
+            raise InputError(
+                f"{path}: its header names column {name!r} twice (columns {seen[name]} and {number}); rename "
+                "one: the later one's values would replace the first's"
+            )
     if header and len(header) == 1:
         sep = next((s for s in (";", "\t", "|") if s in header[0]), None)
         if sep is not None:
