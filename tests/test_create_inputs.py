@@ -502,3 +502,17 @@ def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
     data.write_text("id,text,,\nr1,hello,,\n", encoding="utf-8")  # trailing commas, as spreadsheets write
     proc, result = create("--csv", str(data), "--id-field", "id", "--template", "{text}", "-o", str(out))
     assert proc.returncode == 0, result
+
+
+def test_a_whole_response_format_given_as_json_schema_is_unwrapped(tmp_path):
+    """A response_format copied from a request ({"type": "json_schema", "json_schema": {...}}) was
+    refused as "not a valid JSON Schema: 'json_schema' is not valid ... (at /type)"; it holds the schema."""
+    inner = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    schema = tmp_path / "rf.json"
+    schema.write_text(json.dumps({"type": "json_schema", "json_schema": {"name": "labels", "schema": inner}}))
+    out = tmp_path / "o.jsonl"
+    proc, result = create("--prompt", "hi", "--json-schema", str(schema), "-o", str(out))
+    assert proc.returncode == 0, result
+    fmt = lines(out)[0]["body"]["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "labels"
+    assert fmt["json_schema"]["schema"] == inner

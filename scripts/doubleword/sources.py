@@ -368,8 +368,9 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def read_json_schema(path: str) -> dict[str, Any]:
-    """The JSON Schema of ``--json-schema FILE`` (a bare schema or OpenAI's {"name", "schema"} shape),
-    checked against its metaschema: a broken schema would only fail later, on the server or at fetch."""
+    """The JSON Schema of ``--json-schema FILE`` (a bare schema, OpenAI's {"name", "schema"} shape, or a
+    whole ``response_format`` holding one), checked against its metaschema: a broken schema would only
+    fail later, on the server or at fetch."""
     try:
         with open(path, encoding="utf-8") as handle:
             schema = json.load(handle)
@@ -381,6 +382,8 @@ def read_json_schema(path: str) -> dict[str, Any]:
         raise InputError(f"--json-schema {path}: not valid JSON ({exc})")
     if not isinstance(schema, dict):
         raise InputError(f"--json-schema {path}: must hold a JSON object (a JSON Schema)")
+    if schema.get("type") == "json_schema" and isinstance(schema.get("json_schema"), dict):
+        schema = schema["json_schema"]  # a whole response_format, copied from a request: its json_schema
     wrapped = isinstance(schema.get("schema"), dict) and "name" in schema
     problem = _schema_problem(schema["schema"] if wrapped else schema)
     if problem:
