@@ -95,6 +95,10 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         manifest, out_dir = manifest_for_ids(client, ids, args.out)
     else:
         out_dir = Path(args.out) if args.out else default_out_dir(manifest)
+    if export is not None:
+        from doubleword.export import check_target
+
+        check_target(export, manifest, out_dir)  # never over the job's own files
     options = Options(
         follow=args.follow,
         timeout=args.timeout,

@@ -123,3 +123,25 @@ def test_an_export_whose_source_rows_file_is_gone_says_so(emulator, env, tmp_pat
         assert next(csv.reader(handle))[:2] == ["custom_id", "status"]
     warning = next(line for line in err.splitlines() if "is gone" in line)
     assert str(rows) in warning and "put it back" in warning, warning
+
+
+def test_an_export_over_the_jobs_own_files_is_refused(emulator, env, tmp_path, h):
+    """--export batch.jsonl overwrote the job's own batch file with export rows (and --export of the
+    rows file, a round file or results.jsonl likewise), exit 0: the original requests a resubmit sends
+    were gone. Now exit 2 naming what it is, the file untouched; a new name in the results folder is fine."""
+    manifest = _make_job(tmp_path, h, env)
+    batch, rows = tmp_path / "batch.jsonl", tmp_path / "batch.rows.jsonl"
+    before = {p: p.read_bytes() for p in (batch, rows)}
+    for target, says in (
+        (batch, "the job's own input file"),
+        (rows, "the job's own rows file"),
+        (tmp_path / "batch.results" / "results.jsonl", "results.jsonl of the results folder"),
+    ):
+        code, doc, err = h.run_script(
+            "fetch_results", "--manifest", manifest, "--export", str(target), env=env
+        )
+        assert code == 2 and says in doc["error"]["message"], doc
+    assert {p: p.read_bytes() for p in before} == before
+    inside = tmp_path / "batch.results" / "answers.csv"
+    code, doc, err = h.run_script("fetch_results", "--manifest", manifest, "--export", str(inside), env=env)
+    assert code == 0 and inside.is_file(), doc

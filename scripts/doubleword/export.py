@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,44 @@ def check_path(path: str) -> Path:
     if target.suffix.lower() not in FORMATS:
         raise UsageError(f"--export {path}: the file name must end in .csv or .jsonl")
     return target
+
+
+def check_target(path: Path, manifest: Any, out_dir: Path) -> None:
+    """Refuse an export that would overwrite one of the job's own files: its batch, shard or rows files,
+    a round's file, the manifest, or anything in the results folder (fetch writes there)."""
+    target = path.resolve()
+    folder = out_dir.resolve()
+    if target == folder or (target.parent == folder and _fetch_writes(target.name)):
+        raise UsageError(
+            f"--export {path}: that is {target.name} of the results folder {folder}, which fetch writes; "
+            "export to another name (e.g. answers.csv)"
+        )
+    own = {manifest.path.resolve(): "manifest"}
+    for entry in manifest.inputs:
+        if entry.get("path"):
+            own[Path(entry["path"]).resolve()] = "input file"
+    for round_ in manifest.rounds:
+        if round_.source:
+            own[Path(round_.source).resolve()] = "round file"
+    for shard in manifest.shards:
+        for name, what in ((shard.path, "batch file"), (shard.rows_path or _beside(shard.path), "rows file")):
+            if name:
+                own.setdefault(Path(name).resolve(), what)
+    if target in own:
+        raise UsageError(
+            f"--export {path}: that is the job's own {own[target]}, which the export would overwrite; "
+            "export to another name (e.g. answers.csv or answers.jsonl)"
+        )
+
+
+FETCH_FILES = frozenset(
+    {"results.jsonl", "retry.jsonl", "output.jsonl", "errors.jsonl", "fetch.manifest.json"}
+)
+
+
+def _fetch_writes(name: str) -> bool:
+    """A name fetch keeps in its results folder (the files, hidden index files, fetched input files)."""
+    return name in FETCH_FILES or name.startswith(".") or re.fullmatch(r"input-\d+\.jsonl", name) is not None
 
 
 def _beside(batch_path: str | None) -> str | None:
