@@ -410,3 +410,24 @@ def test_the_output_name_of_a_sharded_file_points_to_its_shards(tmp_path):
     )  # fmt: skip
     assert check.returncode == 4
     assert hint in json.loads(check.stdout)["files"][0]["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    "source, name, out",
+    [
+        ("--jsonl", "d.jsonl", "d.jsonl"),
+        ("--prompts", "p.txt", "p.txt"),
+        ("--jsonl", "x.rows.jsonl", "x.jsonl"),
+    ],
+)
+def test_an_output_over_the_input_is_refused_and_the_data_kept(tmp_path, source, name, out):
+    """-o equal to the data file (or its rows file landing on it) replaced the user's data with the batch
+    file, exit 0. Now exit 2 naming both; the data file is unchanged."""
+    data = tmp_path / name
+    data.write_text('{"text": "a"}\n' if source == "--jsonl" else "a prompt\n", encoding="utf-8")
+    before = data.read_bytes()
+    field = ["--field", "text"] if source == "--jsonl" else []
+    proc = create("--model", MODEL, source, str(data), *field, "-o", str(tmp_path / out))
+    assert proc.returncode == 2, proc.stdout
+    assert f"would write over {source} {data}" in json.loads(proc.stdout)["error"]["message"]
+    assert data.read_bytes() == before

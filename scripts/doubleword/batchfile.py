@@ -49,6 +49,24 @@ def shard_paths(out_path: str | os.PathLike[str], count: int) -> list[Path]:
     return [out.with_name(f"{stem}-{i:0{width}d}{suffix}") for i in range(1, count + 1)]
 
 
+def refuse_overwriting(out_path: str | os.PathLike[str], given: dict[str, str | None]) -> None:
+    """A usage error when the batch file, a shard of it or a rows file beside it would be written over
+    one of the files the command reads (``given``: flag -> path): the data would be replaced by requests."""
+    out = Path(out_path).resolve()
+    suffix = out.suffix or ".jsonl"
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    ours = re.compile(rf"{re.escape(stem)}(-\d{{3,}})?(\.rows)?{re.escape(suffix)}")
+    for flag, name in given.items():
+        if not name or name == "-":
+            continue
+        path = Path(name).resolve()
+        if path.parent == out.parent and ours.fullmatch(path.name):
+            raise UsageError(
+                f"-o {out_path} would write over {flag} {name} (the batch file, a shard or a rows file beside "
+                f"it has that name), replacing your data; give -o another name, e.g. {stem}-requests.jsonl"
+            )
+
+
 def written_as_shards(out_path: str | os.PathLike[str]) -> str:
     """For a batch file that does not exist: how create_batch_file.py wrote it instead, as numbered shards
     (``OUT-001.jsonl`` ...), with a shell pattern matching them and not their rows files; else ""."""
