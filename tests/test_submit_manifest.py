@@ -164,6 +164,12 @@ def test_the_batch_file_given_as_the_manifest_names_the_manifest_to_give(emulato
         assert f"this one's is {src}.manifest.json" in message and "remove" not in message, message
         code, doc, err = h.run_script(script, manifest, env=env)
         assert code == 2 and f"goes with --manifest {manifest}" in doc["error"]["message"], doc
+    data = tmp_path / "data.csv"
+    data.write_text("id,text\n1,a\n")
+    code, doc, err = h.run_script("submit", str(src), "--manifest", str(data), env=env)
+    message = doc["error"]["message"]
+    assert code == 4 and "not JSON at all, not a manifest" in message and "remove" not in message, message
+    assert data.read_text() == "id,text\n1,a\n"
     (tmp_path / "schema.json").write_text('{"type": "object"}')
     code, doc, err = h.run_script("poll", "--manifest", str(tmp_path / "schema.json"), env=env)
     assert code == 4 and "a JSON file of another kind, not a manifest" in doc["error"]["message"], doc

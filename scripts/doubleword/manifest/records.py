@@ -445,12 +445,22 @@ def _read_manifest(path: Path) -> Any:
     try:
         data = read_json_file(path, "manifest")
     except InputError:
+        if not path.is_file() or path.name.endswith(".manifest.json") or FORMAT.encode() in _head(path):
+            raise  # missing, or a manifest damaged: its own words
         if _jsonl(path):
             raise InputError(_not_a_manifest(path, "a JSON-lines file (batch, rows or results lines)"))
-        raise
+        raise InputError(_not_a_manifest(path, "not JSON at all"))
     if isinstance(data, dict) and "format" not in data and "shards" not in data:
         raise InputError(_not_a_manifest(path, "a JSON file of another kind"))
     return data
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4096)
+    except OSError:
+        return b""
 
 
 def _jsonl(path: Path) -> bool:
@@ -466,5 +476,5 @@ def _not_a_manifest(path: Path, kind: str) -> str:
     hint = f"; this one's is {beside}" if beside.is_file() else ""
     return (
         f"{path} is {kind}, not a manifest: give --manifest the file submit.py wrote (its stdout's "
-        f"`manifest`, by default <first input>.manifest.json){hint}"
+        f"`manifest`, by default <first input>.manifest.json), or for a new job a path no file has{hint}"
     )
