@@ -119,6 +119,8 @@ def add_resubmit_args(parser: Any) -> None:
 
 def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     args = build_parser().parse_args(argv)
+    if args.manifest and Path(args.manifest).is_dir():
+        raise UsageError(f"--manifest {args.manifest} is a folder; give the manifest's file path in it")
     options = options_from_args(args)
     if args.resubmit:
         if not args.manifest or args.inputs or args.force:

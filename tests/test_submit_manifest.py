@@ -170,6 +170,12 @@ def test_the_batch_file_given_as_the_manifest_names_the_manifest_to_give(emulato
     message = doc["error"]["message"]
     assert code == 4 and "not JSON at all, not a manifest" in message and "remove" not in message, message
     assert data.read_text() == "id,text\n1,a\n"
+    code, doc, err = h.run_script("submit", str(src), "--manifest", str(tmp_path), env=env)
+    assert code == 2 and "is a folder" in doc["error"]["message"], doc  # was exit 1, "unexpected ValueError"
+    code, doc, err = h.run_script("poll", "--manifest", str(tmp_path), env=env)
+    assert code == 4 and "is a folder, not a manifest" in doc["error"]["message"], (
+        doc
+    )  # was "... or remove it"
     (tmp_path / "schema.json").write_text('{"type": "object"}')
     code, doc, err = h.run_script("poll", "--manifest", str(tmp_path / "schema.json"), env=env)
     assert code == 4 and "a JSON file of another kind, not a manifest" in doc["error"]["message"], doc

@@ -442,6 +442,8 @@ def _str(value: Any) -> str | None:
 def _read_manifest(path: Path) -> Any:
     """The manifest's JSON; a file that is not a manifest at all (the batch file itself, a rows or results
     file, another JSON file) is named as such, with the manifest to give instead, not called damaged."""
+    if path.is_dir():
+        raise InputError(_not_a_manifest(path, "a folder"))
     try:
         data = read_json_file(path, "manifest")
     except InputError:
