@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from doubleword.batchfile import refuse_overwriting
+from doubleword.batchfile import check_output_path
 from doubleword.build import DUPLICATES, ENDPOINTS, endpoint_url, make_request
 from doubleword.cli import add_shard_args, info, make_parser, run, summary, warn
 from doubleword.config import MAX_CUSTOM_ID_BYTES
@@ -136,7 +136,7 @@ def _parse(argv: list[str]) -> Any:
     for name in ("output", "prompts", "csv", "jsonl", "images", "json_schema"):  # stdout and messages
         setattr(args, name, absolute(getattr(args, name)))
     reads = {f"--{k.replace('_', '-')}": getattr(args, k) for k in ("prompts", "csv", "jsonl", "json_schema")}
-    refuse_overwriting(args.output, reads)  # never the data it is made from
+    check_output_path(args.output, reads)  # a file, and never the data it is made from
     return args
 
 

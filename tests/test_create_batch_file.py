@@ -431,3 +431,13 @@ def test_an_output_over_the_input_is_refused_and_the_data_kept(tmp_path, source,
     assert proc.returncode == 2, proc.stdout
     assert f"would write over {source} {data}" in json.loads(proc.stdout)["error"]["message"]
     assert data.read_bytes() == before
+
+
+def test_an_output_that_is_a_folder_is_a_usage_error(tmp_path):
+    """-o DIR said "cannot use /tmp/.DIR.123.x.tmp -> DIR: Is a directory" (a temporary name it made)."""
+    proc = create("--model", MODEL, "--prompt", "x", "-o", str(tmp_path))
+    assert proc.returncode == 2, proc.stdout
+    message = json.loads(proc.stdout)["error"]["message"]
+    assert (
+        message == f"-o {tmp_path} is a folder; give the batch file's name, e.g. {tmp_path / 'batch.jsonl'}"
+    )

@@ -49,9 +49,14 @@ def shard_paths(out_path: str | os.PathLike[str], count: int) -> list[Path]:
     return [out.with_name(f"{stem}-{i:0{width}d}{suffix}") for i in range(1, count + 1)]
 
 
-def refuse_overwriting(out_path: str | os.PathLike[str], given: dict[str, str | None]) -> None:
-    """A usage error when the batch file, a shard of it or a rows file beside it would be written over
-    one of the files the command reads (``given``: flag -> path): the data would be replaced by requests."""
+def check_output_path(out_path: str | os.PathLike[str], given: dict[str, str | None]) -> None:
+    """A usage error when ``-o`` names a folder, or when the batch file, a shard of it or a rows file beside
+    it would be written over one of the files the command reads (``given``: flag -> path): the data would
+    be replaced by requests."""
+    if Path(out_path).is_dir():
+        raise UsageError(
+            f"-o {out_path} is a folder; give the batch file's name, e.g. {Path(out_path) / 'batch.jsonl'}"
+        )
     out = Path(out_path).resolve()
     suffix = out.suffix or ".jsonl"
     stem = out.name[: -len(out.suffix)] if out.suffix else out.name
