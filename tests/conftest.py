@@ -36,6 +36,7 @@ SLOW_FIRST = (
     "test_demo_runs_end_to_end",
     "test_submit_killed_at_random_points",
     "test_ctrl_c_during_upload",
+    "test_ctrl_c_during_parallel_uploads_stops_them_at_once",
     "test_memory_flat_with_request_count",
     "test_server_restart_mid_batch",
     "test_fetch_killed_at_random_points",
