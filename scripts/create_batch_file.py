@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from doubleword.batchfile import check_output_path
-from doubleword.build import DUPLICATES, ENDPOINTS, endpoint_url, make_request
+from doubleword.build import DUPLICATES, ENDPOINTS, endpoint_url, make_request, set_overrides
 from doubleword.cli import add_shard_args, info, make_parser, run, summary, warn
 from doubleword.config import MAX_CUSTOM_ID_BYTES
 from doubleword.endpoints import REASONING_EFFORTS
@@ -57,11 +57,11 @@ EXAMPLES = """\
 def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     args = _parse(argv)
     options = _body_options(args)
-    # Fail on option combinations (e.g. --system with embeddings, images with completions) before reading
-    # any input; the probe also shows warnings every request would share (a near-miss name given with --set).
+    # Fail on option combinations (e.g. --system with embeddings, images with completions) before reading any
+    # input; the probe shows warnings every request would share (a near-miss --set name, a --set override).
     images = ["https://example.com/probe.png"] if args.images or args.image_field else None
     probe = make_request("probe", custom_id="probe", images=images, **options)
-    notes = [f"{code}: {message}" for code, message in inspect_line(probe)[1]]
+    notes = [f"{c}: {m}" for c, m in inspect_line(probe)[1]] + set_overrides(images, **options)
     report = build_batch(
         _source(args),
         args.output,

@@ -441,3 +441,17 @@ def test_an_output_that_is_a_folder_is_a_usage_error(tmp_path):
     assert (
         message == f"-o {tmp_path} is a folder; give the batch file's name, e.g. {tmp_path / 'batch.jsonl'}"
     )
+
+
+def test_a_set_field_that_replaces_a_named_option_is_a_warning(tmp_path):
+    """--max-tokens 10 --set max_tokens=99 sent 99 without a word; now stdout's warnings say so."""
+    out = tmp_path / "b.jsonl"
+    proc = create(
+        "--model", MODEL, "--prompt", "x", "--max-tokens", "10", "--set", "max_tokens=99", "-o", str(out)
+    )
+    assert proc.returncode == 0, proc.stdout
+    warnings = json.loads(proc.stdout)["warnings"]
+    assert any(w.startswith("set_overrides: --set max_tokens replaces") and "(10)" in w for w in warnings)
+    assert read_lines(out)[0]["body"]["max_tokens"] == 99
+    proc = create("--model", MODEL, "--prompt", "x", "--set", "seed=1", "-o", str(out))
+    assert "warnings" not in json.loads(proc.stdout)

@@ -10,6 +10,7 @@ Public API (importable from Python as well as used by create_batch_file.py and s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -207,3 +208,18 @@ def _image_part(ep: Endpoint, url: str) -> dict[str, Any]:
         media, _, data = url[5:].partition(";base64,")
         return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
     return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def set_overrides(images: list[str] | None, **options: Any) -> list[str]:
+    """Warnings for ``--set`` fields that replace what a named option put in the body (--set max_tokens=99
+    beside --max-tokens 10 sends 99): ``options`` are :func:`make_request`'s, ``extra`` the --set fields."""
+    extra = options.get("extra") or {}
+    if not extra:
+        return []
+    plain = make_request("probe", custom_id="probe", images=images, **{**options, "extra": None})["body"]
+    return [
+        f"set_overrides: --set {key} replaces the {key} the other options give "
+        f"({json.dumps(plain[key], ensure_ascii=False)[:60]}); the --set value is sent"
+        for key in extra
+        if key in plain and plain[key] != extra[key]
+    ]
