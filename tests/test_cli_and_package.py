@@ -309,3 +309,20 @@ def test_unpacked_package_passes_skills_ref_validate(package: Path, tmp_path: Pa
         archive.extractall(tmp_path)
     proc = _run(validator, "validate", str(tmp_path / "doubleword-batches"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("command", ["list_models.py", "poll.py", "validate_batch_file.py"])
+def test_a_missing_runtime_dependency_ends_as_json_with_exit_3(command: str, tmp_path: Path) -> None:
+    """Without requests (imported before main runs) a command died with a bare traceback and no JSON;
+    without jsonschema (imported when validating) it was exit 1 'unexpected ModuleNotFoundError'. Now:
+    one JSON document naming the package and the pip command, exit 3. (-S: no site-packages.)"""
+    batch = tmp_path / "b.jsonl"
+    batch.write_text('{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n')
+    args = {"poll.py": ["0b6c5f1e-2a8d-4c1b-9e37-5d2f8a1c4b90"], "validate_batch_file.py": [str(batch)]}
+    proc = _run(sys.executable, "-S", str(REPO / "scripts" / command), *args.get(command, []))
+    assert proc.returncode == 3, proc.stderr
+    error = json.loads(proc.stdout)["error"]
+    package = "jsonschema" if command == "validate_batch_file.py" else "requests"
+    assert error["type"] == "missing_dependency" and f"'{package}' is not installed" in error["message"]
+    assert "-m pip install requests jsonschema" in error["message"] and "Traceback" not in proc.stderr
+    assert proc.stderr.rstrip("\n").splitlines()[-1].startswith(f"{command}: failed (exit 3")

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn
 
+from doubleword import missing_dependency
 from doubleword.config import (
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
@@ -253,6 +254,13 @@ def _run(main: Callable[[list[str]], tuple[dict[str, Any], int]], args: list[str
             result, code = _unexpected(exc, debug)
         else:
             result, code = _os_error(OSError(errno.ENOSPC, f"{exc}", getattr(exc, "filename", None)), debug)
+    except ModuleNotFoundError as exc:  # requests or jsonschema not installed (imported lazily)
+        missing = missing_dependency(exc)
+        if missing is None:
+            result, code = _unexpected(exc, debug)
+        else:
+            result, code = _error_result("missing_dependency", missing), int(ExitCode.AUTH)
+            _print_err(f"error: {missing}")
     except Exception as exc:  # the last line of defence: never a bare traceback unless asked
         result, code = _unexpected(exc, debug)
     previous = _set_handlers(signal.SIG_IGN)  # the JSON and summary are written whole, whatever comes
