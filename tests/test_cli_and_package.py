@@ -326,3 +326,26 @@ def test_a_missing_runtime_dependency_ends_as_json_with_exit_3(command: str, tmp
     assert error["type"] == "missing_dependency" and f"'{package}' is not installed" in error["message"]
     assert "-m pip install requests jsonschema" in error["message"] and "Traceback" not in proc.stderr
     assert proc.stderr.rstrip("\n").splitlines()[-1].startswith(f"{command}: failed (exit 3")
+
+
+def _old_python() -> str | None:
+    """A Python 3.8 or 3.9 on PATH, or installed beside this one (pyenv's versions/ folder)."""
+    beside = sorted(Path(sys.base_prefix).parent.glob("3.[89].*/bin/python"))
+    for found in [shutil.which("python3.9"), shutil.which("python3.8"), *map(str, beside)]:
+        if found and subprocess.run([found, "-c", "1"], capture_output=True).returncode == 0:
+            return found
+    return None
+
+
+def test_a_python_older_than_3_10_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """Under Python 3.9 a command died with 'ImportError: cannot import name TypeAlias' (3.8: functools
+    has no cache): now the JSON error says which Python it found and that 3.10 is needed, exit 3."""
+    old = _old_python()
+    if old is None:
+        pytest.skip("no Python 3.8 or 3.9 on this machine")
+    proc = _run(old, str(REPO / "scripts" / "create_batch_file.py"), "--model", "m", "--prompt", "x",
+                "-o", str(tmp_path / "b.jsonl"))  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    error = json.loads(proc.stdout)["error"]
+    assert error["type"] == "unsupported_python" and "need Python 3.10 or newer" in error["message"]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "b.jsonl").exists()

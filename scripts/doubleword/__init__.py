@@ -13,6 +13,25 @@ import os
 import sys
 from types import TracebackType
 
+
+def _fail(kind: str, message: str) -> None:
+    """End the command as every command ends on failure (JSON on stdout, a closing line, exit 3)."""
+    doc = {"ok": False, "error": {"type": kind, "message": message}}
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    prog = os.path.basename(sys.argv[0]) or "doubleword"
+    sys.stderr.write(f"error: {message}\n{prog}: failed (exit 3, {kind}): {message}\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(3)  # nothing else runs yet: an import failed, or this Python is too old to run the rest
+
+
+if sys.version_info < (3, 10):  # noqa: UP036 - the modules below need 3.10; without this, a traceback
+    _fail(
+        "unsupported_python",
+        f"these scripts need Python 3.10 or newer; {sys.executable} is "
+        f"{'.'.join(map(str, sys.version_info[:3]))}: run them with a newer python3",
+    )
+
 # The runtime dependencies and what they bring with them (requests' own dependencies).
 RUNTIME_PACKAGES = frozenset({"requests", "jsonschema", "urllib3", "idna", "certifi", "charset_normalizer"})
 
@@ -34,13 +53,7 @@ def _hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | Non
     if message is None:
         _previous(kind, exc, tb)
         return
-    doc = {"ok": False, "error": {"type": "missing_dependency", "message": message}}
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    prog = os.path.basename(sys.argv[0]) or "doubleword"
-    sys.stderr.write(f"error: {message}\n{prog}: failed (exit 3, missing_dependency): {message}\n")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(3)  # an import failed before the command's main ran: nothing else to close
+    _fail("missing_dependency", message)
 
 
 _previous = sys.excepthook
