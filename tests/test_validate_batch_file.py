@@ -784,3 +784,23 @@ def test_an_empty_prompt_in_a_made_file_is_a_warning_with_its_line(tmp_path):
     assert proc.returncode == 0, proc.stdout
     warnings = json.loads(proc.stdout)["files"][0]["warnings"]
     assert [(w["line"], w["custom_id"], w["code"]) for w in warnings] == [(2, "r2", "empty_content")]
+
+
+@pytest.mark.parametrize(
+    "first, says",
+    [
+        ({"id": "batch_req_1", "custom_id": "q-1", "response": {"status_code": 200, "body": {}}, "error": None},
+         "an output or error file"),
+        ({"custom_id": "q-1", "status": "completed", "content": "hi", "attempts": 1, "error": None},
+         "a results file (results.jsonl"),
+    ],
+)  # fmt: skip
+def test_an_answers_file_given_as_a_batch_file_is_named_once(tmp_path, first, says):
+    """output.jsonl or results.jsonl validated (or submitted) by mistake gave three 'missing_field'
+    errors per line; now one file-level error saying what the file is and what to pass."""
+    path = write(tmp_path, "".join(json.dumps(first) + "\n" for _ in range(5)), "output.jsonl")
+    proc = run_cli(str(path))
+    assert proc.returncode == 4
+    errors = json.loads(proc.stdout)["files"][0]["errors"]
+    assert [(e["line"], e["code"]) for e in errors] == [(0, "answers_file")]
+    assert says in errors[0]["message"] and "submit.py --resubmit" in errors[0]["message"]

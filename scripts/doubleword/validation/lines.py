@@ -44,6 +44,7 @@ ERROR_CODES = {
     "unsupported_parameter": "a reasoning field the server refuses (chat_template_kwargs, thinking, ...)",
     "invalid_reasoning_effort": "reasoning effort not a string in none, minimal, low, medium, high, xhigh, max",
     "rows_file": "the file is a source-rows file (X.rows.jsonl) given instead of its batch file X.jsonl",
+    "answers_file": "the file holds answers (output, error or results lines), not requests",
     "invalid_image": "an image part's URL is neither http(s) nor a data:image/...;base64 URI with valid base64",
 }
 WARNING_CODES = {

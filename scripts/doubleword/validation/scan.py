@@ -189,6 +189,16 @@ class FileScan:
                 "not a batch file; pass X.jsonl instead",
             )
             raise _StopScan
+        kind = _answers_file(obj) if self.lineno == 1 else None
+        if kind is not None:
+            self.errors.add(
+                0,
+                None,
+                "answers_file",
+                f"this is {kind}, not a batch file of requests; pass the batch file the job was made from "
+                "(to send what has no answer again: submit.py --resubmit --manifest M)",
+            )
+            raise _StopScan
         line_errors, line_warnings, chars = inspect_line(obj)
         self.chars += chars
         if escapes and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
@@ -310,6 +320,18 @@ class FileScan:
             },
         )
         return report
+
+
+def _answers_file(obj: Any) -> str | None:
+    """What a first line with no request fields is, when it is one of the answer files: the server's
+    output or error lines, or fetch_results.py's results.jsonl."""
+    if type(obj) is not dict or "method" in obj or "url" in obj or "body" in obj:
+        return None
+    if {"custom_id", "response", "error"} <= obj.keys():
+        return "an output or error file (the server's answer lines)"
+    if {"custom_id", "status", "content", "attempts"} <= obj.keys():
+        return "a results file (results.jsonl, written by fetch_results.py)"
+    return None
 
 
 def _slow_parse(text: str) -> tuple[Any, ValueError | None]:
