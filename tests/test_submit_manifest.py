@@ -28,7 +28,18 @@ def test_corrupt_or_edited_manifest_is_a_clear_error(emulator, env, tmp_path, h)
     manifest.write_text("{ not json")
     code, doc, err = h.run_script("poll", "--manifest", str(manifest), env=env)
     assert code == 4 and "not readable JSON" in doc["error"]["message"]
+    assert "without it submit.py would send the job again" in doc["error"]["message"]  # not "remove it"
     assert emulator.stats()["batches_created"] == 1
+
+
+def test_fetch_into_a_file_is_a_usage_error_naming_it(emulator, env, tmp_path, h):
+    job = h.submit_lines(tmp_path, h.chat_lines(2), env)
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine\n")
+    code, doc, err = h.run_script("fetch_results", "--manifest", job.manifest, "--out", str(taken), env=env)
+    assert code == 2 and doc["error"]["type"] == "usage_error", (doc, err)
+    assert f"--out {taken} is a file" in doc["error"]["message"]
+    assert taken.read_text() == "mine\n"
 
 
 def test_a_version_1_manifest_still_works_as_one_round(emulator, env, tmp_path, h):

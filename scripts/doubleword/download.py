@@ -40,7 +40,7 @@ from doubleword.batch_inputs import index_inputs
 from doubleword.cli import Progress, info, warn
 from doubleword.client import ApiClient, ApiError
 from doubleword.config import DELETED
-from doubleword.errors import BusyError, ExitCode, InputError, Interrupted, ServiceError
+from doubleword.errors import BusyError, ExitCode, InputError, Interrupted, ServiceError, UsageError
 from doubleword.files import AtomicFile, atomic_write_text
 from doubleword.inorder import OrderTracker, Range, ResultsDraft
 from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
@@ -615,6 +615,8 @@ def fetch_job(
     """
     options = options or Options()
     out_dir = out_dir.resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file; give a folder for the results (it is made if missing)")
     with exclusive_lock(out_dir / RUN_LOCK, wait=False) as mine:
         if not mine:
             raise BusyError(

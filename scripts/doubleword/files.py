@@ -300,11 +300,15 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
-    """Load a JSON file we wrote earlier, with a clear error if it is missing or damaged."""
+    """Load a manifest (``what``: how to name it) with a clear error if it is missing or damaged."""
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError:
         raise InputError(f"{what} {path} does not exist")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{what} {path} is not readable JSON ({exc}); fix or remove it")
+        raise InputError(
+            f"{what} {path} is not readable JSON ({exc}); repair it where the error points (it records the "
+            "job's batches: without it submit.py would send the job again, paid twice), or give poll and "
+            "fetch the batch ids instead"
+        )
