@@ -328,6 +328,31 @@ def test_a_missing_runtime_dependency_ends_as_json_with_exit_3(command: str, tmp
     assert proc.stderr.rstrip("\n").splitlines()[-1].startswith(f"{command}: failed (exit 3")
 
 
+@pytest.mark.parametrize("command", ["fetch_results.py", "submit.py", "poll.py"])
+def test_a_ctrl_c_while_the_modules_load_ends_as_an_interrupt_not_a_traceback(
+    tmp_path: Path, command: str
+) -> None:
+    """A Ctrl-C in the first ~0.1-0.3 s (the imports, before main installs its handlers) gave a traceback
+    and death by SIGINT; now the JSON error of an interrupt, exit 130, nothing written."""
+    prelude = (
+        "import builtins; real = builtins.__import__\n"
+        "def load(name, *a, **k):\n"
+        "    if name in ('requests', 'jsonschema'): raise KeyboardInterrupt\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = load"
+    )
+    script = str(REPO / "scripts" / command)
+    wrapper = (  # the script run as __main__ after the prelude, its folder first on sys.path (as run directly)
+        "import os, runpy, sys; sys.path.insert(0, os.path.dirname(sys.argv[2])); exec(sys.argv[1]); "
+        "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    proc = _run(sys.executable, "-c", wrapper, prelude, script, "--help", cwd=tmp_path)
+    assert proc.returncode == 130, proc.stderr
+    error = json.loads(proc.stdout)["error"]
+    assert error["type"] == "interrupted" and "before anything was done" in error["message"]
+    assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []
+
+
 def _old_python() -> str | None:
     """A Python 3.8 or 3.9 on PATH, or installed beside this one (pyenv's versions/ folder)."""
     beside = sorted(Path(sys.base_prefix).parent.glob("3.[89].*/bin/python"))

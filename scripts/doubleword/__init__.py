@@ -14,15 +14,15 @@ import sys
 from types import TracebackType
 
 
-def _fail(kind: str, message: str) -> None:
+def _fail(kind: str, message: str, code: int = 3) -> None:
     """End the command as every command ends on failure (JSON on stdout, a closing line, exit 3)."""
     doc = {"ok": False, "error": {"type": kind, "message": message}}
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     prog = os.path.basename(sys.argv[0]) or "doubleword"
-    sys.stderr.write(f"error: {message}\n{prog}: failed (exit 3, {kind}): {message}\n")
+    sys.stderr.write(f"error: {message}\n{prog}: failed (exit {code}, {kind}): {message}\n")
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(3)  # nothing else runs yet: an import failed, or this Python is too old to run the rest
+    os._exit(code)  # nothing else runs yet: an import failed, or this Python is too old to run the rest
 
 
 if sys.version_info < (3, 10):  # noqa: UP036 - the modules below need 3.10; without this, a traceback
@@ -49,6 +49,8 @@ def missing_dependency(exc: BaseException) -> str | None:
 
 
 def _hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C while the modules load, before main (it has its own)
+        _fail("interrupted", "interrupted while starting, before anything was done: re-run the command", 130)
     message = missing_dependency(exc)
     if message is None:
         _previous(kind, exc, tb)
