@@ -192,3 +192,23 @@ def test_the_batch_file_given_as_the_manifest_names_the_manifest_to_give(emulato
     assert code == 4 and "a JSON file of another kind, not a manifest" in doc["error"]["message"], doc
     code, doc, err = h.run_script("poll", "--manifest", manifest, env=env)
     assert code in (0, 7), doc
+
+
+def test_a_fetchs_retry_file_submitted_as_a_new_job_points_to_resubmit(tmp_path, h):
+    with h.start_emulator("--seed", "5") as emu:
+        env = h.script_env(emu.base_url)
+        emu.configure(fail_rate=0.5)
+        job = h.submit_lines(tmp_path, h.chat_lines(12), env)
+        h.poll_wait("--manifest", job.manifest, env=env, code=6)
+        out = tmp_path / "results"
+        code, doc, err = h.run_script("fetch_results", "--manifest", job.manifest, "--out", str(out), env=env)
+        assert code == 6 and (out / "retry.jsonl").stat().st_size > 0, (doc, err)
+        code, doc, err = h.run_script("submit", str(out / "retry.jsonl"), "--dry-run", env=env)
+        assert code == 0, (doc, err)
+        (note,) = [w for w in doc["warnings"] if w.startswith("retry_file:")]
+        assert "submit.py --resubmit --manifest" in note and "retry_file" in err
+        elsewhere = tmp_path / "mine" / "retry.jsonl"  # a file of that name outside a results folder
+        elsewhere.parent.mkdir()
+        elsewhere.write_bytes((out / "retry.jsonl").read_bytes())
+        code, doc, err = h.run_script("submit", str(elsewhere), "--dry-run", env=env)
+        assert code == 0 and not [w for w in doc.get("warnings", []) if w.startswith("retry_file:")], doc

@@ -48,7 +48,7 @@ from doubleword.remote import delete_remote, early_analytics, job_cost
 from doubleword.results import Run, join, whole_file
 from doubleword.sinks import BadContent, RecordFile, ReplyReader, Sink, check_content_type, served_lines
 from doubleword.status import describe_batch, is_terminal, suggested_check
-from doubleword.store import RECORDS_NAME, RESULTS_NAME, Store
+from doubleword.store import JOB_MARK, RECORDS_NAME, RESULTS_NAME, RETRY_NAME, Store
 
 KINDS = {"output": ("output_file_id", "output.jsonl", 0), "errors": ("error_file_id", "errors.jsonl", 1)}
 STREAM_RETRIES = 5
@@ -586,7 +586,7 @@ def shard_finished(shard: Shard) -> bool:
 # --------------------------------------------------------------------------- a whole job
 
 RUN_LOCK = ".fetch.lock"  # one fetch per output directory: two would append to the same files
-OUR_FILES = ("output.jsonl", "errors.jsonl", "results.jsonl", "retry.jsonl")
+OUR_FILES = ("output.jsonl", "errors.jsonl", RESULTS_NAME, RETRY_NAME)
 
 
 @dataclass
@@ -699,7 +699,7 @@ def _download_and_join(
                 from doubleword.export import Export  # only --export pays for its import
 
                 extra.append(Export(options.export, engine.store, listed))
-            results_path, retry_path = out_dir / RESULTS_NAME, out_dir / "retry.jsonl"
+            results_path, retry_path = out_dir / RESULTS_NAME, out_dir / RETRY_NAME
             written = engine.drafted(ordered)
             summary = join(engine.store, running, results_path, retry_path, extra, ordered, written)
         short = _shortfall(engine.store, shards, batches)
@@ -735,7 +735,7 @@ def _claim(out_dir: Path, manifest: Manifest) -> None:
     come before the one that was first)."""
     state = fetch_state(manifest)
     token = (manifest.batch_ids() or ["?"])[0]
-    marker = out_dir / ".fetch-job"
+    marker = out_dir / JOB_MARK
     recorded = marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
     if recorded in (manifest.batch_ids() or [token]):
         return

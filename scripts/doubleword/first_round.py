@@ -27,6 +27,7 @@ from doubleword.planning import (
     validate_inputs,
     validation_warnings,
 )
+from doubleword.store import JOB_MARK, RETRY_NAME
 from doubleword.submission import CostLimit, cost_refusal, send_shards, summary, usd, with_notes
 
 
@@ -46,10 +47,27 @@ def input_paths(names: list[str]) -> list[Path]:
     return inputs
 
 
+def _is_fetch_retry_file(path: Path) -> bool:
+    """The retry.jsonl of a results folder (fetch's requests without a usable answer)."""
+    return path.name == RETRY_NAME and (path.parent / JOB_MARK).exists()
+
+
+def _retry_file_note(path: Path) -> str:
+    note = (
+        f"retry_file: {path} is the retry.jsonl a fetch wrote; sent like this its requests are a new job of "
+        "their own, and their answers do not join the first job's results.jsonl. To send them as that job's "
+        "next round: submit.py --resubmit --manifest <the job's manifest>"
+    )
+    warn(note)
+    return note
+
+
 def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple[dict[str, Any], int]:
     """Round 1 of a job: plan it (or find it planned), then send every shard not yet sent."""
     notes: list[str] = []  # warnings, also returned in the JSON so an agent sees them
     manifest, changed = existing_manifest(args, options, inputs, path, notes)
+    if manifest is None:
+        notes += [_retry_file_note(p) for p in inputs if _is_fetch_retry_file(p)]
     reports: list[dict[str, Any]] = []
     if manifest is None or changed:  # what is planned now is validated first
         planned = inputs if manifest is None else [inputs[n] for n in changed]

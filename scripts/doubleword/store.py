@@ -23,6 +23,8 @@ from typing import Any
 INDEX_NAME = ".fetch-index.sqlite"
 RECORDS_NAME = ".fetch-records.jsonl"
 RESULTS_NAME = "results.jsonl"
+RETRY_NAME = "retry.jsonl"
+JOB_MARK = ".fetch-job"  # in a results folder: which job it holds (fetch refuses another)
 SHARED_KEY = "records_shared"  # the record file's stamp when results.jsonl was made a second name of it
 SCHEMA_VERSION = 4  # 4: a record is the whole results.jsonl line; records in arrival order, no key
 _SCHEMA = """
