@@ -48,7 +48,7 @@ from doubleword.remote import delete_remote, early_analytics, job_cost
 from doubleword.results import Run, join, whole_file
 from doubleword.sinks import BadContent, RecordFile, ReplyReader, Sink, check_content_type, served_lines
 from doubleword.status import describe_batch, is_terminal, suggested_check
-from doubleword.store import JOB_MARK, RECORDS_NAME, RESULTS_NAME, RETRY_NAME, Store
+from doubleword.store import FOLDER_FILES, JOB_MARK, RECORDS_NAME, RESULTS_NAME, RETRY_NAME, Store
 
 KINDS = {"output": ("output_file_id", "output.jsonl", 0), "errors": ("error_file_id", "errors.jsonl", 1)}
 STREAM_RETRIES = 5
@@ -586,7 +586,6 @@ def shard_finished(shard: Shard) -> bool:
 # --------------------------------------------------------------------------- a whole job
 
 RUN_LOCK = ".fetch.lock"  # one fetch per output directory: two would append to the same files
-OUR_FILES = ("output.jsonl", "errors.jsonl", RESULTS_NAME, RETRY_NAME)
 
 
 @dataclass
@@ -739,7 +738,7 @@ def _claim(out_dir: Path, manifest: Manifest) -> None:
     recorded = marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
     if recorded in (manifest.batch_ids() or [token]):
         return
-    present = [name for name in OUR_FILES if (out_dir / name).exists()]
+    present = [name for name in FOLDER_FILES if (out_dir / name).exists()]
     ours = recorded is None and state.get("out_dir") == str(out_dir)  # written before marks existed
     if present and not ours:
         whose = "another job" if recorded else "files this job did not write"

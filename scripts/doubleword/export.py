@@ -27,6 +27,7 @@ from doubleword.batch_inputs import input_key
 from doubleword.cli import warn
 from doubleword.errors import UsageError
 from doubleword.files import atomic_writer
+from doubleword.store import FOLDER_FILES
 
 if TYPE_CHECKING:
     from doubleword.manifest import Shard
@@ -72,9 +73,7 @@ def check_target(path: Path, manifest: Any, out_dir: Path) -> None:
         )
 
 
-FETCH_FILES = frozenset(
-    {"results.jsonl", "retry.jsonl", "output.jsonl", "errors.jsonl", "fetch.manifest.json"}
-)
+FETCH_FILES = frozenset({*FOLDER_FILES, "fetch.manifest.json"})
 
 
 def _fetch_writes(name: str) -> bool:

@@ -109,7 +109,7 @@ class LinkedFile:
         target = real_target(Path(path))
         remove_stale_temps(target)
         mode = _mode_for(target)
-        tmp = str(target.parent / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        tmp = str(target.parent / f"{temp_prefix(target)}{os.urandom(4).hex()}{TEMP_SUFFIX}")
         try:
             descriptor = os.open(source, os.O_RDONLY)
             try:
@@ -215,11 +215,19 @@ def naming_errors(path: str | os.PathLike[str]) -> Iterator[None]:
         raise
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_prefix(target: Path) -> str:
+    """How this process's temp names beside ``target`` begin: ``.NAME.PID.`` (then a random part and
+    :data:`TEMP_SUFFIX`), so that :func:`remove_stale_temps` can tell whose they are."""
+    return f".{target.name}.{os.getpid()}."
+
+
 def temp_file_beside(target: Path) -> tuple[int, str]:
     """A new temp file in ``target``'s folder, named so a later run can remove it if this one dies."""
-    prefix = f".{target.name}.{os.getpid()}."
     try:
-        return tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+        return tempfile.mkstemp(prefix=temp_prefix(target), suffix=TEMP_SUFFIX, dir=target.parent)
     except OSError as exc:  # name the file the user asked for, not our temp file
         raise OSError(exc.errno, f"{exc.strerror} (cannot create files in {target.parent})", str(target))
 
@@ -237,7 +245,7 @@ def remove_stale_temps(target: Path) -> None:
     _SWEPT.add(target)
     prefix = f".{target.name}."
     try:
-        names = [n for n in os.listdir(target.parent) if n.startswith(prefix) and n.endswith(".tmp")]
+        names = [n for n in os.listdir(target.parent) if n.startswith(prefix) and n.endswith(TEMP_SUFFIX)]
     except OSError:
         return
     for name in names:

@@ -25,6 +25,7 @@ RECORDS_NAME = ".fetch-records.jsonl"
 RESULTS_NAME = "results.jsonl"
 RETRY_NAME = "retry.jsonl"
 JOB_MARK = ".fetch-job"  # in a results folder: which job it holds (fetch refuses another)
+FOLDER_FILES = ("output.jsonl", "errors.jsonl", RESULTS_NAME, RETRY_NAME)  # what fetch writes there
 SHARED_KEY = "records_shared"  # the record file's stamp when results.jsonl was made a second name of it
 SCHEMA_VERSION = 4  # 4: a record is the whole results.jsonl line; records in arrival order, no key
 _SCHEMA = """
