@@ -93,7 +93,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         warn(note)
     if notes:
         result["warnings"] = notes
-    summary(f"wrote {total} requests to {len(shards)} file(s) ({len(notes)} warnings)")
+    summary(f"wrote {total:,} requests to {len(shards)} file(s) ({len(notes)} warnings)")
     return result, int(ExitCode.OK)
 
 

@@ -116,7 +116,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
 def _summary_text(result: dict[str, Any]) -> str:
     counts = result["counts"]
     parts = [
-        f"{counts[s]} {s}"
+        f"{counts[s]:,} {s}"
         for s in ("completed", "failed", "truncated", "invalid", "pending", "missing")
         if counts[s]
     ]
@@ -127,7 +127,7 @@ def _summary_text(result: dict[str, Any]) -> str:
         if result["finished"]
         else "still running"
     )
-    return f"{counts['requests']} requests: {', '.join(parts) or 'none'}; {state}; results in {result['files']['results']}"
+    return f"{counts['requests']:,} requests: {', '.join(parts) or 'none'}; {state}; results in {result['files']['results']}"
 
 
 def default_out_dir(manifest: Manifest) -> Path:

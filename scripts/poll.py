@@ -77,8 +77,8 @@ def progress_line(views: list[dict[str, Any]]) -> str:
     terminal = sum(1 for v in views if v["terminal"])
     pct = 100.0 * (done + never) / total if total else 0.0
     statuses = ", ".join(sorted({str(v["status"]) for v in views}))
-    line = f"{terminal}/{len(views)} batches terminal ({statuses}); {done + never}/{total} requests done ({pct:.1f}%)"
-    return line + (f", {never} of them never ran (cancelled or expired)" if never else "")
+    line = f"{terminal}/{len(views)} batches terminal ({statuses}); {done + never:,}/{total:,} requests done ({pct:.1f}%)"
+    return line + (f", {never:,} of them never ran (cancelled or expired)" if never else "")
 
 
 def main(argv: list[str]) -> tuple[dict[str, Any], int]:

@@ -30,12 +30,11 @@ from doubleword.errors import BusyError, CliError, ExitCode, InputError, UsageEr
 from doubleword.files import atomic_writer
 from doubleword.manifest import Manifest, Round, client_for
 from doubleword.planning import Options, add_shards, stats_for
-from doubleword.rounds import InputRecord, job_records, read_results, signature
+from doubleword.rounds import InputRecord, check_command, job_records, read_results, signature
 from doubleword.status import is_terminal
 from doubleword.submission import CostLimit, cost_refusal, round_window, send_shards, summary, with_notes
 
 RESUBMITTABLE = ("failed", "missing", "truncated", "invalid")
-SCRIPTS = Path(__file__).resolve().parent.parent
 
 
 class JobRunning(BusyError):
@@ -157,7 +156,7 @@ def refuse_while_running(client: ApiClient, manifest: Manifest) -> None:
         ids = ", ".join(str(b.get("id")) for b in running)
         raise JobRunning(
             f"{len(running)} batch(es) of the job are still running ({ids}); nothing was sent. Check with: "
-            f"python3 {SCRIPTS / 'poll.py'} --manifest {path}; resubmit once they "
+            f"{check_command(manifest)}; resubmit once they "
             "finish (resubmitting now could pay twice for requests that are still going to be answered)",
             details={"running": [b.get("id") for b in running], "manifest": str(path)},
         )
@@ -410,5 +409,4 @@ def _sent(
     result["resubmitted"] = sum(s.requests or 0 for s in round_.shards)
     result["left_behind"] = round_.left_behind
     result["api_calls"] = client.calls
-    result["next"] = f"python3 {SCRIPTS / 'poll.py'} --manifest {manifest.path.resolve()}"
     return result

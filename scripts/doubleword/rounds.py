@@ -5,6 +5,7 @@
 The download engine already writes results.jsonl that way (one line per input); a results.jsonl with a
 line per round's request (each naming its batch) gives the same records, so resubmission reads either.
 Whether resubmitting helps is judged by the engine (its ``failure_groups``: ``resubmit``, ``advice``).
+``check_command`` is the command that checks a job once it is sent (SKILL.md's step 4: fetch with the export).
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from typing import Any
 from doubleword.manifest import Manifest
 
 USABLE = "completed"
+SCRIPTS = Path(__file__).resolve().parent.parent  # the folder of the commands
+
+
+def check_command(manifest: Manifest) -> str:
+    """The command that checks the job (and downloads what is ready): fetch with an export, as SKILL.md's
+    step 4 runs it; embeddings export to .jsonl (a vector is larger than a spreadsheet cell holds)."""
+    embeds = any((s.endpoint or "").endswith("/embeddings") for s in manifest.shards)
+    export = "answers.jsonl" if embeds else "answers.csv"
+    return f"python3 {SCRIPTS / 'fetch_results.py'} --manifest {manifest.path.resolve()} --export {export}"
 
 
 @dataclass

@@ -47,6 +47,7 @@ from doubleword.errors import AmbiguousRequest, ApiError, CliError, InputError, 
 from doubleword.fingerprint import recall_valid, validate_file
 from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
 from doubleword.planning import DEFAULT_WINDOW, Options, complete_plan
+from doubleword.rounds import check_command
 
 MAX_ATTEMPTS = 3
 LIST_LAG_S = 8.0  # how long after a send a lookup may still miss the new object (lists lag behind writes)
@@ -480,9 +481,10 @@ def summary(manifest: Manifest, shards: list[Shard], *, created: int) -> dict[st
     existing = sum(1 for s in shards if s.create_state == "done") - created
     requests = sum(s.requests or 0 for s in shards)
     number = shards[0].round if shards else manifest.last_round.number
+    check = check_command(manifest) if created + existing else None
     cli.summary(
         f"round {number}: {created} batch(es) created, {existing} already there, {requests:,} requests"
-        + (f"; check later: poll.py --manifest {manifest.path.resolve()}" if created + existing else "")
+        + (f"; check later: {check}" if check else "")
     )
     return {
         "ok": True,
@@ -494,6 +496,7 @@ def summary(manifest: Manifest, shards: list[Shard], *, created: int) -> dict[st
         "existing": existing,
         "window": round_window(manifest, number),
         "batches": batches,
+        **({"next": check} if check else {}),
     }
 
 
