@@ -117,7 +117,8 @@ def add_model_flags(g: argparse._ArgumentGroup) -> None:
         default=0.0,
         metavar="F",
         help="fraction of answers a sloppy model spoils: JSON in a code fence, prose instead of JSON, or "
-        "cut short with finish_reason length (default: %(default)s)",
+        "an answer that runs long (300-800 tokens, by the prompt): cut with finish_reason length by a "
+        "smaller max_tokens, whole with a larger one (default: %(default)s)",
     )
     g.add_argument(
         "--rate",

@@ -14,7 +14,15 @@ from .prompt import Prompt, budget_of, cut, read_prompt, tokens
 from .schema_values import Unsatisfiable, value_for
 
 MAX_REPLY_CHARS = 2000
-SLOPPY_KINDS = ("fence", "prose", "cut")
+SLOPPY_KINDS = ("fence", "prose", "long")
+# a sloppy model's answer that runs long: this many tokens (by the prompt), whatever the max_tokens
+LONG_ANSWER_TOKENS = (300, 800)
+RAMBLE = (
+    "To put it another way, it depends on the details.",
+    "There is more to say about each part of this.",
+    "Some background helps here as well.",
+    "Each of these points deserves a closer look.",
+)
 REASONING_STEPS = (
     "First, what exactly is being asked?",
     "The key facts are in the question itself.",
@@ -207,19 +215,31 @@ def tool_spec(tool: object) -> tuple[str, object] | None:
 
 
 def make_sloppy(out: Completion, rate: float, seed: int, prompt: Prompt) -> None:
-    """What real models do now and then: a code fence around JSON, prose instead of JSON, an answer cut
-    short (finish `length`)."""
+    """What real models do now and then: a code fence around JSON, prose instead of JSON, or an answer
+    that runs long (LONG_ANSWER_TOKENS, by the prompt alone): a max_tokens below its length cuts it
+    (finish `length`, in spend_budget), a larger one gets it whole, as a real model's would be."""
     rng = random.Random(seed ^ 0x5107)
     if out.content is None or rng.random() >= rate:
         return
-    kind = rng.choice(SLOPPY_KINDS if out.structured else ("cut",))
+    kind = rng.choice(SLOPPY_KINDS if out.structured else ("long",))
     if kind == "fence":
         out.content = f"```json\n{out.content}\n```"
     elif kind == "prose":
         out.content = f"Sure! Here is what I found about {prompt.last_user[:80]}: it depends on the details."
     else:
-        out.content = out.content[: max(1, len(out.content) // 2)]
-        out.finish = "length"
+        out.content = run_long(out.content, out.structured, rng.randint(*LONG_ANSWER_TOKENS))
+
+
+def run_long(content: str, structured: bool, length: int) -> str:
+    """The answer grown to `length` tokens: text goes on in more sentences; JSON is followed by blank lines
+    (what JSON-mode decoding does when it will not stop), so that, once whole, it still parses."""
+    if structured:
+        return content + "\n" * max(0, length * 4 - len(content))
+    parts, i = [content], 0
+    while tokens(" ".join(parts)) < length:
+        parts.append(RAMBLE[i % len(RAMBLE)])
+        i += 1
+    return cut(" ".join(parts), length)
 
 
 def spend_budget(out: Completion, budget: int | None) -> None:

@@ -371,6 +371,7 @@ class Summary:
             }
         group["count"] += 1
         group["persistent"] += int(result.persistent)
+        group["_output_tokens"] = max(group.get("_output_tokens", 0), c)  # for the truncated advice
 
     def _batch(self, batch_id: str | None) -> dict[str, int]:
         mine = self.per_batch.get(str(batch_id))
@@ -402,6 +403,7 @@ class Summary:
         groups = sorted(self.groups.values(), key=lambda g: -g["count"])
         for group in groups:
             group["resubmit"], group["advice"] = _judgement(group)
+            group.pop("_output_tokens", None)
         out: dict[str, Any] = {
             "counts": self.counts,
             "usage": self.usage,
@@ -419,10 +421,23 @@ def _judgement(group: dict[str, Any]) -> tuple[str, str]:
     status, kind, http = group["result_status"], group["type"], group["status"]
     if kind == "never_sent":
         return "yes", "never sent (a submit stopped early): submit.py --resubmit --manifest M sends them"
+    if status == "missing":  # never run: nothing about the request itself, however often it happened
+        return "yes", "never answered (its batch was cancelled, expired or lost it): resubmit"
+    if status == "truncated":  # a length limit: the same limit cuts the same answer again
+        used = group.get("_output_tokens") or 0
+        larger = f"a --max-tokens above {used:,}" if used else "a larger --max-tokens"
+        if group["persistent"] and group["persistent"] == group["count"]:
+            return "maybe", (
+                f"cut off at the output-token limit in the last two rounds too (up to {used:,} output "
+                f"tokens): resubmit only with {larger}; if the limit was raised already, read the example "
+                "(an answer that never ends needs a clearer prompt or a stop sequence)"
+            )
+        return "yes", (
+            f"cut off at the output-token limit (up to {used:,} output tokens, reasoning included): "
+            f"resubmit with {larger} (a higher limit costs only the tokens written)"
+        )
     if group["persistent"] and group["persistent"] == group["count"]:
         return "no", "failed the same way in the last two rounds: fix the requests before resubmitting"
-    if status == "truncated":
-        return "yes", "cut off at the output-token limit: resubmit with a larger max_tokens"
     if status == "invalid":
         return (
             "maybe",

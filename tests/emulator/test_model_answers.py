@@ -390,6 +390,7 @@ def test_the_sloppy_model_spoils_a_share_of_answers():
                 "model": CHAT,
                 "messages": [{"role": "user", "content": f"item {i}"}],
                 "response_format": fmt,
+                "max_tokens": 256,
             }
             r = requests.post(emu.base_url + "/chat/completions", json=body, headers=emu.headers).json()
             content, finish = r["choices"][0]["message"]["content"], r["choices"][0]["finish_reason"]
@@ -409,6 +410,41 @@ def test_the_sloppy_model_spoils_a_share_of_answers():
         json.loads(r["choices"][0]["message"]["content"])
     assert set(kinds) == {"clean", "fence", "prose", "cut"}
     assert 15 <= kinds["clean"] <= 45
+
+
+@pytest.mark.parametrize("structured", [False, True], ids=["text", "json"])
+def test_a_sloppy_answer_cut_at_max_tokens_comes_whole_with_a_larger_one(structured):
+    """A cut-off answer is a length limit, as with a real model: the same request with a larger
+    max_tokens gets the whole answer (finish stop; JSON that parses), the same start as the cut one."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}
+
+    def ask(emu, i, budget):
+        body = {"model": CHAT, "messages": [{"role": "user", "content": f"item {i}"}], "max_tokens": budget}
+        if structured:
+            body["response_format"] = fmt
+        r = requests.post(emu.base_url + "/chat/completions", json=body, headers=emu.headers).json()
+        return r["choices"][0], r["usage"]
+
+    import requests
+
+    cut = 0
+    with EmulatorServer("--sloppy-rate", "0.5") as emu:
+        for i in range(40):
+            first, usage = ask(emu, i, 256)
+            if first["finish_reason"] != "length":
+                continue
+            cut += 1
+            assert usage["completion_tokens"] == 256
+            again, _ = ask(emu, i, 256)
+            assert again == first  # the same model and prompt: cut the same way
+            whole, usage = ask(emu, i, 1000)
+            content = whole["message"]["content"]
+            assert whole["finish_reason"] == "stop" and 256 < usage["completion_tokens"] <= 800
+            assert content.startswith(first["message"]["content"])
+            if structured:
+                assert isinstance(json.loads(content)["n"], int)
+    assert cut >= 3  # the case was seen
 
 
 @pytest.mark.parametrize(

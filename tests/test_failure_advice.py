@@ -1,0 +1,93 @@
+"""fetch's failure_groups advice is right for each kind of failure, over the rounds of a real job against
+the emulator (whose sloppy model gives answers that run long: a length limit, whole with a larger
+max_tokens, as a real model's would be):
+
+- truncated: resubmit with a --max-tokens above the output tokens the cut answers used; cut again in two
+  rounds (the agent resent without raising it): "maybe", only with a larger limit (it said "no", "fix the
+  requests"); resubmitted with a larger --max-tokens, every cut answer comes whole;
+- refused by the model (HTTP 400): "no", and "no" again when it fails the same way twice;
+- never answered (the batch cancelled), twice in a row: still "yes" (it said "no", "fix the requests").
+"""
+
+from __future__ import annotations
+
+UNSATISFIABLE = {
+    "type": "json_schema",
+    "json_schema": {"name": "n", "schema": {"type": "integer", "minimum": 5, "maximum": 2}},
+}
+
+
+def _lines(h):
+    lines = h.chat_lines(40)
+    for line in lines:
+        line["body"]["max_tokens"] = 256
+    lines.append(dict(lines[0], custom_id="tiny", body=dict(lines[0]["body"], max_tokens=2)))
+    lines.append(
+        dict(lines[1], custom_id="refused", body=dict(lines[1]["body"], response_format=UNSATISFIABLE))
+    )
+    return lines
+
+
+def _fetch(h, manifest, env):
+    h.poll_wait("--manifest", manifest, env=env, code=None)
+    result = h.run_script("fetch_results", "--manifest", manifest, env=env)
+    groups = {g["result_status"]: g for g in result.doc["failure_groups"]}
+    return result, groups
+
+
+def test_the_advice_for_cut_off_and_refused_answers_over_three_rounds(tmp_path, h):
+    with h.start_emulator("--sloppy-rate", "0.3") as emu:
+        env = h.script_env(emu.base_url)
+        job = h.submit_lines(tmp_path, _lines(h), env)
+        result, groups = _fetch(h, job.manifest, env)
+        assert result.code == 6, result
+        cut = result.doc["counts"]["truncated"]
+        assert cut >= 4 and set(groups) == {"truncated", "failed"}, result  # sloppy long answers + tiny
+        assert groups["truncated"]["resubmit"] == "yes"
+        assert "--max-tokens above 256" in groups["truncated"]["advice"]
+        assert groups["failed"]["status"] == 400 and groups["failed"]["resubmit"] == "no"
+
+        # resent as they were (no larger limit): cut the same way again
+        code, doc, err = h.run_script("submit", "--resubmit", "--manifest", job.manifest, env=env)
+        assert code == 0 and doc["resubmitted"] == cut + 1, err
+        result, groups = _fetch(h, job.manifest, env)
+        assert result.code == 6 and result.doc["counts"]["truncated"] == cut, result
+        truncated = groups["truncated"]
+        assert truncated["persistent"] == truncated["count"] == cut
+        assert (
+            truncated["resubmit"] == "maybe" and "only with a --max-tokens above 256" in truncated["advice"]
+        )
+        assert groups["failed"]["resubmit"] == "no" and "same way" in groups["failed"]["advice"]
+
+        # with a larger limit every cut answer comes whole; only the refused request is left
+        code, doc, err = h.run_script(
+            "submit", "--resubmit", "--manifest", job.manifest, "--max-tokens", "1024", env=env
+        )
+        assert code == 0 and doc["resubmitted"] == cut + 1, err
+        result, groups = _fetch(h, job.manifest, env)
+    assert result.code == 6, result
+    counts = result.doc["counts"]
+    assert (counts["completed"], counts["truncated"], counts["failed"]) == (41, 0, 1), counts
+    assert set(groups) == {"failed"}
+    results = h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
+    redone = [r for r in results if r["attempts"] == 3 and r["status"] == "completed"]
+    assert len(redone) == cut and all(r["finish_reason"] == "stop" for r in redone)
+    assert max(r["usage"]["completion_tokens"] for r in redone) > 256  # long answers, now whole
+
+
+def test_requests_never_answered_twice_are_still_worth_resubmitting(tmp_path, h):
+    with h.start_emulator() as emu:
+        env = h.script_env(emu.base_url)
+        emu.configure(paused=True)
+        job = h.submit_lines(tmp_path, h.chat_lines(5), env)
+        for round_ in (1, 2):
+            code, _, err = h.run_script("cancel_batch", "--manifest", job.manifest, env=env)
+            assert code == 0, err
+            result, groups = _fetch(h, job.manifest, env)
+            assert result.code == 6 and result.doc["counts"]["missing"] == 5, result
+            missing = groups["missing"]
+            assert missing["persistent"] == (5 if round_ == 2 else 0)
+            assert missing["resubmit"] == "yes", missing
+            if round_ == 1:
+                code, _, err = h.run_script("submit", "--resubmit", "--manifest", job.manifest, env=env)
+                assert code == 0, err
