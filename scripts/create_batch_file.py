@@ -39,7 +39,8 @@ takes the first N rows (a trial run). --reasoning-effort LEVEL writes reasoning_
 reasoning.effort (responses), the only reasoning control the server accepts.
 Beside every batch file X.jsonl, X.rows.jsonl records each line's custom_id and source row (the columns).
 
-stdout (every path absolute): {"ok", "output", "endpoint", "url", "model", "requests", "shards":
+stdout (every path absolute): {"ok", "output" (the batch file; null when sharded), "outputs" (every batch
+file written, in order: pass them all to submit.py), "endpoint", "url", "model", "requests", "shards":
 [{"path","requests","bytes","rows_path"}], "empty_prompts": {"count", "first"} (when some), "skipped_empty"
 (with --skip-empty), "skipped_duplicates" / "renamed_duplicates" (with --duplicates skip / number), "warnings"
 (only when there are some, e.g. a --set name that looks like a typo, or empty prompts)}."""
@@ -76,10 +77,12 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     shards = report.shards
     total = sum(shard["requests"] for shard in shards)
     if len(shards) > 1:
-        info(f"wrote {total} requests in {len(shards)} shards (limits: --max-requests/--max-bytes)")
+        info(f"wrote {total:,} requests in {len(shards)} shards (limits: --max-requests/--max-bytes)")
+    written = [shard["path"] for shard in shards]
     result: dict[str, Any] = {
         "ok": True,
-        "output": args.output,
+        "output": written[0] if len(written) == 1 else None,  # -o's file; sharded, it was not written
+        "outputs": written,
         "endpoint": args.endpoint,
         "url": endpoint_url(args.endpoint),
         "model": args.model,

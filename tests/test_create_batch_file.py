@@ -355,7 +355,8 @@ def test_every_path_create_prints_is_absolute_and_submit_takes_them_from_another
     proc = create(*args, "--max-requests", "2", "-o", "out/batch.jsonl", cwd=work)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["output"] == str(work / "out" / "batch.jsonl")
+    assert result["output"] is None  # sharded: batch.jsonl itself was not written
+    assert result["outputs"] == [str(work / "out" / "batch-001.jsonl"), str(work / "out" / "batch-002.jsonl")]
     assert [(s["path"], s["rows_path"]) for s in result["shards"]] == [
         (str(work / "out" / "batch-001.jsonl"), str(work / "out" / "batch-001.rows.jsonl")),
         (str(work / "out" / "batch-002.jsonl"), str(work / "out" / "batch-002.rows.jsonl")),
@@ -371,7 +372,7 @@ def test_every_path_create_prints_is_absolute_and_submit_takes_them_from_another
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    paths = [s["path"] for s in result["shards"]]
+    paths = result["outputs"]
     submitted = h.run_script("submit", *paths, env=env, cwd=elsewhere)
     assert submitted.code == 0, submitted
     assert [b["shard"] for b in submitted.doc["batches"]] == paths
@@ -391,13 +392,24 @@ def test_an_option_embeddings_cannot_take_is_named_as_its_flag(tmp_path):
 
 
 def test_the_output_name_of_a_sharded_file_points_to_its_shards(tmp_path):
-    """Sharded, -o batch.jsonl is written as batch-001.jsonl ... (stdout's `output` still names
-    batch.jsonl): given that name, submit and validate say so and give the pattern to pass."""
+    """Sharded, -o batch.jsonl is written as batch-001.jsonl ...: stdout's `outputs` names them (its
+    `output` named batch.jsonl, which was never written: now null), and they submit as they are; given
+    the unwritten name, submit and validate say so and give the pattern to pass."""
     proc = create(
         "--model", MODEL, "--prompt", "a", "--prompt", "b", "--prompt", "c", "--max-requests", "2",
         "-o", str(tmp_path / "batch.jsonl"),
     )  # fmt: skip
-    assert proc.returncode == 0 and len(json.loads(proc.stdout)["shards"]) == 2
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and len(doc["shards"]) == 2
+    assert doc["output"] is None and not (tmp_path / "batch.jsonl").exists()
+    assert doc["outputs"] == [str(tmp_path / "batch-001.jsonl"), str(tmp_path / "batch-002.jsonl")]
+    plan = subprocess.run(
+        [sys.executable, str(SCRIPTS / "submit.py"), *doc["outputs"], "--dry-run"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert plan.returncode == 0 and json.loads(plan.stdout)["requests"] == 3, plan.stdout
+    one = json.loads(create("--model", MODEL, "--prompt", "a", "-o", str(tmp_path / "one.jsonl")).stdout)
+    assert one["output"] == str(tmp_path / "one.jsonl") and one["outputs"] == [one["output"]]
     hint = f"written as 2 shard(s), batch-001.jsonl ... batch-002.jsonl; pass them all: {tmp_path}/batch-"
     submit = subprocess.run(
         [sys.executable, str(SCRIPTS / "submit.py"), str(tmp_path / "batch.jsonl"), "--dry-run"],

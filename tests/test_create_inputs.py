@@ -425,12 +425,36 @@ def test_a_csv_quote_never_closed_is_an_error_naming_its_row_not_a_file_missing_
     assert f"row 2 (line 3) of {data} opens a quoted value that is never closed" in message, message
     assert "taking in the 48 line(s) after it" in message, message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.csv"]
+    trial = ("--csv", str(data), "--id-field", "id", "--field", "review", "--limit", "5", "-o", str(out))
+    proc, result = create(*trial)  # within the first N rows, it runs to the end of the file all the same
+    assert proc.returncode == 4 and "is never closed" in result["error"]["message"], result
 
     data.write_text('id,review\nr1,"two\nlines"\nr2,5" screen\nr3,"last\nvalue"\n', encoding="utf-8")
     proc, result = create("--csv", str(data), "--id-field", "id", "--field", "review", "-o", str(out))
     assert proc.returncode == 0, result
     prompts = [line["body"]["messages"][0]["content"] for line in lines(out)]
     assert prompts == ["two\nlines", '5" screen', "last\nvalue"]
+
+
+@pytest.mark.parametrize("limit", [[], ["--limit", "5"]], ids=["whole", "limit-5"])
+def test_a_csv_quote_closed_only_rows_later_is_an_error_naming_its_row(tmp_path, limit):
+    """A stray opening quote closed by a quote inside a later value (r10's 5" screen): the lenient reader
+    took the 8 lines between them as row 2's text and went on, so 50 rows gave 42 requests (with --limit
+    5, a trial run, 5 requests: row 2's prompt holding rows 3-10), exit 0. Now exit 4 naming the row, both
+    lines and what to fix; nothing is written."""
+    data = tmp_path / "reviews.csv"
+    rows = [f"r{i},row {i}" for i in range(1, 51)]
+    rows[1], rows[9] = 'r2,"unclosed quote then left', 'r10,a 5" screen'
+    data.write_text("id,review\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "b.jsonl"
+    proc, result = create(
+        "--csv", str(data), "--id-field", "id", "--field", "review", *limit, "-o", str(out)
+    )  # fmt: skip
+    assert proc.returncode == 4, result
+    message = result["error"]["message"]
+    assert f"row 2 (line 3) of {data} opens a quoted value that is closed only by a quote" in message, message
+    assert "on line 11, so the 8 line(s) after it were read as that row's text" in message, message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.csv"]
 
 
 def test_a_wrong_or_empty_id_column_says_which_and_lists_the_columns(tmp_path):

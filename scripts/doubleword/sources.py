@@ -111,6 +111,8 @@ def _csv_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
             number = 0
             for number, row in enumerate(reader, 1):
                 last, held[0] = held[0], []
+                if len(last) > 1:  # a quoted value over several lines: check its quotes as it is read
+                    _closed_inside_a_value(path, number, reader.line_num, last)
                 where = f"row {number} (line {reader.line_num}) of {path}"
                 if None in row:
                     raise InputError(f"{where} has more values than the header has columns")
@@ -143,6 +145,24 @@ def _never_closed(path: str, number: int, line_num: int, record: list[str]) -> N
             f'the end of the file{taken}; fix the quotes of that row (a value holding a " is written in '
             'quotes, with the " doubled: "5"" screen")'
         )
+
+
+def _closed_inside_a_value(path: str, number: int, line_num: int, record: list[str]) -> None:
+    """Refuse a row read over several lines whose quoted value is closed by a quote inside a later value
+    (a stray opening quote, then `5" screen` rows below): the lenient reader takes every line between
+    them as that row's text, and goes on after it as if nothing were wrong (rows lost, with --limit too)."""
+    try:
+        list(csv.reader(record, strict=True))
+    except csv.Error as exc:
+        if "expected after" not in str(exc):
+            return
+        start = line_num - len(record) + 1
+        raise InputError(
+            f"row {number} (line {start}) of {path} opens a quoted value that is closed only by a quote inside "
+            f"a value on line {line_num}, so the {len(record) - 1} line(s) after it were read as that row's "
+            'text; fix the quotes of that row (a value holding a " is written in quotes, with the " '
+            'doubled: "5"" screen")'
+        ) from None
 
 
 def _comma_separated(path: str, header: Any) -> None:
