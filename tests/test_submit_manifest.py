@@ -152,6 +152,10 @@ def test_the_same_file_given_twice_is_refused_before_anything_is_sent(emulator, 
     code, doc, err = h.run_script("submit", str(src), str(copy), env=env)
     assert code == 4 and "holds the same requests as" in doc["error"]["message"], doc
     assert emulator.requests_log() == []
+    # the dry run refuses it the same way (it said exit 0, a plan of 2 batches, 6 requests)
+    code, doc, err = h.run_script("submit", str(src), str(copy), "--dry-run", env=env)
+    assert code == 4 and f"{copy} holds the same requests as {src}" in doc["error"]["message"], doc
+    assert not (tmp_path / "a.jsonl.manifest.json").exists()
     lines = h.chat_lines(3)
     for line in lines:
         line["body"]["messages"][0]["content"] += " (the second dataset)"

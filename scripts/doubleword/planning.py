@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -243,13 +244,7 @@ def plan_job(
 ) -> Manifest:
     """A fresh manifest whose round 1 holds the inputs' shards, markers chosen before anything is sent."""
     digests = [sha256_file(p) for p in inputs]
-    for later, digest in enumerate(digests):
-        first = digests.index(digest)
-        if first != later:  # a copy given beside its original: every request would be paid twice
-            raise InputError(
-                f"{inputs[later]} holds the same requests as {inputs[first]} (identical content): each "
-                "would be sent and paid for twice; give one of them"
-            )
+    refuse_copies(inputs, digests)
     manifest = Manifest.new(
         path,
         base_url=base_url,
@@ -266,10 +261,25 @@ def plan_job(
     return manifest
 
 
+def refuse_copies(inputs: list[Path], digests: list[str]) -> None:
+    """Refuse a copy given beside its original (same sha256): every request would be paid twice."""
+    for later, digest in enumerate(digests):
+        first = digests.index(digest)
+        if first != later:
+            raise InputError(
+                f"{inputs[later]} holds the same requests as {inputs[first]} (identical content): each "
+                "would be sent and paid for twice; give one of them"
+            )
+
+
 def dry_run_plan(
     inputs: list[Path], reports: list[dict[str, Any]], options: Options, path: Path
 ) -> dict[str, Any]:
-    """The plan without network calls and without leaving files behind."""
+    """The plan without network calls and without leaving files behind; refusing what a run refuses
+    before sending (a copy beside its original: only files of the same size are read for it)."""
+    sizes = Counter(p.stat().st_size for p in inputs)
+    alike = [p for p in inputs if sizes[p.stat().st_size] > 1]
+    refuse_copies(alike, [sha256_file(p) for p in alike])
     shards: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp(prefix="dwb-dry-run-"))
     try:
