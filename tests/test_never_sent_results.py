@@ -214,6 +214,10 @@ def test_a_never_sent_file_gone_or_not_a_batch_file_is_said_and_a_fixed_one_is_l
         h.write_jsonl(b, fixed)
         code, doc, err = h.run_script(*fetch, env=env)
         assert code == 6 and "changed since it was planned" in err, (code, doc, err)
+        assert doc["unsent"] == {"shards": 1, "requests": 3}, doc  # what will be sent, not the planned 4
+        code, poll, err = h.run_script("poll", "--manifest", str(manifest), env=env)
+        assert code == 6 and poll["unsent"] == {"shards": 1, "requests": 3} and "(3 requests)" in err, poll
+        assert poll["unanswered"] == 3 and "3 request(s) without an answer" in err.splitlines()[-1], err
         order = ["a-00000", "a-00001", "fixed-00000", "fixed-00001", "fixed-00002"]
         assert ids(Path(doc["files"]["results"])) == order
         assert Path(doc["files"]["retry"]).read_bytes() == b.read_bytes()

@@ -16,6 +16,7 @@ from typing import Any
 from doubleword.config import TERMINAL_STATUSES
 from doubleword.errors import ExitCode
 from doubleword.manifest import Manifest, Round
+from doubleword.manifest.records import unsent_requests
 
 MIN_CHECK_S = 5
 MAX_CHECK_S = 900
@@ -138,7 +139,7 @@ def job_unanswered(manifest: Manifest | None, batches: Mapping[str, Mapping[str,
     if manifest is None or latest is None:
         return sum(unanswered(b) for b in batches.values() if is_terminal(b.get("status")))
     own = [batches[s.batch_id] for s in latest.shards if s.batch_id and s.batch_id in batches]
-    unsent = sum(s.requests or 0 for s in latest.shards if not s.batch_id)  # in no batch: never answered
+    unsent = sum(unsent_requests(s) or 0 for s in latest.shards if not s.batch_id)  # in no batch: unanswered
     return latest.left_behind + unsent + sum(unanswered(b) for b in own if is_terminal(b.get("status")))
 
 

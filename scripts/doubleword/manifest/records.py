@@ -317,8 +317,9 @@ class Manifest:
         shards = self.unsent()
         if not shards:
             return None
-        requests_count = sum(s.requests or 0 for s in shards)
-        known = f" ({requests_count:,} requests)" if all(s.requests is not None for s in shards) else ""
+        counts = [unsent_requests(s) for s in shards]
+        requests_count = sum(n or 0 for n in counts)
+        known = f" ({requests_count:,} requests)" if all(n is not None for n in counts) else ""
         warn(
             f"{len(shards)} shard(s) of round {self.last_round.number}{known} were never sent (a submit "
             "stopped before their batches were made); send them with: submit.py --resubmit --manifest "
@@ -480,3 +481,19 @@ def _not_a_manifest(path: Path, kind: str) -> str:
         f"{path} is {kind}, not a manifest: give --manifest the file submit.py wrote (its stdout's "
         f"`manifest`, by default <first input>.manifest.json), or for a new job a path no file has{hint}"
     )
+
+
+def unsent_requests(shard: Shard) -> int | None:
+    """The requests a never-sent shard will send: a file never uploaded goes as it is now (its lines, as
+    fetch lists them); an uploaded one, or a file gone or that is no batch file, as planned."""
+    if shard.file_id or not shard.path:
+        return shard.requests
+    count, first = 0, b""
+    try:
+        with open(shard.path, "rb") as handle:
+            for line in handle:
+                if line.strip():
+                    first, count = first or line, count + 1
+    except OSError:
+        return shard.requests
+    return count if b'"url"' in first else shard.requests
