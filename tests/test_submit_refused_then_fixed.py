@@ -85,6 +85,19 @@ def test_a_fixed_input_that_was_split_is_split_again_from_its_new_content(tmp_pa
         assert len(split) == 2 and all(Path(p).is_file() for p in split), split
 
         h.write_jsonl(b, h.chat_lines(2, prefix="b"))
+        # the dry run shows the plan the run makes: b whole, one batch of 2 (it showed the old split: 2
+        # batches to create, 3 + 2 requests), and changes nothing
+        before = manifest.read_bytes()
+        code, doc, err = h.run_script(*submit, "--dry-run", env=env)
+        assert code == 0 and doc["dry_run"] is True and doc["batches_to_create"] == 1, (code, doc, err)
+        assert [(x["shard"], x["requests"]) for x in doc["batches"]] == [
+            (str(a.resolve()), 3),
+            (str(b.resolve()), 2),
+        ], doc
+        assert "dry run: 1 batch(es) would be created, 1 already there, 5 requests" in err.splitlines()[-1]
+        assert manifest.read_bytes() == before and all(Path(p).is_file() for p in split)
+        assert emu.stats()["batches_created"] == 1
+
         code, doc, err = h.run_script(*submit, env=env)
         assert code == 0 and doc["created"] == 1 and doc["existing"] == 1, (code, doc, err)
         assert [x["shard"] for x in doc["batches"]] == [str(a.resolve()), str(b.resolve())], doc

@@ -89,9 +89,7 @@ def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple
         manifest = plan_job(inputs, reports, options, path, client.base_url)
         manifest.save()
     elif args.dry_run:
-        result = summary(manifest, manifest.first_round.shards, created=0)
-        result["dry_run"] = True
-        result["batches_to_create"] = sum(1 for s in manifest.first_round.shards if s.create_state != "done")
+        result = dry_run_of_planned(manifest, [inputs[n] for n in changed], reports, options)
         notes += [
             f"{inputs[n]} changed since it was planned; never sent, so a run sends it as it is"
             for n in changed
@@ -119,6 +117,45 @@ def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple
         result["estimated_cost_usd"] = usd(sum((Decimal(u) for u in usds), Decimal(0)))
     result["api_calls"] = client.calls
     return with_notes(result, notes), int(ExitCode.OK)
+
+
+def dry_run_of_planned(
+    manifest: Manifest, afresh: list[Path], reports: list[dict[str, Any]], options: Options
+) -> dict[str, Any]:
+    """A dry run of a job already planned: its round-1 batches as they stand, with each changed input
+    (none of it sent) in its place as a run plans it afresh (its shards and requests; nothing written)."""
+    shards = manifest.first_round.shards
+    result = summary(manifest, shards, created=0)
+    fresh = dry_run_plan(afresh, reports, options, manifest.path)["shards"] if afresh else []
+    replanned, placed = {str(p.resolve()) for p in afresh}, set()
+    batches: list[dict[str, Any]] = []
+    for shard, entry in zip(shards, result["batches"], strict=True):
+        if shard.source not in replanned:
+            batches.append(entry)
+        if shard.source not in replanned or shard.source in placed:
+            continue  # an old shard of a replanned input: its new ones are in place already
+        placed.add(shard.source)
+        mine = [p for p in fresh if p["source"] == shard.source]
+        batches += [
+            {
+                "batch_id": None,
+                "input_file_id": None,
+                "shard": p["source"] if len(mine) == 1 else None,  # split: its files are written by the run
+                "round": 1,
+                "requests": p["requests"],
+                "endpoint": p["endpoint"],
+                "status": "not created",
+            }
+            for p in mine
+        ]
+    result["batches"], result["dry_run"] = batches, True
+    result["batches_to_create"] = sum(1 for b in batches if not b["batch_id"])
+    requests = sum(b["requests"] or 0 for b in batches)
+    say(
+        f"dry run: {result['batches_to_create']} batch(es) would be created, "
+        f"{len(batches) - result['batches_to_create']} already there, {requests:,} requests; nothing sent"
+    )
+    return result
 
 
 def invalid(reports: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
