@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import requests
 
 
@@ -81,3 +83,24 @@ def test_results_are_written_when_the_input_file_cannot_be_downloaded(emulator, 
     assert code == 0, (doc, err)
     assert doc["counts"]["completed"] == 3
     assert len(h.read_jsonl(out / "results.jsonl")) == 3
+
+
+def test_a_shard_whose_input_can_be_read_nowhere_keeps_its_place_in_the_results(emulator, env, tmp_path, h):
+    """A 3-shard job whose first shard's file is gone here and on the server: its answers are listed by what
+    was answered, in its place (before the later shards'), on the first fetch and on every later one (they
+    came last: req-00003 ... req-00008, then req-00000 ... req-00002)."""
+    job = h.submit_lines(tmp_path, h.chat_lines(9), env, "--max-requests", "3")
+    first = job.doc["batches"][0]
+    h.poll_wait("--manifest", job.manifest, env=env)
+    Path(first["shard"]).unlink()
+    r = requests.delete(f"{emulator.base_url}/files/{first['input_file_id']}", headers=emulator.headers)
+    assert r.status_code == 200
+    order = [line["custom_id"] for line in job.lines]
+    for _ in range(2):
+        code, doc, err = h.run_script("fetch_results", "--manifest", job.manifest, env=env)
+        assert code == 0 and "results list only what was answered" in err, (code, doc, err)
+        results = h.read_jsonl(Path(doc["files"]["results"]))
+        assert [r["custom_id"] for r in results] == order, results
+        assert [r["batch_id"] for r in results] == [
+            b["batch_id"] for b in job.doc["batches"] for _ in range(3)
+        ]

@@ -167,10 +167,10 @@ def index_inputs(
         for src, key in store.source_keys():
             if is_never_sent(key) and key not in keys:
                 store.drop_source(src)
-    moved = False
+    moved = False  # a shard's rows were (re)built behind later shards': those are indexed again after it
     for position, shard in enumerate(shards):
         key = input_key(shard)
-        if key in skip:
+        if key in skip and not moved:
             indexed.add(key)
             continue
         round_number = position + 1 if by_content else int(shard.round or 1)
@@ -184,14 +184,15 @@ def index_inputs(
             if known:
                 with lock:
                     store.drop_source(known[0])
-        elif (
-            not files_only
-        ):  # what was answered, in custom_id order; rebuilt each run (more may have arrived)
+        elif not files_only:  # what was answered, in custom_id order: rebuilt when more has arrived
             with lock:
+                answered = [(c, None, -1, 0, 0, 0) for c in store.answered(key)]
+                if known and known[4] and known[2] == len(answered) and not moved:
+                    continue  # as listed before, in its place (its size holds how many it lists)
                 if known:
                     store.drop_source(known[0])
-                answered = [(c, None, -1, 0, 0, 0) for c in store.answered(key)]
-                store.add_source(key, round_number, None, 0, 0, answered)
+                store.add_source(key, round_number, None, len(answered), 0, answered)
+            moved = moved or bool(answered)
     if not files_only:
         with lock:
             if manifest is not None:
