@@ -516,6 +516,36 @@ def framing(kind: str, *, on: str = CONTENT, method: str = "GET", times: int | N
     return behaviour
 
 
+def silent_mid_body(
+    release: threading.Event,
+    *,
+    on: str = CONTENT,
+    method: str = "GET",
+    when: Callable[[Seen], bool] = lambda seen: True,
+    times: int | None = None,
+) -> Behaviour:
+    """Forward, then send the reply's headers (its whole length) and the first half of its lines, and then
+    nothing until ``release`` is set (at most 120 s): a server gone silent in the middle of a body. Only
+    for requests ``when`` accepts (``times`` of them at most); ``proxy.state["silent"]`` counts the replies
+    that have gone silent."""
+    key = f"silent:{on}:{id(when)}"
+
+    def send(proxy: HostileProxy, up: Upstream, seen: Seen) -> Iterator[bytes]:
+        lines = up.body.splitlines(keepends=True)
+        half = b"".join(lines[: len(lines) // 2])
+        yield _head(up.status, {**_kept(up), "Content-Length": str(len(up.body))}) + half
+        with proxy.lock:
+            proxy.state["silent"] = proxy.state.get("silent", 0) + 1
+        release.wait(120)
+
+    def behaviour(seen: Seen, proxy: HostileProxy) -> Action | None:
+        if _matches(seen, on, method) and when(seen) and _limited(times, proxy, key):
+            return Action(raw=functools.partial(send, proxy))
+        return None
+
+    return behaviour
+
+
 # -- a SOCKS5 proxy (RFC 1928, no authentication): relays to the requested host, or misbehaves first
 
 

@@ -109,7 +109,7 @@ def unsent_path(client: ApiClient, shard: Shard, out_dir: Path) -> Path | None:
     if b'"url"' not in first:  # a file submit.py refuses (the first line's url is its endpoint)
         warn(f"{whose} and {local} is not a batch file (no url on its first line); {_unread(shard)}")
         return None
-    if shard.sha256 and sha256_file(local) != shard.sha256:
+    if shard.sha256 and sha256_file(local, client.interrupted) != shard.sha256:
         info(f"{local} changed since it was planned; never sent, so its requests are listed as they are now")
     return Path(local)
 
@@ -119,7 +119,7 @@ def input_path(client: ApiClient, shard: Shard, out_dir: Path) -> Path | None:
     local = shard.path
     if local and Path(local).is_file():
         recorded = shard.sha256
-        if not recorded or sha256_file(local) == recorded:
+        if not recorded or sha256_file(local, client.interrupted) == recorded:
             return Path(local)
         warn(f"{local} changed since it was submitted; joining results to the server's copy of the input")
     copy = out_dir / f"input-{int(shard.index or 0):03d}.jsonl"

@@ -7,6 +7,8 @@ when their outcome is unknown (a lost reply, a 5xx, a reply without an id) the c
 :class:`AmbiguousRequest` so the caller can look the object up before trying again
 (references/api_reference.md section 9). A host name that does not resolve fails at once. Every wait is
 bounded: each read by ``READ_TIMEOUT``, each reply and the whole command by :mod:`doubleword.transport`.
+Once :attr:`ApiClient.interrupted` is set (a Ctrl-C), every request in flight is cut, none is sent or
+retried, and the thread that made it gets :class:`~doubleword.errors.Interrupted`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import requests.auth
 
 from doubleword.cli import Transfer, info
 from doubleword.config import BASE_URL_ENV, redact, register_secret, skill_version
-from doubleword.errors import AmbiguousRequest, ApiError, DeadlineExceeded, ServiceError
+from doubleword.errors import AmbiguousRequest, ApiError, DeadlineExceeded, Interrupted, ServiceError
 from doubleword.multipart import MultipartFile
 from doubleword.shapes import check_reply, is_plain_id
 from doubleword.transport import (
@@ -37,6 +39,7 @@ from doubleword.transport import (
     METER_BYTES,
     REPLY_BUDGET,
     SLOW,
+    STOPPED,
     WATCHDOG,
     BearerAuth,
     Watch,
@@ -125,7 +128,7 @@ class ApiClient:
         *,
         retries: int = DEFAULT_RETRIES,
         timeout: tuple[float, float] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         on_retry: Callable[[str], None] | None = None,
         deadline: float | None = None,
         url_source: str = URL_SOURCE,
@@ -133,18 +136,24 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.timeout = timeout or (CONNECT_TIMEOUT, READ_TIMEOUT)
-        self.sleep = sleep
+        self.sleep = sleep or self._pause
         self.on_retry = on_retry or (lambda message: info(message))
         self.deadline = deadline
         self.url_source = url_source
         self.reply_budget = REPLY_BUDGET  # seconds for a whole non-streamed reply
         self.calls = 0  # API calls made, for reporting API economy
-        self.interrupted = threading.Event()  # set on a Ctrl-C: uploads in other threads stop sending
+        # set on a Ctrl-C: requests in other threads are cut (uploads stop sending, downloads reading)
+        self.interrupted = threading.Event()
         register_secret(api_key)
         self.session = watched_session()
         self.session.auth = BearerAuth(api_key)  # set per request: no ~/.netrc lookup can replace it
         self.session.headers.update({"User-Agent": USER_AGENT})
         self.session.max_redirects = MAX_REDIRECTS
+
+    def _pause(self, seconds: float) -> None:
+        """The retry sleep: ended by a Ctrl-C (in whichever thread it waits)."""
+        if self.interrupted.wait(seconds):
+            raise Interrupted
 
     def set_deadline(self, seconds: float | None) -> None:
         """Bound everything the client does from now on to ``seconds`` (None: no bound)."""
@@ -225,13 +234,15 @@ class ApiClient:
 
     def _send(self, call: _Call) -> requests.Response:
         """One HTTP exchange under a :class:`Watch`; faults become :class:`_Transient`."""
+        if self.interrupted.is_set():
+            raise Interrupted
         remaining = self._remaining(f"{call.method} {call.url}")
         connect, read = self.timeout
         budget = self.reply_budget
         if call.reply_wait is not None and call.reply_wait > read:
             read, budget = call.reply_wait, budget + call.reply_wait - read
         timeout = (min(connect, remaining), min(read, remaining))
-        watch = Watch(self.deadline, stream=call.stream, budget=budget)
+        watch = Watch(self.deadline, stream=call.stream, budget=budget, stop=self.interrupted)
         headers = dict(call.headers or {})
         if call.stream:
             headers["Connection"] = "close"  # a cut stream's socket is never handed to another request
@@ -277,7 +288,11 @@ class ApiClient:
             raise
 
     def _cut_or_raise(self, watch: Watch, call: _Call) -> None:
-        """After a failed exchange: say so if the watchdog cut it (deadline, or a reply too slow)."""
+        """After a failed exchange: say so if the watchdog cut it (a Ctrl-C, the deadline, a reply too
+        slow). A Ctrl-C's cut is no fault of the server's: never retried, and for a creating call not
+        ambiguous here either (the run stops; a re-run looks the object up, as after any interrupt)."""
+        if watch.fired == STOPPED or self.interrupted.is_set():
+            raise Interrupted
         if watch.out_of_time():
             raise DeadlineExceeded(
                 f"{call.method} {_path_of(call.url)}: --timeout reached while waiting for the server; "

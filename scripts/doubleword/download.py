@@ -111,7 +111,8 @@ class Engine:
         self._committer: threading.Thread | None = None
         self._to_write: tuple[list[int], str] | None = None  # the newest state not yet being written
         self._commit_error: OSError | None = None
-        self.interrupted = threading.Event()  # set by a Ctrl-C: the other threads stop at their next step
+        # set by a Ctrl-C: the other threads stop at their next step (the client's: their requests are cut)
+        self.interrupted = client.interrupted
         self._abandoned = False  # an interrupted close stopped waiting for the committer
         for kind, (_, name, number) in KINDS.items():
             files = state.setdefault("files", {})
@@ -509,6 +510,7 @@ class Engine:
             # Ctrl-C can land inside a take (lines appended, cursor not moved yet): nothing of this
             # reply is committed then, so the manifest names only what an earlier commit had whole
             interrupted = True
+            self.interrupted.set()  # the reader thread's read is cut: the response's close waits for it
             raise
         finally:
             if not interrupted:

@@ -21,11 +21,13 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from doubleword.config import SCHEMA_DIR
+from doubleword.errors import Interrupted
 from doubleword.files import atomic_write_json
 
 _Key = tuple[str, int, int, int]
@@ -38,8 +40,9 @@ def _key(path: str | os.PathLike[str]) -> _Key:
     return (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The file's sha256 (hex); read once per run while the file stays as it was."""
+def sha256_file(path: str | os.PathLike[str], stop: threading.Event | None = None) -> str:
+    """The file's sha256 (hex); read once per run while the file stays as it was. Once ``stop`` is set
+    (a Ctrl-C, seen in a thread) the reading ends at the next 1 MB block with :class:`Interrupted`."""
     key = _key(path)
     known = _DIGESTS.get(key)
     if known is not None:
@@ -47,6 +50,8 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
+            if stop is not None and stop.is_set():
+                raise Interrupted
             digest.update(chunk)
     _note(path, key, digest.hexdigest(), key[1])
     return digest.hexdigest()

@@ -4,7 +4,9 @@ A read timeout bounds one silent wait, but a server that trickles a byte every f
 line by line, never trips it. Each request here is watched: its socket is shut down when the command's
 deadline (``--timeout``) passes, when a plain reply is not complete ``REPLY_BUDGET`` seconds after the
 request was sent, or when a streamed body brings less than ``TRICKLE_MIN_BYTES`` in ``TRICKLE_WINDOW``
-seconds. The blocked read then fails at once, and the client reports why (:attr:`Watch.fired`).
+seconds. The blocked read then fails at once, and the client reports why (:attr:`Watch.fired`). A Ctrl-C
+(the client's ``interrupted`` event, handed to each watch as ``stop``) cuts every request in flight the
+same way, so a thread waiting on a silent server stops within a tick instead of at its read timeout.
 
 Connections through a SOCKS proxy (``ALL_PROXY=socks5h://...``, which needs PySocks) are watched the
 same way, from the proxy handshake on: a proxy that stalls or trickles its handshake is cut after
@@ -28,7 +30,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from doubleword.cli import Transfer, info
-from doubleword.errors import DeadlineExceeded, ServiceError
+from doubleword.errors import DeadlineExceeded, Interrupted, ServiceError
 
 METER_BYTES = 1_000_000  # transfers at least this big show byte progress
 REPLY_BUDGET = 45.0  # seconds for a whole non-streamed reply, from the end of sending
@@ -45,13 +47,22 @@ DEADLINE = "deadline"
 SLOW = "slow"
 TRICKLE = "trickle"
 CONNECT = "connect"
+STOPPED = "stopped"  # the command was interrupted (Ctrl-C): never a fault to retry
 
 
 class Watch:
     """The limits of one request and the socket they apply to; ``fired`` says which limit cut it."""
 
-    def __init__(self, deadline: float | None, *, stream: bool, budget: float = REPLY_BUDGET) -> None:
+    def __init__(
+        self,
+        deadline: float | None,
+        *,
+        stream: bool,
+        budget: float = REPLY_BUDGET,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.deadline = deadline
+        self.stop = stop  # once set, the request is cut (STOPPED)
         self.stream = stream
         self.budget = budget
         self.sock: socket.socket | None = None
@@ -85,7 +96,9 @@ class Watch:
     def check(self, now: float) -> None:
         if self.fired or self.sock is None:
             return
-        if self.deadline is not None and now >= self.deadline:
+        if self.stop is not None and self.stop.is_set():
+            self.cut(STOPPED)
+        elif self.deadline is not None and now >= self.deadline:
             self.cut(DEADLINE)
         elif self.connect_end is not None and now >= self.connect_end:
             self.cut(CONNECT)
@@ -98,6 +111,10 @@ class Watch:
                 if count - seen < TRICKLE_MIN_BYTES:
                     self.cut(TRICKLE)
                 self._window = (now, count)
+
+    def stopped(self) -> bool:
+        """The command was interrupted: this request is to end now (cut, or not sent at all)."""
+        return self.fired == STOPPED or (self.stop is not None and self.stop.is_set())
 
     def cut(self, reason: str) -> None:
         self.fired = reason
@@ -380,8 +397,14 @@ def guarded_stream(response: requests.Response, watch: Watch, path: str) -> requ
                     meter.add(moved)
                 elif meter is not None:
                     meter.add(len(chunk))
+                if watch.stopped():  # a Ctrl-C: this download stops at its next chunk
+                    raise Interrupted
                 yield chunk
+            if watch.stopped():  # the cut looked like the body's end (a body read until the close)
+                raise Interrupted
         except (requests.exceptions.RequestException, OSError) as exc:
+            if watch.stopped():
+                raise Interrupted from None
             if watch.out_of_time():
                 raise DeadlineExceeded(
                     f"GET {path}: --timeout reached during the download; run again to resume"
@@ -400,6 +423,8 @@ def guarded_stream(response: requests.Response, watch: Watch, path: str) -> requ
 
     def close() -> None:
         WATCHDOG.remove(watch)
+        if watch.stopped():  # a thread blocked reading it would hold the close until its read ended
+            watch.cut(STOPPED)
         plain_close()
 
     response.iter_content = iter_content  # type: ignore[method-assign]

@@ -1,0 +1,176 @@
+"""Ctrl-C while a worker thread waits on a server that sends nothing (scripts as subprocesses).
+
+A Ctrl-C reaches the main thread only. A download or index thread blocked in a read of a silent server
+cannot look at the stop until its read times out (30 s); the client's watchdog cuts every request in
+flight instead, and the client takes that cut for what it is (a stop, not a fault to retry). What a user
+sees: exit 130 within a bound, one JSON document, and a re-run that completes the job exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from hostile_server import CONTENT, HostileProxy, silent_mid_body
+
+EXIT_BOUND = 2.0  # seconds from SIGINT to exit (the watchdog cuts within 0.2 s; the rest is the exit)
+
+
+def _start(h, name: str, *args: str, env: dict[str, str], prelude: str = "") -> subprocess.Popen:
+    script = str(h.SCRIPTS / f"{name}.py")
+    command = (
+        [sys.executable, "-c", h.PRELUDE_WRAPPER, prelude, script] if prelude else [sys.executable, script]
+    )
+    return subprocess.Popen(
+        [*command, *args],
+        env={**env, "PYTHONFAULTHANDLER": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _interrupt(proc: subprocess.Popen) -> tuple[int, dict, str, float]:
+    """SIGINT; (exit code, the JSON document, stderr, seconds from the signal to the exit). A script still
+    running 60 s later is stopped with its threads' stacks on stderr (faulthandler) and fails the test."""
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        stdout, stderr = proc.communicate(timeout=30)
+        raise AssertionError(f"still running 60 s after SIGINT; stderr:\n{stderr}")
+    took = time.monotonic() - sent
+    return proc.returncode, json.loads(stdout), stderr, took
+
+
+def _interrupt_when_silent(
+    h, proxy: HostileProxy, silent: int, *args: str, env: dict[str, str]
+) -> tuple[int, dict, str, float]:
+    """fetch_results.py ARGS, interrupted once ``silent`` replies in all have gone silent."""
+    proc = _start(h, "fetch_results", *args, env=env)
+    h.wait_until(lambda: proxy.state.get("silent", 0) >= silent or proc.poll() is not None,
+                 what="the downloads waiting on the silent server")  # fmt: skip
+    return _interrupt(proc)
+
+
+def _consistent(manifest: Path, out: Path) -> int:
+    """The manifest names no more than is on disk, and its lines are what its cursors cover; returns them."""
+    state = json.loads(manifest.read_text())
+    saved = state["fetch"]["files"]["output"]
+    on_disk = (out / "output.jsonl").read_bytes()
+    assert len(on_disk) >= saved["bytes"]
+    assert on_disk[: saved["bytes"]].count(b"\n") == saved["lines"]
+    cursors = sum(int((s.get("downloads") or {}).get("output", {}).get("skip", 0)) for s in state["shards"])
+    assert cursors == saved["lines"], (cursors, saved)
+    return int(saved["lines"])
+
+
+def _complete_exactly(h, job, out: Path, env: dict[str, str], fetch: tuple[str, ...]) -> None:
+    code, doc, err = h.run_script("fetch_results", *fetch, env=env)
+    assert code == 0 and doc["complete"], err
+    ids = [line["id"] for line in h.read_jsonl(out / "output.jsonl")]
+    assert len(ids) == len(set(ids)) == len(job.lines)
+    results = h.read_jsonl(out / "results.jsonl")
+    assert [r["custom_id"] for r in results] == [line["custom_id"] for line in job.lines]
+    assert {r["status"] for r in results} == {"completed"}
+
+
+def test_ctrl_c_while_both_downloads_wait_on_a_silent_server(tmp_path, h):
+    """Two batches download in two threads; each one's second page stops halfway (headers and half its
+    lines sent, then silence). Interrupted, with --follow and then without, the fetch exits at once, not
+    when the reads time out (30 s); the third run, the server well again, completes the job exactly."""
+    release = threading.Event()
+    with h.start_emulator("--rate", "100000") as emu, HostileProxy(emu.base_url) as proxy:
+        env = h.script_env(proxy.base_url)
+        job = h.submit_lines(tmp_path, h.chat_lines(200), env, "--max-requests", "100")
+        h.poll_wait("--manifest", job.manifest, env=env)
+        manifest, out = Path(job.manifest), tmp_path / "jobs.results"
+        fetch = ("--manifest", job.manifest, "--page-size", "20")
+        proxy.add(
+            silent_mid_body(release, on=CONTENT, when=lambda seen: int(seen.query.get("skip", 0)) >= 20)
+        )
+        try:
+            for flags, silent in ((("--follow", "--interval", "0.2"), 2), ((), 4)):
+                code, doc, err, took = _interrupt_when_silent(h, proxy, silent, *fetch, *flags, env=env)
+                assert code == 130 and doc["error"]["type"] == "interrupted", (doc, err)
+                assert took < EXIT_BOUND, f"exit {took:.1f} s after SIGINT ({flags}); stderr:\n{err}"
+                assert "retrying" not in err and "Traceback" not in err, err  # the cut is no fault
+                assert 0 < _consistent(manifest, out) < 200
+        finally:
+            release.set()
+        proxy.behaviours.clear()
+        _complete_exactly(h, job, out, env, fetch)
+
+
+# The input's checksum read slowly (0.5 s a 1 MB block: an 8 MB input takes 4 s), and a marker file made at
+# the first read: the same code path, the disk slower.
+SLOW_HASH = """
+import os, time, doubleword.fingerprint as f
+_open = open
+class _Slow:
+    def __init__(self, handle):
+        self.handle = handle
+    def read(self, n=-1):
+        _open(os.environ["DWB_TEST_HASHING"], "a").close()
+        time.sleep(0.5)
+        return self.handle.read(n)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        self.handle.close()
+f.open = lambda path, mode="r", *args, **kwargs: _Slow(_open(path, mode, *args, **kwargs))
+"""
+
+
+def test_ctrl_c_stops_the_index_threads_input_download_and_checksum(tmp_path, h):
+    """The inputs are indexed in a thread of their own when the answers cannot be checked in order as
+    they arrive. Interrupted while that thread downloads the server's copy of the input (the local file
+    is gone) from a server gone silent, and then while it hashes a large local input, the fetch exits at
+    once, leaves no partial input copy, and the run after completes the job exactly."""
+    release = threading.Event()
+    pad = " lorem ipsum" * 700  # ~8 kB a request: an 8 MB input
+    lines = h.chat_lines(1000)
+    for line in lines:
+        line["body"]["messages"][0]["content"] += pad
+        line["body"]["max_tokens"] = 8192  # (the built-in model answers with words of the prompt)
+    with h.start_emulator("--rate", "100000") as emu, HostileProxy(emu.base_url) as proxy:
+        env = h.script_env(proxy.base_url)
+        job = h.submit_lines(tmp_path, lines, env)
+        h.poll_wait("--manifest", job.manifest, env=env)
+        manifest, out = Path(job.manifest), tmp_path / "jobs.results"
+        fetch = ("--manifest", job.manifest, "--page-size", "100")
+        # the output's second page and the input's download (asked without skip) stop halfway
+        proxy.add(silent_mid_body(release, when=lambda seen: int(seen.query.get("skip", 100)) >= 100))
+        away = job.src.rename(tmp_path / "away.jsonl")
+        try:
+            proc = _start(h, "fetch_results", *fetch, env=env)
+            h.wait_until(lambda: proxy.state.get("silent", 0) >= 2 or proc.poll() is not None,
+                         what="the download and the input's download waiting on the silent server")  # fmt: skip
+            code, doc, err, took = _interrupt(proc)
+            assert code == 130 and doc["error"]["type"] == "interrupted", (doc, err)
+            assert took < EXIT_BOUND, f"exit {took:.1f} s after SIGINT (input download); stderr:\n{err}"
+            assert "cannot download its input file" not in err, err
+            assert not [p.name for p in out.iterdir() if p.name.startswith("input-")]  # no partial copy
+            assert 100 <= _consistent(manifest, out) < 1000  # the first page, and what came of the second
+
+            away.rename(job.src)  # the local input back: the index thread hashes it (slowly) to use it
+            marker = tmp_path / "hashing"
+            proc = _start(
+                h, "fetch_results", *fetch, env={**env, "DWB_TEST_HASHING": str(marker)}, prelude=SLOW_HASH
+            )
+            h.wait_until(lambda: marker.exists() or proc.poll() is not None, what="the input's checksum")
+            code, doc, err, took = _interrupt(proc)
+            assert code == 130 and doc["error"]["type"] == "interrupted", (doc, err)
+            assert took < EXIT_BOUND, f"exit {took:.1f} s after SIGINT (checksum); stderr:\n{err}"
+            _consistent(manifest, out)
+        finally:
+            release.set()
+        proxy.behaviours.clear()
+        _complete_exactly(h, job, out, env, fetch)
