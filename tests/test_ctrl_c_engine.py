@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from doubleword import download
+from doubleword import committer, download
 from doubleword.client import ApiClient
 from doubleword.manifest import Manifest
 
@@ -87,7 +87,7 @@ def _stalled_fetch(tmp_path, monkeypatch, stop: BaseException) -> tuple[float, P
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(download, "_download_loop", loop)
-    monkeypatch.setattr(download, "COMMIT_GRACE", 0.3, raising=False)
+    monkeypatch.setattr(committer, "COMMIT_GRACE", 0.3)
     manifest = Manifest.new(tmp_path / "jobs.jsonl.manifest.json")
     manifest.save()
     client = ApiClient("http://127.0.0.1:9", "sk-unused")  # never called: the loop is replaced

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -34,15 +33,17 @@ from typing import Any
 
 import requests
 
+from doubleword import committer
 from doubleword.answers import decode_line
 from doubleword.api import content_response, get_batch
 from doubleword.batch_inputs import index_inputs
 from doubleword.cli import Progress, info, warn
 from doubleword.client import ApiClient, ApiError
+from doubleword.committer import Committer, Gate, stop_if_interrupted, stop_on_interrupt
 from doubleword.config import DELETED
 from doubleword.errors import BusyError, ExitCode, InputError, Interrupted, ServiceError, UsageError
 from doubleword.files import AtomicFile, atomic_write_text
-from doubleword.inorder import OrderTracker, Range, ResultsDraft
+from doubleword.inorder import OrderTracker, ResultsDraft
 from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
 from doubleword.remote import delete_remote, early_analytics, job_cost
 from doubleword.results import Run, join, whole_file
@@ -56,7 +57,6 @@ DOWNLOAD_CHUNK = 1 << 16  # bytes per read of a streamed body (each download hol
 DOWNLOAD_WORKERS = 2  # batches downloaded at the same time (each holds its chunks and their decoded lines)
 MAX_SERVED_LINE_BYTES = 32 << 20  # an output line past this is a fault (the longest real ones: ~1 MB)
 PREFETCH_CHUNKS = 1  # chunks read ahead of the decoding (one is enough to keep the server sending)
-COMMIT_GRACE = 2.0  # seconds an interrupted fetch waits for the committer's syncs (a slow disk: not longer)
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -65,21 +65,6 @@ def fetch_state(manifest: Manifest) -> dict[str, Any]:
     if not isinstance(manifest.fetch, dict):
         manifest.fetch = {}
     return manifest.fetch
-
-
-class _Gate:
-    """The engine's lock as the input indexing takes it (a slice of rows at a time): refused once the
-    fetch is interrupted, so the indexing stops there."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def __enter__(self) -> None:
-        self.engine.check()
-        self.engine.lock.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.engine.lock.release()
 
 
 def finish_stamp(batch: dict[str, Any]) -> str:
@@ -108,12 +93,9 @@ class Engine:
         self.store.drop_join_index()
         self.records = RecordFile(out_dir / RECORDS_NAME, self.store, out_dir / RESULTS_NAME)
         self.sinks: dict[str, Sink] = {}
-        self._committer: threading.Thread | None = None
-        self._to_write: tuple[list[int], str] | None = None  # the newest state not yet being written
-        self._commit_error: OSError | None = None
+        self.committer = Committer(self.lock, manifest)  # syncs and writes each commit (doubleword.committer)
         # set by a Ctrl-C: the other threads stop at their next step (the client's: their requests are cut)
         self.interrupted = client.interrupted
-        self._abandoned = False  # an interrupted close stopped waiting for the committer
         for kind, (_, name, number) in KINDS.items():
             files = state.setdefault("files", {})
             sink = Sink(out_dir / name, files.setdefault(kind, {"path": name, "bytes": 0, "lines": 0}))
@@ -139,7 +121,6 @@ class Engine:
         # results.jsonl written as the in-order answers arrive (the committer copies them); not for one
         # batch: its answers in order are the record file whole, which the join links instead
         self.draft: ResultsDraft | None = None
-        self._to_copy: list[Range] = []
         if draft and self.one_round and len(self.sent) > 1:
             self.draft = ResultsDraft(out_dir / RESULTS_NAME, self.records.path, list(self.sent))
         self.last_commit = time.monotonic()
@@ -170,7 +151,7 @@ class Engine:
 
     def close(self) -> None:
         """Wait for the last commit (the manifest durable before anything is reported), then close the
-        files. Interrupted (Ctrl-C), the wait is bounded by :data:`COMMIT_GRACE`: a committer still
+        files. Interrupted (Ctrl-C), the wait is bounded by ``committer.COMMIT_GRACE``: a committer still
         syncing then (a slow disk) is left to end with the process, a daemon thread that writes no
         manifest from then on, and the files stay open under it. The manifest on disk is then an earlier
         commit's, naming no more than was synced: a re-run resumes from it."""
@@ -178,11 +159,9 @@ class Engine:
             if tracker is not None:
                 tracker.retire()
         try:
-            self._settle(COMMIT_GRACE if self.interrupted.is_set() else None)
+            self.committer.settle(committer.COMMIT_GRACE if self.interrupted.is_set() else None)
         finally:
-            with self.lock:
-                self._abandoned = self._committer is not None
-            if not self._abandoned:
+            if not self.committer.abandon():
                 if self.draft is not None:
                     self.draft.discard()
                 with self.lock:
@@ -200,82 +179,30 @@ class Engine:
         anything. The index, a cache, is committed without a sync. What the committer met is raised here,
         or by :meth:`close`."""
         with self.lock:
-            self._raise_commit_error()
+            self.committer.raise_error()
             descriptors = [sink.flush() for sink in self.sinks.values()]
             descriptors.append(self.records.flush())
-            if self.draft is not None:
-                self._to_copy += self.draft.due(self.trackers, lambda b: shard_finished(self.sent[b]))
+            draft = self.draft
+            copy = [] if draft is None else draft.due(self.trackers, lambda b: shard_finished(self.sent[b]))
             self.store.commit()
-            self._to_write = (descriptors, self.manifest.snapshot())
+            self.committer.hand(descriptors, self.manifest.snapshot(), copy, self.draft)
             self.last_commit = time.monotonic()
-            if self._committer is None:  # started before it is kept (an interrupt between: never joined)
-                committer = threading.Thread(target=self._commit_loop, name="commit", daemon=True)
-                committer.start()  # it takes the lock first, so it cannot end before it is kept
-                self._committer = committer
 
-    def _commit_loop(self) -> None:
-        while True:
-            with self.lock:
-                if self._to_write is None or self._commit_error is not None:
-                    self._committer = None
-                    return
-                (descriptors, snapshot), self._to_write = self._to_write, None
-                copy, self._to_copy, draft = self._to_copy, [], self.draft
-            try:
-                if draft is not None and copy:
-                    draft.write(copy)
-                    descriptors = [*descriptors, draft.file.fd]
-                for descriptor in descriptors:
-                    os.fsync(descriptor)
-                with self.lock:
-                    if self._abandoned:  # the fetch was interrupted and no longer waits
-                        self._committer = None
-                        return
-                self.manifest.save_snapshot(snapshot)
-            except OSError as exc:
-                with self.lock:
-                    self._commit_error = exc
-
-    def _settle(self, grace: float | None = None) -> None:
-        """Wait for the committer to finish what was asked (at most ``grace`` seconds); raise what it met."""
-        deadline = None if grace is None else time.monotonic() + grace
-        while True:
-            with self.lock:
-                committer = self._committer
-            if committer is None:
-                break
-            committer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if committer.is_alive():
-                warn(
-                    f"interrupted while the disk was still syncing the newest downloads (waited {grace:g} s); "
-                    "not waiting longer: a re-run downloads them again"
-                )
-                return
-        with self.lock:
-            self._raise_commit_error()
-
-    @contextlib.contextmanager
-    def interruptible(self) -> Iterator[None]:
-        """A Ctrl-C in the block tells the download and index threads to stop at their next chunk, page or
-        slice of rows, so that leaving the block (which waits for them) does not wait for whole files."""
-        try:
-            yield
-        except KeyboardInterrupt:
-            self.interrupted.set()
-            raise
+    def interruptible(self) -> contextlib.AbstractContextManager[None]:
+        """A Ctrl-C in the block stops the other threads at their next step (:func:`stop_on_interrupt`)."""
+        return stop_on_interrupt(self.interrupted)
 
     def check(self) -> None:
         """Stop this thread's download if the fetch was interrupted."""
-        if self.interrupted.is_set():
-            raise Interrupted
+        stop_if_interrupted(self.interrupted)
 
     def drafted(self, ordered: list[Run] | None) -> AtomicFile | None:
         """results.jsonl as written during the download, completed to ``ordered`` (the job's runs), to be
         put in place by the join; None when the join writes it (not every batch came back in order)."""
-        self._settle()  # what the committer was handed is written
+        self.committer.settle()  # what the committer was handed is written
         with self.lock:
             draft, self.draft = self.draft, None
-            unwritten, self._to_copy = self._to_copy, []  # none: nothing commits now
+            unwritten = self.committer.take_copy()  # none: nothing commits now
         if draft is None:
             return None
         if ordered is None or whole_file(ordered, self.records.end()):  # (the join links that file)
@@ -283,11 +210,6 @@ class Engine:
             return None
         draft.write(unwritten)
         return draft.complete(ordered)
-
-    def _raise_commit_error(self) -> None:
-        error, self._commit_error = self._commit_error, None
-        if error is not None:
-            raise error
 
     # -- batches
 
@@ -678,7 +600,13 @@ def _download_and_join(
     engine = Engine(client, manifest, out_dir, options.page_size, draft=runs_only)
     try:
         index = partial(
-            index_inputs, client, engine.store, listed, out_dir, _Gate(engine), by_content=options.by_content
+            index_inputs,
+            client,
+            engine.store,
+            listed,
+            out_dir,
+            Gate(engine.lock, engine.interrupted),
+            by_content=options.by_content,
         )
         # Answers that come back in input order need no index of the inputs (the trackers check them as
         # they arrive); as soon as that fails for a batch, the input files are indexed beside the
