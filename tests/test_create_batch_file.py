@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from doubleword import build as bf
@@ -150,6 +150,7 @@ prompts = st.text(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(prompts, min_size=1, max_size=8), st.sampled_from(sorted(bf.ENDPOINTS)))
+@example(texts=[" ", "a", "\t"], endpoint="chat")  # blank prompts: valid, each warned about (empty_content)
 def test_round_trip_arbitrary_prompts(tmp_path, texts, endpoint):
     options = {} if endpoint == "embeddings" else {"max_tokens": 16}
     requests = [
@@ -160,8 +161,15 @@ def test_round_trip_arbitrary_prompts(tmp_path, texts, endpoint):
     shards = bf.write_batch(requests, out, max_requests=3)
     back = [line for s in shards for line in read_lines(Path(s["path"]))]
     assert back == requests
+    blank = {f"id-{i}" for i, t in enumerate(texts) if not t.strip()}
     for shard in shards:
-        assert_valid(shard["path"])
+        report = bv.validate_batch_file(str(shard["path"]))
+        assert report["valid"], report["errors"]
+        warned = {w["custom_id"] for w in report["warnings"]}  # a blank prompt is warned about, no other
+        assert {w["code"] for w in report["warnings"]} <= {"empty_content"} and warned <= blank, report
+        if endpoint == "chat":
+            mine = {line["custom_id"] for line in read_lines(Path(shard["path"]))}
+            assert warned == blank & mine, report
         Path(shard["path"]).unlink()
 
 
