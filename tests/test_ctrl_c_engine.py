@@ -22,6 +22,7 @@ import pytest
 
 from doubleword import committer, download
 from doubleword.client import ApiClient
+from doubleword.files import exclusive_lock
 from doubleword.manifest import Manifest
 
 # The second reply's lines reach the index only after output.jsonl took them: a Ctrl-C there
@@ -117,6 +118,53 @@ def test_a_fetch_that_stops_otherwise_still_waits_for_its_manifest(tmp_path, mon
     took, manifest, _ = _stalled_fetch(tmp_path, monkeypatch, RuntimeError("boom"))
     assert took >= 2.5  # waited for the syncs (released after 3 s), however long they take
     assert json.loads(manifest.read_text())["fetch"]["files"]["output"]["lines"] == 0
+
+
+def test_a_committer_left_writing_the_manifest_keeps_the_folder_locked_until_it_has(tmp_path, monkeypatch):
+    """The Ctrl-C comes while the committer is inside a manifest write (held there by the test) and the
+    grace runs out: the interrupted fetch returns at once, but the run lock stays held until that write
+    has ended, so no second fetch can start on the folder in between (it would cut the files to the
+    older manifest, which the write then replaces)."""
+    inside, release = threading.Event(), threading.Event()
+    real_save = Manifest.save_snapshot
+
+    def save_snapshot(self, text: str) -> None:
+        if threading.current_thread().name == "commit":
+            inside.set()
+            release.wait(30)
+        real_save(self, text)
+
+    def loop(engine, options):
+        engine.commit()
+        assert inside.wait(30)  # the committer is writing the manifest when the Ctrl-C comes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Manifest, "save_snapshot", save_snapshot)
+    monkeypatch.setattr(download, "_download_loop", loop)
+    monkeypatch.setattr(committer, "COMMIT_GRACE", 0.3)
+    manifest = Manifest.new(tmp_path / "jobs.jsonl.manifest.json")
+    manifest.save()
+    out = tmp_path / "out"
+    client = ApiClient("http://127.0.0.1:9", "sk-unused")  # never called: the loop is replaced
+    try:
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            download.fetch_job(client, manifest, out)
+        assert time.monotonic() - started < 1.5
+        assert not _run_lock_free(out), "another fetch could start while the manifest is being written"
+    finally:
+        release.set()
+    deadline = time.monotonic() + 30
+    while not _run_lock_free(out):  # released by the committer as it ends
+        assert time.monotonic() < deadline, "the run lock was never released"
+        time.sleep(0.01)
+    assert json.loads(manifest.path.read_text())["fetch"]["out_dir"] == str(out.resolve())  # the write ended
+
+
+def _run_lock_free(out: Path) -> bool:
+    """What a second fetch into ``out`` finds first: the run lock free (True) or held (False)."""
+    with exclusive_lock(out / download.RUN_LOCK, wait=False) as mine:
+        return bool(mine)
 
 
 # -- several batches downloading at once

@@ -4,6 +4,9 @@ A commit of the download engine (:meth:`doubleword.download.Engine.commit`) hand
 files' descriptors and a snapshot of the manifest naming their lengths; the committer thread syncs the
 files, then writes the manifest, while the download goes on. Interrupted, the fetch waits at most
 :data:`COMMIT_GRACE` for it (a slow disk), and a committer left behind writes no manifest from then on.
+One it left inside a manifest write finishes that write; so that no other fetch can start on the folder
+before it has (and cut the files to an older manifest, which the write would then replace), the run lock
+is handed to the committer, which releases it when it ends (or the process's exit does, killing it).
 
 A Ctrl-C reaches the main thread only: the engine's ``interrupted`` event (the client's, so that requests
 in flight are cut too, :mod:`doubleword.transport`) tells the download and index threads to stop at their
@@ -71,6 +74,7 @@ class Committer:
         self._draft: ResultsDraft | None = None
         self._error: OSError | None = None
         self._abandoned = False  # an interrupted close stopped waiting for the committer
+        self._release: contextlib.ExitStack | None = None  # the run lock, left to a committer abandoned
 
     def hand(
         self, descriptors: list[int], snapshot: str, copy: list[Range], draft: ResultsDraft | None
@@ -86,6 +90,17 @@ class Committer:
             self._thread = committer
 
     def _loop(self) -> None:
+        try:
+            self._write_all()
+        finally:
+            with self.lock:
+                if self._thread is threading.current_thread():  # ended by something unexpected
+                    self._thread = None
+                release, self._release = self._release, None
+            if release is not None:  # an interrupted fetch left the run lock to this thread: it is done
+                release.close()
+
+    def _write_all(self) -> None:
         while True:
             with self.lock:
                 if self._to_write is None or self._error is not None:
@@ -126,11 +141,14 @@ class Committer:
         with self.lock:
             self.raise_error()
 
-    def abandon(self) -> bool:
+    def abandon(self, held: contextlib.ExitStack | None = None) -> bool:
         """Stop waiting for a committer still at work: it writes no manifest from then on. True if there
-        was one (its files must stay open under it)."""
+        was one (its files must stay open under it); it then also takes what ``held`` holds (the run
+        lock), released when it ends: it may be inside a manifest write, which it finishes."""
         with self.lock:
             self._abandoned = self._thread is not None
+            if self._abandoned and held is not None:
+                self._release = held.pop_all()
             return self._abandoned
 
     def take_copy(self) -> list[Range]:

@@ -149,19 +149,20 @@ class Engine:
             handle.seek(offset)
             return handle.readline().rstrip(b"\n")
 
-    def close(self) -> None:
+    def close(self, held: contextlib.ExitStack | None = None) -> None:
         """Wait for the last commit (the manifest durable before anything is reported), then close the
         files. Interrupted (Ctrl-C), the wait is bounded by ``committer.COMMIT_GRACE``: a committer still
         syncing then (a slow disk) is left to end with the process, a daemon thread that writes no
         manifest from then on, and the files stay open under it. The manifest on disk is then an earlier
-        commit's, naming no more than was synced: a re-run resumes from it."""
+        commit's, naming no more than was synced: a re-run resumes from it. What ``held`` holds (the run
+        lock) is then the committer's to release (:meth:`Committer.abandon`)."""
         for tracker in self.trackers.values():
             if tracker is not None:
                 tracker.retire()
         try:
             self.committer.settle(committer.COMMIT_GRACE if self.interrupted.is_set() else None)
         finally:
-            if not self.committer.abandon():
+            if not self.committer.abandon(held):
                 if self.draft is not None:
                     self.draft.discard()
                 with self.lock:
@@ -540,15 +541,17 @@ def fetch_job(
     out_dir = out_dir.resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file; give a folder for the results (it is made if missing)")
-    with exclusive_lock(out_dir / RUN_LOCK, wait=False) as mine:
-        if not mine:
+    with contextlib.ExitStack() as held:  # the run lock: an abandoned committer may keep it (Engine.close)
+        if not held.enter_context(exclusive_lock(out_dir / RUN_LOCK, wait=False)):
             raise BusyError(
                 f"another fetch_results.py is already downloading into {out_dir}; let it finish "
                 "(or stop it), then run this again; it resumes where the other stopped"
             )
         _claim(out_dir, manifest)
         with naming_full_disk(out_dir):
-            summary, batches, finished, short, early = _download_and_join(client, manifest, out_dir, options)
+            summary, batches, finished, short, early = _download_and_join(
+                client, manifest, out_dir, options, held
+            )
     shards = [s for s in manifest.shards if s.batch_id]
     settled = {str(s.batch_id) for s in shards if shard_finished(s)}
     cost = job_cost(client, shards, settled, early.result() if early else None) if options.cost else None
@@ -588,7 +591,7 @@ def fetch_job(
 
 
 def _download_and_join(
-    client: ApiClient, manifest: Manifest, out_dir: Path, options: Options
+    client: ApiClient, manifest: Manifest, out_dir: Path, options: Options, held: contextlib.ExitStack
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], bool, int, Any]:
     """The downloads and the results files: (summary, batches, finished, requests unlisted, analytics)."""
     shards = [s for s in manifest.shards if s.batch_id]
@@ -636,7 +639,7 @@ def _download_and_join(
         engine.interrupted.set()  # (a Ctrl-C after the threads' block too: close waits a bounded time)
         raise
     finally:
-        engine.close()
+        engine.close(held)
     return summary, batches, finished, short, early
 
 
