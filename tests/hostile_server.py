@@ -523,17 +523,20 @@ def silent_mid_body(
     method: str = "GET",
     when: Callable[[Seen], bool] = lambda seen: True,
     times: int | None = None,
+    head: bool = True,
 ) -> Behaviour:
     """Forward, then send the reply's headers (its whole length) and the first half of its lines, and then
-    nothing until ``release`` is set (at most 120 s): a server gone silent in the middle of a body. Only
-    for requests ``when`` accepts (``times`` of them at most); ``proxy.state["silent"]`` counts the replies
+    nothing until ``release`` is set (at most 120 s): a server gone silent in the middle of a body. With
+    ``head=False`` nothing at all is sent (a server still at work on the request, silently). Only for
+    requests ``when`` accepts (``times`` of them at most); ``proxy.state["silent"]`` counts the replies
     that have gone silent."""
     key = f"silent:{on}:{id(when)}"
 
     def send(proxy: HostileProxy, up: Upstream, seen: Seen) -> Iterator[bytes]:
         lines = up.body.splitlines(keepends=True)
         half = b"".join(lines[: len(lines) // 2])
-        yield _head(up.status, {**_kept(up), "Content-Length": str(len(up.body))}) + half
+        if head:
+            yield _head(up.status, {**_kept(up), "Content-Length": str(len(up.body))}) + half
         with proxy.lock:
             proxy.state["silent"] = proxy.state.get("silent", 0) + 1
         release.wait(120)

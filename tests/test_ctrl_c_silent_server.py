@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from hostile_server import CONTENT, HostileProxy, silent_mid_body
+from hostile_server import CONTENT, FILES, HostileProxy, silent_mid_body
 
 EXIT_BOUND = 2.0  # seconds from SIGINT to exit (the watchdog cuts within 0.2 s; the rest is the exit)
 
@@ -174,3 +174,33 @@ def test_ctrl_c_stops_the_index_threads_input_download_and_checksum(tmp_path, h)
             release.set()
         proxy.behaviours.clear()
         _complete_exactly(h, job, out, env, fetch)
+
+
+def test_ctrl_c_while_parallel_uploads_wait_for_a_silent_reply(tmp_path, h):
+    """submit --uploads 3: each file is sent whole and stored by the server, whose reply never comes (it
+    would be waited for 30 s and more). Interrupted, submit exits at once with each upload left 'sending';
+    the re-run finds each file by its marker: 3 files and 3 batches on the server, none made twice."""
+    release = threading.Event()
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(30))
+    manifest = tmp_path / "jobs.jsonl.manifest.json"
+    args = (str(src), "--max-requests", "10", "--uploads", "3")
+    with h.start_emulator() as emu, HostileProxy(emu.base_url) as proxy:
+        env = h.script_env(proxy.base_url)
+        proxy.add(silent_mid_body(release, on=FILES, method="POST", head=False))
+        try:
+            proc = _start(h, "submit", *args, env=env)
+            h.wait_until(lambda: proxy.state.get("silent", 0) >= 3 or proc.poll() is not None,
+                         what="three uploads waiting for their replies")  # fmt: skip
+            code, doc, err, took = _interrupt(proc)
+        finally:
+            release.set()
+        assert code == 130 and doc["error"]["type"] == "interrupted", (doc, err)
+        assert took < EXIT_BOUND, f"exit {took:.1f} s after SIGINT; stderr:\n{err}"
+        assert "retrying" not in err, err
+        shards = json.loads(manifest.read_text())["shards"]
+        assert [s["upload_state"] for s in shards] == ["sending"] * 3
+        proxy.behaviours.clear()
+        code, doc, err = h.run_script("submit", *args, env=env, prelude=h.SHORT_WAITS)
+        assert code == 0, err
+        stats = emu.stats()
+    assert stats["files_created"] == 3 and stats["batches_created"] == 3, stats
