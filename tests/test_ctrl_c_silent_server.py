@@ -204,3 +204,40 @@ def test_ctrl_c_while_parallel_uploads_wait_for_a_silent_reply(tmp_path, h):
         assert code == 0, err
         stats = emu.stats()
     assert stats["files_created"] == 3 and stats["batches_created"] == 3, stats
+
+
+def test_a_request_cut_by_a_ctrl_c_is_not_retried(tmp_path):
+    """In process: a GET waiting in a thread on a server that never answers; the client's interrupted
+    event set (what a Ctrl-C in the main thread does) ends it within a watchdog tick with Interrupted,
+    and the server never sees it again (no retry, no backoff sleep)."""
+    from doubleword.client import ApiClient
+    from doubleword.errors import Interrupted
+
+    release = threading.Event()
+    with HostileProxy(None) as server:
+        server.add(silent_mid_body(release, on=r".*", head=False))
+        client = ApiClient(server.base_url, "sk-test-key")
+        outcome: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                client.get_json("batches/batch-1")
+            except BaseException as exc:  # Interrupted is a KeyboardInterrupt
+                outcome.append(exc)
+
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        try:
+            deadline = time.monotonic() + 30
+            while server.state.get("silent", 0) < 1:
+                assert time.monotonic() < deadline, "the request never reached the server"
+                time.sleep(0.01)
+            stopped = time.monotonic()
+            client.interrupted.set()
+            worker.join(10)
+            took = time.monotonic() - stopped
+        finally:
+            release.set()
+        assert not worker.is_alive() and took < 1.0, f"the request ended {took:.1f} s after the stop"
+        assert [type(e) for e in outcome] == [Interrupted]
+        assert len(server.seen) == 1
