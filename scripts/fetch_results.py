@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from doubleword.api import get_batch
+from doubleword import headstart
 from doubleword.cli import make_parser, run, seconds, summary
-from doubleword.client import ApiClient
-from doubleword.download import Options, fetch_job
 from doubleword.errors import ExitCode, InputError, UsageError
-from doubleword.manifest import Manifest, add_target_args, client_for, load_targets, new_shard, record_batch
+from doubleword.manifest import (
+    Manifest,
+    add_target_args,
+    client_for,
+    fetch_state,
+    job_base_url,
+    load_targets,
+    new_shard,
+    record_batch,
+)
+
+if TYPE_CHECKING:  # the client, the engine and requests load once the first request is out (headstart)
+    from doubleword.client import ApiClient
 
 EXAMPLES = """\
   python3 scripts/fetch_results.py --manifest jobs.jsonl.manifest.json
@@ -90,11 +100,27 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
 
         export = check_path(args.export)
     manifest, ids = load_targets(args)
-    client = client_for(args, manifest)
-    if manifest is None:
-        manifest, out_dir = manifest_for_ids(client, ids, args.out)
-    else:
+    head = None
+    if manifest is not None:
         out_dir = Path(args.out) if args.out else default_out_dir(manifest)
+        if not args.page_size:
+            head = headstart.begin(job_base_url(args, manifest), manifest.shards, fresh=not out_dir.exists())
+    try:
+        return _fetch(args, manifest, ids, out_dir if manifest is not None else None, export, head)
+    finally:
+        if head is not None:
+            head.close()
+
+
+def _fetch(
+    args: Any, manifest: Manifest | None, ids: list[str], out_dir: Path | None, export: Any, head: Any
+) -> tuple[dict[str, Any], int]:
+    from doubleword.download import Options, fetch_job
+
+    client = client_for(args, manifest)
+    client.head_start = head
+    if manifest is None or out_dir is None:
+        manifest, out_dir = manifest_for_ids(client, ids, args.out)
     if export is not None:
         from doubleword.export import check_target
 
@@ -132,8 +158,6 @@ def _summary_text(result: dict[str, Any]) -> str:
 
 def default_out_dir(manifest: Manifest) -> Path:
     """Where results go without --out: where they went last time, else ``<name>.results`` beside it."""
-    from doubleword.download import fetch_state
-
     recorded = fetch_state(manifest).get("out_dir")
     if recorded:
         return Path(recorded)
@@ -143,6 +167,8 @@ def default_out_dir(manifest: Manifest) -> Path:
 
 def manifest_for_ids(client: ApiClient, ids: list[str], out: str | None) -> tuple[Manifest, Path]:
     """For bare batch ids: a small manifest inside the output directory holds the cursors."""
+    from doubleword.api import get_batch
+
     out_dir = Path(out) if out else Path(f"results-{ids[0]}")
     path = out_dir / STATE_NAME
     if Manifest.exists(path):

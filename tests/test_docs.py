@@ -79,8 +79,9 @@ def test_metadata_is_block_yaml_with_version_and_declared_env():
     declared = {item["name"] for item in openclaw["envVars"]}
     assert openclaw["primaryEnv"] == "DOUBLEWORD_API_KEY"
     assert openclaw["requires"]["env"] == ["DOUBLEWORD_API_KEY"]
-    # TERM only decides whether progress may use terminal escapes: the terminal's, not the skill's setting.
-    assert environment_variables_read() - {"TERM"} == declared
+    # TERM only decides whether progress may use terminal escapes: the terminal's, not the skill's setting;
+    # the CA bundles are requests' settings, read only to verify TLS as requests does (headstart.py).
+    assert environment_variables_read() - {"TERM", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"} == declared
     for item in openclaw["envVars"]:
         assert set(item) <= {"name", "required", "description"} and item["description"]
 

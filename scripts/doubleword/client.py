@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import http.client
 import json
 import math
 import os
@@ -22,14 +23,21 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
-from urllib.parse import urljoin, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 import requests.auth
 
 from doubleword.cli import Transfer, info
-from doubleword.config import BASE_URL_ENV, redact, register_secret, skill_version
+from doubleword.config import (
+    BASE_URL_ENV,
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    USER_AGENT,
+    redact,
+    register_secret,
+)
 from doubleword.errors import AmbiguousRequest, ApiError, DeadlineExceeded, Interrupted, ServiceError
 from doubleword.multipart import MultipartFile
 from doubleword.shapes import check_reply, is_plain_id
@@ -43,6 +51,7 @@ from doubleword.transport import (
     WATCHDOG,
     BearerAuth,
     Watch,
+    adopted_response,
     guarded_stream,
     name_not_found,
     never_reached,
@@ -51,9 +60,9 @@ from doubleword.transport import (
     watching,
 )
 
-USER_AGENT = f"doubleword-batches/{skill_version()} (+python-requests)"
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 30.0  # the longest silence on one read: well under a minute
+if TYPE_CHECKING:
+    from doubleword.headstart import HeadStart
+
 # After an upload's body is sent the server stores and validates the file before it answers, silently:
 # that wait grows with the file (READ_TIMEOUT + size / UPLOAD_CHECK_RATE: 200 MB -> 30 + 100 s). A shorter
 # wait would turn a slow but successful upload into an ambiguous one (and a lookup that may miss it).
@@ -144,6 +153,7 @@ class ApiClient:
         self.calls = 0  # API calls made, for reporting API economy
         # set on a Ctrl-C: requests in other threads are cut (uploads stop sending, downloads reading)
         self.interrupted = threading.Event()
+        self.head_start: HeadStart | None = None  # a request sent before this client existed
         register_secret(api_key)
         self.session = watched_session()
         self.session.auth = BearerAuth(api_key)  # set per request: no ~/.netrc lookup can replace it
@@ -183,6 +193,10 @@ class ApiClient:
         being replayed. ``rewind`` resets a streamed body before each retry (and redirect).
         ``reply_wait`` replaces the read timeout for the wait between sending and the reply (an upload).
         """
+        if stream and method == "GET" and self.head_start is not None:
+            adopted = self._adopt(self.url(path) + (f"?{urlencode(params)}" if params else ""))
+            if adopted is not None:
+                return adopted
         attempt = 0
         while True:
             attempt += 1
@@ -210,6 +224,30 @@ class ApiClient:
                 self._transient(method, path, attempt, response, f"HTTP {status}: {message}", ambiguous)
                 continue
             raise ApiError(status, message, method=method, path=path)
+
+    def _adopt(self, url: str) -> requests.Response | None:
+        """The reply to ``GET url`` if :mod:`doubleword.headstart` sent it, read like any stream; None when
+        it was not sent, or its reply is not a plain success (the request is then made as usual)."""
+        assert self.head_start is not None
+        sock = self.head_start.take(url)
+        if sock is None:
+            return None
+        self.calls += 1
+        watch = Watch(self.deadline, stream=True)
+        watch.replying(sock)
+        WATCHDOG.add(watch)
+        try:
+            response = adopted_response(self.session, url, sock)
+        except (OSError, ValueError, http.client.HTTPException):  # sent again below, with its retries
+            WATCHDOG.remove(watch)
+            sock.close()
+            return None
+        if not response.ok or response.is_redirect:
+            WATCHDOG.remove(watch)
+            response.close()
+            return None
+        watch.response = response
+        return guarded_stream(response, watch, _path_of(url))
 
     def _send_following(self, call: _Call) -> requests.Response:
         """One attempt: send, and follow same-origin redirects (a POST with its body re-sent; not a 303)."""

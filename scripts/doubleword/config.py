@@ -62,6 +62,16 @@ def skill_version() -> str:
     return "unknown"
 
 
+USER_AGENT = f"doubleword-batches/{skill_version()} (+python-requests)"
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 30.0  # the longest silence on one read: well under a minute
+
+
+def raw_base_url(args: argparse.Namespace) -> str:
+    """``--base-url``, else the environment's, else the default: as given, before any check."""
+    return getattr(args, "base_url", None) or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+
+
 def base_url_from(args: argparse.Namespace) -> str:
     """The API base URL from ``--base-url``, the environment or the default, checked for safety.
 
@@ -69,7 +79,7 @@ def base_url_from(args: argparse.Namespace) -> str:
     could read differently is refused. The whole route is checked: with a proxy from the environment (as
     requests applies HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY), the proxy is the host connected to."""
     key = register_env_key()  # hidden in every refusal below, too
-    raw = getattr(args, "base_url", None) or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    raw = raw_base_url(args)
     if len(key) >= 8 and key in raw:  # (a short test key could be part of any URL)
         raise ConfigError(
             f"the base URL holds the API key ({API_KEY_ENV}'s value), never sent or shown that way; set "

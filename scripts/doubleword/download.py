@@ -44,7 +44,7 @@ from doubleword.config import DELETED
 from doubleword.errors import BusyError, ExitCode, InputError, Interrupted, ServiceError, UsageError
 from doubleword.files import AtomicFile, atomic_write_text
 from doubleword.inorder import OrderTracker, ResultsDraft
-from doubleword.manifest import Manifest, Shard, exclusive_lock, record_batch, sha256_file
+from doubleword.manifest import Manifest, Shard, exclusive_lock, fetch_state, record_batch, sha256_file
 from doubleword.remote import delete_remote, early_analytics, job_cost
 from doubleword.results import Run, join, whole_file
 from doubleword.sinks import BadContent, RecordFile, ReplyReader, Sink, check_content_type, served_lines
@@ -58,13 +58,6 @@ DOWNLOAD_WORKERS = 2  # batches downloaded at the same time (each holds its chun
 MAX_SERVED_LINE_BYTES = 32 << 20  # an output line past this is a fault (the longest real ones: ~1 MB)
 PREFETCH_CHUNKS = 1  # chunks read ahead of the decoding (one is enough to keep the server sending)
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def fetch_state(manifest: Manifest) -> dict[str, Any]:
-    """The manifest's ``fetch`` member (the engine's own state)."""
-    if not isinstance(manifest.fetch, dict):
-        manifest.fetch = {}
-    return manifest.fetch
 
 
 def finish_stamp(batch: dict[str, Any]) -> str:

@@ -432,6 +432,34 @@ def guarded_stream(response: requests.Response, watch: Watch, path: str) -> requ
     return response
 
 
+def adopted_response(session: requests.Session, url: str, sock: socket.socket) -> requests.Response:
+    """The response to ``GET url``, already sent on ``sock`` (:mod:`doubleword.headstart`), as requests
+    would have made it: urllib3 reads the body (chunks, length, decoding) as for any request."""
+    import http.client
+
+    from urllib3._collections import HTTPHeaderDict
+    from urllib3.response import HTTPResponse
+
+    raw = http.client.HTTPResponse(sock, method="GET")
+    raw.begin()
+    body = HTTPResponse(
+        body=raw,
+        headers=HTTPHeaderDict(raw.msg.items()),
+        status=raw.status,
+        version=raw.version,
+        reason=raw.reason,
+        preload_content=False,
+        decode_content=True,
+        original_response=raw,
+        enforce_content_length=True,
+        request_method="GET",
+        request_url=url,
+    )
+    adapter = session.get_adapter(url)
+    assert isinstance(adapter, HTTPAdapter)
+    return adapter.build_response(requests.Request("GET", url).prepare(), body)
+
+
 def _int_or_none(value: str | None) -> int | None:
     try:
         return int(value) if value is not None else None

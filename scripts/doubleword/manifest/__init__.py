@@ -9,10 +9,11 @@ from doubleword.manifest.records import (
     Shard,
     default_manifest_path,
     exclusive_lock,
+    fetch_state,
     new_shard,
     record_batch,
 )
-from doubleword.manifest.targets import add_target_args, client_for, load_targets
+from doubleword.manifest.targets import add_target_args, client_for, job_base_url, load_targets
 
 __all__ = [
     "DOWNLOAD_KINDS",
@@ -26,6 +27,8 @@ __all__ = [
     "client_for",
     "default_manifest_path",
     "exclusive_lock",
+    "fetch_state",
+    "job_base_url",
     "load_targets",
     "new_shard",
     "record_batch",

@@ -497,3 +497,10 @@ def unsent_requests(shard: Shard) -> int | None:
     except OSError:
         return shard.requests
     return count if b'"url"' in first else shard.requests
+
+
+def fetch_state(manifest: Manifest) -> dict[str, Any]:
+    """The manifest's ``fetch`` member (the fetch engine's own state)."""
+    if not isinstance(manifest.fetch, dict):
+        manifest.fetch = {}
+    return manifest.fetch

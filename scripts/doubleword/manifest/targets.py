@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doubleword.cli import warn
-from doubleword.client import ApiClient
+from doubleword.config import BASE_URL_ENV, raw_base_url
 from doubleword.errors import InputError
 from doubleword.manifest.records import Manifest
+
+if TYPE_CHECKING:  # the client (and requests) load only when a command talks to the server
+    from doubleword.client import ApiClient
 
 
 def add_target_args(parser: Any, *, what: str = "batch") -> None:
@@ -38,20 +41,26 @@ def load_targets(args: Any) -> tuple[Manifest | None, list[str]]:
     return None, list(dict.fromkeys(args.batch_ids))
 
 
-def client_for(args: Any, manifest: Manifest | None) -> ApiClient:
-    """The API client for a job: ``--base-url`` if given, else the server the manifest recorded, else
-    ``$DOUBLEWORD_BASE_URL`` (or the default). An environment naming another server than the manifest's
-    only earns a warning: the job's batches live where they were submitted."""
-    from doubleword.client import client_from_args
-    from doubleword.config import BASE_URL_ENV
-
+def job_base_url(args: Any, manifest: Manifest | None) -> str:
+    """The server a job's commands talk to, as given (checked by the client): ``--base-url`` if given, else
+    the server the manifest recorded, else ``$DOUBLEWORD_BASE_URL`` (or the default)."""
     recorded = manifest.base_url if manifest is not None else ""
-    if manifest is None or getattr(args, "base_url", None) or not recorded:
-        return client_from_args(args)
+    if getattr(args, "base_url", None) or not recorded:
+        return raw_base_url(args)
+    return recorded
+
+
+def client_for(args: Any, manifest: Manifest | None) -> ApiClient:
+    """The API client for a job, on :func:`job_base_url`. An environment naming another server than the
+    manifest's only earns a warning: the job's batches live where they were submitted."""
+    from doubleword.client import client_from_args
+
+    url = job_base_url(args, manifest)
+    recorded = manifest is not None and not getattr(args, "base_url", None) and bool(manifest.base_url)
     env_url = (os.environ.get(BASE_URL_ENV) or "").strip().rstrip("/")
-    if env_url and env_url != recorded.rstrip("/"):
+    if manifest is not None and recorded and env_url and env_url != url.rstrip("/"):
         warn(
             f"{BASE_URL_ENV} is {env_url} but the job in {manifest.path.resolve()} was submitted to "
-            f"{recorded}; using {recorded} (pass --base-url to override)"
+            f"{url}; using {url} (pass --base-url to override)"
         )
-    return client_from_args(argparse.Namespace(**{**vars(args), "base_url": recorded}))
+    return client_from_args(argparse.Namespace(**{**vars(args), "base_url": url}))
