@@ -103,7 +103,12 @@ def test_an_early_reply_that_is_not_the_whole_file_is_asked_again(
 
 
 def _shard(**fields: Any) -> Any:
-    base = {"batch_id": "b-1", "status": "completed", "output_file_id": "file-1", "request_counts": {"completed": 3}}
+    base = {
+        "batch_id": "b-1",
+        "status": "completed",
+        "output_file_id": "file-1",
+        "request_counts": {"completed": 3},
+    }
     return SimpleNamespace(**{**base, **fields})
 
 
@@ -172,7 +177,9 @@ def test_no_head_start_when_not_fresh_unfinished_unanswered_or_unkeyed(clean_env
 
 
 @pytest.mark.parametrize("variable", ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
-def test_no_head_start_through_a_proxy_unless_no_proxy_is_everything(clean_env, listener, variable: str) -> None:
+def test_no_head_start_through_a_proxy_unless_no_proxy_is_everything(
+    clean_env, listener, variable: str
+) -> None:
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
     clean_env.setenv(variable, "http://127.0.0.1:3128")
     assert headstart.begin(url, [_shard()], fresh=True) is None
