@@ -233,7 +233,7 @@ class ApiClient:
         if sock is None:
             return None
         self.calls += 1
-        watch = Watch(self.deadline, stream=True)
+        watch = Watch(self.deadline, stream=True, stop=self.interrupted)
         watch.replying(sock)
         WATCHDOG.add(watch)
         try:
