@@ -361,6 +361,28 @@ def test_a_trickled_stream_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
         assert time.monotonic() - started < 4
 
 
+def test_a_streamed_reply_whose_head_trickles_is_cut_at_the_reply_budget() -> None:
+    """A download's headers sent a byte every 50 ms: no read ever waits 30 s, and the body's trickle
+    check starts only with the body, so the head has the reply budget of a plain reply."""
+
+    def head_by_the_byte(up: Upstream, seen: Any) -> Any:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nContent-Length: 12\r\n"
+        head += b"X-Padding: " + b"x" * 80 + b"\r\n\r\n"
+        for byte in head:
+            yield bytes([byte])
+            time.sleep(0.05)
+        yield b'{"id": "1"}\n'
+
+    with HostileProxy(None) as server:
+        server.add(lambda seen, proxy: Action(reply=Upstream(200, {}, b""), raw=head_by_the_byte))
+        client = http_client.ApiClient(server.base_url, "sk-test-key", retries=0, sleep=lambda s: None)
+        client.reply_budget = 1.5
+        started = time.monotonic()
+        with pytest.raises(errors.ServiceError, match="too slow"):
+            client.request("GET", "files/f1/content", stream=True)
+        assert time.monotonic() - started < 4
+
+
 def _chunked(body: bytes, *, gzip_it: bool = False, pause: float = 0.0, piece: int = 65536) -> Any:
     """A raw behaviour: ``body`` as a chunked reply (gzip-encoded if asked), ``pause`` s between chunks."""
     import gzip

@@ -242,11 +242,11 @@ class ApiClient:
             WATCHDOG.remove(watch)
             sock.close()
             return None
-        if not response.ok or response.is_redirect:
+        if not response.ok or response.is_redirect or watch.fired:  # (fired: the head was cut)
             WATCHDOG.remove(watch)
             response.close()
             return None
-        watch.response = response
+        watch.streaming(response)
         return guarded_stream(response, watch, _path_of(url))
 
     def _send_following(self, call: _Call) -> requests.Response:
@@ -298,10 +298,12 @@ class ApiClient:
                     timeout=timeout,
                     allow_redirects=False,
                 )
+                _whole(watch, response)
                 if call.stream and response.ok and not response.is_redirect:
-                    watch.response = response
+                    watch.streaming(response)
                     return guarded_stream(response, watch, _path_of(call.url))
                 read_capped(response, f"{call.method} {_path_of(call.url)}")  # a cut or endless reply: here
+                _whole(watch, response)
             WATCHDOG.remove(watch)
             return response
         except requests.exceptions.ConnectionError as exc:
@@ -419,6 +421,14 @@ class ApiClient:
             if meter is not None:
                 info(meter.finish())
         return check_reply("POST", endpoint, _created(response, "POST", endpoint))
+
+
+def _whole(watch: Watch, response: requests.Response) -> None:
+    """Refuse what the watchdog cut: http.client takes the end of a cut head for the end of the headers,
+    and a body read until the close for whole (the cut's reason is then given by _cut_or_raise)."""
+    if watch.fired:
+        response.close()
+        raise requests.exceptions.ConnectionError(f"the reply was cut ({watch.fired})")
 
 
 def _wait_asked(seconds: float) -> str:

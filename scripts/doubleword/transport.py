@@ -82,10 +82,15 @@ class Watch:
         self.connect_end = None
 
     def replying(self, sock: socket.socket | None) -> None:
-        """The request is sent: the reply's time budget starts now."""
+        """The request is sent: the reply's time budget starts now (for a stream, its head's: the body
+        is then bounded by the trickle check, :meth:`streaming`)."""
         self.sock = sock
-        if not self.stream:
-            self.reply_end = time.monotonic() + self.budget
+        self.reply_end = time.monotonic() + self.budget
+
+    def streaming(self, response: requests.Response) -> None:
+        """A stream's head has come: its body is watched for a trickle from now on, not for its length."""
+        self.response = response
+        self.reply_end = None
 
     def out_of_time(self) -> bool:
         """The deadline cut this request (by the watchdog, or by a read timeout capped to it)."""
@@ -400,8 +405,8 @@ def guarded_stream(response: requests.Response, watch: Watch, path: str) -> requ
                 if watch.stopped():  # a Ctrl-C: this download stops at its next chunk
                     raise Interrupted
                 yield chunk
-            if watch.stopped():  # the cut looked like the body's end (a body read until the close)
-                raise Interrupted
+            if watch.fired:  # the cut looked like the body's end (a body read until the close)
+                raise requests.exceptions.ChunkedEncodingError(f"the reply was cut ({watch.fired})")
         except (requests.exceptions.RequestException, OSError) as exc:
             if watch.stopped():
                 raise Interrupted from None
