@@ -156,6 +156,7 @@ def test_a_safe_case_sends_exactly_the_request_requests_would(clean_env, listene
         "https://user@api.example.com/v1",
         "https://api.example.com/v1?x=1",
         "https://api.example.com:99999/v1",
+        "https://api.example.com:0443/v1",  # the client would write it :443, so could never adopt it
         "https://api.example.com/v%31",
         f"https://{KEY}.example.com/v1",
     ],
