@@ -30,7 +30,9 @@ from doubleword.config import (
 )
 from doubleword.errors import ConfigError
 
-_PLAIN_URL = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([1-9][0-9]{0,4}))?(/[a-z0-9._~/-]*)?", re.I)
+_PLAIN_URL = re.compile(
+    r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([1-9][0-9]{0,4}))?(/[a-z0-9._~/-]*)?", re.I
+)
 _PROXIES = ("http_proxy", "https_proxy", "all_proxy")
 
 
