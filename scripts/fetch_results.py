@@ -100,20 +100,26 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
 
         export = check_path(args.export)
     manifest, ids = load_targets(args)
+    out_dir = None  # for bare batch ids: known once their manifest is made (which needs the client)
     head = None
     if manifest is not None:
         out_dir = Path(args.out) if args.out else default_out_dir(manifest)
         if not args.page_size:
             head = headstart.begin(job_base_url(args, manifest), manifest.shards, fresh=not out_dir.exists())
     try:
-        return _fetch(args, manifest, ids, out_dir if manifest is not None else None, export, head)
+        return _fetch(args, manifest, ids, out_dir, export, head)
     finally:
         if head is not None:
             head.close()
 
 
 def _fetch(
-    args: Any, manifest: Manifest | None, ids: list[str], out_dir: Path | None, export: Any, head: Any
+    args: Any,
+    manifest: Manifest | None,
+    ids: list[str],
+    out_dir: Path | None,
+    export: Any,
+    head: headstart.HeadStart | None,
 ) -> tuple[dict[str, Any], int]:
     from doubleword.download import Options, fetch_job
 
