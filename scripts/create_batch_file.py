@@ -9,12 +9,18 @@ from typing import Any
 from doubleword.batchfile import check_output_path
 from doubleword.build import DUPLICATES, ENDPOINTS, endpoint_url, make_request, set_overrides
 from doubleword.cli import add_shard_args, info, make_parser, run, summary, warn
-from doubleword.config import MAX_CUSTOM_ID_BYTES
 from doubleword.endpoints import REASONING_EFFORTS
 from doubleword.errors import ExitCode, UsageError
 from doubleword.images import IMAGE_SUFFIXES
-from doubleword.sources import Source, absolute, build_batch, parse_set, read_json_schema
-from doubleword.validation import custom_id_problems, inspect_line
+from doubleword.sources import (
+    absolute,
+    build_batch,
+    check_source_args,
+    parse_set,
+    read_json_schema,
+    source_from_args,
+)
+from doubleword.validation import inspect_line
 
 DESCRIPTION = """\
 Build a batch input file for Doubleword's batch API: one request line per prompt, CSV row or JSONL row.
@@ -64,7 +70,7 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     probe = make_request("probe", custom_id="probe", images=images, **options)
     notes = [f"{c}: {m}" for c, m in inspect_line(probe)[1]] + set_overrides(images, **options)
     report = build_batch(
-        _source(args),
+        source_from_args(args),
         args.output,
         options,
         id_prefix=args.id_prefix,
@@ -100,20 +106,6 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     return result, int(ExitCode.OK)
 
 
-def _source(args: Any) -> Source:
-    kind = next(k for k in ("images", "prompts", "csv", "jsonl", "prompt") if getattr(args, k))
-    if kind == "images":
-        return Source("images", args.images, prompt=(args.prompt or [""])[0])
-    return Source(
-        kind,
-        getattr(args, kind),
-        field=args.field,
-        template=args.template,
-        id_field=args.id_field,
-        image_fields=tuple(args.image_field or ()),
-    )
-
-
 def _parse(argv: list[str]) -> Any:
     parser = make_parser(
         "create_batch_file.py",
@@ -135,7 +127,7 @@ def _parse(argv: list[str]) -> Any:
     out.add_argument("-o", "--output", required=True, metavar="OUT.jsonl", help="the batch file to write")
     add_shard_args(out, "per file before sharding")
     args = parser.parse_args(argv)
-    _check_flags(args)
+    check_source_args(args)
     for name in ("output", "prompts", "csv", "jsonl", "images", "json_schema"):  # stdout and messages
         setattr(args, name, absolute(getattr(args, name)))
     reads = {f"--{k.replace('_', '-')}": getattr(args, k) for k in ("prompts", "csv", "jsonl", "json_schema")}
@@ -209,27 +201,6 @@ def _body_flags(parser: Any) -> None:
         metavar="KEY=JSON",
         help="any other body field, value as JSON (repeatable), e.g. --set seed=42 --set 'user=\"me\"'",
     )
-
-
-def _check_flags(args: Any) -> None:
-    kinds = [name for name in ("prompt", "prompts", "csv", "jsonl", "images") if getattr(args, name)]
-    if args.images and kinds == ["prompt", "images"]:
-        kinds = ["images"]
-        if len(args.prompt) > 1:
-            raise UsageError("--images takes one --prompt (the same prompt for every image)")
-    if len(kinds) != 1:
-        raise UsageError("give exactly one source kind: --prompt, --prompts, --csv, --jsonl or --images")
-    tabular = kinds[0] in ("csv", "jsonl")
-    if tabular and bool(args.field) == bool(args.template):
-        raise UsageError(f"--{kinds[0]} needs exactly one of --field NAME or --template TEXT")
-    if not tabular and (args.field or args.template or args.id_field or args.image_field):
-        raise UsageError("--field, --template, --id-field and --image-field apply only to --csv and --jsonl")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError("--limit must be >= 1")
-    if args.max_requests < 1 or args.max_bytes < 1024:
-        raise UsageError("--max-requests must be >= 1 and --max-bytes >= 1024")
-    if len(args.id_prefix.encode("utf-8")) > MAX_CUSTOM_ID_BYTES - 6 or custom_id_problems(args.id_prefix):
-        raise UsageError("--id-prefix must be short (at most 58 bytes) and free of control characters")
 
 
 def _body_options(args: Any) -> dict[str, Any]:

@@ -16,8 +16,10 @@ from typing import Any
 
 from doubleword.batchfile import BatchWriter
 from doubleword.build import make_request
+from doubleword.config import MAX_CUSTOM_ID_BYTES
 from doubleword.errors import InputError, UsageError
 from doubleword.images import image_files, image_url
+from doubleword.validation import custom_id_problems
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
@@ -424,3 +426,40 @@ def _schema_problem(schema: dict[str, Any]) -> str | None:
     except RecursionError:
         return "nested too deeply; flatten it ($defs, $ref)"
     return None
+
+
+def source_from_args(args: Any) -> Source:
+    """The Source that create_batch_file.py's flags name (check_source_args has checked them)."""
+    kind = next(k for k in ("images", "prompts", "csv", "jsonl", "prompt") if getattr(args, k))
+    if kind == "images":
+        return Source("images", args.images, prompt=(args.prompt or [""])[0])
+    return Source(
+        kind,
+        getattr(args, kind),
+        field=args.field,
+        template=args.template,
+        id_field=args.id_field,
+        image_fields=tuple(args.image_field or ()),
+    )
+
+
+def check_source_args(args: Any) -> None:
+    """create_batch_file.py's flags that cannot go together, refused before any input is read."""
+    kinds = [name for name in ("prompt", "prompts", "csv", "jsonl", "images") if getattr(args, name)]
+    if args.images and kinds == ["prompt", "images"]:
+        kinds = ["images"]
+        if len(args.prompt) > 1:
+            raise UsageError("--images takes one --prompt (the same prompt for every image)")
+    if len(kinds) != 1:
+        raise UsageError("give exactly one source kind: --prompt, --prompts, --csv, --jsonl or --images")
+    tabular = kinds[0] in ("csv", "jsonl")
+    if tabular and bool(args.field) == bool(args.template):
+        raise UsageError(f"--{kinds[0]} needs exactly one of --field NAME or --template TEXT")
+    if not tabular and (args.field or args.template or args.id_field or args.image_field):
+        raise UsageError("--field, --template, --id-field and --image-field apply only to --csv and --jsonl")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be >= 1")
+    if args.max_requests < 1 or args.max_bytes < 1024:
+        raise UsageError("--max-requests must be >= 1 and --max-bytes >= 1024")
+    if len(args.id_prefix.encode("utf-8")) > MAX_CUSTOM_ID_BYTES - 6 or custom_id_problems(args.id_prefix):
+        raise UsageError("--id-prefix must be short (at most 58 bytes) and free of control characters")
