@@ -25,8 +25,9 @@ def bench_scale(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def
     monkeypatch.setattr(module, "POLL_SIZES", (100, 300))
     monkeypatch.setattr(module, "POLL_RATE", 1_000)
     monkeypatch.setattr(module, "NEXT_CHECK_S", 4.0)
+    monkeypatch.setattr(module, "BARE_LOOP_REQUESTS", 2_000)
     yield module
-    for name in ("bench_scale", "harness"):
+    for name in ("bench_scale", "harness", "bare_loop"):
         sys.modules.pop(name, None)
 
 
@@ -45,6 +46,8 @@ def test_growth_rows_cover_every_phase_with_memory_and_calls(bench_scale, tmp_pa
     assert [row["benchmark"].split(":")[0] for row in memory] == ["create", "fetch"]
     assert all(isinstance(row["ok"], bool) and row["ratio"] > 0 for row in memory)
     assert "/s in " in bench_scale.emulator_row(runs)["measured"]  # wall rate, then its CPU figures
+    versus = bench_scale.emulator_vs_bare_row(runs)
+    assert versus["ratio"] > 0 and versus["baseline"].startswith("bare loop ")
 
 
 def test_first_batch_and_poll_rows_measure_the_emulator_side(bench_scale, tmp_path: Path) -> None:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
-import tempfile
 import time
 
 import pytest
+from bare_loop import bare_loop_seconds
 from conftest import Api, chat_line
 from emulator_server import EmulatorServer
 
@@ -63,44 +62,6 @@ def run_batch(emu: EmulatorServer, n: int, pool: bool = False) -> tuple[float, t
     return wall, used
 
 
-def bare_loop_seconds(n: int) -> float:
-    """Thread CPU seconds of the least an emulator must do for n requests, in one process: select each
-    body from SQLite, parse it, build its output line, store the line (250 rows to a statement, one
-    transaction, the emulator's scratch-database settings)."""
-    with tempfile.TemporaryDirectory() as d:
-        db = sqlite3.connect(os.path.join(d, "bare.db"), isolation_level=None)
-        db.execute("PRAGMA journal_mode=MEMORY")
-        db.execute("PRAGMA synchronous=OFF")
-        db.execute("CREATE TABLE r (rid INTEGER PRIMARY KEY, body TEXT, state TEXT, line TEXT)")
-        lines = (
-            (i, json.dumps(chat_line(i, f"what is {i} times 7?", max_tokens=64)["body"])) for i in range(n)
-        )
-        db.executemany("INSERT INTO r VALUES (?, ?, 'pending', NULL)", lines)
-        start = time.thread_time()
-        db.execute("BEGIN")
-        for k in range(0, n, 250):
-            rows = []
-            for rid, body in db.execute("SELECT rid, body FROM r WHERE rid >= ? AND rid < ?", (k, k + 250)):
-                req = json.loads(body)
-                answer = {"role": "assistant", "content": f"{rid * 7}"}
-                line = {
-                    "id": f"batch_req_{rid}",
-                    "custom_id": f"request-{rid}",
-                    "response": {
-                        "status_code": 200,
-                        "request_id": None,
-                        "body": {"model": req["model"], "choices": [{"index": 0, "message": answer}]},
-                    },
-                    "error": None,
-                }
-                rows.append((json.dumps(line), rid))
-            db.executemany("UPDATE r SET state='completed', line=? WHERE rid=?", rows)
-        db.execute("COMMIT")
-        took = time.thread_time() - start
-        db.close()
-    return took
-
-
 def test_a_low_rate_is_honoured():
     with EmulatorServer("--start-delay", "0", "--rate", "1000") as emu:
         wall, _ = run_batch(emu, 1000)
@@ -108,7 +69,7 @@ def test_a_low_rate_is_honoured():
 
 
 @pytest.mark.serial  # a time bound: runs alone, after the parallel run (make test)
-def test_capacity_beats_a_bare_loop_on_this_machine():
+def test_capacity_against_a_bare_loop_on_this_machine():
     n = 30_000
     bare = [bare_loop_seconds(n) for _ in range(2)]
     with EmulatorServer("--start-delay", "0", "--rate", "50000") as emu:
