@@ -2,7 +2,8 @@
 the emulator (whose sloppy model gives answers that run long: a length limit, whole with a larger
 max_tokens, as a real model's would be):
 
-- truncated: resubmit with a --max-tokens above the output tokens the cut answers used; cut again in two
+- truncated: resubmit with a --max-tokens of four times the output tokens the cut answers used (at least
+  1,024; `suggested_max_tokens`, in the advice too); cut again in two
   rounds (the agent resent without raising it): "maybe", only with a larger limit (it said "no", "fix the
   requests"); resubmitted with a larger --max-tokens, every cut answer comes whole;
 - refused by the model (HTTP 400): "no", and "no" again when it fails the same way twice;
@@ -44,7 +45,11 @@ def test_the_advice_for_cut_off_and_refused_answers_over_three_rounds(tmp_path, 
         cut = result.doc["counts"]["truncated"]
         assert cut >= 4 and set(groups) == {"truncated", "failed"}, result  # sloppy long answers + tiny
         assert groups["truncated"]["resubmit"] == "yes"
-        assert "--max-tokens above 256" in groups["truncated"]["advice"]
+        assert "--max-tokens 1024 " in groups["truncated"]["advice"]
+        assert (
+            groups["truncated"]["suggested_max_tokens"] == 1024
+            and "suggested_max_tokens" not in groups["failed"]
+        )
         assert groups["failed"]["status"] == 400 and groups["failed"]["resubmit"] == "no"
 
         # resent as they were (no larger limit): cut the same way again
@@ -54,9 +59,7 @@ def test_the_advice_for_cut_off_and_refused_answers_over_three_rounds(tmp_path, 
         assert result.code == 6 and result.doc["counts"]["truncated"] == cut, result
         truncated = groups["truncated"]
         assert truncated["persistent"] == truncated["count"] == cut
-        assert (
-            truncated["resubmit"] == "maybe" and "only with a --max-tokens above 256" in truncated["advice"]
-        )
+        assert truncated["resubmit"] == "maybe" and "only with --max-tokens 1024;" in truncated["advice"]
         assert groups["failed"]["resubmit"] == "no" and "same way" in groups["failed"]["advice"]
 
         # with a larger limit every cut answer comes whole; only the refused request is left

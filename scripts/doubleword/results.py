@@ -34,6 +34,7 @@ RETRY_HELPS = frozenset(
 )
 _EMPTY = dict.fromkeys(ANSWER_KEYS)
 WRITE_LINES = 512  # results.jsonl lines written at once
+MIN_SUGGESTED_MAX_TOKENS = 1024  # the least --max-tokens suggested for a round of cut-off answers
 
 
 @dataclass
@@ -403,7 +404,9 @@ class Summary:
         groups = sorted(self.groups.values(), key=lambda g: -g["count"])
         for group in groups:
             group["resubmit"], group["advice"] = _judgement(group)
-            group.pop("_output_tokens", None)
+            used = group.pop("_output_tokens", None)
+            if group["result_status"] == "truncated":
+                group["suggested_max_tokens"] = suggested_max_tokens(used or 0)
         out: dict[str, Any] = {
             "counts": self.counts,
             "usage": self.usage,
@@ -416,6 +419,14 @@ class Summary:
         return out
 
 
+def suggested_max_tokens(used: int) -> int:
+    """A --max-tokens for a round of cut-off answers: four times what they used, at least 1,024.
+
+    A limit costs only the tokens the model writes, so a generous one saves rounds: an answer cut at a
+    small limit is often several times longer (doubling each round took three rounds in the audit)."""
+    return max(MIN_SUGGESTED_MAX_TOKENS, 4 * used)
+
+
 def _judgement(group: dict[str, Any]) -> tuple[str, str]:
     """Whether resubmitting this group is likely to help, and what to do."""
     status, kind, http = group["result_status"], group["type"], group["status"]
@@ -425,7 +436,7 @@ def _judgement(group: dict[str, Any]) -> tuple[str, str]:
         return "yes", "never answered (its batch was cancelled, expired or lost it): resubmit"
     if status == "truncated":  # a length limit: the same limit cuts the same answer again
         used = group.get("_output_tokens") or 0
-        larger = f"a --max-tokens above {used:,}" if used else "a larger --max-tokens"
+        larger = f"--max-tokens {suggested_max_tokens(used)}"
         if group["persistent"] and group["persistent"] == group["count"]:
             return "maybe", (
                 f"cut off at the output-token limit in the last two rounds too (up to {used:,} output "
