@@ -159,7 +159,12 @@ def _summary_text(result: dict[str, Any]) -> str:
         if result["finished"]
         else "still running"
     )
-    return f"{counts['requests']:,} requests: {', '.join(parts) or 'none'}; {state}; results in {result['files']['results']}"
+    text = f"{counts['requests']:,} requests: {', '.join(parts) or 'none'}; {state}; results in {result['files']['results']}"
+    if result.get("next"):
+        return f"{text}; next: {result['next']}"
+    if result["finished"] and not result["complete"] and result["failure_groups"]:
+        return f"{text}; no failure is worth resending as it is: fix those requests (failure_groups, retry.jsonl)"
+    return text
 
 
 def default_out_dir(manifest: Manifest) -> Path:

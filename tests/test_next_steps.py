@@ -5,6 +5,8 @@ The command given is run as it is printed, from another folder."""
 
 from __future__ import annotations
 
+import csv
+import json
 import shlex
 import sys
 
@@ -47,6 +49,8 @@ def test_submit_and_resubmit_say_to_check_with_fetch_and_its_export(tmp_path, h)
 
         code, doc, err = h.run_script("submit", "--resubmit", "--manifest", manifest, env=env)
         assert code == 0 and doc["round"] == 2 and doc["resubmitted"] > 0, err
+        # once a fetch has written an export, the check names that file (absolute), not a new one here
+        fetch = fetch.replace("--export answers.csv", f"--export {elsewhere / 'answers.csv'}")
         assert doc["next"] == fetch
         assert f"check later: {fetch}" in err and "poll.py" not in err
 
@@ -66,3 +70,88 @@ def test_a_dry_run_names_no_next_command(tmp_path, h):
         src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(3))
         code, doc, err = h.run_script("submit", str(src), "--dry-run", env=env)
         assert code == 0 and "next" not in doc and "check later" not in err, err
+
+
+def test_fetch_names_the_next_command_until_every_input_has_an_answer(tmp_path, h):
+    """The audit's prompts job: a small max_tokens cuts the sloppy model's long answers. Each fetch's
+    `next` is what to run, and following it (as printed, from another folder) gets every input an answer
+    in five commands: create, submit, fetch, the resubmit fetch names (with a --max-tokens large enough
+    at once), the fetch that names (the user's own export path, absolute)."""
+    prompts = tmp_path / "questions.txt"
+    prompts.write_text("".join(f"Explain in detail topic number {i}.\n" for i in range(60)), encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with h.start_emulator("--sloppy-rate", "0.3", "--seed", "4") as emu:
+        env = h.script_env(emu.base_url)
+        code, doc, err = h.run_script(
+            "create_batch_file", "--model", h.CHAT_MODEL, "--prompts", str(prompts),
+            "--reasoning-effort", "none", "--max-tokens", "24", "-o", str(tmp_path / "q.jsonl"), env=env,
+        )  # fmt: skip
+        assert code == 0, err
+        emu.configure(paused=True)
+        code, doc, err = h.run_script("submit", str(tmp_path / "q.jsonl"), env=env)
+        assert code == 0, err
+        manifest = doc["manifest"]
+
+        # still running: next is the same check (the fetch as the user ran it, export made absolute)
+        code, doc, err = h.run_script(
+            "fetch_results", "--manifest", manifest, "--export", "out/labels.csv", env=env, cwd=tmp_path
+        )
+        export = tmp_path / "out" / "labels.csv"
+        check = f"python3 {h.SCRIPTS / 'fetch_results.py'} --manifest {manifest} --export {export}"
+        assert code == 7 and doc["next"] == check, doc
+        assert err.rstrip().endswith(f"; next: {check} (exit 7)"), err
+
+        emu.configure(paused=False)
+        h.poll_wait("--manifest", manifest, env=env, code=0)
+        proc = _run_next(check, elsewhere, env)
+        assert proc.returncode == 6, proc.stderr
+        doc = json.loads(proc.stdout)
+        cut = doc["counts"]["truncated"]
+        assert cut >= 5 and doc["counts"]["completed"] + cut == 60, doc["counts"]
+        resubmit = f"python3 {h.SCRIPTS / 'submit.py'} --resubmit --manifest {manifest} --max-tokens 1024"
+        assert doc["next"] == resubmit, doc
+        assert f"; next: {resubmit} (exit 6)" in proc.stderr
+
+        # its dry run ends with its own closing line (not the download's, which named this command)
+        code, plan, err = h.run_script("submit", "--resubmit", "--manifest", manifest, "--dry-run", env=env)
+        assert code == 0 and plan["by_status"] == {"truncated": cut}, plan
+        last = err.splitlines()[-1]
+        assert (
+            last
+            == f"submit.py: dry run: round 2 would resend {cut} request(s) ({cut} truncated); nothing sent (exit 0)"
+        )
+
+        proc = _run_next(resubmit, elsewhere, env)
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+        assert doc["resubmitted"] == cut and doc["next"] == check, doc
+        h.poll_wait("--manifest", manifest, env=env, code=0)
+        proc = _run_next(check, elsewhere, env)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["complete"] is True and "next" not in doc, doc
+    assert "next:" not in proc.stderr
+    rows = list(csv.DictReader(export.read_text(encoding="utf-8-sig").splitlines()))
+    assert len(rows) == 60 and {r["status"] for r in rows} == {"completed"}
+    assert not (elsewhere / "answers.csv").exists()
+
+
+def test_fetch_names_no_resubmit_when_no_failure_is_worth_resending(tmp_path, h):
+    """Requests the model refuses (HTTP 400): resending them as they are will not help, so fetch names no
+    next command and its closing line says to fix them."""
+    lines = h.chat_lines(6)
+    for line in lines[:2]:
+        line["body"]["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "n", "schema": {"type": "integer", "minimum": 5, "maximum": 2}},
+        }
+    with h.start_emulator() as emu:
+        env = h.script_env(emu.base_url)
+        job = h.submit_lines(tmp_path, lines, env)
+        h.poll_wait("--manifest", job.manifest, env=env, code=6)
+        code, doc, err = h.run_script("fetch_results", "--manifest", job.manifest, env=env)
+    assert code == 6 and doc["counts"]["failed"] == 2, doc
+    assert [g["resubmit"] for g in doc["failure_groups"]] == ["no"]
+    assert "next" not in doc
+    assert "no failure is worth resending as it is: fix those requests" in err

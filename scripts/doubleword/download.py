@@ -47,6 +47,7 @@ from doubleword.inorder import OrderTracker, ResultsDraft
 from doubleword.manifest import Manifest, Shard, exclusive_lock, fetch_state, record_batch, sha256_file
 from doubleword.remote import delete_remote, early_analytics, job_cost
 from doubleword.results import Run, join, whole_file
+from doubleword.rounds import check_command, resubmit_command
 from doubleword.sinks import BadContent, RecordFile, ReplyReader, Sink, check_content_type, served_lines
 from doubleword.status import describe_batch, is_terminal, suggested_check
 from doubleword.store import FOLDER_FILES, JOB_MARK, RECORDS_NAME, RESULTS_NAME, RETRY_NAME, Store
@@ -553,6 +554,8 @@ def fetch_job(
     for shard in manifest.shards:
         if shard.batch_id in batches:
             shard.final_counts = per_batch.get(str(shard.batch_id))
+    if options.export:  # the commands this job prints next name the user's export, not a default
+        fetch_state(manifest)["export"] = str(options.export.resolve())
     manifest.save()
     counts = summary["counts"]
     unsent = manifest.unsent_report()  # a submit stopped early: those inputs are in no batch
@@ -578,9 +581,22 @@ def fetch_job(
         {k: v for k, v in describe_batch(b).items() if k not in ("metadata", "in_progress_at")}
         for b in batches.values()
     ]
+    step = None if options.by_content else next_step(manifest, code, summary["failure_groups"])
+    if step:
+        result["next"] = step
     result["manifest"] = str(manifest.path.resolve())
     result["api_calls"] = client.calls
     return result, int(code)
+
+
+def next_step(manifest: Manifest, code: ExitCode, groups: list[dict[str, Any]]) -> str | None:
+    """The command to run next for a job sent by submit.py: the same check while it runs, the next
+    round once it is finished but incomplete (None when no failure is worth resending), none when done."""
+    if code == ExitCode.NOT_FINISHED:
+        return check_command(manifest)
+    if code == ExitCode.BATCH_UNSUCCESSFUL:
+        return resubmit_command(manifest, groups)
+    return None
 
 
 def _download_and_join(

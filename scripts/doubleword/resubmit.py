@@ -25,6 +25,7 @@ from typing import Any
 
 from doubleword.api import get_batch
 from doubleword.cli import info, warn
+from doubleword.cli import summary as closing_line
 from doubleword.client import ApiClient
 from doubleword.errors import BusyError, CliError, ExitCode, InputError, UsageError
 from doubleword.files import atomic_writer
@@ -238,7 +239,7 @@ def next_round(
         "failure_groups": groups,
     }
     if not unanswered:
-        info("every input of the job has a usable answer; nothing to resubmit")
+        closing_line("every input of the job has a usable answer; nothing to resubmit")
         return {"ok": True, "complete": True, "resubmitted": 0, **base}, int(ExitCode.OK)
     if not chosen:
         message = (
@@ -246,15 +247,16 @@ def next_round(
             f"(--only {','.join(adjust.statuses)}{', --skip-persistent' if adjust.skip_persistent else ''}); "
             "nothing was sent (see failure_groups)"
         )
-        info(message)
+        closing_line(message)  # (the download's closing line would otherwise end this run)
         error = {"type": "nothing_to_resubmit", "message": message}
         return {"ok": False, "complete": False, "resubmitted": 0, "error": error, **base}, int(
             ExitCode.BATCH_UNSUCCESSFUL
         )
     if dry_run:
         by_status = dict(Counter(r.status for r in chosen))
-        info(
-            f"dry run: round {manifest.last_round.number + 1} would resend {len(chosen)} request(s); nothing sent"
+        closing_line(
+            f"dry run: round {manifest.last_round.number + 1} would resend {len(chosen)} request(s) "
+            f"({', '.join(f'{n:,} {s}' for s, n in by_status.items())}); nothing sent"
         )
         plan: dict[str, Any] = {"dry_run": True, "round": manifest.last_round.number + 1}
         plan["window"] = options.window

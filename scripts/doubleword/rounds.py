@@ -11,6 +11,7 @@ Whether resubmitting helps is judged by the engine (its ``failure_groups``: ``re
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,31 @@ SCRIPTS = Path(__file__).resolve().parent.parent  # the folder of the commands
 
 def check_command(manifest: Manifest) -> str:
     """The command that checks the job (and downloads what is ready): fetch with an export, as SKILL.md's
-    step 4 runs it; embeddings export to .jsonl (a vector is larger than a spreadsheet cell holds)."""
-    embeds = any((s.endpoint or "").endswith("/embeddings") for s in manifest.shards)
-    export = "answers.jsonl" if embeds else "answers.csv"
-    return f"python3 {SCRIPTS / 'fetch_results.py'} --manifest {manifest.path.resolve()} --export {export}"
+    step 4 runs it. The export is the one the last fetch wrote (absolute), so that following the hint
+    updates the user's file; before any: answers.csv, or answers.jsonl for embeddings (a vector is
+    larger than a spreadsheet cell holds)."""
+    export = manifest.fetch.get("export") if isinstance(manifest.fetch, dict) else None
+    if not isinstance(export, str) or not export:
+        embeds = any((s.endpoint or "").endswith("/embeddings") for s in manifest.shards)
+        export = "answers.jsonl" if embeds else "answers.csv"
+    return f"python3 {_q(SCRIPTS / 'fetch_results.py')} --manifest {_q(manifest.path.resolve())} --export {_q(export)}"
+
+
+def resubmit_command(manifest: Manifest, groups: list[dict[str, Any]]) -> str | None:
+    """The next round (SKILL.md's step 5) for a finished job, given fetch's failure groups: None when
+    every group says resubmitting will not help (those requests need fixing, not resending).
+
+    Cut-off answers get the groups' suggested ``--max-tokens``. No ``--skip-persistent``: it would also
+    leave out answers cut twice, or requests never answered twice, which a new round does help."""
+    if not groups or all(g.get("resubmit") == "no" for g in groups):
+        return None
+    command = f"python3 {_q(SCRIPTS / 'submit.py')} --resubmit --manifest {_q(manifest.path.resolve())}"
+    limits = [g["suggested_max_tokens"] for g in groups if g.get("suggested_max_tokens")]
+    return f"{command} --max-tokens {max(limits)}" if limits else command
+
+
+def _q(path: object) -> str:
+    return shlex.quote(str(path))
 
 
 @dataclass
