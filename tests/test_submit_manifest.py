@@ -75,6 +75,33 @@ def test_changed_input_needs_force(emulator, env, tmp_path, h):
     assert emulator.stats()["batches_created"] == 1
 
 
+def test_force_keeps_the_job_manifest_until_the_new_job_is_written(emulator, env, tmp_path, h):
+    """A --force dry run, or a --force that stops (no key, an invalid file), leaves the job where it is:
+    the manifest stays at its path and fetch still finds the job (it moved it aside, and lost it, before)."""
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(3))
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    assert code == 0, err
+    manifest = tmp_path / "jobs.jsonl.manifest.json"
+    before = manifest.read_bytes()
+
+    code, doc, err = h.run_script("submit", str(src), "--force", "--dry-run", env=env)
+    assert code == 0 and doc["dry_run"] is True, doc
+    assert any("would be moved aside" in w for w in doc["warnings"]), doc
+    no_key = {k: v for k, v in env.items() if k != "DOUBLEWORD_API_KEY"}
+    code, doc, err = h.run_script("submit", str(src), "--force", env=no_key)
+    assert code == 3 and "DOUBLEWORD_API_KEY" in doc["error"]["message"], doc
+    assert manifest.read_bytes() == before and not list(tmp_path.glob("*.bak"))
+    code, doc, err = h.run_script("fetch_results", "--manifest", str(manifest), env=env)
+    assert code in (0, 7) and doc["counts"]["requests"] == 3, doc
+
+    code, doc, err = h.run_script("submit", str(src), "--force", env=env)  # the real thing: moved aside
+    assert code == 0 and doc["created"] == 1, err
+    assert [json.loads(b.read_bytes())["job_id"] for b in tmp_path.glob("*.bak")] == [
+        json.loads(before)["job_id"]
+    ]
+    assert emulator.stats()["batches_created"] == 2
+
+
 def test_usage_errors(env, tmp_path, h):
     src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(1))
     assert h.run_script("submit", str(src), "--metadata", "novalue", env=env).code == 2

@@ -87,6 +87,8 @@ def submit(args: Any, options: Options, inputs: list[Path], path: Path) -> tuple
             args
         )  # a missing key or an unsafe URL stops here, before any file is written
         manifest = plan_job(inputs, reports, options, path, client.base_url)
+        if args.force:
+            move_aside(path)
         manifest.save()
     elif args.dry_run:
         result = dry_run_of_planned(manifest, [inputs[n] for n in changed], reports, options)
@@ -176,10 +178,13 @@ def existing_manifest(
     twice: other inputs, or a changed input the job sent."""
     if not Manifest.exists(path):
         return None, []
-    if args.force:  # keep the old one beside the new
-        backup = path.with_name(f"{path.name}.{uuid.uuid4().hex[:6]}.bak")
-        os.replace(path, backup)
-        info(f"--force: the previous manifest was moved to {backup.resolve()}")
+    if args.force:  # moved aside only once the new job is written (move_aside): not by a dry run or a failure
+        if args.dry_run:
+            notes.append(
+                f"--force: {path.resolve()} would be moved aside (kept as a .bak) and every input sent "
+                "again as a new job"
+            )
+            warn(notes[-1])
         return None, []
     manifest = Manifest.load(path)
     changed = changed_inputs(manifest, inputs)
@@ -205,6 +210,14 @@ def existing_manifest(
         )
         warn(notes[-1])
     return manifest, changed
+
+
+def move_aside(path: Path) -> None:
+    """--force: keep the previous job's manifest beside the new one (its batches stay on the server)."""
+    if Manifest.exists(path):
+        backup = path.with_name(f"{path.name}.{uuid.uuid4().hex[:6]}.bak")
+        os.replace(path, backup)
+        info(f"--force: the previous manifest was moved to {backup.resolve()}")
 
 
 def _sent(manifest: Manifest) -> str:
