@@ -804,3 +804,25 @@ def test_an_answers_file_given_as_a_batch_file_is_named_once(tmp_path, first, sa
     errors = json.loads(proc.stdout)["files"][0]["errors"]
     assert [(e["line"], e["code"]) for e in errors] == [(0, "answers_file")]
     assert says in errors[0]["message"] and "submit.py --resubmit" in errors[0]["message"]
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("reviews.csv", 'id,review\nr1,"Great, thanks"\nr2,Broke at once\n'),
+        ("questions.txt", "\nWhat is the capital of France?\nWhy is the sky blue?\n"),
+    ],
+)
+def test_a_csv_or_prompts_file_given_as_a_batch_file_points_to_create_batch_file(tmp_path, h, name, text):
+    """The audit's mistake: submit.py on the user's CSV (or prompts file) gave one invalid_json error per
+    line ("one JSON object per line"); now one file-level error naming the command that builds the
+    batch file, and submit sends nothing."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    proc = run_cli(str(path))
+    assert proc.returncode == 4
+    errors = json.loads(proc.stdout)["files"][0]["errors"]
+    assert [(e["line"], e["code"]) for e in errors] == [(0, "not_jsonl")]
+    assert "create_batch_file.py" in errors[0]["message"] and "--csv FILE" in errors[0]["message"]
+    code, doc, err = h.run_script("submit", str(path), env=h.script_env("http://127.0.0.1:9/v1"))
+    assert code == 4 and "not_jsonl" in doc["error"]["message"] and "create_batch_file.py" in err

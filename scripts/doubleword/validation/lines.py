@@ -43,6 +43,7 @@ ERROR_CODES = {
     "body_too_large": "the request line exceeds the 10 MB per-request limit",
     "unsupported_parameter": "a reasoning field the server refuses (chat_template_kwargs, thinking, ...)",
     "invalid_reasoning_effort": "reasoning effort not a string in none, minimal, low, medium, high, xhigh, max",
+    "not_jsonl": "the file is not JSON lines at all (a CSV or a prompts file given instead of a batch file)",
     "rows_file": "the file is a source-rows file (X.rows.jsonl) given instead of its batch file X.jsonl",
     "answers_file": "the file holds answers (output, error or results lines), not requests",
     "invalid_image": "an image part's URL is neither http(s) nor a data:image/...;base64 URI with valid base64",

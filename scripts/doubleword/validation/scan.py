@@ -22,6 +22,13 @@ _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 _BLOCK_SIZE = 1 << 20
 
 
+NOT_JSONL = (
+    "this is not a JSONL batch file (one JSON request per line; its first line is not JSON): a CSV or a "
+    'list of prompts is built into one with create_batch_file.py (--csv FILE --template "... {column} ..." '
+    "--id-field ID, or --prompts FILE for one prompt per line), and that file is the one to pass"
+)
+
+
 class _StopScan(Exception):
     """The file is not worth reading on (a rows file given as a batch file)."""
 
@@ -280,6 +287,10 @@ class FileScan:
             self.blank += 1
             self.warnings.add(self.lineno, None, "blank_line", "blank line; the server skips it (remove it)")
             return
+        if self.requests == 0 and not text.lstrip("\ufeff \t").startswith(("{", "[")):
+            # the first line is no JSON at all: a data file given in place of a batch file built from it
+            self.errors.add(0, None, "not_jsonl", NOT_JSONL)
+            raise _StopScan
         self._count_request()
         message = str(problem)
         if text.startswith("\ufeff"):
