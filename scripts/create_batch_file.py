@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from doubleword.batchfile import check_output_path
@@ -49,7 +51,8 @@ stdout (every path absolute): {"ok", "output" (the batch file; null when sharded
 file written, in order: pass them all to submit.py), "endpoint", "url", "model", "requests", "shards":
 [{"path","requests","bytes","rows_path"}], "empty_prompts": {"count", "first"} (when some), "skipped_empty"
 (with --skip-empty), "skipped_duplicates" / "renamed_duplicates" (with --duplicates skip / number), "warnings"
-(only when there are some, e.g. a --set name that looks like a typo, or empty prompts)}."""
+(only when there are some, e.g. a --set name that looks like a typo, or empty prompts), "next" (the submit.py
+command that sends every file written)}."""
 
 EXAMPLES = """\
   python3 scripts/create_batch_file.py --model Qwen/Qwen3.5-9B --prompt "Say hi" --prompt "Say bye" -o batch.jsonl
@@ -102,7 +105,11 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         warn(note)
     if notes:
         result["warnings"] = notes
-    summary(f"wrote {total:,} requests to {len(shards)} file(s) ({len(notes)} warnings)")
+    # SKILL.md's step 3 (a file from here needs no separate validation); every shard goes in one submit
+    result["next"] = shlex.join(["python3", str(Path(__file__).resolve().parent / "submit.py"), *written])
+    summary(
+        f"wrote {total:,} requests to {len(shards)} file(s) ({len(notes)} warnings); next: {result['next']}"
+    )
     return result, int(ExitCode.OK)
 
 

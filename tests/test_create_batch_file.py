@@ -215,7 +215,8 @@ def test_cli_prompts_with_all_body_options(tmp_path):
     assert body["response_format"]["type"] == "json_schema"
     assert_valid(out)
     assert proc.stderr.decode().splitlines() == [
-        "create_batch_file.py: wrote 2 requests to 1 file(s) (0 warnings) (exit 0)"
+        "create_batch_file.py: wrote 2 requests to 1 file(s) (0 warnings); "
+        f"next: python3 {SCRIPTS / 'submit.py'} {out} (exit 0)"
     ]
 
 

@@ -155,3 +155,25 @@ def test_fetch_names_no_resubmit_when_no_failure_is_worth_resending(tmp_path, h)
     assert [g["resubmit"] for g in doc["failure_groups"]] == ["no"]
     assert "next" not in doc
     assert "no failure is worth resending as it is: fix those requests" in err
+
+
+def test_create_names_the_submit_of_every_file_it_wrote(tmp_path, h):
+    """create's stdout `next` is step 3's submit of every file written (shards included), with absolute
+    (quoted) paths: run as printed from another folder, it sends the whole job."""
+    folder = tmp_path / "my data"
+    folder.mkdir()
+    prompts = folder / "questions.txt"
+    prompts.write_text("".join(f"question {i}\n" for i in range(25)), encoding="utf-8")
+    code, doc, err = h.run_script(
+        "create_batch_file", "--model", h.CHAT_MODEL, "--prompts", str(prompts), "--max-requests", "10",
+        "-o", str(folder / "q.jsonl"),
+    )  # fmt: skip
+    assert code == 0 and len(doc["outputs"]) == 3, err
+    assert doc["next"] == shlex.join(["python3", str(h.SCRIPTS / "submit.py"), *doc["outputs"]])
+    assert err.rstrip().endswith(f"; next: {doc['next']} (exit 0)"), err
+    with h.start_emulator() as emu:
+        env = h.script_env(emu.base_url)
+        proc = _run_next(doc["next"], tmp_path, env)
+    assert proc.returncode == 0, proc.stderr
+    sent = json.loads(proc.stdout)
+    assert sent["created"] == 3 and sum(b["requests"] for b in sent["batches"]) == 25, sent
