@@ -172,8 +172,9 @@ def default_out_dir(manifest: Manifest) -> Path:
     recorded = fetch_state(manifest).get("out_dir")
     if recorded:
         return Path(recorded)
-    name = manifest.path.name.removesuffix(".json").removesuffix(".manifest").removesuffix(".jsonl")
-    return manifest.path.resolve().parent / f"{name}.results"
+    from doubleword.rounds import job_name
+
+    return manifest.path.resolve().parent / f"{job_name(manifest)}.results"
 
 
 def manifest_for_ids(client: ApiClient, ids: list[str], out: str | None) -> tuple[Manifest, Path]:

@@ -30,7 +30,9 @@ def test_submit_and_resubmit_say_to_check_with_fetch_and_its_export(tmp_path, h)
         code, doc, err = h.run_script("submit", str(src), env=env)
         assert code == 0, err
         manifest = doc["manifest"]
-        fetch = f"python3 {h.SCRIPTS / 'fetch_results.py'} --manifest {manifest} --export answers.csv"
+        # the job's own export beside its manifest (absolute: the same file from any folder)
+        export = tmp_path / "jobs.answers.csv"
+        fetch = f"python3 {h.SCRIPTS / 'fetch_results.py'} --manifest {manifest} --export {export}"
         assert doc["next"] == fetch
         assert f"check later: {fetch}" in err and "poll.py" not in err
 
@@ -45,12 +47,11 @@ def test_submit_and_resubmit_say_to_check_with_fetch_and_its_export(tmp_path, h)
         elsewhere.mkdir()
         proc = _run_next(fetch, elsewhere, env)
         assert proc.returncode == 6, proc.stderr  # some requests failed: resubmit
-        assert len((elsewhere / "answers.csv").read_text(encoding="utf-8-sig").splitlines()) == 21
+        assert len(export.read_text(encoding="utf-8-sig").splitlines()) == 21
+        assert not list(elsewhere.iterdir())
 
         code, doc, err = h.run_script("submit", "--resubmit", "--manifest", manifest, env=env)
         assert code == 0 and doc["round"] == 2 and doc["resubmitted"] > 0, err
-        # once a fetch has written an export, the check names that file (absolute), not a new one here
-        fetch = fetch.replace("--export answers.csv", f"--export {elsewhere / 'answers.csv'}")
         assert doc["next"] == fetch
         assert f"check later: {fetch}" in err and "poll.py" not in err
 
@@ -61,7 +62,26 @@ def test_an_embeddings_job_is_told_to_export_to_jsonl(tmp_path, h):
         src = h.write_jsonl(tmp_path / "emb.jsonl", h.embedding_lines(3))
         code, doc, err = h.run_script("submit", str(src), env=env)
         assert code == 0, err
-        assert doc["next"].endswith(f"--manifest {doc['manifest']} --export answers.jsonl")
+        assert doc["next"].endswith(f"--manifest {doc['manifest']} --export {tmp_path / 'emb.answers.jsonl'}")
+
+
+def test_two_jobs_in_one_folder_are_told_to_export_to_files_of_their_own(tmp_path, h):
+    """The audit ran two jobs in one folder: both were told `--export answers.csv`, and the second's
+    export replaced the first's. Each job's check now names its own file."""
+    with h.start_emulator() as emu:
+        env = h.script_env(emu.base_url)
+        nexts = []
+        for name, n in (("reviews.jsonl", 4), ("questions.jsonl", 3)):
+            job = h.submit_lines(tmp_path, h.chat_lines(n, prefix=name[0]), env, name=name)
+            nexts.append(job.doc["next"])
+        h.poll_wait("--manifest", job.manifest, env=env)
+        for command in nexts:
+            h.poll_wait("--manifest", shlex.split(command)[3], env=env)
+            proc = _run_next(command, tmp_path, env)
+            assert proc.returncode == 0, proc.stderr
+    for name, n in (("reviews", 4), ("questions", 3)):
+        rows = (tmp_path / f"{name}.answers.csv").read_text(encoding="utf-8-sig").splitlines()
+        assert len(rows) == n + 1 and rows[1].split(",")[0] == f"{name[0]}-00000"
 
 
 def test_a_dry_run_names_no_next_command(tmp_path, h):

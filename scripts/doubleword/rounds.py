@@ -26,13 +26,20 @@ SCRIPTS = Path(__file__).resolve().parent.parent  # the folder of the commands
 def check_command(manifest: Manifest) -> str:
     """The command that checks the job (and downloads what is ready): fetch with an export, as SKILL.md's
     step 4 runs it. The export is the one the last fetch wrote (absolute), so that following the hint
-    updates the user's file; before any: answers.csv, or answers.jsonl for embeddings (a vector is
-    larger than a spreadsheet cell holds)."""
+    updates the user's file; before any, the job's own ``<name>.answers.csv`` beside the manifest (two
+    jobs in one folder each keep theirs), ``.jsonl`` for embeddings (a vector is larger than a
+    spreadsheet cell holds)."""
     export = manifest.fetch.get("export") if isinstance(manifest.fetch, dict) else None
     if not isinstance(export, str) or not export:
         embeds = any((s.endpoint or "").endswith("/embeddings") for s in manifest.shards)
-        export = "answers.jsonl" if embeds else "answers.csv"
+        where = manifest.path.resolve().parent
+        export = str(where / f"{job_name(manifest)}.answers.{'jsonl' if embeds else 'csv'}")
     return f"python3 {_q(SCRIPTS / 'fetch_results.py')} --manifest {_q(manifest.path.resolve())} --export {_q(export)}"
+
+
+def job_name(manifest: Manifest) -> str:
+    """The job's short name, from its manifest's: ``reviews`` for ``reviews.jsonl.manifest.json``."""
+    return manifest.path.name.removesuffix(".json").removesuffix(".manifest").removesuffix(".jsonl")
 
 
 def resubmit_command(manifest: Manifest, groups: list[dict[str, Any]]) -> str | None:
