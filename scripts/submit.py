@@ -111,6 +111,12 @@ def add_resubmit_args(parser: Any) -> None:
         help="set a body field of each resent request (repeatable)",
     )
     group.add_argument(
+        "--system",
+        metavar="TEXT",
+        help="add TEXT to each resent request's system prompt (after its own, or as one), e.g. for answers "
+        'that broke the JSON format twice: --only invalid --system "Reply with the JSON object only."',
+    )
+    group.add_argument(
         "--skip-persistent",
         action="store_true",
         help="leave out inputs that failed the same way in the last two rounds (likely to fail again)",
@@ -125,11 +131,13 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     if args.resubmit:
         if not args.manifest or args.inputs or args.force:
             raise UsageError("--resubmit takes --manifest PATH and no input files (nor --force)")
-        adjust = Adjustments.parse(args.only, args.max_tokens, args.set, skip_persistent=args.skip_persistent)
+        adjust = Adjustments.parse(
+            args.only, args.max_tokens, args.set, skip_persistent=args.skip_persistent, system=args.system
+        )
         with submit_lock(Path(args.manifest)):
             return resubmit(args, options, adjust)
-    if args.only or args.max_tokens is not None or args.set or args.skip_persistent:
-        raise UsageError("--only, --max-tokens, --set and --skip-persistent go with --resubmit")
+    if any((args.only, args.set, args.skip_persistent, args.max_tokens is not None, args.system is not None)):
+        raise UsageError("--only, --max-tokens, --set, --system and --skip-persistent go with --resubmit")
     if not args.inputs:
         raise UsageError("give the batch file(s) to submit, or --resubmit --manifest PATH")
     inputs = input_paths(args.inputs)

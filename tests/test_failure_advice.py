@@ -94,3 +94,56 @@ def test_requests_never_answered_twice_are_still_worth_resubmitting(tmp_path, h)
             if round_ == 1:
                 code, _, err = h.run_script("submit", "--resubmit", "--manifest", job.manifest, env=env)
                 assert code == 0, err
+
+
+def test_answers_invalid_twice_are_resent_with_added_instructions(tmp_path, h):
+    """The audit's reviews job: answers that broke the JSON schema twice (the same prompt gets the same
+    answer) got 'fix the requests' and nothing to do it with. Their advice names --system, and
+    `--resubmit --only invalid --system TEXT` resends just those, with the text after their own system
+    prompt; the new answers are judged like any other."""
+    schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    lines = h.chat_lines(60)
+    for line in lines:
+        line["body"]["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "a", "schema": schema},
+        }
+        line["body"]["max_tokens"] = 4000
+    lines[0]["body"]["messages"].insert(0, {"role": "system", "content": "You label texts."})
+    with h.start_emulator("--sloppy-rate", "0.3") as emu:
+        env = h.script_env(emu.base_url)
+        job = h.submit_lines(tmp_path, lines, env)
+        _fetch(h, job.manifest, env)
+        assert h.run_script("submit", "--resubmit", "--manifest", job.manifest, env=env).code == 0
+        result, groups = _fetch(h, job.manifest, env)
+        invalid = groups["invalid"]
+        assert result.code == 6 and invalid["persistent"] == invalid["count"] >= 3, result
+        assert invalid["resubmit"] == "no" and "--only invalid --system" in invalid["advice"]
+        assert "next" not in result.doc  # resent as they are, they would fail again
+
+        text = "Reply with the JSON object only."
+        code, doc, err = h.run_script(
+            "submit", "--resubmit", "--manifest", job.manifest, "--only", "invalid", "--system", text, env=env
+        )
+        assert code == 0 and doc["resubmitted"] == invalid["count"], doc
+        result, groups = _fetch(h, job.manifest, env)
+    sent = h.read_jsonl(tmp_path / "jobs.jsonl.rounds" / "round-003.jsonl")
+    assert len(sent) == invalid["count"]
+    for line in sent:
+        first = line["body"]["messages"][0]
+        assert first["role"] == "system" and first["content"].endswith(text)
+        if line["custom_id"] == "req-00000":
+            assert first["content"] == f"You label texts.\n\n{text}"
+    assert result.doc["counts"]["invalid"] < invalid["count"], result.doc["counts"]
+    results = {r["custom_id"]: r for r in h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")}
+    redone = [results[line["custom_id"]] for line in sent]
+    assert all(r["attempts"] == 3 for r in redone)
+    assert any(r["status"] == "completed" and r["parsed"] for r in redone)
+
+
+def test_system_goes_with_resubmit_only(tmp_path, h):
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(2))
+    code, doc, err = h.run_script(
+        "submit", str(src), "--system", "x", env=h.script_env("http://127.0.0.1:9/v1")
+    )
+    assert code == 2 and "--system" in doc["error"]["message"]

@@ -50,10 +50,17 @@ class Adjustments:
     max_tokens: int | None = None
     body: dict[str, Any] = field(default_factory=dict)
     skip_persistent: bool = False
+    system: str | None = None  # added to each request's system prompt (after any it has)
 
     @classmethod
     def parse(
-        cls, only: str | None, max_tokens: int | None, sets: list[str], *, skip_persistent: bool
+        cls,
+        only: str | None,
+        max_tokens: int | None,
+        sets: list[str],
+        *,
+        skip_persistent: bool,
+        system: str | None = None,
     ) -> Adjustments:
         statuses = tuple(s.strip() for s in only.split(",") if s.strip()) if only else RESUBMITTABLE
         wrong = [s for s in statuses if s not in RESUBMITTABLE]
@@ -63,25 +70,60 @@ class Adjustments:
             raise UsageError("--max-tokens must be at least 1")
         from doubleword.sources import parse_set  # the same --set as create_batch_file.py's
 
-        return cls(statuses, max_tokens, parse_set(sets), skip_persistent)
+        if system is not None and not system.strip():
+            raise UsageError("--system needs a text (the instructions to add)")
+        return cls(statuses, max_tokens, parse_set(sets), skip_persistent, system)
 
     def record(self) -> dict[str, Any]:
         """What the manifest keeps of the round's changes."""
         out: dict[str, Any] = dict(self.body)
         if self.max_tokens is not None:
             out["max_tokens"] = self.max_tokens
+        if self.system is not None:
+            out["system"] = self.system
         return out
 
     def apply(self, raw: bytes) -> bytes:
         """A request line with the round's body changes (byte for byte when there are none)."""
-        if not self.body and self.max_tokens is None:
+        if not self.body and self.max_tokens is None and self.system is None:
             return raw.rstrip(b"\r\n") + b"\n"
         request = json.loads(raw)
         body = request.setdefault("body", {})
         body.update(self.body)
         if self.max_tokens is not None:
             body[_max_tokens_key(str(request.get("url", "")), body)] = self.max_tokens
+        if self.system is not None:
+            _add_system(str(request.get("url", "")), body, self.system)
         return json.dumps(request, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def _add_system(url: str, body: dict[str, Any], text: str) -> None:
+    """``text`` after the request's own system prompt (a paragraph of its own), or as its system prompt."""
+    from doubleword.endpoints import endpoint_for_url
+
+    endpoint = endpoint_for_url(url)
+    field = endpoint.system_field if endpoint is not None else None
+    if field is None:
+        raise UsageError(f"--system does not apply to {url} requests (they have no system prompt)")
+    if field == "messages":
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            raise UsageError("--system: a resent request has no messages list")
+        first = messages[0] if messages else None
+        if isinstance(first, dict) and first.get("role") in ("system", "developer"):
+            first["content"] = _joined(first.get("content"), text)
+        else:
+            messages.insert(0, {"role": "system", "content": text})
+        return
+    body[field] = _joined(body.get(field), text)
+
+
+def _joined(existing: Any, text: str) -> Any:
+    if existing is None or existing == "":
+        return text
+    if isinstance(existing, list):  # content parts (or Anthropic system blocks)
+        return [*existing, {"type": "text", "text": text}]
+    return f"{existing}\n\n{text}"
 
 
 def _max_tokens_key(url: str, body: dict[str, Any]) -> str:
@@ -114,7 +156,7 @@ def resubmit(args: Any, options: Options, adjust: Adjustments) -> tuple[dict[str
     if not last.submitted and adjust != Adjustments():
         notes.append(
             f"round {last.number} is not wholly sent: it is finished as planned, and --only, --max-tokens, "
-            "--set and --skip-persistent were ignored; they apply to the next --resubmit"
+            "--set, --system and --skip-persistent were ignored; they apply to the next --resubmit"
         )
     for note in notes:
         warn(note)

@@ -448,6 +448,12 @@ def _judgement(group: dict[str, Any]) -> tuple[str, str]:
             f"resubmit with {larger} (a higher limit costs only the tokens written)"
         )
     if group["persistent"] and group["persistent"] == group["count"]:
+        if status == "invalid":  # the same prompt gets the same answer: change the instructions
+            return "no", (
+                "broke the requested JSON format the same way in the last two rounds: resent as they are "
+                "they fail again; resend them with clearer instructions (submit.py --resubmit --manifest M "
+                '--only invalid --system "Reply with the JSON object only."), or fix their prompts'
+            )
         return "no", "failed the same way in the last two rounds: fix the requests before resubmitting"
     if status == "invalid":
         return (
