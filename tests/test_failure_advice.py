@@ -12,6 +12,13 @@ max_tokens, as a real model's would be):
 
 from __future__ import annotations
 
+import json
+import shlex
+import subprocess
+import sys
+
+SEED = "3"  # the emulator's: which requests of round 2 fail, and how (a passing 500 among them)
+
 UNSATISFIABLE = {
     "type": "json_schema",
     "json_schema": {"name": "n", "schema": {"type": "integer", "minimum": 5, "maximum": 2}},
@@ -147,3 +154,40 @@ def test_system_goes_with_resubmit_only(tmp_path, h):
         "submit", str(src), "--system", "x", env=h.script_env("http://127.0.0.1:9/v1")
     )
     assert code == 2 and "--system" in doc["error"]["message"]
+
+
+def test_the_named_round_leaves_out_what_failed_the_same_way_twice(tmp_path, h):
+    """Following fetch's `next` in the audit resent the same invalid answers in four more rounds (each
+    round had one passing failure beside them). When every failure seen twice is in a group not worth
+    resending, the named command adds --skip-persistent: run as printed, it resends only the others."""
+    schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    lines = h.chat_lines(60)
+    for line in lines:
+        line["body"]["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "a", "schema": schema},
+        }
+        line["body"]["max_tokens"] = 4000
+    with h.start_emulator("--sloppy-rate", "0.3", "--seed", SEED) as emu:
+        env = h.script_env(emu.base_url)
+        job = h.submit_lines(tmp_path, lines, env)
+        first, _ = _fetch(h, job.manifest, env)
+        invalid = {r["custom_id"] for r in h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
+                   if r["status"] == "invalid"}  # fmt: skip
+        emu.configure(fail_rate=0.5)  # round 2: some of them fail (passing failures), the rest invalid again
+        assert h.run_script("submit", "--resubmit", "--manifest", job.manifest, env=env).code == 0
+        result, groups = _fetch(h, job.manifest, env)
+        assert result.code == 6 and groups["invalid"]["persistent"] == groups["invalid"]["count"] > 0, result
+        assert any(g["resubmit"] == "yes" for g in result.doc["failure_groups"]), result.doc["failure_groups"]
+        command = result.doc["next"]
+        assert command.endswith(f"--manifest {job.manifest} --skip-persistent"), command
+        emu.configure(fail_rate=0)
+        proc = subprocess.run(
+            [sys.executable, *shlex.split(command)[1:]], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert proc.returncode == 0, proc.stderr
+    again = {r["custom_id"] for r in h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
+             if r["status"] == "invalid"}  # fmt: skip
+    sent = {line["custom_id"] for line in h.read_jsonl(tmp_path / "jobs.jsonl.rounds" / "round-003.jsonl")}
+    assert sent and not sent & again and sent | again == invalid, (sent, again, invalid)
+    assert json.loads(proc.stdout)["resubmitted"] == len(invalid) - groups["invalid"]["count"]
