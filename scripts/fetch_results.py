@@ -163,7 +163,7 @@ def _summary_text(result: dict[str, Any]) -> str:
     if result.get("next"):
         return f"{text}; next: {result['next']}"
     if result["finished"] and not result["complete"] and result["failure_groups"]:
-        return f"{text}; no failure is worth resending as it is: fix those requests (failure_groups, retry.jsonl)"
+        return f"{text}; no failure is worth resending as it is: fix those requests as each failure group's advice says (retry.jsonl holds them)"
     return text
 
 
