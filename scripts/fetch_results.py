@@ -38,7 +38,8 @@ the first round, in input order, with the best answer across rounds: custom_id, 
 completed|failed|truncated|invalid|pending|missing, content, parsed, reasoning, tool_calls, finish_reason,
 embedding, usage, error, attempts, batch_id, line_id, model) and retry.jsonl (the original request lines
 without a usable answer). Only "completed" is a usable answer. --export PATH.csv|PATH.jsonl writes one row
-per input beside your own columns. --follow keeps downloading until every batch is terminal (bounded by
+per input beside your own columns. stdout's "next" is the command to run next (this check while
+batches run; the resubmit, with its options, when finished but incomplete). --follow keeps downloading until every batch is terminal (bounded by
 --timeout). One fetch runs per output directory at a time: a second one exits 7 at once. With the optional
 orjson package installed the per-line decoding uses it (DOUBLEWORD_PURE_JSON=1: the standard library only)."""
 

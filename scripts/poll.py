@@ -33,7 +33,8 @@ percent done, output/error file ids, created/expires/expired times, overdue, ter
 suggested next_check_seconds. With --manifest it checks every round of the job on the server the job
 was submitted to, and updates the manifest. Exit 0 only when every batch completed and no request of
 the job is left failed (a later round that answered them counts); 6 when finished otherwise; 7 while
-anything runs."""
+anything runs. Once every batch of a --manifest job finished, "next" is the fetch that downloads the
+answers and says whether a resubmit helps."""
 
 
 def build_parser() -> Any:
@@ -134,7 +135,14 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
     so_far = " in the finished batches" if suggested is not None else ""  # running ones are not counted yet
     overdue = sum(1 for v in views if v.get("overdue"))
     late = f"; {overdue} batch(es) overdue (past expires_at, still running)" if overdue else ""
-    summary(f"{progress_line(views)}; {left:,} request(s) without an answer{so_far}{rounds}{late}")
+    line = f"{progress_line(views)}; {left:,} request(s) without an answer{so_far}{rounds}{late}"
+    if manifest is not None and suggested is None:
+        # every batch finished: fetch downloads the answers, judges them, and names a resubmit if one helps
+        from doubleword.rounds import check_command
+
+        result["next"] = check_command(manifest)
+        line += f"; next: {result['next']}"
+    summary(line)
     return result, int(code)
 
 

@@ -197,3 +197,21 @@ def test_create_names_the_submit_of_every_file_it_wrote(tmp_path, h):
     assert proc.returncode == 0, proc.stderr
     sent = json.loads(proc.stdout)
     assert sent["created"] == 3 and sum(b["requests"] for b in sent["batches"]) == 25, sent
+
+
+def test_poll_names_the_fetch_once_every_batch_finished(tmp_path, h):
+    """poll exit 6 sent agents straight to a resubmit, which resends requests the server refused and
+    knows nothing of cut-off answers; once every batch finished, poll's `next` is the fetch (which judges
+    the answers), and while they run there is none (check again after next_check_seconds)."""
+    with h.start_emulator("--fail-rate", "0.3", "--seed", "3") as emu:
+        env = h.script_env(emu.base_url)
+        emu.configure(paused=True)
+        job = h.submit_lines(tmp_path, h.chat_lines(20), env)
+        code, doc, err = h.run_script("poll", "--manifest", job.manifest, env=env)
+        assert code == 7 and "next" not in doc and "next:" not in err, doc
+        emu.configure(paused=False)
+        result = h.poll_wait("--manifest", job.manifest, env=env, code=6)
+        assert result.doc["next"] == job.doc["next"], result.doc
+        assert result.stderr.rstrip().endswith(f"; next: {job.doc['next']} (exit 6)"), result.stderr
+        proc = _run_next(result.doc["next"], tmp_path, env)
+    assert proc.returncode == 6 and json.loads(proc.stdout)["next"].startswith("python3 "), proc.stderr
