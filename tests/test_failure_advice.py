@@ -103,19 +103,25 @@ def test_requests_never_answered_twice_are_still_worth_resubmitting(tmp_path, h)
                 assert code == 0, err
 
 
-def test_answers_invalid_twice_are_resent_with_added_instructions(tmp_path, h):
-    """The audit's reviews job: answers that broke the JSON schema twice (the same prompt gets the same
-    answer) got 'fix the requests' and nothing to do it with. Their advice names --system, and
-    `--resubmit --only invalid --system TEXT` resends just those, with the text after their own system
-    prompt; the new answers are judged like any other."""
+def labelling_lines(h, n: int) -> list[dict]:
+    """n chat requests asking for a JSON object with a label (structured output, room to answer)."""
     schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
-    lines = h.chat_lines(60)
+    lines = h.chat_lines(n)
     for line in lines:
         line["body"]["response_format"] = {
             "type": "json_schema",
             "json_schema": {"name": "a", "schema": schema},
         }
         line["body"]["max_tokens"] = 4000
+    return lines
+
+
+def test_answers_invalid_twice_are_resent_with_added_instructions(tmp_path, h):
+    """The audit's reviews job: answers that broke the JSON schema twice (the same prompt gets the same
+    answer) got 'fix the requests' and nothing to do it with. Their advice names --system, and
+    `--resubmit --only invalid --system TEXT` resends just those, with the text after their own system
+    prompt; the new answers are judged like any other."""
+    lines = labelling_lines(h, 60)
     lines[0]["body"]["messages"].insert(0, {"role": "system", "content": "You label texts."})
     with h.start_emulator("--sloppy-rate", "0.3") as emu:
         env = h.script_env(emu.base_url)
@@ -160,14 +166,7 @@ def test_the_named_round_leaves_out_what_failed_the_same_way_twice(tmp_path, h):
     """Following fetch's `next` in the audit resent the same invalid answers in four more rounds (each
     round had one passing failure beside them). When every failure seen twice is in a group not worth
     resending, the named command adds --skip-persistent: run as printed, it resends only the others."""
-    schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
-    lines = h.chat_lines(60)
-    for line in lines:
-        line["body"]["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "a", "schema": schema},
-        }
-        line["body"]["max_tokens"] = 4000
+    lines = labelling_lines(h, 60)
     with h.start_emulator("--sloppy-rate", "0.3", "--seed", SEED) as emu:
         env = h.script_env(emu.base_url)
         job = h.submit_lines(tmp_path, lines, env)
