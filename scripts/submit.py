@@ -30,7 +30,8 @@ with the server's base URL) so that running the same command again reports the e
 of creating new ones (and sends an input the server refused, fixed since: none of it was sent; a changed
 input the job sent is refused). --resubmit --manifest PATH sends, as the next round of the same job, every input
 that has no usable answer yet (failed, missing, truncated, invalid): it downloads what it needs, refuses
-(exit 7, nothing sent) while any batch of the job runs, and never resends an answered request.
+(exit 7, nothing sent) while any batch of the job runs, and never resends an answered request. Each
+request goes as it was last sent: an earlier round's --max-tokens, --set or --system carry over.
 Prints the manifest path (absolute) and each batch's id, input file id, shard, round, requests, status."""
 
 

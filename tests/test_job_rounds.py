@@ -167,3 +167,39 @@ def test_resubmit_sends_the_original_lines_even_when_the_input_file_is_gone(tmp_
         sent = [json.loads(x) for x in Path(data["rounds"][1]["source"]).read_text().splitlines()]
         originals = {line["custom_id"]: line for line in lines}
         assert sent and all(s == originals[s["custom_id"]] for s in sent)
+
+
+def test_a_rounds_changes_carry_into_later_rounds(tmp_path, h):
+    """Round 2 raised max_tokens and added instructions; an input still without an answer is resent in
+    round 3 as round 2 sent it (not as the original, whose limit cut it in round 1), and the same
+    --system given again is not added twice."""
+
+    def server_lines(emu: EmulatorServer, data: dict[str, Any], number: int) -> list[dict[str, Any]]:
+        (shard,) = [s for s in data["shards"] if s["round"] == number]
+        url = f"{emu.base_url}/files/{shard['file_id']}/content"
+        text = requests.get(url, headers=emu.headers, timeout=30).text
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    with h.start_emulator() as emu:
+        env = h.script_env(emu.base_url)
+        lines = h.chat_lines(4)
+        for line in lines:
+            line["body"]["max_tokens"] = 1  # cut off in every round below: each is resent
+        manifest = h.submit_lines(tmp_path, lines, env).manifest
+        text = "Answer in one word."
+        rounds = [("--max-tokens", "2", "--system", text), (), ("--system", text)]
+        for extra in rounds:
+            h.poll_wait("--manifest", manifest, env=env)
+            code, doc, err = h.run_script("submit", "--resubmit", "--manifest", manifest, *extra, env=env)
+            assert code == 0 and doc["resubmitted"] == 4, (extra, doc, err)
+        h.poll_wait("--manifest", manifest, env=env)
+        data = json.loads(Path(manifest).read_text())
+        for number in (2, 3, 4):
+            sent = server_lines(emu, data, number)
+            assert sorted(s["custom_id"] for s in sent) == sorted(line["custom_id"] for line in lines)
+            for s in sent:
+                assert s["body"]["max_tokens"] == 2, (number, s)
+                assert s["body"]["messages"][0] == {"role": "system", "content": text}, (number, s)
+                assert s["body"]["messages"][1:] == next(
+                    line["body"]["messages"] for line in lines if line["custom_id"] == s["custom_id"]
+                )

@@ -6,8 +6,8 @@ The order of work makes it exactly-once and honest:
    a re-run creates no new round.
 2. Every batch of the job not yet seen finished is asked about; while any runs, nothing is sent (exit 7).
 3. The download engine brings the job's results up to date; the inputs without a usable answer are read
-   from them (best across rounds), and the original request lines of those chosen are written, adjusted,
-   into the round's file. The round is recorded in the manifest before anything is sent.
+   from them (best across rounds), and the request lines of those chosen, as last sent (an earlier
+   round's changes, such as a raised max_tokens, carry over), are written, adjusted, into the round's file. The round is recorded in the manifest before anything is sent.
 4. The round's shards are sent by the same exactly-once step as the first round, their batches carrying
    the job and round in their metadata.
 """
@@ -121,6 +121,10 @@ def _add_system(url: str, body: dict[str, Any], text: str) -> None:
 def _joined(existing: Any, text: str) -> Any:
     if existing is None or existing == "":
         return text
+    if existing == text or (isinstance(existing, str) and existing.endswith(f"\n\n{text}")):
+        return existing  # added by an earlier round (its lines are what is resent): not added twice
+    if isinstance(existing, list) and existing and existing[-1] == {"type": "text", "text": text}:
+        return existing
     if isinstance(existing, list):  # content parts (or Anthropic system blocks)
         return [*existing, {"type": "text", "text": text}]
     return f"{existing}\n\n{text}"
@@ -327,10 +331,8 @@ def plan_round(
     options: Options,
     retry: Path | None = None,
 ) -> Round:
-    """Write the round's request file (the ORIGINAL round-1 lines, adjusted) and plan its shards.
-
-    The lines come from the engine's retry.jsonl (only the unanswered, as the server received them in
-    round 1), else from the first round's files."""
+    """Write the round's request file (each line as last sent, adjusted) and plan its shards
+    (:func:`_round_lines` says where the lines come from)."""
     folder = manifest.path.resolve().parent / f"{_stem(manifest.path)}.rounds"
     number = manifest.last_round.number + 1
     source = folder / f"round-{number:03d}.jsonl"
@@ -396,20 +398,63 @@ def _checked(source: Path, adjust: Adjustments, options: Options) -> dict[str, A
 def _round_lines(
     manifest: Manifest, chosen: list[InputRecord], retry: Path | None
 ) -> Iterator[tuple[bytes, InputRecord]]:
-    """The original request line of each chosen input, from the engine's retry.jsonl (the unanswered, as
-    the server received them in round 1), else from the first round's files; an InputError if any is gone."""
+    """Each chosen input's request line as it was last sent: from the newest earlier round that resent it
+    (so that round's changes carry over), else its original line (from the engine's retry.jsonl, the
+    unanswered as the server received them in round 1, else from the first round's files); an
+    InputError if any is gone."""
     wanted = {r.custom_id: r for r in chosen}
     lines = _lines(retry) if retry is not None and retry.is_file() else _first_round_lines(manifest)
-    for raw in lines:
-        custom_id = _custom_id(raw)
-        record = wanted.pop(custom_id, None) if custom_id else None
-        if record is not None:
-            yield raw, record
+    with LastSent(manifest, set(wanted)) as last_sent:
+        for raw in lines:
+            custom_id = _custom_id(raw)
+            record = wanted.pop(custom_id, None) if custom_id else None
+            if record is not None:
+                yield last_sent.line(record.custom_id) or raw, record
     if wanted:
         raise InputError(
             f"{len(wanted)} unanswered input(s) (e.g. {next(iter(wanted))}) are not in the first round's "
             "input files any more; restore them (the manifest lists their paths) and run the same command again"
         )
+
+
+class LastSent:
+    """Where each of some inputs' latest resent line is: the files of the rounds after the first, newest
+    first, indexed as (file, offset, length) per custom_id (no line is held in memory)."""
+
+    def __init__(self, manifest: Manifest, ids: set[str]) -> None:
+        self.where: dict[str, tuple[int, int, int]] = {}
+        self.handles: list[Any] = []
+        for round_ in reversed(manifest.rounds[1:]):
+            path = Path(round_.source) if round_.source else None
+            if path is None or not path.is_file():
+                if path is not None:
+                    warn(
+                        f"round {round_.number}'s request file {path} is gone: its changes are not carried over"
+                    )
+                continue
+            handle = open(path, "rb")  # noqa: SIM115 - closed by close()
+            self.handles.append(handle)
+            offset = 0
+            for raw in handle:
+                custom_id = _custom_id(raw) if raw.strip() else None
+                if custom_id in ids and custom_id not in self.where:
+                    self.where[custom_id] = (len(self.handles) - 1, offset, len(raw))
+                offset += len(raw)
+
+    def line(self, custom_id: str) -> bytes | None:
+        spot = self.where.get(custom_id)
+        if spot is None:
+            return None
+        handle = self.handles[spot[0]]
+        handle.seek(spot[1])
+        return handle.read(spot[2])
+
+    def __enter__(self) -> LastSent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.close()
 
 
 def _lines(path: Path) -> Iterator[bytes]:

@@ -116,7 +116,7 @@ class Round:
     created_at: int | None = None
     statuses: list[str] | None = None  # the result statuses this round resubmitted (None: round 1)
     adjust: dict[str, Any] = field(default_factory=dict)  # body changes applied, e.g. {"max_tokens": 512}
-    source: str | None = None  # the file of original request lines this round was built from
+    source: str | None = None  # the file of the request lines this round sent (adjusted), for later rounds
     left_behind: int = 0  # inputs without a usable answer that this round chose not to resend
     extra: dict[str, Any] = field(default_factory=dict)
 
