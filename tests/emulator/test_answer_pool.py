@@ -92,8 +92,10 @@ def pool_pids(pid: int) -> list[int]:
 
 
 def test_a_dead_pool_process_loses_no_request():
-    n = 20_000
-    with EmulatorServer("--start-delay", "0", "--rate", "20000") as emu:
+    # about 2 s of work left when the test pauses it: a test process starved for a second on a loaded
+    # machine (it was: the batch ended before it was seen running) still finds it running
+    n = 30_000
+    with EmulatorServer("--start-delay", "0", "--rate", "15000") as emu:
         api = Api(emu)
         emu.configure(paused=True)
         batch = api.batch([chat_line(i, f"question {i}", max_tokens=16) for i in range(n)])
@@ -101,7 +103,7 @@ def test_a_dead_pool_process_loses_no_request():
         (child,) = pool_pids(emu.pid)
         emu.configure(paused=False)
         deadline = time.monotonic() + 30
-        while emu.stats()["pool_answers"] < 2000:
+        while emu.stats()["pool_answers"] < 1000:
             assert time.monotonic() < deadline, emu.stats()
             time.sleep(0.02)
         emu.configure(paused=True)  # no tick runs until the pool is dead (however slow this machine is)
@@ -112,7 +114,7 @@ def test_a_dead_pool_process_loses_no_request():
         stats = emu.stats()
         assert stats["pool"] == "broken"
         assert done["request_counts"] == {"total": n, "completed": n, "failed": 0}
-        assert 2000 <= stats["pool_answers"] < n  # the rest were answered by the worker itself
+        assert 1000 <= stats["pool_answers"] < n  # the rest were answered by the worker itself
         r = api.get(f"/files/{done['output_file_id']}/content")
         ids = [line.split('"custom_id":"', 1)[1].split('"', 1)[0] for line in r.text.splitlines()]
         assert sorted(ids) == sorted(f"req-{i}" for i in range(n))
