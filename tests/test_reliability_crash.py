@@ -225,7 +225,8 @@ def run_poll_kills(tmp_path: Path, h, seed: int, kills: int) -> dict[str, int]:
         assert emu.stats()["batches_created"] == 3
     assert normalise(json.loads(manifest.read_text())) == normalise(json.loads(ref_manifest.read_text()))
     assert [b["status"] for b in doc["batches"]] == ["completed"] * 3
-    drop = ("checks", "manifest", "api_calls", "rounds")
+    assert f"--manifest {manifest.resolve()} " in doc["next"]  # the fetch of its own job
+    drop = ("checks", "manifest", "api_calls", "rounds", "next")  # (next names the manifest: they differ)
     assert {k: v for k, v in doc.items() if k not in drop} == {k: v for k, v in ref.items() if k not in drop}
     assert_no_temp_litter(tmp_path)
     return outcomes
