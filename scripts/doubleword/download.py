@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from queue import Full, Queue
+from queue import Empty, Full, Queue
 from typing import Any
 
 import requests
@@ -403,7 +403,7 @@ class Engine:
         pending: list[bytes] = []  # the start of a line not ended yet (in pieces: never re-scanned)
         size, interrupted = 0, False
         try:
-            for chunk in prefetched(response.iter_content(chunk_size=DOWNLOAD_CHUNK)):
+            for chunk in prefetched(response.iter_content(chunk_size=DOWNLOAD_CHUNK), self.interrupted):
                 self.check()
                 cut = chunk.rfind(b"\n")
                 if cut < 0:
@@ -438,10 +438,14 @@ class Engine:
 _END = object()
 
 
-def prefetched(chunks: Iterator[bytes], depth: int = PREFETCH_CHUNKS) -> Iterator[bytes]:
+def prefetched(
+    chunks: Iterator[bytes], interrupted: threading.Event, depth: int = PREFETCH_CHUNKS
+) -> Iterator[bytes]:
     """``chunks``, read by a thread up to ``depth`` chunks ahead, so the server goes on sending while the
     lines are decoded (read in turn with the decoding, a connection idles half the time). The reader's
-    errors are raised here, in order; memory stays bounded by ``depth``."""
+    errors are raised here, in order; memory stays bounded by ``depth``. Once ``interrupted`` is set
+    (a Ctrl-C) this stops within a tick even if the reader is still blocked in a read: the watchdog's cut
+    should end that read, but the fetch's exit never depends on it (the reader is a daemon thread)."""
     ahead: Queue[Any] = Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -467,7 +471,12 @@ def prefetched(chunks: Iterator[bytes], depth: int = PREFETCH_CHUNKS) -> Iterato
     threading.Thread(target=read, name="download-reader", daemon=True).start()
     try:
         while True:
-            item = ahead.get()
+            try:
+                item = ahead.get(timeout=0.2)
+            except Empty:
+                if interrupted.is_set():
+                    raise Interrupted from None
+                continue
             if item is _END:
                 return
             if isinstance(item, BaseException):

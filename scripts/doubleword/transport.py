@@ -41,6 +41,7 @@ CONNECT_BUDGET = 20.0  # seconds for a proxy's handshake (SOCKS), however it tri
 BOMB_RATIO = 200  # a compressed download expanding more than this many times is refused...
 BOMB_MIN_BYTES = 4 * 1024 * 1024  # ...once this much has come out of it (NDJSON compresses ~5-20 times)
 _TICK = 0.2
+STOPPED_CLOSE_WAIT = 1.0  # seconds a stopped response's close may wait for a read blocked on it
 _NO_NAME = tuple(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n))
 
 DEADLINE = "deadline"
@@ -428,9 +429,16 @@ def guarded_stream(response: requests.Response, watch: Watch, path: str) -> requ
 
     def close() -> None:
         WATCHDOG.remove(watch)
-        if watch.stopped():  # a thread blocked reading it would hold the close until its read ended
-            watch.cut(STOPPED)
-        plain_close()
+        if not watch.stopped():
+            plain_close()
+            return
+        # A Ctrl-C: a thread blocked reading this body holds its buffer's lock, so the close would wait
+        # for that read to end. The cut ends the read; the close waits for it a bounded time only (the
+        # process is exiting, and the operating system closes what is left).
+        watch.cut(STOPPED)
+        closing = threading.Thread(target=plain_close, name="close-stopped", daemon=True)
+        closing.start()
+        closing.join(STOPPED_CLOSE_WAIT)
 
     response.iter_content = iter_content  # type: ignore[method-assign]
     response.close = close  # type: ignore[method-assign]
