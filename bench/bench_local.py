@@ -1,7 +1,8 @@
 """Local benchmarks: validation vs a bare json.loads loop, building vs a bare json.dumps loop, and the
 peak memory of validation at two file sizes (it must not grow with the file).
 
-Targets: validation <= 1.5x json.loads, build <= 1.5x json.dumps, validation memory flat; an image batch
+Targets: validation <= 1.5x json.loads, build <= 1.5x json.dumps (both with orjson when installed; the
+standard library alone shown too), validation memory flat; an image batch
 (2,000 x 200 KB) validates at >= 0.8x the text batch's bytes per second (its build and validate time and
 memory are shown). Create's peak memory at 200,000 vs 20,000 requests is bench_scale's growth target.
 Commands run through harness.probe (their own process; peak memory = its VmHWM).
@@ -22,6 +23,7 @@ sys.path.insert(0, str(SCRIPTS))
 from harness import paired, probe, ratio_row, timed  # noqa: E402
 
 from doubleword import build as batch_file  # noqa: E402
+from doubleword import fastjson  # noqa: E402
 from doubleword import validation as batch_validation  # noqa: E402
 
 LINES = 50_000
@@ -149,11 +151,23 @@ def run() -> list[dict[str, Any]]:
             report = batch_validation.validate_batch_file(str(big))
             assert report["valid"], report["errors"]
 
+        def validate_pure() -> None:
+            fast, fastjson.loads = fastjson.loads, None  # the path without orjson installed
+            try:
+                validate()
+            finally:
+                fastjson.loads = fast
+
         validate()  # warm the schema caches once, as a long-lived process would be
-        base, ours = paired(timed(loads_loop), timed(validate), repeat=REPEAT)
-        rows.append(
-            ratio_row(f"validate {LINES:,} lines / {size_mb:.0f} MB", "json.loads loop", base, ours, 1.5)
+        base, ours, ours_pure = paired(
+            timed(loads_loop), timed(validate), timed(validate_pure), repeat=REPEAT
         )
+        accelerated = " (orjson)" if fastjson.loads is not None else ""
+        label = f"validate {LINES:,} lines / {size_mb:.0f} MB"
+        rows.append(ratio_row(label + accelerated, "json.loads loop", base, ours, 1.5))
+        row = ratio_row(label + ", standard library only", "json.loads loop", base, ours_pure, 1.5)
+        row.update(target="(info)", ok=True)
+        rows.append(row)
 
         prompts = make_prompts(LINES)
         requests = [request(i, text) for i, text in enumerate(prompts)]
@@ -188,18 +202,40 @@ def run() -> list[dict[str, Any]]:
                 for item in requests:
                     handle.write(json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n")
 
-        base, same, wrote, built = paired(
-            *map(timed, (dumps_loop, dumps_same_format, write_prebuilt, build_from_prompts)), repeat=REPEAT
+        def pure(fn: Any) -> Any:
+            """``fn`` on the standard library's encoder alone (the path without orjson installed)."""
+
+            def run_pure() -> None:
+                fast, fastjson.dumps = fastjson.dumps, None
+                try:
+                    fn()
+                finally:
+                    fastjson.dumps = fast
+
+            return run_pure
+
+        measured = (dumps_loop, dumps_same_format, write_prebuilt, build_from_prompts)
+        base, same, wrote, built, built_pure = paired(
+            *map(timed, (*measured, pure(build_from_prompts))), repeat=REPEAT
         )
-        # The target compares the same bytes (compact, UTF-8 kept); json.dumps' defaults write other bytes
-        # (spaces, \u escapes) and are shown for information only.
-        rows.append(ratio_row("make_request + write_batch", "same-format dumps loop", same, built, 1.5))
-        rows.append(ratio_row("write_batch (validated, atomic)", "same-format dumps loop", same, wrote, 1.5))
-        for label, ours in (
-            ("make_request + write_batch", built),
-            ("write_batch (validated, atomic)", wrote),
+        # The target compares the same bytes (compact, UTF-8 kept), with orjson when it is installed (the
+        # encoder of doubleword.fastjson); json.dumps' defaults write other bytes (spaces, \u escapes),
+        # and the standard library alone is what a skill without orjson runs: both shown for information.
+        accelerated = " (orjson)" if fastjson.dumps is not None else ""
+        rows.append(
+            ratio_row(f"make_request + write_batch{accelerated}", "same-format dumps loop", same, built, 1.5)
+        )
+        rows.append(
+            ratio_row(
+                f"write_batch (validated, atomic){accelerated}", "same-format dumps loop", same, wrote, 1.5
+            )
+        )
+        for label, baseline, base_time, ours in (
+            ("make_request + write_batch, standard library only", "same-format dumps loop", same, built_pure),
+            ("make_request + write_batch", "default json.dumps loop", base, built),
+            ("write_batch (validated, atomic)", "default json.dumps loop", base, wrote),
         ):
-            row = ratio_row(label, "default json.dumps loop", base, ours, 1.5)
+            row = ratio_row(label, baseline, base_time, ours, 1.5)
             row.update(target="(info)", ok=True)
             rows.append(row)
 

@@ -16,7 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from hostile_server import CONTENT, FILES, FRAMINGS, Action, HostileProxy, Seen, silent_mid_body
 
 EXIT_BOUND = 2.0  # seconds from SIGINT to exit (the watchdog cuts within 0.2 s; the rest is the exit)

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from doubleword import fastjson
 from doubleword.config import MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from doubleword.endpoints import endpoint_for_url
 from doubleword.errors import InputError, UsageError
@@ -36,6 +37,24 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 # Compact, UTF-8 kept as is: the smallest lines, and the fastest encoder (the C one).
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def encode_line(obj: Any) -> bytes:
+    """``obj`` as one compact UTF-8 JSON line. orjson, when installed (:mod:`doubleword.fastjson`), writes
+    the same bytes about five times faster (small floats aside: ``1e-7`` for ``1e-07``). It writes NaN
+    and infinities as ``null``, which the standard library refuses, so a line holding ``null`` (rare in
+    a request) and anything orjson refuses (non-string keys, integers past 64 bits, lone surrogates)
+    take the plain path, which decides; a refusal raises TypeError or ValueError."""
+    fast = fastjson.dumps
+    if fast is not None:
+        try:
+            line = fast(obj)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            pass
+        else:
+            if b"null" not in line:
+                return line + b"\n"
+    return (_encode(obj) + "\n").encode("utf-8")
 
 
 def shard_paths(out_path: str | os.PathLike[str], count: int) -> list[Path]:
@@ -251,7 +270,7 @@ class BatchWriter:
             if plain_line(request, self.url, self.fast_check) < 0:
                 _check_slow(request, self._where(where, cid), self.url)
         try:
-            line = (_encode(request) + "\n").encode("utf-8")
+            line = encode_line(request)
         except (TypeError, ValueError) as exc:
             raise InputError(f"{self._where(where, cid)} cannot be written as JSON: {exc}")
         if self.check and isinstance(cid, str):
@@ -265,7 +284,7 @@ class BatchWriter:
             )
         row_line = b""
         if self._shards.rows:
-            row_line = (_encode({"custom_id": request["custom_id"], "row": row}) + "\n").encode("utf-8")
+            row_line = encode_line({"custom_id": request["custom_id"], "row": row})
         self._shards.write(line, where, row_line, self.number)
         return True
 
@@ -297,7 +316,7 @@ class BatchWriter:
         self.ids.add(candidate, self.number, digest)
         self.renamed += 1
         request["custom_id"] = candidate
-        return (_encode(request) + "\n").encode("utf-8")
+        return encode_line(request)
 
     def finish(self) -> list[dict[str, Any]]:
         """Put the shards in place; ``[{"path", "requests", "bytes"(, "rows_path")}]``."""

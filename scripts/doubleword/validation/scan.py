@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from doubleword import fastjson
 from doubleword.config import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from doubleword.validation.lines import MAX_BODY_BYTES, inspect_line, plain_line
 from doubleword.validation.schemas import SCHEMA_FILES, endpoint_checker, shorten
@@ -20,6 +21,7 @@ from doubleword.validation.schemas import SCHEMA_FILES, endpoint_checker, shorte
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 _BLOCK_SIZE = 1 << 20
+_UNREAD = object()
 
 
 NOT_JSONL = (
@@ -150,32 +152,40 @@ class FileScan:
 
     def run(self, handle: Any, on_block: Callable[[bytes], None] | None = None) -> None:
         scan_once = _scan_once
+        fast_loads = fastjson.loads
         for lines, newline, escapes in _blocks(handle, on_block):
             for raw in lines:
                 self.lineno += 1
                 size = len(raw) + newline
                 self.bytes += size
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    self._invalid_utf8(exc, size)
-                    continue
                 if self.bytes > self.max_bytes and not self.size_reported:
                     self._too_large()
-                try:
-                    obj, end = scan_once(text, 0)
-                    if end != len(text) and not text[end:].isspace():
-                        raise ValueError("extra data")
-                except (ValueError, StopIteration, RecursionError):
-                    obj, problem = _slow_parse(text)
-                    if problem is not None:
-                        self._not_json(text, problem)
+                obj: Any = _UNREAD
+                if fast_loads is not None:  # orjson: it refuses what is not strict JSON in valid UTF-8
+                    try:
+                        obj = fast_loads(raw)
+                    except ValueError:  # the plain path below decides, and says why
+                        pass
+                if obj is _UNREAD:
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        self._invalid_utf8(exc, size)
                         continue
+                    try:
+                        obj, end = scan_once(text, 0)
+                        if end != len(text) and not text[end:].isspace():
+                            raise ValueError("extra data")
+                    except (ValueError, StopIteration, RecursionError):
+                        obj, problem = _slow_parse(text)
+                        if problem is not None:
+                            self._not_json(text, problem)
+                            continue
                 self._count_request()
                 if size > MAX_BODY_BYTES:
                     self._body_too_large(obj, size)
                 # Fast path: the common, valid shape.
-                if not (escapes and _SURROGATE_ESCAPE.search(text)):
+                if not (escapes and _SURROGATE_ESCAPE_BYTES.search(raw)):
                     chars = plain_line(obj, self.url, self.fast_check)
                     if chars >= 0:
                         self.chars += chars
@@ -183,7 +193,7 @@ class FileScan:
                         self.models[body["model"]] = self.models.get(body["model"], 0) + 1
                         self._unique(obj["custom_id"])
                         continue
-                self._detailed(obj, text, escapes)
+                self._detailed(obj, raw.decode("utf-8"), escapes)
 
     def _detailed(self, obj: Any, text: str, escapes: bool) -> None:
         """Anything unusual, and every problem."""
