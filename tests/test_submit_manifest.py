@@ -115,15 +115,21 @@ def test_a_moved_job_folder_keeps_working_where_it_now_is(emulator, env, tmp_pat
     first.mkdir()
     src = h.write_jsonl(first / "jobs.jsonl", h.chat_lines(30))
     assert h.run_script("submit", str(src), "--max-requests", "10", env=env).code == 0
+    manifest = first / "jobs.jsonl.manifest.json"
+    h.run_script(
+        "fetch_results", "--manifest", str(manifest), "--export", str(first / "answers.csv"), env=env
+    )
     moved = tmp_path / "moved"
     first.rename(moved)
-    manifest = moved / "jobs.jsonl.manifest.json"
+    manifest = moved / manifest.name
     code, doc, err = h.run_script("submit", str(moved / "jobs.jsonl"), "--max-requests", "10", env=env)
     assert code == 0 and doc["created"] == 0 and doc["existing"] == 3, doc  # the same job, nothing sent
     assert "moved" in err and "--force" not in err + json.dumps(doc)
     assert all(b["shard"].startswith(str(moved.resolve())) for b in doc["batches"])
     code, doc, err = h.run_script("poll", "--manifest", str(manifest), "--wait", "--interval", "0.1", env=env)
     assert code == 0, err
+    # the next command updates the export the user asked for, where it now is
+    assert f"--export {moved.resolve() / 'answers.csv'}" in doc["next"], doc["next"]
     code, doc, err = h.run_script("fetch_results", "--manifest", str(manifest), env=env)
     assert code == 0 and doc["files"]["results"].startswith(str(moved.resolve())), doc
     assert not first.exists()  # nothing recreated at the old place

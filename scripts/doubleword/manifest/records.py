@@ -239,8 +239,9 @@ class Manifest:
             )
         for round_ in self.rounds:
             round_.source = follow(round_.source)
-        if self.fetch.get("out_dir"):
-            self.fetch["out_dir"] = follow(self.fetch["out_dir"])
+        for key in ("out_dir", "export"):  # the results folder, and the export the next commands name
+            if isinstance(self.fetch.get(key), str):
+                self.fetch[key] = follow(self.fetch[key])
         warn(f"the job moved from {old_dir} to {new_dir}; the manifest's paths follow it")
 
     def to_json(self) -> dict[str, Any]:
