@@ -41,10 +41,11 @@ def model_entry(raw: Any) -> dict[str, Any]:
         efforts = [str(e) for e in efforts]
     else:
         efforts = None
+    owner = raw.get("owned_by")
     return {
         "id": raw["id"],
         "reasoning_efforts": efforts,
-        "owned_by": raw.get("owned_by"),
+        "owned_by": None if owner == "None" else owner,  # Doubleword sends the string "None" for no owner
         "created": raw.get("created"),
     }
 

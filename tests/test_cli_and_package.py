@@ -199,6 +199,8 @@ def test_list_models_lists_the_emulators_models(h, emulator) -> None:  # type: i
     ids = [m["id"] for m in result.doc["models"]]
     assert h.CHAT_MODEL in ids and h.EMBED_MODEL in ids and ids == sorted(ids)
     assert result.doc["count"] == len(ids)
+    # the server says "owned_by": "None" (a string) for every model: listed as no owner, null
+    assert {m["owned_by"] for m in result.doc["models"]} == {None}
 
 
 def test_list_models_reports_reasoning_efforts_where_the_server_lists_them(h) -> None:  # type: ignore[no-untyped-def]
@@ -206,7 +208,7 @@ def test_list_models_reports_reasoning_efforts_where_the_server_lists_them(h) ->
         "object": "list",
         "data": [
             {"id": "openai/gpt-oss-20b", "object": "model", "supported_reasoning_efforts": ["low", "high"]},
-            {"id": "Qwen/Qwen3.5-9B", "object": "model"},
+            {"id": "Qwen/Qwen3.5-9B", "object": "model", "owned_by": "qwen"},
         ],
     }
     with ScriptedServer(lambda seen: (200, {"Content-Type": "application/json"}, json.dumps(body))) as server:
@@ -217,6 +219,7 @@ def test_list_models_reports_reasoning_efforts_where_the_server_lists_them(h) ->
     assert result.code == 0, result
     efforts = {m["id"]: m["reasoning_efforts"] for m in result.doc["models"]}
     assert efforts == {"Qwen/Qwen3.5-9B": None, "openai/gpt-oss-20b": ["low", "high"]}
+    assert [m["owned_by"] for m in result.doc["models"]] == ["qwen", None]  # a real owner is kept
     assert result.stderr.splitlines()[-1] == (
         "list_models.py: 2 models available, 1 of them take a reasoning effort "
         "(1 the server says nothing about) (exit 0)"
