@@ -145,3 +145,43 @@ def test_an_export_over_the_jobs_own_files_is_refused(emulator, env, tmp_path, h
     inside = tmp_path / "batch.results" / "answers.csv"
     code, doc, err = h.run_script("fetch_results", "--manifest", manifest, "--export", str(inside), env=env)
     assert code == 0 and inside.is_file(), doc
+
+
+def test_whole_json_followed_by_blank_space_to_the_limit_is_a_usable_answer(tmp_path, h):
+    """JSON-mode decoding that will not stop: the sloppy model's long structured answers are the whole JSON
+    and then blank lines until max_tokens cuts them (finish_reason "length"). The JSON is whole and fits
+    the schema, so the answer counts (completed, parsed, its columns in the export) rather than asking
+    for a resubmit with a larger limit, which would only buy more blank space. A cut that leaves no whole
+    JSON stays truncated."""
+    schema = tmp_path / "sentiment.json"
+    schema.write_text(json.dumps(SCHEMA))
+    lines = h.chat_lines(40)
+    for line in lines:
+        line["body"]["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "s", "schema": SCHEMA},
+        }
+        line["body"]["max_tokens"] = 200  # below every long answer's 300-800 tokens, above the JSON
+    lines[0]["body"]["max_tokens"] = 3  # inside the JSON itself
+    with h.start_emulator("--sloppy-rate", "1", "--seed", "7") as emu:
+        env = h.script_env(emu.base_url)
+        job = h.submit_lines(tmp_path, lines, env)
+        h.poll_wait("--manifest", job.manifest, env=env, code=None)
+        out = tmp_path / "answers.csv"
+        code, doc, err = h.run_script(
+            "fetch_results", "--manifest", job.manifest, "--export", str(out), env=env
+        )
+    results = {r["custom_id"]: r for r in h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")}
+    runaway = [r for r in results.values() if r["finish_reason"] == "length" and r["status"] == "completed"]
+    assert runaway, doc["counts"]  # the seed gives some long answers
+    for record in runaway:
+        assert record["content"].startswith("{") and record["content"].endswith("\n\n")
+        assert record["parsed"] == json.loads(record["content"]) and record["error"] is None
+    cut = results[lines[0]["custom_id"]]
+    assert cut["status"] == "truncated" and cut["parsed"] is None and cut["error"]["type"] == "truncated"
+    assert doc["counts"]["truncated"] == 1, doc["counts"]  # only the JSON cut inside
+    with open(out, encoding="utf-8-sig", newline="") as handle:
+        rows = {row["custom_id"]: row for row in csv.DictReader(handle)}
+    for record in runaway:
+        row = rows[record["custom_id"]]
+        assert row["status"] == "completed" and row["sentiment"] == record["parsed"]["sentiment"]

@@ -251,7 +251,7 @@ def _attempt(
                 "status": None,
                 "message": "the batch ended without an output or error line for this request",
             }
-    elif status == USABLE and wants_json:
+    elif wants_json and status in (USABLE, "truncated"):
         _check_structured(result, requests)
     return result
 
@@ -272,6 +272,13 @@ def _check_structured(result: Result, requests: _Requests) -> None:
         return  # a tool-call answer is usable as it is
     parsed, error = check_json(record.get("content"), schema)
     result._record = None
+    if result.status == "truncated":
+        # Cut at the limit, yet whole JSON that fits the schema, only blank space after it: JSON-mode
+        # decoding that would not stop (a larger max_tokens buys more blank space). The answer is whole.
+        if error is None and isinstance(parsed, (dict, list)):
+            result.status, result.err_type, result.err_status, result.parsed = USABLE, None, None, parsed
+            result.record()["error"] = None
+        return
     if error is not None:
         result.status, result.error, result.err_type = "invalid", error, "invalid_json"
     else:
