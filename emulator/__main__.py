@@ -168,7 +168,9 @@ def add_fault_flags(g: argparse._ArgumentGroup) -> None:
         type=float,
         default=0.0,
         metavar="F",
-        help="fraction of batch requests that fail (default: %(default)s)",
+        help="fraction of batch requests that fail, a third each with 400, 422 and 500; a 400 or 422 comes "
+        "from the request itself (its custom_id and body, and --seed): sent again unchanged it is refused "
+        "again, while a 500 is drawn afresh for each batch row (default: %(default)s)",
     )
     g.add_argument(
         "--fault-rate",

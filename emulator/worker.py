@@ -5,6 +5,7 @@ failures, write the output and error lines of section 5, stamp finished batches.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -33,6 +34,15 @@ MAX_BACKOFF_S = 10.0
 
 def is_retriable(o: Outcome) -> bool:
     return o.failure is not None or o.status in RETRIABLE or o.status >= 500
+
+
+def refusal(seed: int | None, custom_id: str, body: str | bytes, rate: float) -> int | None:
+    """400 or 422 for a ``rate`` fraction of requests, the same for the same (seed, custom_id, body)."""
+    data = body.encode() if isinstance(body, str) else bytes(body)
+    digest = hashlib.blake2b(f"{seed}\0{custom_id}\0".encode() + data, digest_size=8).digest()
+    if int.from_bytes(digest[:6], "big") >= rate * 2**48:
+        return None
+    return 400 if digest[7] & 1 else 422
 
 
 def output_line(req_id: str, custom_id: str, o: Outcome) -> str:
@@ -245,9 +255,19 @@ class Worker:
             self.settle([(r, self.call_builtin(r)) for r in general])
 
     def forced_status(self, r: sqlite3.Row) -> int | None:
-        if r["attempts"] == 0 and self.cfg.fail_rate > 0 and self.rng.random() < self.cfg.fail_rate:
-            self.fates[r["rid"]] = self.rng.choice((400, 422, 500))
-        return self.fates.get(r["rid"])
+        """The failure --fail-rate gives this request, or None; a third each of 400, 422 and 500. As on a
+        real server, a 400 or 422 is the request's own fault: the same request (custom_id and body) sent
+        again, in this batch or a later one, is refused again. A 500 is drawn afresh for each batch row
+        (resending may succeed), and sticks to the row through the server's own retries. Without --seed
+        the refused requests are still fixed by the requests themselves (the 500s are random)."""
+        rate, rid = min(self.cfg.fail_rate, 1.0), r["rid"]
+        if r["attempts"] == 0 and rate > 0:
+            refused = refusal(self.cfg.seed, r["custom_id"], r["body"], 2 * rate / 3)
+            if refused is not None:
+                self.fates[rid] = refused
+            elif self.rng.random() < (rate / 3) / (1 - 2 * rate / 3):  # a third of all rows, overall
+                self.fates[rid] = 500
+        return self.fates.get(rid)
 
     def call_builtin(self, r: sqlite3.Row) -> Outcome:
         forced = self.forced_status(r)
