@@ -38,7 +38,19 @@ def _unanswered(results: Path) -> set[str]:
     return {r["custom_id"] for r in records} - answered
 
 
-def test_rounds_until_every_input_has_an_answer(tmp_path, h):
+def _refused(results: Path) -> dict[str, int]:
+    """custom_id -> HTTP status of the inputs whose (best) line is a 400 or 422 refusal."""
+    return {
+        r["custom_id"]: r["error"]["status"]
+        for r in map(json.loads, results.read_text().splitlines())
+        if r["status"] == "failed" and (r.get("error") or {}).get("status") in (400, 422)
+    }
+
+
+def test_rounds_until_only_the_refused_inputs_are_left(tmp_path, h):
+    """--fail-rate's 500s pass when resent; its 400/422 are the requests' own (a real server refuses the
+    same request again), so the rounds end when only those are left, each refused the same way in every
+    round, and the tool says resending them does not help."""
     with h.start_emulator("--fail-rate", "0.1", "--seed", "5") as emu:
         env = h.script_env(emu.base_url)
         job = h.submit_lines(tmp_path, h.chat_lines(300), env)
@@ -46,17 +58,21 @@ def test_rounds_until_every_input_has_an_answer(tmp_path, h):
         assert manifest.is_absolute() and manifest == (tmp_path / "jobs.jsonl.manifest.json").resolve()
         expected: Counter[str] = Counter(line["custom_id"] for line in job.lines)
 
-        rounds = 1
+        rounds, refused = 1, None
         while True:
             code, poll, err = h.poll_wait("--manifest", str(manifest), env=env, code=None)
             code_f, fetch, err_f = h.run_script("fetch_results", "--manifest", str(manifest), env=env)
             results = Path(fetch["files"]["results"])
             assert results.is_absolute()
             missing = _unanswered(results)
-            if not missing:
-                assert code == 0, poll  # every batch completed and no request left failed
-                break
             assert code == 6, poll  # finished, but requests of the job failed
+            if refused is None:
+                refused = _refused(results)
+                assert refused and refused.keys() < missing, (refused, missing)  # some 500s beside them
+            else:
+                assert _refused(results) == refused  # refused again, with the same status
+            if rounds > 1 and missing == refused.keys():
+                break
             assert rounds < 6, "too many rounds"
             emu.configure(paused=True)  # the round stays running until the refusal below is checked
             code, res, err = h.run_script("submit", "--resubmit", "--manifest", str(manifest), env=env)
@@ -83,9 +99,19 @@ def test_rounds_until_every_input_has_an_answer(tmp_path, h):
         assert job == {data["job_id"]}
         assert sorted(int(b["metadata"]["dwb_round"]) for b in batches) == list(range(1, rounds + 1))
 
-        # nothing left: resubmitting again sends nothing and says the job is complete
-        code, done, err = h.run_script("submit", "--resubmit", "--manifest", str(manifest), env=env)
-        assert code == 0 and done["complete"] is True and done["resubmitted"] == 0, done
+        # what is left failed the same way in the last two rounds: fetch advises no new round
+        groups = fetch["failure_groups"]
+        assert {g["status"] for g in groups} <= {400, 422} and sum(g["count"] for g in groups) == len(refused)
+        assert all(g["persistent"] == g["count"] and g["resubmit"] == "no" for g in groups), groups
+        assert "next" not in fetch, fetch
+        # and --skip-persistent leaves them out: nothing is sent
+        before = emu.stats()
+        code, done, err = h.run_script(
+            "submit", "--resubmit", "--manifest", str(manifest), "--skip-persistent", env=env
+        )
+        assert code == 6 and done["resubmitted"] == 0 and done["complete"] is False, done
+        assert done["error"]["type"] == "nothing_to_resubmit", done
+        assert emu.stats()["batches_created"] == before["batches_created"]
         assert len(data["rounds"]) == len(json.loads(manifest.read_text())["rounds"])
 
         # an agent coming back later from another folder, with the variable pointing elsewhere
@@ -93,7 +119,7 @@ def test_rounds_until_every_input_has_an_answer(tmp_path, h):
         other.mkdir()
         elsewhere = h.script_env("http://127.0.0.1:9/v1")
         code, poll, err = h.run_script("poll", "--manifest", str(manifest), env=elsewhere, cwd=other)
-        assert code == 0, err
+        assert code == 6, err  # finished, the refused inputs without an answer
         assert "DOUBLEWORD_BASE_URL" in err and emu.base_url in err  # a warning, not a failure
 
 
@@ -102,20 +128,27 @@ def test_final_results_hold_one_line_per_original_input_with_attempts(tmp_path, 
         env = h.script_env(emu.base_url)
         lines = h.chat_lines(200)
         manifest = h.submit_lines(tmp_path, lines, env).manifest
-        for _ in range(6):
+        refused = None
+        for rounds in range(1, 7):
             h.poll_wait("--manifest", manifest, env=env, code=None)
             code, fetch, err = h.run_script("fetch_results", "--manifest", manifest, env=env)
-            if code == 0:
-                break
             assert code == 6 and fetch["complete"] is False, fetch
+            results = Path(fetch["files"]["results"])
+            if refused is None:
+                refused = _refused(results)  # refused for themselves: never answered, however often sent
+            if rounds > 1 and _unanswered(results) == refused.keys():
+                break
             assert h.run_script("submit", "--resubmit", "--manifest", manifest, env=env).code == 0
-        assert code == 0 and fetch["complete"] is True, fetch
-        results = Path(fetch["files"]["results"])
+        assert rounds > 1 and refused, (rounds, refused)
         # the final results: one line per original input, in input order, attempts counted
         final = [json.loads(line) for line in results.read_text().splitlines()]
         assert [r["custom_id"] for r in final] == [line["custom_id"] for line in lines]
-        assert all(r["status"] == "completed" for r in final)
-        assert any(r.get("attempts", 1) > 1 for r in final)
+        assert all(r["status"] == "completed" for r in final if r["custom_id"] not in refused)
+        assert any(r.get("attempts", 1) > 1 for r in final if r["status"] == "completed")
+        for r in final:
+            if r["custom_id"] in refused:  # sent in every round, refused the same way each time
+                assert r["status"] == "failed" and r["attempts"] == rounds, r
+                assert r["error"]["status"] == refused[r["custom_id"]], r
 
 
 def test_resubmit_dry_run_sends_nothing_and_a_round_can_be_narrowed_and_adjusted(tmp_path, h):
