@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The whole workflow against a local emulator: build, validate, submit, wait, fetch, resubmit what
-failed as the job's next round, fetch again, show answers.
+failed as the job's next round when fetch advises one, fetch again, show answers.
 
 Starts the emulator on a free port, runs each script as a subprocess exactly as a user or an agent
 would (DOUBLEWORD_BASE_URL / DOUBLEWORD_API_KEY pointing at the emulator), prints a short summary and
@@ -10,6 +10,7 @@ a few answers, and always stops the emulator. Output goes to demo/out/ (git-igno
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,8 +26,9 @@ MODEL = "Qwen/Qwen3.5-9B"
 # Random-looking on purpose: output redaction hides any 8+ character fragment of the key, and a key made of
 # words (say "-emulator") would also hide them in paths such as this worktree's.
 DEMO_KEY = "sk-demo-Qx7vL2mZ9tRw"
-# A slow, slightly faulty model, so the demo shows a batch in progress and a few failed requests.
-EMULATOR_FLAGS = ("--quiet", "--start-delay", "0.5", "--rate", "4", "--fail-rate", "0.1", "--seed", "4")
+# A slow, slightly faulty model, so the demo shows a batch in progress and a few failed requests (with
+# seed 9: a 500, answered in round 2, and a 422, the request's own, refused again in round 2).
+EMULATOR_FLAGS = ("--quiet", "--start-delay", "0.5", "--rate", "4", "--fail-rate", "0.1", "--seed", "9")
 
 sys.path.insert(0, str(REPO))  # the emulator package beside demo/
 from emulator.launcher import EmulatorServer  # noqa: E402
@@ -98,14 +100,15 @@ def main() -> int:
             "download results and errors", "fetch_results.py", "--manifest", manifest, env=env, ok=(0, 6)
         )
         rounds = 1
-        while not fetched["complete"] and rounds < 4:
+        # a next round only as fetch advises it: a refused request (400/422) fails again however often
+        # it is resent, so fetch names no round when nothing left is worth resending
+        while not fetched["complete"] and fetched.get("next") and rounds < 4:
             rounds += 1
+            command = shlex.split(fetched["next"])  # python3 .../submit.py --resubmit --manifest M ...
             again = step(
-                f"round {rounds}: resubmit what has no answer",
-                "submit.py",
-                "--resubmit",
-                "--manifest",
-                manifest,
+                f"round {rounds}: resubmit as fetch advises",
+                Path(command[1]).name,
+                *command[2:],
                 env=env,
             )
             print(f"   resent {again['resubmitted']} request(s) as round {again['round']}")
@@ -130,14 +133,17 @@ def main() -> int:
     if fetched["failures_by_type"]:
         print(f"   failures by type: {fetched['failures_by_type']}")
         with open(fetched["files"]["results"], encoding="utf-8") as handle:
-            failed = next((json.loads(x) for x in handle if '"status": "failed"' in x), None)
+            failed = next((r for r in map(json.loads, handle) if r["status"] == "failed"), None)
         if failed:
             print(f"   e.g. {failed['custom_id']}: {failed['error']['type']}: {failed['error']['message']}")
     print(f"   results: {fetched['files']['results']} (complete: {fetched['complete']}, {rounds} round(s))")
-    if not fetched["complete"]:
+    for group in fetched["failure_groups"]:  # what fetch says about each kind of failure left
         print(
-            f"   to resubmit what has no answer: python3 scripts/submit.py --resubmit --manifest {manifest}"
+            f"   {group['count']} {group['result_status']} (HTTP {group['status']}): "
+            f"resubmit {group['resubmit']}: {group['advice']}"
         )
+    if fetched.get("next"):
+        print(f"   next: {fetched['next']}")
     print("\n== a few answers")
     with open(fetched["files"]["results"], encoding="utf-8") as handle:
         records = [json.loads(line) for line in handle]

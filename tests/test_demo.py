@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -22,3 +23,9 @@ def test_demo_runs_end_to_end():
     assert "req-00001:" in out
     results = REPO / "demo" / "out" / "demo.results" / "results.jsonl"
     assert len(results.read_text().splitlines()) == 10
+    # what is left without an answer is shown with fetch's advice for it (a refused request is not resent
+    # as if it could pass)
+    for line in results.read_text().splitlines():
+        record = json.loads(line)
+        if record["status"] != "completed":
+            assert f"{record['status']} (HTTP {record['error']['status']}): resubmit " in out, out
