@@ -173,14 +173,14 @@ def test_the_named_round_leaves_out_what_failed_the_same_way_twice(tmp_path, h):
         first, _ = _fetch(h, job.manifest, env)
         invalid = {r["custom_id"] for r in h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
                    if r["status"] == "invalid"}  # fmt: skip
-        emu.configure(fail_rate=0.5)  # round 2: some of them fail (passing failures), the rest invalid again
+        emu.configure(fail_rate=0.5)  # round 2: some of them fail (500s among them), the rest invalid again
         assert h.run_script("submit", "--resubmit", "--manifest", job.manifest, env=env).code == 0
         result, groups = _fetch(h, job.manifest, env)
         assert result.code == 6 and groups["invalid"]["persistent"] == groups["invalid"]["count"] > 0, result
         assert any(g["resubmit"] == "yes" for g in result.doc["failure_groups"]), result.doc["failure_groups"]
         command = result.doc["next"]
         assert command.endswith(f"--manifest {job.manifest} --skip-persistent"), command
-        emu.configure(fail_rate=0)
+        emu.configure(fail_rate=0)  # round 3 without injected failures (round 2 refused some once)
         proc = subprocess.run(
             [sys.executable, *shlex.split(command)[1:]], env=env, capture_output=True, text=True, timeout=60
         )

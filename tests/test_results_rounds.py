@@ -21,7 +21,8 @@ def test_batch_ids_of_a_job_and_its_resubmission_give_one_answer_per_input(tmp_p
         retry = tmp_path / "r1" / "retry.jsonl"
         assert len(h.read_jsonl(retry)) == failed
 
-        # the failed requests, sent again as they were, now succeed
+        # the failed requests, sent again as they were to a server that now fails none (a 400/422 would
+        # be refused again at the fail rate), succeed
         emu.configure(fail_rate=0.0)
         again = tmp_path / "again.jsonl"
         again.write_bytes(retry.read_bytes())
