@@ -19,7 +19,9 @@ Test-control endpoints (unauthenticated, never faulted, not logged):
   ``starting``, ``ready`` or ``broken``, and how many batch answers it made).
 - ``GET|POST /_emulator/config``: read or change ``rate``, ``fail_rate``, ``fault_rate``, ``start_delay``,
   ``paused``, ``fault_retry_after``, ``batch_create_error`` (null, ``"balance"`` -> 402, ``"capacity"`` ->
-  429), ``retry_base``, ``max_retries``; returns the full runtime config.
+  429), ``retry_base``, ``max_retries``; returns the full runtime config. ``fail_rate`` is ``--fail-rate``:
+  its 400s and 422s follow the request (custom_id and body), so the same request is refused again in any
+  later batch; its 500s are drawn per batch row (``worker.Worker.forced_status``).
 - ``POST /_emulator/clock`` ``{"advance_seconds": N}``: moves the emulator's clock forward.
 
 Built-in model hooks for tests (extra keys in a request body, not part of any real API):
