@@ -85,6 +85,31 @@ def test_the_advice_for_cut_off_and_refused_answers_over_three_rounds(tmp_path, 
     assert max(r["usage"]["completion_tokens"] for r in redone) > 256  # long answers, now whole
 
 
+def test_the_named_round_leaves_out_a_refused_request_from_the_first_round_on(tmp_path, h):
+    """Cut-off answers beside a request the server refuses (HTTP 400, resubmit "no"): fetch's `next` is
+    the round of the cut-off answers alone (--only truncated, with the larger limit). Run as printed, it
+    resends every cut answer and not the refused request, which would only be refused again."""
+    with h.start_emulator("--sloppy-rate", "0.3") as emu:
+        env = h.script_env(emu.base_url)
+        job = h.submit_lines(tmp_path, _lines(h), env)
+        result, groups = _fetch(h, job.manifest, env)
+        cut = result.doc["counts"]["truncated"]
+        assert cut > 0 and groups["failed"]["resubmit"] == "no", result
+        command = result.doc["next"]
+        assert command.endswith("--only truncated --max-tokens 1024"), command
+        proc = subprocess.run(
+            [sys.executable, *shlex.split(command)[1:]], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+        sent = [
+            line["custom_id"] for line in h.read_jsonl(tmp_path / "jobs.jsonl.rounds" / "round-002.jsonl")
+        ]
+        assert len(sent) == cut and "refused" not in sent and "tiny" in sent
+        result, groups = _fetch(h, job.manifest, env)
+    assert set(groups) == {"failed"} and result.doc["counts"]["truncated"] == 0, result.doc
+    assert "next" not in result.doc  # only the refused request is left: no round is worth it
+
+
 def test_requests_never_answered_twice_are_still_worth_resubmitting(tmp_path, h):
     with h.start_emulator() as emu:
         env = h.script_env(emu.base_url)
@@ -165,7 +190,8 @@ def test_system_goes_with_resubmit_only(tmp_path, h):
 def test_the_named_round_leaves_out_what_failed_the_same_way_twice(tmp_path, h):
     """Following fetch's `next` in the audit resent the same invalid answers in four more rounds (each
     round had one passing failure beside them). When every failure seen twice is in a group not worth
-    resending, the named command adds --skip-persistent: run as printed, it resends only the others."""
+    resending, the named command adds --skip-persistent (and --only the statuses worth a round): run as
+    printed, it resends only the others."""
     lines = labelling_lines(h, 60)
     with h.start_emulator("--sloppy-rate", "0.3", "--seed", SEED) as emu:
         env = h.script_env(emu.base_url)
@@ -179,7 +205,8 @@ def test_the_named_round_leaves_out_what_failed_the_same_way_twice(tmp_path, h):
         assert result.code == 6 and groups["invalid"]["persistent"] == groups["invalid"]["count"] > 0, result
         assert any(g["resubmit"] == "yes" for g in result.doc["failure_groups"]), result.doc["failure_groups"]
         command = result.doc["next"]
-        assert command.endswith(f"--manifest {job.manifest} --skip-persistent"), command
+        # the invalid answers are a status of their own, worth no round: --only leaves them out too
+        assert command.endswith(f"--manifest {job.manifest} --only failed --skip-persistent"), command
         emu.configure(fail_rate=0)  # round 3 without injected failures (round 2 refused some once)
         proc = subprocess.run(
             [sys.executable, *shlex.split(command)[1:]], env=env, capture_output=True, text=True, timeout=60

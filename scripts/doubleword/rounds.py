@@ -46,13 +46,18 @@ def resubmit_command(manifest: Manifest, groups: list[dict[str, Any]]) -> str | 
     """The next round (SKILL.md's step 5) for a finished job, given fetch's failure groups: None when
     every group says resubmitting will not help (those requests need fixing, not resending).
 
-    Cut-off answers get the groups' suggested ``--max-tokens``. When every failure seen twice is in a
-    group not worth resending, ``--skip-persistent`` leaves those out (resent as they are, they fail
-    again); not otherwise, as it would also leave out answers cut twice, or requests never answered
-    twice, which a new round does help."""
+    Cut-off answers get the groups' suggested ``--max-tokens``. Groups not worth resending (a request
+    the server refuses) are left out by ``--only`` when their result status is not shared with a group
+    worth it (a 400 beside cut-off answers: ``--only truncated``; not a 400 beside a 500, both
+    ``failed``). When every failure seen twice is in a group not worth resending, ``--skip-persistent``
+    leaves those out (resent as they are, they fail again); not otherwise, as it would also leave out
+    answers cut twice, or requests never answered twice, which a new round does help."""
     if not groups or all(g.get("resubmit") == "no" for g in groups):
         return None
     command = f"python3 {_q(SCRIPTS / 'submit.py')} --resubmit --manifest {_q(manifest.path.resolve())}"
+    worth = {g["result_status"] for g in groups if g.get("resubmit") != "no"}
+    if any(g["result_status"] not in worth for g in groups):
+        command += f" --only {','.join(sorted(worth))}"
     limits = [g["suggested_max_tokens"] for g in groups if g.get("suggested_max_tokens")]
     if limits:
         command += f" --max-tokens {max(limits)}"
