@@ -18,7 +18,7 @@ from aiohttp import web
 
 from .app import build_app
 from .catalog import DEFAULT_MODELS, DEFAULT_REASONING_MODELS
-from .config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUESTS, Config
+from .config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUESTS, Config, fraction
 
 DESCRIPTION = """\
 A local server that behaves like Doubleword's batch API (files, batches, models, realtime chat and
@@ -113,7 +113,7 @@ def add_model_flags(g: argparse._ArgumentGroup) -> None:
     )
     g.add_argument(
         "--sloppy-rate",
-        type=float,
+        type=share,
         default=0.0,
         metavar="F",
         help="fraction of answers a sloppy model spoils: JSON in a code fence, prose instead of JSON, or "
@@ -162,10 +162,18 @@ def add_model_flags(g: argparse._ArgumentGroup) -> None:
     )
 
 
+def share(text: str) -> float:
+    """An argparse type: a fraction from 0 to 1 (``--fail-rate 10`` is refused, not taken as always)."""
+    try:
+        return fraction(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if "fraction" in str(exc) else f"not a number: {text!r}")
+
+
 def add_fault_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--fail-rate",
-        type=float,
+        type=share,
         default=0.0,
         metavar="F",
         help="fraction of batch requests that fail, a third each with 400, 422 and 500; a 400 or 422 comes "
@@ -174,7 +182,7 @@ def add_fault_flags(g: argparse._ArgumentGroup) -> None:
     )
     g.add_argument(
         "--fault-rate",
-        type=float,
+        type=share,
         default=0.0,
         metavar="F",
         help="fraction of API calls given an HTTP fault (default: %(default)s)",

@@ -106,6 +106,16 @@ class Config:
         return {k: d[k] for k in self.RUNTIME_KEYS}
 
 
+FRACTIONS = ("fail_rate", "fault_rate", "sloppy_rate")  # shares of requests or calls: 0 to 1
+
+
+def fraction(value: float) -> float:
+    """A share (0 to 1); ValueError otherwise (the same check for the flag and the config endpoint)."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"expected a fraction from 0 to 1, got {value:g}")
+    return value
+
+
 class Clock:
     """Wall-clock seconds plus an offset that tests can advance."""
 

@@ -7,7 +7,7 @@ import math
 
 from aiohttp import web
 
-from .config import Config
+from .config import FRACTIONS, Config, fraction
 from .jsonbody import BadJson
 from .jsonbody import parse as parse_json
 from .responses import json_ok
@@ -73,7 +73,7 @@ def runtime_value(key: str, current: object, value: object) -> object:
         if value != int(value):
             raise ValueError("expected an integer")
         return int(value)
-    return float(value)
+    return fraction(float(value)) if key in FRACTIONS else float(value)
 
 
 async def control_clock(request: web.Request) -> web.Response:

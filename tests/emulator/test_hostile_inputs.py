@@ -7,10 +7,13 @@ line in a batch). After each the server goes on serving and has logged no traceb
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import requests
 from conftest import CHAT, EMBED, Api, chat_line, jsonl
+from emulator_server import REPO_ROOT
 
 DEEP = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
 JSON = {"Content-Type": "application/json"}
@@ -161,6 +164,9 @@ def test_the_server_still_serves_after_all_of_it(emu, api):
         b'{"max_retries": 1.5}',
         b'{"batch_create_error": 5}',
         b'{"rate": 100, "fail_rate": "x"}',  # all or nothing: the rate is not changed either
+        b'{"fail_rate": 10}',  # a share of the requests: 0 to 1
+        b'{"fault_rate": -0.1}',
+        b'{"sloppy_rate": 1.5}',
     ],
 )
 def test_control_config_refuses_values_of_the_wrong_kind(emu, change):
@@ -168,6 +174,15 @@ def test_control_config_refuses_values_of_the_wrong_kind(emu, change):
     r = requests.post(emu.root_url + "/_emulator/config", data=change, timeout=10)
     assert r.status_code == 400 and "error" in r.json()
     assert requests.get(emu.root_url + "/_emulator/config", timeout=10).json() == before
+
+
+@pytest.mark.parametrize("flag", ["--fail-rate", "--fault-rate", "--sloppy-rate"])
+def test_a_rate_flag_outside_0_to_1_is_a_usage_error(flag):
+    done = subprocess.run(
+        [sys.executable, "-m", "emulator", "--port", "0", flag, "10"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2 and "expected a fraction from 0 to 1, got 10" in done.stderr, done.stderr
 
 
 def test_the_clock_refuses_an_infinite_advance(emu):
