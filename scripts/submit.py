@@ -43,7 +43,7 @@ def build_parser() -> Any:
         ExitCode.SERVICE,
         (
             ExitCode.BATCH_UNSUCCESSFUL,
-            "--resubmit: inputs lack an answer but none matches --only/--skip-persistent",
+            "--resubmit: inputs lack an answer but none matches --only/--skip-persistent/--skip-refused",
         ),
         (ExitCode.NOT_FINISHED, "--resubmit: a batch of the job is still running; nothing was sent"),
     )
@@ -122,6 +122,12 @@ def add_resubmit_args(parser: Any) -> None:
         action="store_true",
         help="leave out inputs that failed the same way in the last two rounds (likely to fail again)",
     )
+    group.add_argument(
+        "--skip-refused",
+        action="store_true",
+        help="leave out inputs the server refused (HTTP 4xx other than 408 and 429: the request itself is at "
+        "fault, and sent again unchanged it is refused again); fetch's next round adds it when there are some",
+    )
 
 
 def main(argv: list[str]) -> tuple[dict[str, Any], int]:
@@ -133,12 +139,20 @@ def main(argv: list[str]) -> tuple[dict[str, Any], int]:
         if not args.manifest or args.inputs or args.force:
             raise UsageError("--resubmit takes --manifest PATH and no input files (nor --force)")
         adjust = Adjustments.parse(
-            args.only, args.max_tokens, args.set, skip_persistent=args.skip_persistent, system=args.system
+            args.only,
+            args.max_tokens,
+            args.set,
+            skip_persistent=args.skip_persistent,
+            system=args.system,
+            skip_refused=args.skip_refused,
         )
         with submit_lock(Path(args.manifest)):
             return resubmit(args, options, adjust)
-    if any((args.only, args.set, args.skip_persistent, args.max_tokens is not None, args.system is not None)):
-        raise UsageError("--only, --max-tokens, --set, --system and --skip-persistent go with --resubmit")
+    given = (args.only, args.set, args.skip_persistent, args.skip_refused, args.max_tokens is not None)
+    if any(given) or args.system is not None:
+        raise UsageError(
+            "--only, --max-tokens, --set, --system, --skip-persistent and --skip-refused go with --resubmit"
+        )
     if not args.inputs:
         raise UsageError("give the batch file(s) to submit, or --resubmit --manifest PATH")
     inputs = input_paths(args.inputs)

@@ -87,8 +87,8 @@ def test_the_advice_for_cut_off_and_refused_answers_over_three_rounds(tmp_path, 
 
 def test_the_named_round_leaves_out_a_refused_request_from_the_first_round_on(tmp_path, h):
     """Cut-off answers beside a request the server refuses (HTTP 400, resubmit "no"): fetch's `next` is
-    the round of the cut-off answers alone (--only truncated, with the larger limit). Run as printed, it
-    resends every cut answer and not the refused request, which would only be refused again."""
+    the round of the cut-off answers with the larger limit, --skip-refused. Run as printed, it resends
+    every cut answer and not the refused request, which would only be refused again."""
     with h.start_emulator("--sloppy-rate", "0.3") as emu:
         env = h.script_env(emu.base_url)
         job = h.submit_lines(tmp_path, _lines(h), env)
@@ -96,7 +96,7 @@ def test_the_named_round_leaves_out_a_refused_request_from_the_first_round_on(tm
         cut = result.doc["counts"]["truncated"]
         assert cut > 0 and groups["failed"]["resubmit"] == "no", result
         command = result.doc["next"]
-        assert command.endswith("--only truncated --max-tokens 1024"), command
+        assert command.endswith("--max-tokens 1024 --skip-refused"), command
         proc = subprocess.run(
             [sys.executable, *shlex.split(command)[1:]], env=env, capture_output=True, text=True, timeout=60
         )
@@ -190,8 +190,7 @@ def test_system_goes_with_resubmit_only(tmp_path, h):
 def test_the_named_round_leaves_out_what_failed_the_same_way_twice(tmp_path, h):
     """Following fetch's `next` in the audit resent the same invalid answers in four more rounds (each
     round had one passing failure beside them). When every failure seen twice is in a group not worth
-    resending, the named command adds --skip-persistent (and --only the statuses worth a round): run as
-    printed, it resends only the others."""
+    resending, the named command adds --skip-persistent: run as printed, it resends only the others."""
     lines = labelling_lines(h, 60)
     with h.start_emulator("--sloppy-rate", "0.3", "--seed", SEED) as emu:
         env = h.script_env(emu.base_url)
@@ -204,9 +203,11 @@ def test_the_named_round_leaves_out_what_failed_the_same_way_twice(tmp_path, h):
         result, groups = _fetch(h, job.manifest, env)
         assert result.code == 6 and groups["invalid"]["persistent"] == groups["invalid"]["count"] > 0, result
         assert any(g["resubmit"] == "yes" for g in result.doc["failure_groups"]), result.doc["failure_groups"]
+        refused = {r["custom_id"] for r in h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
+                   if r["status"] == "failed" and r["error"]["status"] in (400, 422)}  # fmt: skip
         command = result.doc["next"]
-        # the invalid answers are a status of their own, worth no round: --only leaves them out too
-        assert command.endswith(f"--manifest {job.manifest} --only failed --skip-persistent"), command
+        # (the 400s among round 2's failures are left out too: refused, they would be refused again)
+        assert command.endswith(f"--manifest {job.manifest} --skip-persistent --skip-refused"), command
         emu.configure(fail_rate=0)  # round 3 without injected failures (round 2 refused some once)
         proc = subprocess.run(
             [sys.executable, *shlex.split(command)[1:]], env=env, capture_output=True, text=True, timeout=60
@@ -215,5 +216,28 @@ def test_the_named_round_leaves_out_what_failed_the_same_way_twice(tmp_path, h):
     again = {r["custom_id"] for r in h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
              if r["status"] == "invalid"}  # fmt: skip
     sent = {line["custom_id"] for line in h.read_jsonl(tmp_path / "jobs.jsonl.rounds" / "round-003.jsonl")}
-    assert sent and not sent & again and sent | again == invalid, (sent, again, invalid)
-    assert json.loads(proc.stdout)["resubmitted"] == len(invalid) - groups["invalid"]["count"]
+    assert refused and sent and not sent & (again | refused), (sent, again, refused)
+    assert sent | again | refused == invalid, (sent, again, refused, invalid)
+    assert json.loads(proc.stdout)["resubmitted"] == len(invalid) - groups["invalid"]["count"] - len(refused)
+
+
+def test_the_named_round_resends_server_errors_and_not_refusals_of_the_same_status(tmp_path, h):
+    """Round 1 ends with 500s (worth a new round) and 400/422 refusals (not), all `failed`: --only cannot
+    tell them apart. fetch's `next` adds --skip-refused; run as printed, round 2 is the 500s alone."""
+    with h.start_emulator("--fail-rate", "0.3", "--seed", "11", "--retry-base", "0.01") as emu:
+        env = h.script_env(emu.base_url)
+        job = h.submit_lines(tmp_path, h.chat_lines(60), env)
+        result, groups = _fetch(h, job.manifest, env)
+        by_status = {g["status"]: g for g in result.doc["failure_groups"]}
+        assert {400, 422, 500} <= set(by_status), by_status
+        assert [by_status[s]["resubmit"] for s in (400, 422, 500)] == ["no", "no", "yes"]
+        command = result.doc["next"]
+        assert command.endswith("--skip-refused"), command
+        proc = subprocess.run(
+            [sys.executable, *shlex.split(command)[1:]], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert proc.returncode == 0, proc.stderr
+    results = h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
+    server_errors = {r["custom_id"] for r in results if (r["error"] or {}).get("status") == 500}
+    sent = {line["custom_id"] for line in h.read_jsonl(tmp_path / "jobs.jsonl.rounds" / "round-002.jsonl")}
+    assert sent == server_errors and json.loads(proc.stdout)["resubmitted"] == by_status[500]["count"]

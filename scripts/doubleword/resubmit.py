@@ -31,7 +31,7 @@ from doubleword.errors import BusyError, CliError, ExitCode, InputError, UsageEr
 from doubleword.files import atomic_writer
 from doubleword.manifest import Manifest, Round, client_for
 from doubleword.planning import Options, add_shards, stats_for
-from doubleword.rounds import InputRecord, check_command, job_records, read_results, signature
+from doubleword.rounds import InputRecord, check_command, job_records, read_results, refused, signature
 from doubleword.status import is_terminal
 from doubleword.submission import CostLimit, cost_refusal, round_window, send_shards, summary, with_notes
 
@@ -51,6 +51,7 @@ class Adjustments:
     body: dict[str, Any] = field(default_factory=dict)
     skip_persistent: bool = False
     system: str | None = None  # added to each request's system prompt (after any it has)
+    skip_refused: bool = False
 
     @classmethod
     def parse(
@@ -61,6 +62,7 @@ class Adjustments:
         *,
         skip_persistent: bool,
         system: str | None = None,
+        skip_refused: bool = False,
     ) -> Adjustments:
         statuses = tuple(s.strip() for s in only.split(",") if s.strip()) if only else RESUBMITTABLE
         wrong = [s for s in statuses if s not in RESUBMITTABLE]
@@ -72,7 +74,16 @@ class Adjustments:
 
         if system is not None and not system.strip():
             raise UsageError("--system needs a text (the instructions to add)")
-        return cls(statuses, max_tokens, parse_set(sets), skip_persistent, system)
+        return cls(statuses, max_tokens, parse_set(sets), skip_persistent, system, skip_refused)
+
+    def skips(self) -> str:
+        """The skip flags given, as they read after --only (for messages)."""
+        flags = [
+            f
+            for f, on in (("--skip-persistent", self.skip_persistent), ("--skip-refused", self.skip_refused))
+            if on
+        ]
+        return "".join(f", {f}" for f in flags)
 
     def record(self) -> dict[str, Any]:
         """What the manifest keeps of the round's changes."""
@@ -242,6 +253,12 @@ def job_view(args: Any, manifest: Manifest) -> JobView:
     return JobView(records, list(fetched.get("failure_groups") or []), Path(retry) if retry else None)
 
 
+def _refused(record: InputRecord) -> bool:
+    """The server refused this input's request for what it is (results.refused): resent, refused again."""
+    error = record.error or {}
+    return refused(record.status, error.get("type"), error.get("status"))
+
+
 def persistent_ids(manifest: Manifest, unanswered: list[InputRecord]) -> set[str]:
     """Inputs that failed the same way in the latest round as in the round before it."""
     last = manifest.last_round
@@ -276,7 +293,9 @@ def next_round(
     chosen = [
         r
         for r in unanswered
-        if r.status in adjust.statuses and not (adjust.skip_persistent and r.custom_id in persistent)
+        if r.status in adjust.statuses
+        and not (adjust.skip_persistent and r.custom_id in persistent)
+        and not (adjust.skip_refused and _refused(r))
     ]
     base = {
         "manifest": str(manifest.path.resolve()),
@@ -290,7 +309,7 @@ def next_round(
     if not chosen:
         message = (
             f"{len(unanswered)} input(s) lack a usable answer but none matches this round's choice "
-            f"(--only {','.join(adjust.statuses)}{', --skip-persistent' if adjust.skip_persistent else ''}); "
+            f"(--only {','.join(adjust.statuses)}{adjust.skips()}); "
             "nothing was sent (see failure_groups)"
         )
         closing_line(message)  # (the download's closing line would otherwise end this run)

@@ -25,13 +25,11 @@ from typing import IO, Any, Protocol
 from doubleword.answers import ANSWER_KEYS, HEAD_KEYS, STATUSES, USABLE, check_json, json_request
 from doubleword.batch_inputs import MANIFEST_META, is_never_sent
 from doubleword.files import AtomicFile, LinkedFile, RangeCopier, atomic_writer
+from doubleword.rounds import refused
 from doubleword.store import RECORDS_NAME, SHARED_KEY, Store, share_stamp
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _RANK = {"completed": 4, "truncated": 3, "failed": 2, "missing": 1}
-RETRY_HELPS = frozenset(
-    {"RetriableHttpStatus", "NetworkError", "Timeout", "TaskTerminated", "BatchTerminated"}
-)
 _EMPTY = dict.fromkeys(ANSWER_KEYS)
 WRITE_LINES = 512  # results.jsonl lines written at once
 MIN_SUGGESTED_MAX_TOKENS = 1024  # the least --max-tokens suggested for a round of cut-off answers
@@ -467,11 +465,7 @@ def _judgement(group: dict[str, Any]) -> tuple[str, str]:
             "maybe",
             "the answer broke the requested JSON format: resubmitting may help; a clearer prompt helps more",
         )
-    if (
-        status == "missing"
-        or kind in RETRY_HELPS
-        or (isinstance(http, int) and (http >= 500 or http in (408, 429)))
-    ):
+    if not refused(status, kind, http):
         return "yes", "a passing failure (server error, timeout, rate limit, or never run): resubmit"
     return "no", "the server refused the request: fix it (see the example message) before resubmitting"
 

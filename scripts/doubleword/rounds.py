@@ -20,6 +20,9 @@ from typing import Any
 from doubleword.manifest import Manifest
 
 USABLE = "completed"
+RETRY_HELPS = frozenset(
+    {"RetriableHttpStatus", "NetworkError", "Timeout", "TaskTerminated", "BatchTerminated"}
+)  # failure types a new round may pass
 SCRIPTS = Path(__file__).resolve().parent.parent  # the folder of the commands
 
 
@@ -46,25 +49,34 @@ def resubmit_command(manifest: Manifest, groups: list[dict[str, Any]]) -> str | 
     """The next round (SKILL.md's step 5) for a finished job, given fetch's failure groups: None when
     every group says resubmitting will not help (those requests need fixing, not resending).
 
-    Cut-off answers get the groups' suggested ``--max-tokens``. Groups not worth resending (a request
-    the server refuses) are left out by ``--only`` when their result status is not shared with a group
-    worth it (a 400 beside cut-off answers: ``--only truncated``; not a 400 beside a 500, both
-    ``failed``). When every failure seen twice is in a group not worth resending, ``--skip-persistent``
-    leaves those out (resent as they are, they fail again); not otherwise, as it would also leave out
-    answers cut twice, or requests never answered twice, which a new round does help."""
+    Cut-off answers get the groups' suggested ``--max-tokens``. Requests the server refused (a 400 or
+    422: :func:`refused`) are left out by ``--skip-refused`` from the first round on: resent unchanged,
+    they are refused again. When every failure seen twice is in a group not worth resending,
+    ``--skip-persistent`` leaves those out too (resent as they are, they fail again); not otherwise, as
+    it would also leave out answers cut twice, or requests never answered twice, which a new round does
+    help."""
     if not groups or all(g.get("resubmit") == "no" for g in groups):
         return None
     command = f"python3 {_q(SCRIPTS / 'submit.py')} --resubmit --manifest {_q(manifest.path.resolve())}"
-    worth = {g["result_status"] for g in groups if g.get("resubmit") != "no"}
-    if any(g["result_status"] not in worth for g in groups):
-        command += f" --only {','.join(sorted(worth))}"
     limits = [g["suggested_max_tokens"] for g in groups if g.get("suggested_max_tokens")]
     if limits:
         command += f" --max-tokens {max(limits)}"
     repeated = [g for g in groups if g.get("persistent")]
     if repeated and all(g.get("resubmit") == "no" for g in repeated):
         command += " --skip-persistent"
+    if any(refused(g["result_status"], g["type"], g["status"]) for g in groups):
+        command += " --skip-refused"
     return command
+
+
+def refused(status: str, kind: Any, http: Any) -> bool:
+    """A request the server refused for what it is (HTTP 4xx other than 408 and 429): sent again unchanged
+    it is refused again. The failure groups' "no" and ``submit.py --resubmit --skip-refused`` agree."""
+    return (
+        status == "failed"
+        and kind not in RETRY_HELPS
+        and not (isinstance(http, int) and (http >= 500 or http in (408, 429)))
+    )
 
 
 def _q(path: object) -> str:
