@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from hostile_server import CONTENT, FILES, FRAMINGS, Action, HostileProxy, Seen, silent_mid_body
 
@@ -72,6 +73,15 @@ def _consistent(manifest: Path, out: Path) -> int:
     return int(saved["lines"])
 
 
+def _two_finished_batches(h, tmp_path: Path, env: dict[str, str]) -> tuple[Any, Path, Path, tuple[str, ...]]:
+    """A finished job of two batches of 100: (the job, its manifest, the results folder, the fetch args,
+    pages of 20 lines)."""
+    job = h.submit_lines(tmp_path, h.chat_lines(200), env, "--max-requests", "100")
+    h.poll_wait("--manifest", job.manifest, env=env)
+    fetch = ("--manifest", job.manifest, "--page-size", "20")
+    return job, Path(job.manifest), tmp_path / "jobs.results", fetch
+
+
 def _complete_exactly(h, job, out: Path, env: dict[str, str], fetch: tuple[str, ...]) -> None:
     code, doc, err = h.run_script("fetch_results", *fetch, env=env)
     assert code == 0 and doc["complete"], err
@@ -89,10 +99,7 @@ def test_ctrl_c_while_both_downloads_wait_on_a_silent_server(tmp_path, h):
     release = threading.Event()
     with h.start_emulator("--rate", "100000") as emu, HostileProxy(emu.base_url) as proxy:
         env = h.script_env(proxy.base_url)
-        job = h.submit_lines(tmp_path, h.chat_lines(200), env, "--max-requests", "100")
-        h.poll_wait("--manifest", job.manifest, env=env)
-        manifest, out = Path(job.manifest), tmp_path / "jobs.results"
-        fetch = ("--manifest", job.manifest, "--page-size", "20")
+        job, manifest, out, fetch = _two_finished_batches(h, tmp_path, env)
         proxy.add(
             silent_mid_body(release, on=CONTENT, when=lambda seen: int(seen.query.get("skip", 0)) >= 20)
         )
@@ -155,10 +162,7 @@ def test_ctrl_c_exits_even_when_the_blocked_reads_cannot_be_cut(tmp_path, h):
     release = threading.Event()
     with h.start_emulator("--rate", "100000") as emu, HostileProxy(emu.base_url) as proxy:
         env = h.script_env(proxy.base_url)
-        job = h.submit_lines(tmp_path, h.chat_lines(200), env, "--max-requests", "100")
-        h.poll_wait("--manifest", job.manifest, env=env)
-        manifest, out = Path(job.manifest), tmp_path / "jobs.results"
-        fetch = ("--manifest", job.manifest, "--page-size", "20")
+        job, manifest, out, fetch = _two_finished_batches(h, tmp_path, env)
         proxy.add(_cut_once_then_silent(release))
         try:
             proc = _start(h, "fetch_results", *fetch, env=env, prelude=UNCUTTABLE)
