@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hostile_server import CONTENT, FILES, FRAMINGS, Action, HostileProxy, Seen, silent_mid_body
 
 EXIT_BOUND = 2.0  # seconds from SIGINT to exit (the watchdog cuts within 0.2 s; the rest is the exit)
@@ -180,6 +181,47 @@ def test_ctrl_c_exits_even_when_the_blocked_reads_cannot_be_cut(tmp_path, h):
         _complete_exactly(h, job, out, env, fetch)
 
 
+# The kernel hands a signal to any thread of the process that does not block it; here never to the main
+# thread (it blocks them, every other thread takes them): what a loaded machine does now and then. Python
+# raises the KeyboardInterrupt in the main thread only once that runs Python code again.
+SIGNALS_TO_WORKERS = """
+import signal, threading
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+_run = threading.Thread.run
+def run(self):
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    _run(self)
+threading.Thread.run = run
+"""
+
+
+def test_ctrl_c_delivered_to_a_download_thread_still_stops_the_fetch(tmp_path, h):
+    """Both downloads wait on a silent server and the SIGINT reaches a worker thread, not the main one
+    (as it did in the CI run where a fetch went on 60 s after the signal, retrying its read timeouts):
+    the main thread, waiting on the downloads a tick at a time, still stops the fetch at once."""
+    release = threading.Event()
+    with h.start_emulator("--rate", "100000") as emu, HostileProxy(emu.base_url) as proxy:
+        env = h.script_env(proxy.base_url)
+        job, manifest, out, fetch = _two_finished_batches(h, tmp_path, env)
+        proxy.add(
+            silent_mid_body(release, on=CONTENT, when=lambda seen: int(seen.query.get("skip", 0)) >= 20)
+        )
+        try:
+            proc = _start(h, "fetch_results", *fetch, env=env, prelude=SIGNALS_TO_WORKERS)
+            h.wait_until(lambda: proxy.state.get("silent", 0) >= 2 or proc.poll() is not None,
+                         what="both downloads waiting on the silent server")  # fmt: skip
+            code, doc, err, took = _interrupt(proc)
+        finally:
+            release.set()
+        assert code == 130 and doc["error"]["type"] == "interrupted", (doc, err)
+        assert took < EXIT_BOUND, f"exit {took:.1f} s after SIGINT; stderr:\n{err}"
+        assert "resuming" not in err, err  # nothing retried after the signal
+        assert 0 < _consistent(manifest, out) < 200
+        proxy.behaviours.clear()
+        _complete_exactly(h, job, out, env, fetch)
+
+
 # The input's checksum read slowly (0.5 s a 1 MB block: an 8 MB input takes 4 s), and a marker file made at
 # the first read: the same code path, the disk slower.
 SLOW_HASH = """
@@ -247,10 +289,12 @@ def test_ctrl_c_stops_the_index_threads_input_download_and_checksum(tmp_path, h)
         _complete_exactly(h, job, out, env, fetch)
 
 
-def test_ctrl_c_while_parallel_uploads_wait_for_a_silent_reply(tmp_path, h):
+@pytest.mark.parametrize("to_workers", [False, True], ids=["signal-to-any-thread", "signal-to-a-worker"])
+def test_ctrl_c_while_parallel_uploads_wait_for_a_silent_reply(tmp_path, h, to_workers):
     """submit --uploads 3: each file is sent whole and stored by the server, whose reply never comes (it
-    would be waited for 30 s and more). Interrupted, submit exits at once with each upload left 'sending';
-    the re-run finds each file by its marker: 3 files and 3 batches on the server, none made twice."""
+    would be waited for 30 s and more). Interrupted, submit exits at once with each upload left 'sending',
+    also when the signal reaches an upload thread, not the main one; the re-run finds each file by its
+    marker: 3 files and 3 batches on the server, none made twice."""
     release = threading.Event()
     src = h.write_jsonl(tmp_path / "jobs.jsonl", h.chat_lines(30))
     manifest = tmp_path / "jobs.jsonl.manifest.json"
@@ -259,7 +303,7 @@ def test_ctrl_c_while_parallel_uploads_wait_for_a_silent_reply(tmp_path, h):
         env = h.script_env(proxy.base_url)
         proxy.add(silent_mid_body(release, on=FILES, method="POST", head=False))
         try:
-            proc = _start(h, "submit", *args, env=env)
+            proc = _start(h, "submit", *args, env=env, prelude=SIGNALS_TO_WORKERS if to_workers else "")
             h.wait_until(lambda: proxy.state.get("silent", 0) >= 3 or proc.poll() is not None,
                          what="three uploads waiting for their replies")  # fmt: skip
             code, doc, err, took = _interrupt(proc)

@@ -19,10 +19,11 @@ import sqlite3
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 
 from doubleword import missing_dependency
 from doubleword.config import (
@@ -182,7 +183,28 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated(signum)
 
 
+T = TypeVar("T")
 _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+SIGNAL_TICK = 0.2  # seconds the main thread waits on other threads before it looks for a signal
+
+
+def result_of(future: Future[T]) -> T:
+    """``future.result()``, waited for a tick at a time. The kernel hands a Ctrl-C to any thread of the
+    process; delivered to a worker, it is raised in the main thread only once that runs Python code again,
+    which a wait without a timeout never does (a fetch once waited 60 s and more on a silent server)."""
+    while not wait([future], timeout=SIGNAL_TICK).done:
+        pass
+    return future.result()
+
+
+def as_done(futures: Iterable[Future[T]]) -> Iterator[Future[T]]:
+    """``concurrent.futures.as_completed``, a tick at a time (see :func:`result_of`)."""
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=SIGNAL_TICK, return_when=FIRST_COMPLETED)
+        yield from done
 
 
 def _set_handlers(handler: Any) -> dict[int, Any]:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from doubleword.cli import warn
+from doubleword.cli import SIGNAL_TICK, warn
 from doubleword.errors import Interrupted
 from doubleword.inorder import Range, ResultsDraft
 from doubleword.manifest import Manifest
@@ -131,7 +131,9 @@ class Committer:
                 committer = self._thread
             if committer is None:
                 break
-            committer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            while committer.is_alive() and (deadline is None or time.monotonic() < deadline):
+                left = SIGNAL_TICK if deadline is None else min(SIGNAL_TICK, deadline - time.monotonic())
+                committer.join(max(0.0, left))  # a tick at a time: a Ctrl-C gets through (cli.result_of)
             if committer.is_alive():
                 warn(
                     f"interrupted while the disk was still syncing the newest downloads (waited {grace:g} s); "

@@ -37,7 +37,7 @@ from doubleword import committer
 from doubleword.answers import decode_line
 from doubleword.api import content_response, get_batch
 from doubleword.batch_inputs import index_inputs
-from doubleword.cli import Progress, info, warn
+from doubleword.cli import Progress, info, result_of, warn
 from doubleword.client import ApiClient, ApiError
 from doubleword.committer import Committer, Gate, stop_if_interrupted, stop_on_interrupt
 from doubleword.config import DELETED
@@ -243,7 +243,7 @@ class Engine:
             return
         with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS) as pool, self.interruptible():
             for future in [pool.submit(self.download, *task) for task in tasks]:
-                future.result()
+                result_of(future)
 
     def download(self, shard: Shard, kind: str, batch: dict[str, Any]) -> None:
         """Bring one file of one batch up to date from its cursor."""
@@ -557,7 +557,7 @@ def fetch_job(
             )
     shards = [s for s in manifest.shards if s.batch_id]
     settled = {str(s.batch_id) for s in shards if shard_finished(s)}
-    cost = job_cost(client, shards, settled, early.result() if early else None) if options.cost else None
+    cost = job_cost(client, shards, settled, result_of(early) if early else None) if options.cost else None
     deleted = delete_remote(client, shards, finished) if options.delete_remote else None
     per_batch = summary.pop("per_batch")
     for shard in manifest.shards:
@@ -643,7 +643,7 @@ def _download_and_join(
             running = {b for b, batch in batches.items() if not is_terminal(batch.get("status"))}
             ordered = engine.ordered_runs(shards) if runs_only else None
             if ordered is None:
-                index(skip=indexing[0].result() if indexing else set(), manifest=manifest.path)
+                index(skip=result_of(indexing[0]) if indexing else set(), manifest=manifest.path)
             extra = []
             if options.export:
                 from doubleword.export import Export  # only --export pays for its import

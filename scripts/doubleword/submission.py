@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -40,7 +40,7 @@ from doubleword.api import (
     find_file_by_name,
     upload_file,
 )
-from doubleword.cli import info, warn
+from doubleword.cli import as_done, info, warn
 from doubleword.client import ApiClient
 from doubleword.config import COMPLETION_WINDOWS
 from doubleword.errors import AmbiguousRequest, ApiError, CliError, InputError, ServiceError
@@ -385,7 +385,7 @@ def uploaded(client: ApiClient, manifest: Manifest, shards: list[Shard], workers
         futures = [pool.submit(_upload, client, manifest, shard) for shard in todo]
         try:
             with stopping_uploads(client):
-                for future in as_completed(futures):
+                for future in as_done(futures):
                     yield future.result()
         finally:
             for future in futures:
