@@ -12,6 +12,8 @@ import time
 from conftest import CHAT, Api, chat_line
 from emulator_server import EmulatorServer
 
+from emulator.worker import POOL_MIN, TICK_S
+
 PLAIN = 2000
 OTHER = 400  # copies of the first plain lines with a no-op `tools: []`: the general path answers them
 PROMPTS = ("hello é 😀", 'quote "q" and \\ backslash', "x" * 900, "line\nbreak\ttab")
@@ -92,10 +94,14 @@ def pool_pids(pid: int) -> list[int]:
 
 
 def test_a_dead_pool_process_loses_no_request():
-    # about 2 s of work left when the test pauses it: a test process starved for a second on a loaded
-    # machine (it was: the batch ended before it was seen running) still finds it running
-    n = 30_000
-    with EmulatorServer("--start-delay", "0", "--rate", "15000") as emu:
+    # A rate whose every tick has enough rows for the pool (at 15,000/s a tick on an idle fast machine
+    # had 300, fewer than POOL_MIN, and answered them inline: the pool never saw 1,000), and about 1.6 s of
+    # work left when the test pauses it (50,000 requests, a file's most, at 31,250/s): a test process
+    # starved for a second on a loaded machine (it was: the batch ended before it was seen running)
+    # still finds it running.
+    rate = int(1.25 * POOL_MIN / TICK_S)
+    n = 50_000
+    with EmulatorServer("--start-delay", "0", "--rate", str(rate)) as emu:
         api = Api(emu)
         emu.configure(paused=True)
         batch = api.batch([chat_line(i, f"question {i}", max_tokens=16) for i in range(n)])
