@@ -254,7 +254,7 @@ def job_view(args: Any, manifest: Manifest) -> JobView:
 
 
 def _refused(record: InputRecord) -> bool:
-    """The server refused this input's request for what it is (results.refused): resent, refused again."""
+    """The server refused this input's request for what it is (rounds.refused): resent, refused again."""
     error = record.error or {}
     return refused(record.status, error.get("type"), error.get("status"))
 
