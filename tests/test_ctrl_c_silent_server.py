@@ -8,12 +8,14 @@ sees: exit 130 within a bound, one JSON document, and a re-run that completes th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,20 @@ def _two_finished_batches(h, tmp_path: Path, env: dict[str, str]) -> tuple[Any, 
     return job, Path(job.manifest), tmp_path / "jobs.results", fetch
 
 
+@contextlib.contextmanager
+def _silent_second_pages(h, tmp_path: Path) -> Iterator[tuple[Any, ...]]:
+    """Two finished batches behind a proxy whose content pages from line 20 on go silent halfway:
+    (proxy, env, job, manifest, results folder, fetch args, the event that releases the silent replies)."""
+    release = threading.Event()
+    with h.start_emulator("--rate", "100000") as emu, HostileProxy(emu.base_url) as proxy:
+        env = h.script_env(proxy.base_url)
+        job, manifest, out, fetch = _two_finished_batches(h, tmp_path, env)
+        proxy.add(
+            silent_mid_body(release, on=CONTENT, when=lambda seen: int(seen.query.get("skip", 0)) >= 20)
+        )
+        yield proxy, env, job, manifest, out, fetch, release
+
+
 def _complete_exactly(h, job, out: Path, env: dict[str, str], fetch: tuple[str, ...]) -> None:
     code, doc, err = h.run_script("fetch_results", *fetch, env=env)
     assert code == 0 and doc["complete"], err
@@ -97,13 +113,7 @@ def test_ctrl_c_while_both_downloads_wait_on_a_silent_server(tmp_path, h):
     """Two batches download in two threads; each one's second page stops halfway (headers and half its
     lines sent, then silence). Interrupted, with --follow and then without, the fetch exits at once, not
     when the reads time out (30 s); the third run, the server well again, completes the job exactly."""
-    release = threading.Event()
-    with h.start_emulator("--rate", "100000") as emu, HostileProxy(emu.base_url) as proxy:
-        env = h.script_env(proxy.base_url)
-        job, manifest, out, fetch = _two_finished_batches(h, tmp_path, env)
-        proxy.add(
-            silent_mid_body(release, on=CONTENT, when=lambda seen: int(seen.query.get("skip", 0)) >= 20)
-        )
+    with _silent_second_pages(h, tmp_path) as (proxy, env, job, manifest, out, fetch, release):
         try:
             for flags, silent in ((("--follow", "--interval", "0.2"), 2), ((), 4)):
                 code, doc, err, took = _interrupt_when_silent(h, proxy, silent, *fetch, *flags, env=env)
@@ -200,13 +210,7 @@ def test_ctrl_c_delivered_to_a_download_thread_still_stops_the_fetch(tmp_path, h
     """Both downloads wait on a silent server and the SIGINT reaches a worker thread, not the main one
     (as it did in the CI run where a fetch went on 60 s after the signal, retrying its read timeouts):
     the main thread, waiting on the downloads a tick at a time, still stops the fetch at once."""
-    release = threading.Event()
-    with h.start_emulator("--rate", "100000") as emu, HostileProxy(emu.base_url) as proxy:
-        env = h.script_env(proxy.base_url)
-        job, manifest, out, fetch = _two_finished_batches(h, tmp_path, env)
-        proxy.add(
-            silent_mid_body(release, on=CONTENT, when=lambda seen: int(seen.query.get("skip", 0)) >= 20)
-        )
+    with _silent_second_pages(h, tmp_path) as (proxy, env, job, manifest, out, fetch, release):
         try:
             proc = _start(h, "fetch_results", *fetch, env=env, prelude=SIGNALS_TO_WORKERS)
             h.wait_until(lambda: proxy.state.get("silent", 0) >= 2 or proc.poll() is not None,
