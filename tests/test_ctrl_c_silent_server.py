@@ -55,10 +55,11 @@ def _interrupt(proc: subprocess.Popen) -> tuple[int, dict, str, float]:
 
 
 def _interrupt_when_silent(
-    h, proxy: HostileProxy, silent: int, *args: str, env: dict[str, str]
+    h, proxy: HostileProxy, silent: int, *args: str, env: dict[str, str], prelude: str = ""
 ) -> tuple[int, dict, str, float]:
-    """fetch_results.py ARGS, interrupted once ``silent`` replies in all have gone silent."""
-    proc = _start(h, "fetch_results", *args, env=env)
+    """fetch_results.py ARGS (after ``prelude``), interrupted once ``silent`` replies in all have gone
+    silent."""
+    proc = _start(h, "fetch_results", *args, env=env, prelude=prelude)
     h.wait_until(lambda: proxy.state.get("silent", 0) >= silent or proc.poll() is not None,
                  what="the downloads waiting on the silent server")  # fmt: skip
     return _interrupt(proc)
@@ -176,10 +177,7 @@ def test_ctrl_c_exits_even_when_the_blocked_reads_cannot_be_cut(tmp_path, h):
         job, manifest, out, fetch = _two_finished_batches(h, tmp_path, env)
         proxy.add(_cut_once_then_silent(release))
         try:
-            proc = _start(h, "fetch_results", *fetch, env=env, prelude=UNCUTTABLE)
-            h.wait_until(lambda: proxy.state.get("silent", 0) >= 2 or proc.poll() is not None,
-                         what="both retried downloads waiting on the silent server")  # fmt: skip
-            code, doc, err, took = _interrupt(proc)
+            code, doc, err, took = _interrupt_when_silent(h, proxy, 2, *fetch, env=env, prelude=UNCUTTABLE)
         finally:
             release.set()
         assert err.count("resuming from line") == 2, err  # both downloads were retried before the stop
@@ -212,10 +210,9 @@ def test_ctrl_c_delivered_to_a_download_thread_still_stops_the_fetch(tmp_path, h
     the main thread, waiting on the downloads a tick at a time, still stops the fetch at once."""
     with _silent_second_pages(h, tmp_path) as (proxy, env, job, manifest, out, fetch, release):
         try:
-            proc = _start(h, "fetch_results", *fetch, env=env, prelude=SIGNALS_TO_WORKERS)
-            h.wait_until(lambda: proxy.state.get("silent", 0) >= 2 or proc.poll() is not None,
-                         what="both downloads waiting on the silent server")  # fmt: skip
-            code, doc, err, took = _interrupt(proc)
+            code, doc, err, took = _interrupt_when_silent(
+                h, proxy, 2, *fetch, env=env, prelude=SIGNALS_TO_WORKERS
+            )
         finally:
             release.set()
         assert code == 130 and doc["error"]["type"] == "interrupted", (doc, err)
