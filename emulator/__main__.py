@@ -165,9 +165,13 @@ def add_model_flags(g: argparse._ArgumentGroup) -> None:
 def share(text: str) -> float:
     """An argparse type: a fraction from 0 to 1 (``--fail-rate 10`` is refused, not taken as always)."""
     try:
-        return fraction(float(text))
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    try:
+        return fraction(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc) if "fraction" in str(exc) else f"not a number: {text!r}")
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_fault_flags(g: argparse._ArgumentGroup) -> None:

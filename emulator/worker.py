@@ -260,7 +260,7 @@ class Worker:
         again, in this batch or a later one, is refused again. A 500 is drawn afresh for each batch row
         (resending may succeed), and sticks to the row through the server's own retries. Without --seed
         the refused requests are still fixed by the requests themselves (the 500s are random)."""
-        rate, rid = min(self.cfg.fail_rate, 1.0), r["rid"]
+        rate, rid = self.cfg.fail_rate, r["rid"]  # 0 to 1 (config.fraction)
         if r["attempts"] == 0 and rate > 0:
             refused = refusal(self.cfg.seed, r["custom_id"], r["body"], 2 * rate / 3)
             if refused is not None:
