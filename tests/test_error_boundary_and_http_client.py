@@ -6,6 +6,7 @@ The HTTP client is exercised against a scripted local server on a free loopback 
 from __future__ import annotations
 
 import email.utils
+import gc
 import html
 import io
 import json
@@ -39,6 +40,21 @@ def test_success_prints_one_json_document():
     assert err.endswith(": success (exit 0)\n") and err.count("\n") == 1  # run() resets the summary
     code, doc, err = _run(lambda argv: (cli.summary("did   3\nthings") or {"ok": True}, 0))
     assert err.endswith(": did 3 things (exit 0)\n") and err.count("\n") == 1
+
+
+def test_a_command_about_to_exit_freezes_its_objects_but_a_caller_in_process_keeps_collecting(monkeypatch):
+    # the interpreter's collections at exit skip frozen objects (a fetch exits ~45 ms sooner); a test or
+    # another program calling run() with its own argv goes on, so its garbage must stay collectable
+    gc.unfreeze()
+    _run(lambda argv: ({"ok": True}, 0), ["--quiet"])
+    assert gc.get_freeze_count() == 0
+    monkeypatch.setattr("sys.argv", ["fetch_results.py", "--quiet"])
+    try:
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            assert cli.run(lambda argv: ({"ok": True, "argv": argv}, 0)) == 0
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import json
 import math
 import os
@@ -247,6 +248,8 @@ def run(main: Callable[[list[str]], tuple[dict[str, Any], int]], argv: list[str]
         return _run(main, args, debug)
     finally:
         _set_handlers(previous)  # a caller in the same process (a test) gets its handlers back
+        if argv is None:  # the command itself, about to exit: the collections at interpreter shutdown
+            gc.freeze()  # skip frozen objects (~45 ms of a fetch's exit on this machine, nothing else skipped)
 
 
 def _run(main: Callable[[list[str]], tuple[dict[str, Any], int]], args: list[str], debug: bool) -> int:
