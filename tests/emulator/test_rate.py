@@ -6,7 +6,8 @@ store it). A fixed bound (a core's second per 50,000 requests, met where it was 
 on a machine twice as slow; bench/bench_scale.py still measures the wall-clock rate against 50,000/s.
 Measured as CPU time, which other processes on a shared machine do not inflate the way they stretch
 wall-clock time; this machine's CPU time still varies by about a fifth from run to run, hence the margin
-(the server alone, with no pool, needs about 1.4x the bare loop: the pool's use is checked directly)."""
+(the server alone, with no pool, needs about 1.4x the bare loop: the pool's use is checked directly), and
+the least of two runs is compared with the least of three bare loops."""
 
 from __future__ import annotations
 
@@ -70,16 +71,21 @@ def test_a_low_rate_is_honoured():
 
 @pytest.mark.serial  # a time bound: runs alone, after the parallel run (make test)
 def test_capacity_against_a_bare_loop_on_this_machine():
+    # Two batches and three bare loops, in turn; the least CPU of each side is compared: a host that
+    # inflates CPU time now and then (seen here: one batch at 1.7x with the bare loop at its usual
+    # speed) rarely does so to every run of one side and to none of the other's
     n = 30_000
-    bare = [bare_loop_seconds(n) for _ in range(2)]
+    bare = [bare_loop_seconds(n)]
+    busiest = []
     with EmulatorServer("--start-delay", "0", "--rate", "50000") as emu:
-        wall, (server, pool) = run_batch(emu, n, pool=True)
+        for _ in range(2):
+            wall, (server, pool) = run_batch(emu, n, pool=True)
+            busiest.append(max(server, pool))
+            bare.append(bare_loop_seconds(n))
+            print(
+                f"{n} requests: {wall:.2f}s wall ({n / wall:.0f}/s); CPU: server {server:.2f}s, pool "
+                f"{pool:.2f}s ({n / max(server, pool):.0f}/s on the busiest core); the bare loop {bare[-1]:.2f}s"
+            )
         answered_by_pool = emu.stats()["pool_answers"]
-    bare = sorted([*bare, bare_loop_seconds(n)])[1]  # the median of three, one of them after the run
-    print(
-        f"{n} requests: {wall:.2f}s wall ({n / wall:.0f}/s); CPU: server {server:.2f}s, pool {pool:.2f}s"
-        f" ({n / max(server, pool):.0f}/s on the busiest core), {answered_by_pool} answered by the pool;"
-        f" the bare loop {bare:.2f}s ({n / bare:.0f}/s)"
-    )
-    assert answered_by_pool > n / 2  # the pool did most of the answering
-    assert max(server, pool) <= 1.6 * bare
+    assert answered_by_pool > n  # the pool did most of the answering (of 2 * n)
+    assert min(busiest) <= 1.6 * min(bare), (busiest, bare)
