@@ -1,14 +1,11 @@
 """A fresh fetch of a finished job asks for the output while its modules load (doubleword.headstart), and
 reads the reply like any other: what the server saw first, a failed or partial early reply asked again,
-the start of the reply read ahead (bounded; in order; a fault after it raised after it), and every case
-where nothing may be sent early."""
+and every case where nothing may be sent early."""
 
 from __future__ import annotations
 
 import json
 import socket
-import struct
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -145,97 +142,9 @@ def test_a_safe_case_sends_exactly_the_request_requests_would(clean_env, listene
     assert lines[0] == "GET /v1/files/file-1/content?skip=0 HTTP/1.1"
     assert f"Host: 127.0.0.1:{port}" in lines and f"Authorization: Bearer {KEY}" in lines
     assert start.take("http://127.0.0.1:9/v1/files/file-1/content?skip=0") is None  # another URL: not it
-    taken = start.take(start.url)
-    assert taken is not None and start.take(f"http://127.0.0.1:{port}/v1/files/file-1/content?skip=0") is None
-    taken[0].close()
-    peer.close()
-
-
-# --------------------------------------------------------------------------- the reply read ahead
-
-
-def _sent_early(listener: Any) -> tuple[headstart.HeadStart, socket.socket]:
-    start = headstart.begin(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", [_shard()], fresh=True)
-    assert start is not None
-    peer, _ = listener.accept()
-    peer.settimeout(5)
-    sent = b""
-    while not sent.endswith(b"\r\n\r\n"):
-        sent += peer.recv(4096)
-    return start, peer
-
-
-def _read_all(reply: Any) -> bytes:
-    handle = reply.makefile("rb")
-    parts = []
-    while part := handle.read(65536):
-        parts.append(part)
-    handle.close()
-    return b"".join(parts)
-
-
-def _wait_until(predicate: Any, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "the head start's thread did not read ahead"
-        time.sleep(0.01)
-
-
-def test_the_reply_is_read_ahead_up_to_a_bound_then_from_the_socket_in_order(clean_env, listener) -> None:
-    start, peer = _sent_early(listener)
-    body = bytes(range(256)) * ((3 * headstart.READ_AHEAD_BYTES) // 256)  # 3x the bound, in a known order
-    sender = __import__("threading").Thread(target=peer.sendall, args=(body,), daemon=True)
-    sender.start()
-    _wait_until(lambda: sum(map(len, start._ahead)) >= headstart.READ_AHEAD_BYTES)
-    time.sleep(0.2)  # the server keeps sending: the thread reads no further than its bound
-    assert headstart.READ_AHEAD_BYTES <= sum(map(len, start._ahead)) < headstart.READ_AHEAD_BYTES + (1 << 20)
-    taken = start.take(start.url)
-    assert taken is not None
-    sock, reply = taken
-    received = []
-    handle = reply.makefile("rb")
-    while len(b"".join(received)) < len(body):
-        received.append(handle.read(65536))
-    assert b"".join(received) == body
-    sender.join(5)
-    peer.close()
-    assert handle.read(10) == b""  # the end of the reply, after the bytes read ahead and the socket's
-    handle.close()
-    assert sock.fileno() == -1  # closing the reply closes its socket
-
-
-def test_a_whole_reply_read_ahead_ends_where_the_server_closed(clean_env, listener) -> None:
-    start, peer = _sent_early(listener)
-    peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
-    peer.close()
-    _wait_until(lambda: not start._thread.is_alive())  # the server's close ended the reading ahead
-    taken = start.take(start.url)
-    assert taken is not None
-    assert _read_all(taken[1]) == b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-
-
-def test_a_connection_reset_after_bytes_read_ahead_is_raised_after_them(clean_env, listener) -> None:
-    start, peer = _sent_early(listener)
-    peer.sendall(b"the first bytes")
-    _wait_until(lambda: bool(start._ahead))
-    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
-    peer.close()
-    _wait_until(lambda: not start._thread.is_alive())
-    taken = start.take(start.url)
-    assert taken is not None
-    handle = taken[1].makefile("rb")
-    assert handle.read1(100) == b"the first bytes"
-    with pytest.raises(ConnectionResetError):
-        handle.read(100)
-
-
-def test_a_head_start_not_taken_is_dropped_at_once(clean_env, listener) -> None:
-    start, peer = _sent_early(listener)
-    began = time.monotonic()
-    start.close()  # the server sent nothing yet: the thread's wait is woken, not timed out
-    assert time.monotonic() - began < 2 and not start._thread.is_alive()
-    peer.settimeout(5)
-    assert peer.recv(10) == b""  # the connection is closed
+    sock = start.take(start.url)
+    assert sock is not None and start.take(f"http://127.0.0.1:{port}/v1/files/file-1/content?skip=0") is None
+    sock.close()
     peer.close()
 
 

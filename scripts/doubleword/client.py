@@ -229,16 +229,15 @@ class ApiClient:
         """The reply to ``GET url`` if :mod:`doubleword.headstart` sent it, read like any stream; None when
         it was not sent, or its reply is not a plain success (the request is then made as usual)."""
         assert self.head_start is not None
-        taken = self.head_start.take(url)
-        if taken is None:
+        sock = self.head_start.take(url)
+        if sock is None:
             return None
-        sock, reply = taken
         self.calls += 1
         watch = Watch(self.deadline, stream=True, stop=self.interrupted)
         watch.replying(sock)
         WATCHDOG.add(watch)
         try:
-            response = adopted_response(self.session, url, reply)
+            response = adopted_response(self.session, url, sock)
         except (OSError, ValueError, http.client.HTTPException):  # sent again below, with its retries
             WATCHDOG.remove(watch)
             sock.close()

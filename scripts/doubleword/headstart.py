@@ -1,4 +1,4 @@
-"""A fetch's first content request, sent while the modules load, and the start of its reply read meanwhile.
+"""A fetch's first content request, sent while the modules load.
 
 Starting Python and importing requests takes ~0.1 s, our modules ~0.03 s more: meanwhile a server could
 already be sending. When the manifest says a batch has finished and the output folder is new (so the
@@ -6,9 +6,6 @@ download must start at line 0), its output content is asked for at once on a pla
 standard library, verified against the same CA bundle as requests), and the reply is left for requests
 to read (:meth:`doubleword.client.ApiClient.request` adopts it: the same parsing, watchdog, progress and
 errors as any stream). On a real network the connection and TLS handshakes happen under the imports too.
-Until it is adopted the thread reads the reply ahead into memory (at most :data:`READ_AHEAD_BYTES`): a
-server that filled the socket's small first buffer would otherwise wait for the imports (~70 ms on
-this machine, the server idle); the download reads those bytes first, then the socket.
 
 Only where requests would send the same request to the same place: a plain ``scheme://host[:port]/path``
 base URL (http only to this machine), no proxy in the environment, a key that can be sent.
@@ -17,14 +14,10 @@ Anything else, or any failure here, and nothing is sent early: the request goes 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
-import select
 import socket
 import threading
-from collections import deque
 from typing import Any
 
 from doubleword.config import (
@@ -41,8 +34,6 @@ _PLAIN_URL = re.compile(
     r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([1-9][0-9]{0,4}))?(/[a-z0-9._~/-]*)?", re.I
 )
 _PROXIES = ("http_proxy", "https_proxy", "all_proxy")
-READ_AHEAD_BYTES = 4 << 20  # of the reply, read while the modules load (freed as the download reads on)
-_READ = 1 << 20  # bytes asked of the socket at a time while reading ahead
 
 
 class HeadStart:
@@ -52,9 +43,6 @@ class HeadStart:
         self.url = f"{scheme}://{host}{f':{port}' if port else ''}{path}"  # as the client writes it
         number = int(port) if port else (443 if scheme == "https" else 80)
         self._sock: socket.socket | None = None
-        self._ahead: deque[bytes] = deque()  # the reply's first bytes, read by the thread
-        self._error: OSError | None = None  # what cut the reading ahead: raised once those bytes are read
-        self._wake, self._waker = socket.socketpair()  # take() wakes the thread waiting for the server
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {host if port is None else f'{host}:{port}'}\r\n"
             f"User-Agent: {USER_AGENT}\r\nAccept-Encoding: identity\r\nAccept: */*\r\nConnection: close\r\n"
@@ -76,106 +64,26 @@ class HeadStart:
                 sock = _tls_context().wrap_socket(sock, server_hostname=host)
             sock.settimeout(READ_TIMEOUT)
             sock.sendall(request)
+            self._sock = sock
         except (OSError, ValueError):  # nothing to report: the request is sent again the usual way
             if sock is not None:
                 sock.close()
-            return
-        self._sock = sock
-        self._read_ahead(sock)
 
-    def _read_ahead(self, sock: socket.socket) -> None:
-        """Read the reply into memory, up to READ_AHEAD_BYTES, until :meth:`take` (or :meth:`close`)."""
-        import ssl
-
-        size = 0
-        try:
-            sock.setblocking(False)
-            while size < READ_AHEAD_BYTES:
-                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):  # (TLS may hold decrypted bytes)
-                    ready, _, _ = select.select([sock, self._wake], [], [], READ_TIMEOUT)
-                    if self._wake in ready or not ready:  # wanted now, or a silent server: the reader's turn
-                        break
-                try:
-                    data = sock.recv(_READ)
-                except (BlockingIOError, ssl.SSLWantReadError):  # (part of a TLS record so far)
-                    continue
-                if not data:  # the whole reply is here
-                    break
-                self._ahead.append(data)
-                size += len(data)
-        except OSError as exc:
-            self._error = exc
-        finally:
-            with contextlib.suppress(OSError):
-                sock.settimeout(READ_TIMEOUT)
-
-    def take(self, url: str) -> tuple[socket.socket, Any] | None:
-        """For the request of ``url`` (once): the socket it was sent on and a reader of its reply (the bytes
-        read ahead, then the socket: what :class:`http.client.HTTPResponse` reads from); else None."""
+    def take(self, url: str) -> socket.socket | None:
+        """The socket the request for ``url`` was sent on (once), or None."""
         if url != self.url:
             return None
-        self._stop()
+        self._thread.join(CONNECT_TIMEOUT + 1)
         sock, self._sock, self.url = self._sock, None, ""
-        if sock is None:
-            return None
-        ahead, self._ahead = self._ahead, deque()
-        return sock, _Reply(sock, ahead, self._error)
+        return sock
 
     def close(self) -> None:
         """Not taken (the download went another way): the server's reply is dropped."""
         self.url = ""
-        self._stop()
+        self._thread.join(CONNECT_TIMEOUT + 1)
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        self._ahead.clear()
-
-    def _stop(self) -> None:
-        """End the reading ahead (at once: the thread's wait is woken) and the thread."""
-        with contextlib.suppress(OSError):
-            self._waker.send(b"!")
-        self._thread.join(CONNECT_TIMEOUT + 1)
-        self._wake.close()
-        self._waker.close()
-
-
-class _Reply:
-    """A socket's stand-in for :class:`http.client.HTTPResponse`, which only calls ``makefile``."""
-
-    def __init__(self, sock: socket.socket, ahead: deque[bytes], error: OSError | None) -> None:
-        self._raw = _ReadAhead(sock, ahead, error)
-
-    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
-        return io.BufferedReader(self._raw)
-
-
-class _ReadAhead(io.RawIOBase):
-    """The bytes read ahead, then the socket's (closing it closes the socket)."""
-
-    def __init__(self, sock: socket.socket, ahead: deque[bytes], error: OSError | None) -> None:
-        self._sock, self._ahead, self._error = sock, ahead, error
-        self._view = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if not self._view and self._ahead:
-            self._view = memoryview(self._ahead.popleft())
-        if self._view:
-            n = min(len(buffer), len(self._view))
-            buffer[:n] = self._view[:n]
-            self._view = self._view[n:]
-            return n
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        return self._sock.recv_into(buffer)
-
-    def close(self) -> None:
-        super().close()
-        self._ahead.clear()
-        self._sock.close()
 
 
 def _tls_context() -> Any:

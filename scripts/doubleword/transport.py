@@ -445,10 +445,9 @@ def guarded_stream(response: requests.Response, watch: Watch, path: str) -> requ
     return response
 
 
-def adopted_response(session: requests.Session, url: str, sock: Any) -> requests.Response:
-    """The response to ``GET url``, already sent on ``sock`` (a socket, or what stands for one: only its
-    ``makefile`` is used; :mod:`doubleword.headstart`), as requests would have made it: urllib3 reads the
-    body (chunks, length, decoding) as for any request."""
+def adopted_response(session: requests.Session, url: str, sock: socket.socket) -> requests.Response:
+    """The response to ``GET url``, already sent on ``sock`` (:mod:`doubleword.headstart`), as requests
+    would have made it: urllib3 reads the body (chunks, length, decoding) as for any request."""
     import http.client
 
     from urllib3._collections import HTTPHeaderDict
