@@ -87,5 +87,6 @@ def test_capacity_against_a_bare_loop_on_this_machine():
                 f"{pool:.2f}s ({n / max(server, pool):.0f}/s on the busiest core); the bare loop {bare[-1]:.2f}s"
             )
         answered_by_pool = emu.stats()["pool_answers"]
+    print(f"{answered_by_pool} of {2 * n} answered by the pool")
     assert answered_by_pool > n  # the pool did most of the answering (of 2 * n)
     assert min(busiest) <= 1.6 * min(bare), (busiest, bare)
