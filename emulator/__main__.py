@@ -18,7 +18,7 @@ from aiohttp import web
 
 from .app import build_app
 from .catalog import DEFAULT_MODELS, DEFAULT_REASONING_MODELS
-from .config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUESTS, Config, fraction
+from .config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUESTS, ORDERS, Config, fraction
 
 DESCRIPTION = """\
 A local server that behaves like Doubleword's batch API (files, batches, models, realtime chat and
@@ -119,6 +119,14 @@ def add_model_flags(g: argparse._ArgumentGroup) -> None:
         help="fraction of answers a sloppy model spoils: JSON in a code fence, prose instead of JSON, or "
         "an answer that runs long (300-800 tokens, by the prompt): cut with finish_reason length by a "
         "smaller max_tokens, whole with a larger one (default: %(default)s)",
+    )
+    g.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="completion",
+        help="the order of a batch's output and error lines: completion (as a real server writes them: "
+        "requests running at once finish in a random order, retried ones later) or input (default: "
+        "%(default)s)",
     )
     g.add_argument(
         "--rate",

@@ -66,6 +66,9 @@ class Config:
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     reasoning_models: list[str] = field(default_factory=lambda: list(DEFAULT_REASONING_MODELS))
     sloppy_rate: float = 0.0
+    # "completion": a tick's requests finish in a random order, as requests running at once do on a real
+    # server (references/api_reference.md section 6); "input": in input order
+    order: str = "completion"
     rate: float = 5000.0
     start_delay: float = 0.2
     fail_rate: float = 0.0
@@ -98,6 +101,7 @@ class Config:
         "retry_base",
         "max_retries",
         "sloppy_rate",
+        "order",
     )
 
     def runtime(self) -> dict:
@@ -106,6 +110,7 @@ class Config:
         return {k: d[k] for k in self.RUNTIME_KEYS}
 
 
+ORDERS = ("completion", "input")  # the values of Config.order
 FRACTIONS = ("fail_rate", "fault_rate", "sloppy_rate")  # shares of requests or calls: 0 to 1
 
 

@@ -7,7 +7,7 @@ import math
 
 from aiohttp import web
 
-from .config import FRACTIONS, Config, fraction
+from .config import FRACTIONS, ORDERS, Config, fraction
 from .jsonbody import BadJson
 from .jsonbody import parse as parse_json
 from .responses import json_ok
@@ -66,6 +66,10 @@ def runtime_value(key: str, current: object, value: object) -> object:
     if key == "batch_create_error":
         if value not in BATCH_CREATE_ERRORS:
             raise ValueError(f"expected one of {list(BATCH_CREATE_ERRORS)}")
+        return value
+    if key == "order":
+        if value not in ORDERS:
+            raise ValueError(f"expected one of {list(ORDERS)}")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError("expected a finite number")

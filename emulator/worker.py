@@ -5,6 +5,7 @@ failures, write the output and error lines of section 5, stamp finished batches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -116,6 +117,7 @@ class Worker:
         self.model = model
         self.upstream = upstream
         self.rng = random.Random(cfg.seed)
+        self.order_rng = random.Random(cfg.seed)  # apart: the order never changes which requests fail
         self.fates: dict[int, int] = {}  # rid -> forced failure status (from --fail-rate)
         self.inflight: set[asyncio.Task] = set()
         self.budget = 0.0
@@ -163,7 +165,8 @@ class Worker:
         if rows:
             self.budget -= len(rows)
             if self.upstream is None:
-                self.run_builtin(rows)
+                with self.finishing(len(rows)):
+                    self.run_builtin(rows)
             else:
                 st.mark_in_progress([r["rid"] for r in rows], [r["batch_id"] for r in rows])
                 for r in rows:
@@ -176,6 +179,14 @@ class Worker:
                 if row is not None:
                     st.finish_if_done(row)
         return len(rows)
+
+    def finishing(self, count: int) -> contextlib.AbstractContextManager[None]:
+        """A tick's requests run at once: with --order completion they finish in a random order (a real
+        server's output is in completion order); with --order input, in input order. Upstream calls
+        finish in their own order."""
+        if self.cfg.order != "completion":
+            return contextlib.nullcontext()
+        return self.store.finishing_in_any_order(count, self.order_rng)
 
     def big_ticks(self) -> bool:
         """Whether the rate makes ticks of POOL_MIN rows or more as it runs, not only in its first burst

@@ -49,7 +49,6 @@ def test_records_of_other_batches_in_between_make_several_ranges(tmp_path):
 
 def test_anything_else_retires_the_tracker(tmp_path):
     cases = {
-        "out of order": [("b", "completed"), ("a", "completed")],
         "a failure": [("a", "failed")],
         "a cut-off answer": [("a", "truncated")],
         "more answers than inputs": [
@@ -59,6 +58,8 @@ def test_anything_else_retires_the_tracker(tmp_path):
             ("d", "completed"),
         ],
         "an answer without an id": [(None, "completed")],
+        "an answer twice": [("b", "completed"), ("b", "completed"), ("a", "completed"), ("c", "completed")],
+        "an answer of another batch": [("b", "completed"), ("x", "completed"), ("a", "completed")],
     }
     for why, answers in cases.items():
         tracker = OrderTracker("B", _inputs(tmp_path, ["a", "b", "c"]))
@@ -101,6 +102,44 @@ def test_a_prefix_of_the_next_id_or_a_format_word_in_the_text_is_not_a_match(tmp
     tracker.take(_rows([("req-10", "completed")]))
     assert tracker.handle is not None  # a quoted word "format" in a prompt is not a response format
     tracker.take(_rows([("req-1", "completed")]))  # req-1 is a prefix of req-11, not its id
+    assert tracker.ahead and not tracker.finished()
+
+
+def test_answers_in_completion_order_are_put_in_input_order(tmp_path):
+    """Requests that ran at once finish in any order: each answer waits for the input lines before it,
+    and the ranges come out in input order (each answer's own where their records are not in order)."""
+    ids = [f"r{i}" for i in range(8)]
+    arrival = ["r2", "r0", "r1", "r5", "r3", "r4", "r7", "r6"]
+    rows = _rows([(custom_id, "completed") for custom_id in arrival])
+    offset_of = {row[4]: row[11] for row in rows}
+    tracker = OrderTracker("B", _inputs(tmp_path, ids, blank_after=["r3"]))
+    tracker.take(rows[:4])
+    assert sorted(tracker.ahead) == ["r5"] and tracker.count == 3  # r0-r2 done; r5 waits for r3, r4
+    tracker.take(rows[4:])
+    assert tracker.finished() and tracker.complete and tracker.count == 8
+    # every answer's record once, in input order (a record here is 9 bytes and its newline)
+    covered = [offset for start, end in tracker.ranges for offset in range(start, end, 10)]
+    assert covered == [offset_of[i] for i in ids]
+    assert tracker.ranges == [(10, 30), (0, 10), (40, 60), (30, 40), (70, 80), (60, 70)]  # neighbours merged
+    assert tracker.tokens == [8, 16, 24]
+
+
+def test_a_window_past_its_bound_retires_the_tracker(tmp_path, monkeypatch):
+    monkeypatch.setattr(OrderTracker, "WINDOW", 3)
+    ids = [f"r{i}" for i in range(6)]
+    tracker = OrderTracker("B", _inputs(tmp_path, ids))
+    tracker.take(_rows([(i, "completed") for i in ["r3", "r2", "r1", "r0", "r4", "r5"]]))
+    assert tracker.finished() and tracker.count == 6  # three waited: within the bound
+    tracker = OrderTracker("B", _inputs(tmp_path, ids))
+    tracker.take(_rows([(i, "completed") for i in ["r4", "r3", "r2", "r1", "r0", "r5"]]))
+    assert tracker.handle is None and not tracker.finished()  # a fourth would wait: the join takes over
+
+
+def test_a_waiting_answer_whose_request_asks_for_json_retires_the_tracker(tmp_path):
+    tracker = OrderTracker("B", _inputs(tmp_path, ["a", "b", "c"], json_for=["b"]))
+    tracker.take(_rows([("b", "completed"), ("c", "completed")]))
+    assert tracker.handle is not None
+    tracker.take(_rows([("a", "completed")]))
     assert tracker.handle is None and not tracker.finished()
 
 

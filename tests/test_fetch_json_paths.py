@@ -8,16 +8,25 @@ agree. Without orjson installed both runs take the plain path and the test still
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 
 from emulator_server import EmulatorServer
+
+from doubleword.store import INDEX_NAME, RECORDS_NAME
 
 SCHEMA = {
     "type": "object",
     "properties": {"label": {"type": "string"}, "score": {"type": "number"}},
     "required": ["label", "score"],
 }
+
+
+def _indexed_inputs(out) -> int:
+    with contextlib.closing(sqlite3.connect(out / INDEX_NAME)) as db:
+        return db.execute("SELECT count(*) FROM inputs").fetchone()[0]
 
 
 def _lines(h):
@@ -69,10 +78,11 @@ def test_the_accelerated_and_the_plain_json_paths_write_the_same_results(tmp_pat
         assert json.dumps(fast[key], sort_keys=True) == json.dumps(plain[key], sort_keys=True), key
 
 
-def test_a_job_answered_in_order_is_written_the_same_without_the_per_line_join(tmp_path, h):
-    """A job answered in input order (here three shards, every answer completed) is written by copying
-    its record file (no per-line join); --export needs every row, so it takes the per-line join: the two
-    results.jsonl must be byte for byte the same, in input order, and the summary the same."""
+def test_a_job_answered_whole_is_written_the_same_without_the_per_line_join(tmp_path, h):
+    """A job answered whole (here three shards, every answer completed, in completion order as a server
+    writes them) is written by copying its record file's answers in input order (no index of the inputs,
+    no per-line join); --export needs every row, so it takes the per-line join: the two results.jsonl
+    must be byte for byte the same, in input order, and the summary the same."""
     with EmulatorServer("--start-delay", "0", "--quiet", api_key=h.CANARY_KEY) as emu:
         env = h.script_env(emu.base_url)
         lines = h.chat_lines(150)
@@ -90,6 +100,13 @@ def test_a_job_answered_in_order_is_written_the_same_without_the_per_line_join(t
                 "fetch_results", "--manifest", str(copy), "--out", str(tmp_path / name), *extra, env=env
             )
             assert code == 0 and docs[name]["complete"] is True, err
+    arrived = [
+        json.loads(line)["custom_id"]
+        for line in (tmp_path / "copied" / RECORDS_NAME).read_bytes().splitlines()
+    ]
+    assert sorted(arrived) == sorted(line["custom_id"] for line in lines)
+    assert arrived != [line["custom_id"] for line in lines]  # the server's order was not the input's
+    assert _indexed_inputs(tmp_path / "copied") == 0 and _indexed_inputs(tmp_path / "joined") == 150
     copied = (tmp_path / "copied" / "results.jsonl").read_bytes()
     assert copied == (tmp_path / "joined" / "results.jsonl").read_bytes()
     results = [json.loads(line) for line in copied.splitlines()]

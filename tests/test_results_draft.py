@@ -115,3 +115,25 @@ def test_a_batch_that_grew_after_it_was_handed_over_is_not_drafted(tmp_path):
     ]
     assert draft.complete(runs) is None
     assert _temps(tmp_path) == []
+
+
+def test_ranges_in_input_order_that_go_back_in_the_record_file_are_handed_over_whole(tmp_path):
+    """Answers in completion order: a batch's ranges (in input order) can start before the last one."""
+    draft = _draft(tmp_path, ["A", "B"])
+    trackers = {"A": Tracker([lines(6, 7), lines(2, 3)]), "B": Tracker([])}
+    draft.write(draft.due(trackers, lambda b: False))
+    trackers["A"].ranges[-1] = lines(2, 4)  # the last range grows in place
+    trackers["A"].ranges += [lines(0, 1), lines(5, 6)]
+    assert draft.due(trackers, lambda b: False) == [lines(3, 4), lines(0, 1), lines(5, 6)]
+    draft.write([lines(3, 4), lines(0, 1), lines(5, 6)])
+    runs = [
+        Run("A", trackers["A"].ranges, 5, [0, 0, 0], b""),
+        Run("B", [lines(8, 10), lines(7, 8)], 3, [0, 0, 0], b""),
+    ]
+    file = draft.complete(runs)
+    assert file is not None
+    file.install()
+    order = [6, 2, 3, 0, 5, 8, 9, 7]
+    assert (tmp_path / "results.jsonl").read_bytes() == b"".join(
+        RECORDS[i * LINE : (i + 1) * LINE] for i in order
+    )

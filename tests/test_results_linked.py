@@ -6,6 +6,7 @@ results.jsonl is not trusted again, and where the file system cannot link, resul
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 import pytest
@@ -33,6 +34,7 @@ def _check(h, out, lines):
 
 
 def test_in_order_answers_are_on_disk_once_and_a_second_fetch_keeps_them(tmp_path, h, emulator, env):
+    emulator.configure(order="input")
     lines = h.chat_lines(30)
     job = h.submit_lines(tmp_path, lines, env)
     h.poll_wait(job.batch_id, env=env)
@@ -50,8 +52,25 @@ def test_in_order_answers_are_on_disk_once_and_a_second_fetch_keeps_them(tmp_pat
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_answers_in_completion_order_are_copied_into_input_order(tmp_path, h, emulator, env):
+    emulator.configure(order="completion")  # (the default) requests running at once finish in any order
+    lines = h.chat_lines(40)
+    job = h.submit_lines(tmp_path, lines, env)
+    h.poll_wait(job.batch_id, env=env)
+    out = tmp_path / "out"
+    _fetch(h, env, out, job.batch_id)
+    arrived = [json.loads(line)["custom_id"] for line in (out / RECORDS_NAME).read_bytes().splitlines()]
+    ids = [line["custom_id"] for line in lines]
+    assert sorted(arrived) == sorted(ids) and arrived != ids  # every answer once, not in input order
+    _check(h, out, lines)
+    assert not _same_file(out / "results.jsonl", out / RECORDS_NAME)  # a copy, in input order
+    records = {json.loads(line)["custom_id"]: line for line in (out / RECORDS_NAME).read_bytes().splitlines()}
+    assert (out / "results.jsonl").read_bytes().splitlines() == [records[line["custom_id"]] for line in lines]
+
+
 @pytest.mark.parametrize("edit", ["appended", "same size"])
 def test_results_changed_in_place_are_not_taken_for_the_answers(tmp_path, h, emulator, env, edit):
+    emulator.configure(order="input")
     lines = h.chat_lines(20)
     job = h.submit_lines(tmp_path, lines, env)
     h.poll_wait(job.batch_id, env=env)
@@ -90,6 +109,7 @@ def test_the_record_file_grows_only_after_results_jsonl_has_its_own_copy(tmp_pat
 
 
 def test_where_links_are_refused_results_jsonl_is_a_copy(tmp_path, h, emulator, env):
+    emulator.configure(order="input")
     lines = h.chat_lines(10)
     job = h.submit_lines(tmp_path, lines, env)
     h.poll_wait(job.batch_id, env=env)

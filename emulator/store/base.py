@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ class Database:
         self.db.execute("UPDATE requests SET state='pending', next_at=0 WHERE state='in_progress'")
         row = self.db.execute("SELECT max(done_seq) FROM requests").fetchone()
         self.done_seq = int(row[0] or 0)
+        self.seq_block: list[int] = []  # sequence numbers for the requests finishing now (in any order)
         # Request counts per batch, kept until a change to that batch's rows (a poll of a 50,000-request
         # batch would otherwise count 50,000 index entries, twice per batch object).
         self.count_cache: dict[str, dict[str, int]] = {}
@@ -88,8 +90,23 @@ class Database:
         )
 
     def next_done_seq(self) -> int:
+        if self.seq_block:
+            return self.seq_block.pop()
         self.done_seq += 1
         return self.done_seq
+
+    @contextmanager
+    def finishing_in_any_order(self, count: int, rng: random.Random) -> Iterator[None]:
+        """The requests finished in the block (at most ``count``) take the next ``count`` sequence numbers
+        in a random order: they ran at once, and which finished first is chance. Every request finished
+        later numbers after them, so a line once served never moves (a reader's skip stays right)."""
+        block = list(range(self.done_seq + 1, self.done_seq + count + 1))
+        rng.shuffle(block)
+        self.seq_block, self.done_seq = block, self.done_seq + count
+        try:
+            yield
+        finally:
+            self.seq_block = []
 
     def ext_id(self, kind: str, raw: str) -> str:
         """Ids as clients see them: bare UUIDs, or prefixed in the OpenAI flavour."""

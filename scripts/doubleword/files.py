@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -143,6 +143,7 @@ class LinkedFile:
 
 
 COPY_PIECE = 1 << 20
+COPY_SPAN = 1 << 20  # the most read at once for small ranges near each other (RangeCopier.append_all)
 
 
 class RangeCopier:
@@ -175,6 +176,40 @@ class RangeCopier:
             while view:
                 view = view[os.write(dest, view) :]
             start += len(piece)
+
+    def append_all(self, ranges: Iterable[tuple[int, int]], dest: int) -> None:
+        """Ranges appended in turn. Small ones near each other (answers put in input order from a stretch
+        written in completion order) are read in one piece and written in one call: a call per range
+        would be a system call per answer."""
+        group: list[tuple[int, int]] = []
+        low = high = 0
+        for start, end in ranges:
+            if end - start >= COPY_SPAN:
+                self._append_group(group, low, high, dest)
+                group = []
+                self.append(start, end, dest)
+                continue
+            if group and max(high, end) - min(low, start) > COPY_SPAN:
+                self._append_group(group, low, high, dest)
+                group = []
+            low, high = (min(low, start), max(high, end)) if group else (start, end)
+            group.append((start, end))
+        self._append_group(group, low, high, dest)
+
+    def _append_group(self, group: list[tuple[int, int]], low: int, high: int, dest: int) -> None:
+        if not group:
+            return
+        if len(group) == 1:
+            self.append(low, high, dest)
+            return
+        span = os.pread(self.source.fileno(), high - low, low)
+        if len(span) < high - low:
+            name = os.path.basename(str(self.source.name))
+            raise OSError(f"{name} ended at byte {low + len(span)} of {high} (changed while being copied?)")
+        view = memoryview(span)
+        data = memoryview(b"".join(view[start - low : end - low] for start, end in group))
+        while data:
+            data = data[os.write(dest, data) :]
 
 
 def real_target(path: Path) -> Path:

@@ -78,7 +78,14 @@ def _parsed_id(line: bytes) -> str | None:
 
 
 class OrderTracker:
-    """One batch's answers checked against its input file, line by line, as they arrive."""
+    """One batch's answers checked against its input file, line by line, as they arrive.
+
+    A server writes answers in completion order: requests that ran at once finish in any order among
+    themselves. Answers that arrive before their input line wait in a window (``ahead``) until the lines
+    before them are answered; ranges are kept in input order either way. A window past ``WINDOW``
+    answers, or an answer whose id is already waiting, retires the tracker (the join takes over)."""
+
+    WINDOW = 10_000  # answers waiting for earlier input lines: ~2 MB at most
 
     def __init__(self, batch_id: str, path: Path) -> None:
         self.batch_id = batch_id
@@ -87,56 +94,74 @@ class OrderTracker:
         self.count = 0
         self.tokens = [0, 0, 0]
         self.ranges = Ranges()
+        self.line: bytes | None = None  # the next input line without an answer (None: not read yet)
+        self.ahead: dict[str, tuple[int, int, int, int, int]] = {}  # custom_id -> offset, length, p, c, t
 
     def retire(self) -> None:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+        self.ahead = {}
+
+    def _next_line(self) -> bytes:
+        """The next input line that is not blank (b"" at the end)."""
+        assert self.handle is not None
+        for raw in self.handle:
+            if not raw.isspace():
+                return raw.rstrip(b"\r\n")
+        return b""
 
     def take(self, rows: Sequence[RecordRow]) -> None:
         """New answers of the output file, in arrival order (the fetch index's rows)."""
         if self.handle is None:
             return
-        readline = self.handle.readline
+        ahead, window, next_line = self.ahead, self.WINDOW, self._next_line
+        line = self.line if self.line is not None else next_line()
         # the last range and the totals in locals (this runs once per answer), written back at the end
         first, last = self.ranges.pop() if self.ranges else (-1, -1)
         count, (pt, ct, tt) = self.count, self.tokens
         for _, _, _, _, custom_id, status, p, c, t, _, _, offset, length in rows:
-            raw = readline()
-            while raw and raw.isspace():
-                raw = readline()
-            line = raw.rstrip(b"\r\n")
-            if (
-                status != "completed"
-                or not line
-                or (_EITHER_FORMAT in line and (_FORMAT in line or _RESPONSE_FORMAT in line))  # JSON check
-                or not (
-                    # the id where create_batch_file.py writes it (compact, no escapes), else parsed
-                    (custom_id is not None and line.startswith(b'%s%s"' % (_ID_HEAD, custom_id.encode())))
-                    or _parsed_id(line) == custom_id
-                )
-            ):
+            if status != "completed" or custom_id is None:
                 self.retire()
                 return
-            if offset != last:
-                if last >= 0:
-                    self.ranges.append((first, last))
-                first = offset
-            last = offset + length + 1
-            count += 1
-            pt, ct, tt = pt + p, ct + c, tt + t
+            # the id where create_batch_file.py writes it (compact, no escapes), else parsed
+            if not line.startswith(b'%s%s"' % (_ID_HEAD, custom_id.encode())) and (
+                not line or _parsed_id(line) != custom_id
+            ):
+                if custom_id in ahead or len(ahead) >= window:
+                    self.retire()  # a second answer for one request, or too far from input order
+                    return
+                ahead[custom_id] = (offset, length, p, c, t)
+                continue
+            while True:  # this answer, then those waiting for it, in input order
+                if _EITHER_FORMAT in line and (_FORMAT in line or _RESPONSE_FORMAT in line):
+                    self.retire()  # a request asking for JSON: its answer needs the check
+                    return
+                if offset != last:
+                    if last >= 0:
+                        self.ranges.append((first, last))
+                    first = offset
+                last = offset + length + 1
+                count += 1
+                pt, ct, tt = pt + p, ct + c, tt + t
+                line = next_line()
+                if not ahead or not line:
+                    break
+                waiting = ahead.pop(_parsed_id(line) or "", None)
+                if waiting is None:
+                    break
+                offset, length, p, c, t = waiting
         if last >= 0:
             self.ranges.append((first, last))
-        self.count, self.tokens = count, [pt, ct, tt]
+        self.count, self.tokens, self.line = count, [pt, ct, tt], line
 
     def finished(self) -> bool:
         """Every input line was answered, in order (call once the batch's files are read to the end)."""
         if self.handle is None:
             return False
-        for raw in self.handle:
-            if raw.strip():
-                self.retire()  # inputs without an answer (yet): the join lists them
-                return False
+        if self.ahead or self.line or (self.line is None and self._next_line()):
+            self.retire()  # answers without an input line, or inputs without an answer (yet): the join
+            return False
         self.retire()
         self.complete = self.count > 0
         return self.complete
@@ -159,7 +184,7 @@ class ResultsDraft:
         self.stopped = False
         self.sizes = [0]  # bytes handed over of each batch so far (the last: the batch being handed over)
         self._range = 0  # its first range not wholly handed over (the last may still grow)
-        self._upto = 0  # the record-file offset handed over up to, in that batch
+        self._done = 0  # the bytes of that range handed over (ranges are in input order, not by offset)
 
     def due(self, trackers: dict[str, OrderTracker | None], read: Callable[[str], bool]) -> list[Range]:
         """The ranges to append now; ``read(batch_id)``: that batch's files are read to their end."""
@@ -174,21 +199,22 @@ class ResultsDraft:
                 break
             ranges = tracker.ranges
             for start, end in ranges[self._range :]:
-                start = max(start, self._upto)
+                start += self._done  # (the bytes of the first already handed over; 0 for the others)
                 if end > start:
                     out.append((start, end))
-                    self._upto = end
                     self.sizes[-1] += end - start
-            self._range = max(0, len(ranges) - 1)
+                self._done = 0
+            if ranges:  # the last range may still grow: handed over up to its end now
+                self._range = len(ranges) - 1
+                self._done = ranges[-1][1] - ranges[-1][0]
             if not read(batch_id):
                 break
             self.sizes.append(0)
-            self._range, self._upto = 0, 0
+            self._range, self._done = 0, 0
         return out
 
     def write(self, ranges: Iterable[Range]) -> None:
-        for start, end in ranges:
-            self.copier.append(start, end, self.file.fd)
+        self.copier.append_all(ranges, self.file.fd)
 
     def complete(self, runs: Sequence[Any]) -> AtomicFile | None:
         """The file holding the whole of ``runs`` (what is left appended), or None (discarded) if what was

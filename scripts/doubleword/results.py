@@ -113,11 +113,11 @@ class _Requests:
         self.records.seek(offset)
         return self.records.read(length)
 
-    def copy(self, start: int, end: int, handle: IO[bytes]) -> None:
-        """Bytes ``start`` to ``end`` of the record file appended to ``handle``."""
+    def copy(self, ranges: Iterable[tuple[int, int]], handle: IO[bytes]) -> None:
+        """Byte ranges of the record file appended to ``handle``, in turn."""
         assert self.copier is not None
         handle.flush()
-        self.copier.append(start, end, handle.fileno())
+        self.copier.append_all(ranges, handle.fileno())
         handle.seek(0, os.SEEK_END)  # the buffered handle's position, after the writes to its descriptor
 
     def raw(self, source: tuple[int, int, int]) -> bytes | None:
@@ -298,8 +298,7 @@ class ResultsFile:
 
     def add_run(self, run: Run) -> None:
         self.flush()
-        for start, end in run.ranges:
-            self.requests.copy(start, end, self.handle)
+        self.requests.copy(run.ranges, self.handle)
 
     def flush(self) -> None:
         if self.lines:

@@ -60,6 +60,37 @@ def test_output_in_completion_order(emu, api):
     assert ids[-1] == "req-0" and sorted(ids) == [f"req-{i}" for i in range(4)]
 
 
+@pytest.mark.parametrize("order", ["completion", "input"])
+def test_requests_running_at_once_finish_in_any_order_unless_told_input(emu, api, order):
+    emu.configure(order=order)
+    try:
+        b = api.wait(api.batch([chat_line(i) for i in range(200)])["id"])
+    finally:
+        emu.configure(order="completion")
+    ids = [x["custom_id"] for x in api.lines(b["output_file_id"])]
+    inputs = [f"req-{i}" for i in range(200)]
+    assert sorted(ids) == sorted(inputs)
+    assert (ids == inputs) is (order == "input")
+
+
+def test_output_lines_once_served_never_move(emu, api):
+    """A reader that skips the lines it has keeps a right file: requests finishing later come after."""
+    emu.configure(rate=300)
+    try:
+        created = api.batch([chat_line(i) for i in range(150)])
+        seen: list[str] = []
+        reads = 0
+        while len(seen) < 150:
+            now = [x["custom_id"] for x in api.lines(created["output_file_id"])]
+            assert now[: len(seen)] == seen
+            reads += len(now) > len(seen)
+            seen = now
+            time.sleep(0.02)
+    finally:
+        emu.configure(rate=5000)
+    assert reads > 2 and seen != [f"req-{i}" for i in range(150)]  # read as it grew, not in input order
+
+
 def test_skip_limit_search_and_offset_ignored(api, done):
     oid = done["output_file_id"]
     everything = api.lines(oid)
