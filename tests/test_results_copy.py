@@ -74,13 +74,13 @@ SHUFFLED = [[(i * LINE, (i + 1) * LINE) for i in (7, 3, 2999, 0, 5, 5, 1500)] + 
 @pytest.mark.parametrize("system", [True, False])
 def test_ranges_given_together_in_any_order_are_copied_in_turn(tmp_path, monkeypatch, system):
     """Answers put in input order from a stretch in completion order: many small ranges in one call
-    (read in pieces that span several, then written at once), one whole-file range after them."""
+    (each read on its own, their bytes written together), one whole-file range after them."""
     if not system:
         monkeypatch.delattr(os, "copy_file_range", raising=False)
     want = b"before\n" + b"".join(RECORDS[a:b] for a, b in SHUFFLED[0]) + b"after\n"
     assert _copy(tmp_path, SHUFFLED, grouped=True) == want
     far = [[(0, LINE), (len(RECORDS) - LINE, len(RECORDS)), (LINE, 2 * LINE)]]
-    monkeypatch.setattr(files, "COPY_SPAN", 1000)  # the far range is read on its own
+    monkeypatch.setattr(files, "COPY_SPAN", 1000)  # written every 1,000 bytes, longer ranges by the system
     assert (
         _copy(tmp_path, far, grouped=True)
         == b"before\n" + b"".join(RECORDS[a:b] for a, b in far[0]) + b"after\n"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 
-from doubleword.inorder import ResultsDraft
+from doubleword import inorder, results
+from doubleword.inorder import Ranges, ResultsDraft
 from doubleword.results import Run
 
 RECORDS = b"".join(b'{"custom_id":"r%03d","status":"completed"}\n' % i for i in range(40))
@@ -16,7 +17,7 @@ class Tracker:
     """What the draft reads of an order tracker: its ranges, and whether it is still checking."""
 
     def __init__(self, ranges):
-        self.ranges, self.handle, self.complete = list(ranges), object(), False
+        self.ranges, self.handle, self.complete = Ranges(ranges), object(), False
 
 
 def lines(first, last):  # records first..last-1 as a record-file range
@@ -41,7 +42,8 @@ def test_batches_are_handed_over_in_job_order_as_they_grow(tmp_path):
     trackers["A"] = Tracker([lines(0, 3)])
     trackers["B"] = Tracker([lines(3, 5)])  # B's answers arrive between A's: they wait for A
     assert draft.due(trackers, read.__contains__) == [lines(0, 3)]
-    trackers["A"].ranges[-1] = lines(0, 4)  # the last range grows in place
+    trackers["A"].ranges.pop()  # the last range grows (as the tracker grows it)
+    trackers["A"].ranges.append(lines(0, 4))
     trackers["A"].ranges.append(lines(6, 8))
     assert draft.due(trackers, read.__contains__) == [lines(3, 4), lines(6, 8)]
     read.add("A")  # A read to its end: B's follow
@@ -54,7 +56,7 @@ def test_written_and_completed_it_holds_exactly_the_runs(tmp_path):
     draft = _draft(tmp_path, ["A", "B"])
     trackers = {"A": Tracker([lines(0, 2)]), "B": Tracker([lines(2, 3)])}
     draft.write(draft.due(trackers, lambda b: False))
-    trackers["A"].ranges += [lines(5, 9)]
+    trackers["A"].ranges.append(lines(5, 9))
     runs = [
         Run("A", [lines(0, 2), lines(5, 9)], 6, [0, 0, 0], b""),
         Run("B", [lines(2, 3), lines(9, 12)], 4, [0, 0, 0], b""),
@@ -122,8 +124,8 @@ def test_ranges_in_input_order_that_go_back_in_the_record_file_are_handed_over_w
     draft = _draft(tmp_path, ["A", "B"])
     trackers = {"A": Tracker([lines(6, 7), lines(2, 3)]), "B": Tracker([])}
     draft.write(draft.due(trackers, lambda b: False))
-    trackers["A"].ranges[-1] = lines(2, 4)  # the last range grows in place
-    trackers["A"].ranges += [lines(0, 1), lines(5, 6)]
+    trackers["A"].ranges.pop()  # the last range grows
+    trackers["A"].ranges.extend([lines(2, 4), lines(0, 1), lines(5, 6)])
     assert draft.due(trackers, lambda b: False) == [lines(3, 4), lines(0, 1), lines(5, 6)]
     draft.write([lines(3, 4), lines(0, 1), lines(5, 6)])
     runs = [
@@ -137,3 +139,28 @@ def test_ranges_in_input_order_that_go_back_in_the_record_file_are_handed_over_w
     assert (tmp_path / "results.jsonl").read_bytes() == b"".join(
         RECORDS[i * LINE : (i + 1) * LINE] for i in order
     )
+
+
+def test_ranges_handed_over_are_released_and_the_runs_still_written_whole(tmp_path, monkeypatch):
+    """A batch of any size holds only the ranges since the last hand-over: those before are dropped
+    from its tracker (counted as released bytes), and the file completed to the runs is still exactly
+    them, released beginnings included."""
+    monkeypatch.setattr(inorder, "RELEASE_AT", 1)
+    draft = _draft(tmp_path, ["A", "B"])
+    trackers = {"A": Tracker([lines(6, 7), lines(2, 3), lines(0, 1)]), "B": Tracker([lines(8, 9)])}
+    draft.write(draft.due(trackers, lambda b: False))
+    a = trackers["A"].ranges
+    assert list(a) == [lines(0, 1)] and a.released == 2 * LINE  # the last range kept: it may grow
+    a.pop()
+    a.extend([lines(0, 2), lines(4, 5)])
+    draft.write(draft.due(trackers, lambda b: b == "A"))
+    assert a.released == 4 * LINE and a.total() == 5 * LINE
+    runs = [Run("A", a, 5, [0, 0, 0], b"", a.released), Run("B", trackers["B"].ranges, 1, [0, 0, 0], b"")]
+    file = draft.complete(runs)
+    assert file is not None
+    file.install()
+    order = [6, 2, 0, 1, 4, 8]
+    assert (tmp_path / "results.jsonl").read_bytes() == b"".join(
+        RECORDS[i * LINE : (i + 1) * LINE] for i in order
+    )
+    assert not results.whole_file(runs, len(RECORDS))  # released: the join cannot tell, so it copies

@@ -24,7 +24,7 @@ from typing import Any
 
 from doubleword.cli import SIGNAL_TICK, warn
 from doubleword.errors import Interrupted
-from doubleword.inorder import Range, ResultsDraft
+from doubleword.inorder import Ranges, ResultsDraft
 from doubleword.manifest import Manifest
 
 COMMIT_GRACE = 2.0  # seconds an interrupted fetch waits for the committer's syncs (a slow disk: not longer)
@@ -70,18 +70,16 @@ class Committer:
         self.lock, self.manifest = lock, manifest
         self._thread: threading.Thread | None = None
         self._to_write: tuple[list[int], str] | None = None  # the newest state not yet being written
-        self._to_copy: list[Range] = []  # results.jsonl's in-order runs to copy into the draft
+        self._to_copy = Ranges()  # results.jsonl's in-order runs to copy into the draft
         self._draft: ResultsDraft | None = None
         self._error: OSError | None = None
         self._abandoned = False  # an interrupted close stopped waiting for the committer
         self._release: contextlib.ExitStack | None = None  # the run lock, left to a committer abandoned
 
-    def hand(
-        self, descriptors: list[int], snapshot: str, copy: list[Range], draft: ResultsDraft | None
-    ) -> None:
+    def hand(self, descriptors: list[int], snapshot: str, copy: Ranges, draft: ResultsDraft | None) -> None:
         """Sync ``descriptors`` (and the draft, after copying ``copy`` into it), then write ``snapshot``:
         right away, or right after the commit being written (the caller holds the lock)."""
-        self._to_copy += copy
+        self._to_copy.extend(copy)
         self._draft = draft
         self._to_write = (descriptors, snapshot)
         if self._thread is None:  # started before it is kept (an interrupt between: never joined)
@@ -107,7 +105,7 @@ class Committer:
                     self._thread = None
                     return
                 (descriptors, snapshot), self._to_write = self._to_write, None
-                copy, self._to_copy, draft = self._to_copy, [], self._draft
+                copy, self._to_copy, draft = self._to_copy, Ranges(), self._draft
             try:
                 if draft is not None and copy:
                     draft.write(copy)
@@ -153,9 +151,9 @@ class Committer:
                 self._release = held.pop_all()
             return self._abandoned
 
-    def take_copy(self) -> list[Range]:
+    def take_copy(self) -> Ranges:
         """The runs handed for the draft and not copied yet (the caller holds the lock)."""
-        unwritten, self._to_copy = self._to_copy, []
+        unwritten, self._to_copy = self._to_copy, Ranges()
         return unwritten
 
     def raise_error(self) -> None:

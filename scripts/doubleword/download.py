@@ -43,7 +43,7 @@ from doubleword.committer import Committer, Gate, stop_if_interrupted, stop_on_i
 from doubleword.config import DELETED
 from doubleword.errors import BusyError, ExitCode, InputError, Interrupted, ServiceError, UsageError
 from doubleword.files import AtomicFile, atomic_write_text
-from doubleword.inorder import OrderTracker, ResultsDraft
+from doubleword.inorder import OrderTracker, Ranges, ResultsDraft
 from doubleword.manifest import Manifest, Shard, exclusive_lock, fetch_state, record_batch, sha256_file
 from doubleword.remote import delete_remote, early_analytics, job_cost
 from doubleword.results import Run, join, whole_file
@@ -133,9 +133,9 @@ class Engine:
                 return None
             if not tracker.finished() or not shard_finished(shard):
                 return None
-            first = tracker.ranges[0][0]
-            head = self.records_head(first)
-            runs.append(Run(tracker.batch_id, tracker.ranges, tracker.count, tracker.tokens, head))
+            ranges = tracker.ranges
+            head = self.records_head(ranges[0][0])
+            runs.append(Run(tracker.batch_id, ranges, tracker.count, tracker.tokens, head, ranges.released))
         return runs or None
 
     def records_head(self, offset: int) -> bytes:
@@ -178,7 +178,11 @@ class Engine:
             descriptors = [sink.flush() for sink in self.sinks.values()]
             descriptors.append(self.records.flush())
             draft = self.draft
-            copy = [] if draft is None else draft.due(self.trackers, lambda b: shard_finished(self.sent[b]))
+            copy = (
+                Ranges()
+                if draft is None
+                else draft.due(self.trackers, lambda b: shard_finished(self.sent[b]))
+            )
             self.store.commit()
             self.committer.hand(descriptors, self.manifest.snapshot(), copy, self.draft)
             self.last_commit = time.monotonic()
@@ -642,6 +646,9 @@ def _download_and_join(
             early = pool.submit(early_analytics, client, shards) if options.cost else None
             running = {b for b, batch in batches.items() if not is_terminal(batch.get("status"))}
             ordered = engine.ordered_runs(shards) if runs_only else None
+            written = engine.drafted(ordered)
+            if written is None and ordered is not None and any(run.released for run in ordered):
+                ordered = None  # the runs' beginnings were only in the discarded draft: the index's join
             if ordered is None:
                 index(skip=result_of(indexing[0]) if indexing else set(), manifest=manifest.path)
             extra = []
@@ -650,7 +657,6 @@ def _download_and_join(
 
                 extra.append(Export(options.export, engine.store, listed))
             results_path, retry_path = out_dir / RESULTS_NAME, out_dir / RETRY_NAME
-            written = engine.drafted(ordered)
             summary = join(engine.store, running, results_path, retry_path, extra, ordered, written)
         short = _shortfall(engine.store, shards, batches)
     except KeyboardInterrupt:

@@ -143,7 +143,7 @@ class LinkedFile:
 
 
 COPY_PIECE = 1 << 20
-COPY_SPAN = 1 << 20  # the most read at once for small ranges near each other (RangeCopier.append_all)
+COPY_SPAN = 1 << 20  # small ranges' bytes gathered before one write (RangeCopier.append_all)
 
 
 class RangeCopier:
@@ -172,44 +172,40 @@ class RangeCopier:
             if not piece:
                 name = os.path.basename(str(self.source.name))
                 raise OSError(f"{name} ended at byte {start} of {end} (changed while being copied?)")
-            view = memoryview(piece)
-            while view:
-                view = view[os.write(dest, view) :]
+            _write_all(dest, piece)
             start += len(piece)
 
     def append_all(self, ranges: Iterable[tuple[int, int]], dest: int) -> None:
-        """Ranges appended in turn. Small ones near each other (answers put in input order from a stretch
-        written in completion order) are read in one piece and written in one call: a call per range
-        would be a system call per answer."""
-        group: list[tuple[int, int]] = []
-        low = high = 0
+        """Ranges appended in turn. Small ones (answers put back in input order from a stretch written in
+        completion order: a range each, scattered over a few MB) are read one by one and written
+        COPY_SPAN at a time, so that the writes are few and nothing is read twice or held long."""
+        pieces: list[bytes] = []
+        held = 0
+        source = self.source.fileno()
         for start, end in ranges:
             if end - start >= COPY_SPAN:
-                self._append_group(group, low, high, dest)
-                group = []
+                _write_all(dest, b"".join(pieces))
+                pieces, held = [], 0
                 self.append(start, end, dest)
                 continue
-            if group and max(high, end) - min(low, start) > COPY_SPAN:
-                self._append_group(group, low, high, dest)
-                group = []
-            low, high = (min(low, start), max(high, end)) if group else (start, end)
-            group.append((start, end))
-        self._append_group(group, low, high, dest)
+            piece = os.pread(source, end - start, start)
+            if len(piece) < end - start:
+                name = os.path.basename(str(self.source.name))
+                raise OSError(
+                    f"{name} ended at byte {start + len(piece)} of {end} (changed while being copied?)"
+                )
+            pieces.append(piece)
+            held += len(piece)
+            if held >= COPY_SPAN:
+                _write_all(dest, b"".join(pieces))
+                pieces, held = [], 0
+        _write_all(dest, b"".join(pieces))
 
-    def _append_group(self, group: list[tuple[int, int]], low: int, high: int, dest: int) -> None:
-        if not group:
-            return
-        if len(group) == 1:
-            self.append(low, high, dest)
-            return
-        span = os.pread(self.source.fileno(), high - low, low)
-        if len(span) < high - low:
-            name = os.path.basename(str(self.source.name))
-            raise OSError(f"{name} ended at byte {low + len(span)} of {high} (changed while being copied?)")
-        view = memoryview(span)
-        data = memoryview(b"".join(view[start - low : end - low] for start, end in group))
-        while data:
-            data = data[os.write(dest, data) :]
+
+def _write_all(dest: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(dest, view) :]
 
 
 def real_target(path: Path) -> Path:

@@ -29,18 +29,21 @@ from doubleword.files import AtomicFile, RangeCopier
 from doubleword.store import RecordRow
 
 Range = tuple[int, int]  # a byte range of the record file
+RELEASE_AT = 1024  # ranges a tracker holds before those handed to the draft are dropped
 _RESPONSE_FORMAT, _FORMAT = JSON_HINTS
 _EITHER_FORMAT = b'format"'  # in both hints: one scan of a line that has neither (most lines)
-_ID_HEAD = b'{"custom_id":"'
 
 
 class Ranges(Sequence[Range]):
     """Byte ranges kept as one flat array of integers: 16 bytes a range instead of ~130 as tuples in a list
-    (answers of two batches downloading at once interleave in the record file: a range every ~65 answers,
-    ~15,000 for a job of 1,000,000)."""
+    (answers in completion order are a range each). Ranges handed on (to the results.jsonl draft) can be
+    dropped from the front (:meth:`release`), so that a batch of any size holds only the ranges of the
+    answers since; ``released`` counts their bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, pairs: Iterable[Range] = ()) -> None:
         self._flat = array("q")
+        self.released = 0
+        self.extend(pairs)
 
     def __len__(self) -> int:
         return len(self._flat) // 2
@@ -59,7 +62,11 @@ class Ranges(Sequence[Range]):
         return self._flat[2 * index], self._flat[2 * index + 1]
 
     def __iter__(self) -> Iterator[Range]:
-        values = iter(self._flat)
+        return self.since(0)
+
+    def since(self, index: int) -> Iterator[Range]:
+        """The ranges from ``index`` on (a copy of the flat array: a later append does not disturb it)."""
+        values = iter(self._flat[2 * index :])
         return zip(values, values, strict=False)  # pairs of the flat array
 
     def __eq__(self, other: object) -> bool:
@@ -68,13 +75,26 @@ class Ranges(Sequence[Range]):
     def append(self, pair: Range) -> None:
         self._flat.extend(pair)
 
+    def extend(self, pairs: Iterable[Range]) -> None:
+        if isinstance(pairs, Ranges):
+            self._flat.extend(pairs._flat)
+            return
+        for pair in pairs:
+            self._flat.extend(pair)
+
     def pop(self) -> Range:
         end = self._flat.pop()
         return self._flat.pop(), end
 
+    def release(self, count: int) -> None:
+        """Drop the first ``count`` ranges, counting their bytes in ``released``."""
+        head = self._flat[: 2 * count]
+        self.released += sum(head[1::2]) - sum(head[0::2])
+        del self._flat[: 2 * count]
 
-def _parsed_id(line: bytes) -> str | None:
-    return fast_custom_id(line) or custom_id_of(line)
+    def total(self) -> int:
+        """The bytes of every range, released ones included."""
+        return self.released + sum(self._flat[1::2]) - sum(self._flat[0::2])
 
 
 class OrderTracker:
@@ -94,7 +114,9 @@ class OrderTracker:
         self.count = 0
         self.tokens = [0, 0, 0]
         self.ranges = Ranges()
-        self.line: bytes | None = None  # the next input line without an answer (None: not read yet)
+        # the next input line without an answer, read once: (its custom_id, whether it asks for JSON);
+        # None past the last line
+        self.line: tuple[str | None, bool] | None = self._next_line()
         self.ahead: dict[str, tuple[int, int, int, int, int]] = {}  # custom_id -> offset, length, p, c, t
 
     def retire(self) -> None:
@@ -103,20 +125,22 @@ class OrderTracker:
             self.handle = None
         self.ahead = {}
 
-    def _next_line(self) -> bytes:
-        """The next input line that is not blank (b"" at the end)."""
+    def _next_line(self) -> tuple[str | None, bool] | None:
+        """The next input line that is not blank: its custom_id (where create_batch_file.py writes it, else
+        parsed; None if it has none) and whether it asks for JSON. None at the end."""
         assert self.handle is not None
         for raw in self.handle:
             if not raw.isspace():
-                return raw.rstrip(b"\r\n")
-        return b""
+                line = raw.rstrip(b"\r\n")
+                wants_json = _EITHER_FORMAT in line and (_FORMAT in line or _RESPONSE_FORMAT in line)
+                return fast_custom_id(line) or custom_id_of(line), wants_json
+        return None
 
     def take(self, rows: Sequence[RecordRow]) -> None:
         """New answers of the output file, in arrival order (the fetch index's rows)."""
         if self.handle is None:
             return
-        ahead, window, next_line = self.ahead, self.WINDOW, self._next_line
-        line = self.line if self.line is not None else next_line()
+        ahead, window, next_line, line = self.ahead, self.WINDOW, self._next_line, self.line
         # the last range and the totals in locals (this runs once per answer), written back at the end
         first, last = self.ranges.pop() if self.ranges else (-1, -1)
         count, (pt, ct, tt) = self.count, self.tokens
@@ -124,17 +148,14 @@ class OrderTracker:
             if status != "completed" or custom_id is None:
                 self.retire()
                 return
-            # the id where create_batch_file.py writes it (compact, no escapes), else parsed
-            if not line.startswith(b'%s%s"' % (_ID_HEAD, custom_id.encode())) and (
-                not line or _parsed_id(line) != custom_id
-            ):
+            if line is None or custom_id != line[0]:
                 if custom_id in ahead or len(ahead) >= window:
                     self.retire()  # a second answer for one request, or too far from input order
                     return
                 ahead[custom_id] = (offset, length, p, c, t)
                 continue
             while True:  # this answer, then those waiting for it, in input order
-                if _EITHER_FORMAT in line and (_FORMAT in line or _RESPONSE_FORMAT in line):
+                if line[1]:
                     self.retire()  # a request asking for JSON: its answer needs the check
                     return
                 if offset != last:
@@ -145,9 +166,9 @@ class OrderTracker:
                 count += 1
                 pt, ct, tt = pt + p, ct + c, tt + t
                 line = next_line()
-                if not ahead or not line:
+                if not ahead or line is None or line[0] is None:
                     break
-                waiting = ahead.pop(_parsed_id(line) or "", None)
+                waiting = ahead.pop(line[0], None)
                 if waiting is None:
                     break
                 offset, length, p, c, t = waiting
@@ -159,7 +180,7 @@ class OrderTracker:
         """Every input line was answered, in order (call once the batch's files are read to the end)."""
         if self.handle is None:
             return False
-        if self.ahead or self.line or (self.line is None and self._next_line()):
+        if self.ahead or self.line is not None:
             self.retire()  # answers without an input line, or inputs without an answer (yet): the join
             return False
         self.retire()
@@ -186,9 +207,11 @@ class ResultsDraft:
         self._range = 0  # its first range not wholly handed over (the last may still grow)
         self._done = 0  # the bytes of that range handed over (ranges are in input order, not by offset)
 
-    def due(self, trackers: dict[str, OrderTracker | None], read: Callable[[str], bool]) -> list[Range]:
-        """The ranges to append now; ``read(batch_id)``: that batch's files are read to their end."""
-        out: list[Range] = []
+    def due(self, trackers: dict[str, OrderTracker | None], read: Callable[[str], bool]) -> Ranges:
+        """The ranges to append now; ``read(batch_id)``: that batch's files are read to their end. The
+        tracker's ranges handed over are released (past RELEASE_AT: an in-order batch's few are kept,
+        since the join may link the record file instead)."""
+        out = Ranges()
         while not self.stopped and len(self.sizes) <= len(self.batch_ids):
             batch_id = self.batch_ids[len(self.sizes) - 1]
             if batch_id not in trackers:
@@ -198,7 +221,7 @@ class ResultsDraft:
                 self.stopped = True  # not tracked, or not in order: the join writes results.jsonl
                 break
             ranges = tracker.ranges
-            for start, end in ranges[self._range :]:
+            for start, end in ranges.since(self._range):
                 start += self._done  # (the bytes of the first already handed over; 0 for the others)
                 if end > start:
                     out.append((start, end))
@@ -207,6 +230,9 @@ class ResultsDraft:
             if ranges:  # the last range may still grow: handed over up to its end now
                 self._range = len(ranges) - 1
                 self._done = ranges[-1][1] - ranges[-1][0]
+                if self._range >= RELEASE_AT:
+                    ranges.release(self._range)
+                    self._range = 0
             if not read(batch_id):
                 break
             self.sizes.append(0)
@@ -233,12 +259,14 @@ class ResultsDraft:
         if [run.batch_id for run in runs] != self.batch_ids:
             return False
         passed = zip(runs, self.sizes[:-1], strict=False)
-        return all(size == sum(end - start for start, end in run.ranges) for run, size in passed)
+        return all(
+            size == run.released + sum(end - start for start, end in run.ranges) for run, size in passed
+        )
 
     def _rest(self, runs: Sequence[Any]) -> Iterator[Range]:
         """The ranges of ``runs`` after the bytes handed over."""
         for position, run in enumerate(runs):
-            skip = self.sizes[position] if position < len(self.sizes) else 0
+            skip = self.sizes[position] - run.released if position < len(self.sizes) else 0
             for start, end in run.ranges:
                 if skip >= end - start:
                     skip -= end - start

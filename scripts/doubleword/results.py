@@ -32,6 +32,7 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _RANK = {"completed": 4, "truncated": 3, "failed": 2, "missing": 1}
 _EMPTY = dict.fromkeys(ANSWER_KEYS)
 WRITE_LINES = 512  # results.jsonl lines written at once
+RUN_RANGES = 4096  # the most byte ranges in one run (a run of answers in completion order has one each)
 MIN_SUGGESTED_MAX_TOKENS = 1024  # the least --max-tokens suggested for a round of cut-off answers
 
 
@@ -80,14 +81,16 @@ class Result:
 
 @dataclass
 class Run:
-    """Inputs whose results.jsonl lines are, as they are, consecutive lines of the record file: all
-    completed, one attempt, no JSON check, one batch. The writers that know runs take them whole."""
+    """Consecutive inputs whose results.jsonl lines are, as they are, lines of the record file (where
+    ``ranges`` say): all completed, one attempt, no JSON check, one batch. The writers that know runs
+    take them whole."""
 
     batch_id: str | None
     ranges: Sequence[tuple[int, int]]  # byte ranges in the record file, newlines included, in order
     count: int
     tokens: list[int]
     head: bytes  # the first line (a summary looks at one answer of each run)
+    released: int = 0  # bytes of its beginning no longer in ``ranges`` (in the results.jsonl draft)
 
 
 class Writer(Protocol):
@@ -152,8 +155,11 @@ def records(
             row = rows[0]
             if runs and row[9] is not None and row[11] == USABLE and not row[8]:
                 start, end = row[12], row[12] + row[13] + 1
-                if run is not None and start == ranges[-1][1] and row[3] == run.batch_id:
-                    ranges[-1] = (ranges[-1][0], end)
+                if run is not None and row[3] == run.batch_id and len(ranges) < RUN_RANGES:
+                    if start == ranges[-1][1]:
+                        ranges[-1] = (ranges[-1][0], end)
+                    else:  # answers in completion order: the run goes on from another place of the file
+                        ranges.append((start, end))
                     run.count += 1
                     tokens = run.tokens
                     tokens[0] += row[14] or 0
@@ -535,6 +541,8 @@ def join(
 
 def whole_file(runs: Sequence[Run], size: int) -> bool:
     """The runs, in their order, are the ``size`` bytes of the record file from its start, each once."""
+    if any(run.released for run in runs):
+        return False  # not known any more
     position = 0
     for run in runs:
         for start, end in run.ranges:
