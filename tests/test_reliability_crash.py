@@ -119,9 +119,12 @@ def _server_objects(emu: EmulatorServer) -> tuple[list[dict[str, Any]], list[dic
 # --------------------------------------------------------------------------- fetch
 
 
-def run_fetch_kills(tmp_path: Path, h, seed: int, kills: int, fail_rate: float = 0.1) -> dict[str, int]:
-    """Fetch killed again and again; with ``fail_rate`` 0 every answer comes back in input order, so the
-    first runs write results.jsonl while downloading (a draft beside it) until a kill stops them."""
+def run_fetch_kills(
+    tmp_path: Path, h, seed: int, kills: int, fail_rate: float = 0.1, per_shard: int = 600
+) -> dict[str, int]:
+    """Fetch killed again and again; with ``fail_rate`` 0 every answer comes back (in completion order
+    within each tick), so the first runs write results.jsonl while downloading (a draft beside it) until
+    a kill stops them."""
     rng = random.Random(seed)
     args = (
         "--start-delay",
@@ -139,7 +142,7 @@ def run_fetch_kills(tmp_path: Path, h, seed: int, kills: int, fail_rate: float =
         env = h.script_env(emu.base_url)
         lines = h.chat_lines(1500)
         src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
-        code, doc, err = h.run_script("submit", str(src), "--max-requests", "600", env=env)
+        code, doc, err = h.run_script("submit", str(src), "--max-requests", str(per_shard), env=env)
         assert code == 0, err
         manifest = tmp_path / "jobs.jsonl.manifest.json"
         ref_dir = tmp_path / "ref"
@@ -159,7 +162,8 @@ def run_fetch_kills(tmp_path: Path, h, seed: int, kills: int, fail_rate: float =
         code, ref, err = h.run_script("fetch_results", "--manifest", str(ref_manifest), env=env)
         assert code == (6 if fail_rate else 0), err
         stats = emu.stats()
-    assert stats["files_created"] == 3 and stats["batches_created"] == 3
+    shards = -(-1500 // per_shard)
+    assert stats["files_created"] == shards and stats["batches_created"] == shards
     for name in ("results.jsonl", "retry.jsonl"):
         assert (out / name).read_bytes() == (ref_dir / "jobs.results" / name).read_bytes(), name
     for name in ("output.jsonl", "errors.jsonl"):
@@ -188,6 +192,13 @@ def test_fetch_killed_at_random_points(tmp_path, h, seed):
 
 def test_fetch_of_answers_in_input_order_killed_at_random_points(tmp_path, h):
     outcomes = run_fetch_kills(tmp_path, h, 4, kills=5, fail_rate=0)
+    assert outcomes["killed"] >= 2, outcomes
+
+
+def test_fetch_of_one_batch_in_completion_order_killed_at_random_points(tmp_path, h):
+    """One batch answered whole in completion order: results.jsonl is drafted while it downloads (not
+    linked to the record file); killed runs leave the same files as one uninterrupted run."""
+    outcomes = run_fetch_kills(tmp_path, h, 5, kills=5, fail_rate=0, per_shard=1500)
     assert outcomes["killed"] >= 2, outcomes
 
 

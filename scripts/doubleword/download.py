@@ -112,9 +112,11 @@ class Engine:
         self.disordered = False
         self.on_disorder: Callable[[], Any] = lambda: None
         self.sent = {str(s.batch_id): s for s in manifest.shards if s.batch_id}
-        # results.jsonl written as the in-order answers arrive (the committer copies them); not for one
-        # batch: its answers in order are the record file whole, which the join links instead
+        # results.jsonl written as the in-order answers arrive (the committer copies them). One batch's
+        # answers in input order are the record file whole, which the join links instead: its draft starts
+        # only once they are seen to arrive in another order (completion order, :meth:`_draft_now`).
         self.draft: ResultsDraft | None = None
+        self.draft_later = draft and self.one_round and len(self.sent) == 1
         if draft and self.one_round and len(self.sent) > 1:
             self.draft = ResultsDraft(out_dir / RESULTS_NAME, self.records.path, list(self.sent))
         self.last_commit = time.monotonic()
@@ -177,7 +179,7 @@ class Engine:
             self.committer.raise_error()
             descriptors = [sink.flush() for sink in self.sinks.values()]
             descriptors.append(self.records.flush())
-            draft = self.draft
+            draft = self.draft or self._draft_now()
             copy = (
                 Ranges()
                 if draft is None
@@ -186,6 +188,20 @@ class Engine:
             self.store.commit()
             self.committer.hand(descriptors, self.manifest.snapshot(), copy, self.draft)
             self.last_commit = time.monotonic()
+
+    def _draft_now(self) -> ResultsDraft | None:
+        """The one batch's draft, once its tracked answers are more than one range of the record file
+        (they came in completion order: results.jsonl is then a copy, better made while they arrive than
+        after the last one)."""
+        if not self.draft_later:
+            return None
+        (batch_id,) = self.sent
+        tracker = self.trackers.get(batch_id)
+        if tracker is None or tracker.handle is None or len(tracker.ranges) < 2:
+            return None
+        self.draft_later = False
+        self.draft = ResultsDraft(self.out_dir / RESULTS_NAME, self.records.path, [batch_id])
+        return self.draft
 
     def interruptible(self) -> contextlib.AbstractContextManager[None]:
         """A Ctrl-C in the block stops the other threads at their next step (:func:`stop_on_interrupt`)."""
