@@ -5,14 +5,16 @@ and every case where nothing may be sent early."""
 from __future__ import annotations
 
 import json
+import re
 import socket
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from emulator_server import EmulatorServer
-from hostile_server import CONTENT, HostileProxy, capped_pages, html_page, reply
+from hostile_server import BATCH, CONTENT, Action, HostileProxy, capped_pages, html_page, reply
 
 from doubleword import headstart
 
@@ -65,6 +67,29 @@ def test_a_fresh_fetch_asks_for_the_output_first_and_reads_it_once(h, emu, proxy
     assert statuses(tmp_path / "out") == ["completed"] * 40
     served = (tmp_path / "out" / "output.jsonl").read_bytes()
     assert served.count(b"\n") == 40 and served.startswith(b'{"id"')
+
+
+def test_the_early_reply_is_read_while_the_status_is_asked(h, emu, proxy, tmp_path: Path) -> None:
+    """The batch's status is held back until the output is on disk (at most 10 s): a fetch that waited
+    for the status before reading the early reply would not write a line until then."""
+    manifest = finished_job(h, tmp_path, emu.base_url, 30)
+    output = tmp_path / "out" / "output.jsonl"
+    written_first: list[bool] = []
+
+    def when_output_is_on_disk(reply: Any, seen: Any) -> Any:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (output.exists() and output.stat().st_size):
+            time.sleep(0.01)
+        written_first.append(output.exists() and output.stat().st_size > 0)
+        return reply
+
+    proxy.add(lambda seen, _: Action(edit=when_output_is_on_disk) if re.match(BATCH, seen.path) else None)
+    result = fetch(h, manifest, proxy, tmp_path / "out")
+    assert result.code == 0 and result.doc["complete"] is True, result
+    assert written_first == [True], written_first
+    assert proxy.seen[0].path.endswith("/content") and len(output_requests(proxy, manifest)) == 1
+    assert statuses(tmp_path / "out") == ["completed"] * 30
+    assert output.read_bytes().count(b"\n") == 30
 
 
 def test_an_existing_folder_or_paged_download_sends_nothing_early(h, emu, proxy, tmp_path: Path) -> None:

@@ -242,17 +242,13 @@ class Engine:
                     "the output and error files recorded in the manifest"
                 )
             shard.status = DELETED
-            return {
-                "id": shard.batch_id,
-                "status": DELETED,
-                "endpoint": shard.endpoint,
-                "output_file_id": shard.output_file_id,
-                "error_file_id": shard.error_file_id,
-                "request_counts": shard.request_counts,
-            }
+            return recorded_batch(shard)
         with self.lock:
             record_batch(shard, batch)
         return batch
+
+    def refresh_all(self, shards: list[Shard]) -> dict[str, dict[str, Any]]:
+        return {str(s.batch_id): self.refresh(s) for s in shards}
 
     def download_all(self, work: list[tuple[Shard, dict[str, Any]]]) -> None:
         """Bring every file of every (shard, batch) up to date, several batches at a time."""
@@ -729,10 +725,12 @@ def _download_loop(engine: Engine, options: Options) -> tuple[dict[str, dict[str
     shards = [s for s in engine.manifest.shards if s.batch_id]  # a partly submitted manifest
     progress = Progress() if options.follow and options.progress else None
     deadline = time.monotonic() + max(0.0, options.timeout)
+    early = engine.client.head_start is not None
     try:
         while True:
             checked_at = time.monotonic()
-            batches = {str(s.batch_id): engine.refresh(s) for s in shards}
+            batches = _head_started(engine, shards) if early else engine.refresh_all(shards)
+            early = False
             engine.commit()
             engine.download_all([(s, batches[str(s.batch_id)]) for s in shards])
             engine.commit()  # synced while the results are written (close waits for it)
@@ -759,6 +757,31 @@ def _download_loop(engine: Engine, options: Options) -> tuple[dict[str, dict[str
     if options.follow and not finished:
         info(f"fetch_results.py: --timeout {options.timeout:g}s reached before every batch finished")
     return batches, finished
+
+
+def recorded_batch(shard: Shard) -> dict[str, Any]:
+    """The batch as the manifest recorded it (the last status a command saw), in the server's shape."""
+    return {
+        **shard.times,  # when it finished (the cursor's finish stamp)
+        "id": shard.batch_id,
+        "status": shard.status,
+        "endpoint": shard.endpoint,
+        "output_file_id": shard.output_file_id,
+        "error_file_id": shard.error_file_id,
+        "request_counts": shard.request_counts,
+    }
+
+
+def _head_started(engine: Engine, shards: list[Shard]) -> dict[str, dict[str, Any]]:
+    """The first check of a fetch whose first output request went out early (doubleword.headstart): the
+    batches the manifest saw finished are read as it recorded them while their statuses are asked, so the
+    early reply is read at once instead of after a round trip (a busy server answers a status late while
+    it sends). Returns the batches as the server says; the usual pass then reads whatever that changed."""
+    finished = [s for s in shards if is_terminal(s.status)]
+    with ThreadPoolExecutor(max_workers=1) as pool, engine.interruptible():
+        asked = pool.submit(engine.refresh_all, shards)
+        engine.download_all([(s, recorded_batch(s)) for s in finished])
+        return result_of(asked)
 
 
 def _shortfall(store: Store, shards: list[Shard], batches: dict[str, dict[str, Any]]) -> int:
