@@ -116,8 +116,9 @@ class Engine:
         # answers in input order are the record file whole, which the join links instead: its draft starts
         # only once they are seen to arrive in another order (completion order, :meth:`_draft_now`).
         self.draft: ResultsDraft | None = None
-        self.draft_later = draft and self.one_round and len(self.sent) == 1
-        if draft and self.one_round and len(self.sent) > 1:
+        drafting = draft and self.one_round
+        self.draft_later = drafting and len(self.sent) == 1
+        if drafting and len(self.sent) > 1:
             self.draft = ResultsDraft(out_dir / RESULTS_NAME, self.records.path, list(self.sent))
         self.last_commit = time.monotonic()
         self.commit()  # while the first requests go out (as are the download's commits)
