@@ -7,16 +7,17 @@ error lines (5), batch status rules (6), paged content with ``X-Incomplete``/``X
 
 Layout: ``__main__`` (command line) -> ``app`` (middleware, routes) -> ``files_api``/``upload``,
 ``batches_api``, ``inference_api`` and ``control`` (handlers) -> ``state`` (what handlers share) ->
-``store`` (all SQL), ``worker`` (background processing) -> ``model`` (built-in model) or ``upstream``.
+``store`` (all SQL), ``worker`` (background processing) -> ``model`` (built-in model) or ``upstream``;
+``prepared`` makes plain answers at upload and puts their lines together when read.
 ``responses`` holds the response helpers; ``launcher`` starts the emulator as a subprocess.
 
 Test-control endpoints (unauthenticated, never faulted, not logged):
 
 - ``GET /_emulator/requests``: ``{"requests": [{"method", "path", "query", "status", "fault"}, ...]}``, every
   API call in order (``status`` is null for a dropped connection; ``fault`` null or the injected kind).
-- ``GET /_emulator/stats``: ``{"files_created", "batches_created", "api_calls", "faults_injected", "pool",
-  "pool_answers"}`` (the second process that answers big batches, see answer_pool.py: ``off``,
-  ``starting``, ``ready`` or ``broken``, and how many batch answers it made).
+- ``GET /_emulator/stats``: ``{"files_created", "batches_created", "api_calls", "faults_injected",
+  "prepared_answers"}`` (``prepared_answers``: batch requests completed with the answer made at upload,
+  see prepared.py).
 - ``GET|POST /_emulator/config``: read or change ``rate``, ``fail_rate``, ``fault_rate``, ``start_delay``,
   ``paused``, ``fault_retry_after``, ``batch_create_error`` (null, ``"balance"`` -> 402, ``"capacity"`` ->
   429), ``retry_base``, ``max_retries``; returns the full runtime config. ``fail_rate`` is ``--fail-rate``:

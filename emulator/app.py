@@ -115,7 +115,6 @@ def build_app(cfg: Config) -> web.Application:
         task = asyncio.ensure_future(state.worker.run())
         yield
         task.cancel()
-        state.worker.pool.close()
         for t in list(state.worker.inflight):
             t.cancel()
         if state.upstream is not None:

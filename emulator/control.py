@@ -26,8 +26,7 @@ async def control_stats(request: web.Request) -> web.Response:
             "batches_created": s.batches_created,
             "api_calls": len(s.calls),
             "faults_injected": s.faults.injected,
-            "pool": s.worker.pool.state(),
-            "pool_answers": s.worker.pool.answered,
+            "prepared_answers": s.worker.prepared_answers,
         }
     )
 

@@ -8,6 +8,7 @@ import marshal
 import re
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from typing import IO
 
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
@@ -16,6 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .config import FILE_TTL_S, MULTIPART_OVERHEAD
+from .prepared import prepare
 from .responses import json_ok, text_error
 from .state import State, state_of
 from .store import new_id
@@ -45,7 +47,9 @@ class Upload:
         self.filename: str | None = None
         self.size = 0
         self.have_file = False
-        self.validator = LineValidator(state.model.catalog, state.cfg.max_requests)
+        self.validator = LineValidator(
+            state.model.catalog, state.cfg.max_requests, partial(prepare, state.model)
+        )
 
 
 async def upload(request: web.Request) -> web.Response:

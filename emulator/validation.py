@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from .catalog import Catalog, is_embedding_model
 from .config import BATCH_URLS, MAX_BODY_BYTES, MAX_CUSTOM_ID_BYTES
@@ -41,23 +42,32 @@ def serde_kind(value: object) -> str:
     return "map"
 
 
-def sanitise_body(body: object) -> str:
-    """The stored body: top-level `priority` removed, keys sorted (what the input file serves back)."""
-    if isinstance(body, dict) and "priority" in body:
-        body = {k: v for k, v in body.items() if k != "priority"}
+def stored_body(body: dict) -> dict:
+    """The body as stored: top-level `priority` removed."""
+    return {k: v for k, v in body.items() if k != "priority"} if "priority" in body else body
+
+
+def sanitise_body(body: dict) -> str:
+    """The stored body's text, keys sorted (what the input file serves back)."""
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-class LineValidator:
-    """Validates non-blank lines in order; `check` returns the row to store or raises UploadError."""
+# (custom_id, url, stored body) -> the columns an input line adds (emulator/prepared.py)
+Prepare = Callable[[str, str, dict], tuple]
 
-    def __init__(self, catalog: Catalog, max_requests: int) -> None:
+
+class LineValidator:
+    """Validates non-blank lines in order; `check` returns the row to store or raises UploadError. The
+    row ends with what `prepare` makes of the request."""
+
+    def __init__(self, catalog: Catalog, max_requests: int, prepare: Prepare) -> None:
         self.catalog = catalog
         self.models = set(catalog.models)
         self.max_requests = max_requests
+        self.prepare = prepare
         self.count = 0
 
-    def check(self, raw: bytes, file_offset: int) -> tuple[str, str, str, str, str] | None:
+    def check(self, raw: bytes, file_offset: int) -> tuple | None:
         """Check one physical line (without its newline); None for a blank line."""
         try:
             text = raw.decode("utf-8")
@@ -101,7 +111,7 @@ class LineValidator:
                 )
         return obj
 
-    def _check_request(self, obj: dict, n: int) -> tuple[str, str, str, str, str]:
+    def _check_request(self, obj: dict, n: int) -> tuple:
         """The per-line checks after parsing (custom_id, method, url, model, reasoning, size); the row to store."""
         custom_id, method, url, body = obj["custom_id"], obj["method"], obj["url"], obj["body"]
         cid_len = len(custom_id.encode("utf-8"))
@@ -144,6 +154,7 @@ class LineValidator:
         problem = reasoning_problem(url, body, self.catalog)
         if problem is not None:
             raise UploadError(400, f"Line {n}: {problem}")
+        body = stored_body(body)
         stored = sanitise_body(body)
         size = len(stored.encode("utf-8"))
         if size > MAX_BODY_BYTES:
@@ -151,4 +162,4 @@ class LineValidator:
                 400,
                 f"Line {n}: Request body is {size} bytes, which exceeds the maximum allowed size of {MAX_BODY_BYTES} bytes",
             )
-        return custom_id, method, url, model, stored
+        return custom_id, method, url, model, stored, *self.prepare(custom_id, url, body)

@@ -1,24 +1,26 @@
 """Background processing (references/api_reference.md section 6): start batches after the start delay,
 run pending requests at the configured rate through the built-in model or the upstream, retry transient
-failures, write the output and error lines of section 5, stamp finished batches."""
+failures, write the output and error lines of section 5, stamp finished batches. Requests whose answer
+was prepared at upload (emulator/prepared.py) are completed a range of rows at a time, in SQL."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import random
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 
-from .answer_pool import AnswerPool, plain_output_line
 from .config import Config
 from .model import Model
 from .outcome import Outcome, error_json
+from .prepared import plain_output_line
 from .responses import compact
 from .store import Store
+from .store.base import Order
 from .upstream import Upstream
 
 log = logging.getLogger("emulator.worker")
@@ -26,9 +28,6 @@ log = logging.getLogger("emulator.worker")
 TICK_S = 0.02
 CHUNK = 2000  # rows per tick
 BURST_S = 0.1  # the rate's budget saved up at most (a tick after a pause runs this much of it)
-PART = 250  # rows per job of the answer pool (it answers the next part while the worker stores one)
-AHEAD = 2  # parts handed to the pool before the worker waits for the first answer
-POOL_MIN = 2 * PART  # a tick with fewer rows is answered inline (with one part nothing would overlap)
 RETRIABLE = {408, 404, 429, 499}
 MAX_BACKOFF_S = 10.0
 
@@ -123,7 +122,7 @@ class Worker:
         self.budget = 0.0
         self.last = time.monotonic()
         self.wake = asyncio.Event()
-        self.pool = AnswerPool(cfg)
+        self.prepared_answers = 0  # requests completed as prepared (shown in /_emulator/stats)
 
     async def run(self) -> None:
         while True:
@@ -147,8 +146,6 @@ class Worker:
         """One round: start due batches, run what the rate allows. Returns how many requests ran."""
         st, now = self.store, self.store.clock.now()
         for b in st.due_batches(now):
-            if b["total"] >= POOL_MIN and self.upstream is None and self.big_ticks():
-                self.pool.warm()
             st.populate(b)
         if self.cfg.flavor == "openai":
             for b in st.overdue_batches(now):
@@ -157,42 +154,57 @@ class Worker:
         if want <= 0:
             return 0
         active = st.active_batches()
-        rows: list[sqlite3.Row] = []
-        for b in active:
-            if len(rows) >= want:
-                break
-            rows += st.pending_requests(b, now, want - len(rows))
-        if rows:
-            self.budget -= len(rows)
-            if self.upstream is None:
-                with self.finishing(len(rows)):
-                    self.run_builtin(rows)
-            else:
-                st.mark_in_progress([r["rid"] for r in rows], [r["batch_id"] for r in rows])
-                for r in rows:
-                    task = asyncio.ensure_future(self.call_upstream(r))
-                    self.inflight.add(task)
-                    task.add_done_callback(self.inflight.discard)
+        ran = 0
+        if self.upstream is None:
+            with st.transaction():  # one commit per tick
+                for b in active:
+                    if ran >= want:
+                        break
+                    ran += self.run_builtin(b, now, want - ran)
+        else:
+            rows: list[sqlite3.Row] = []
+            for b in active:
+                if len(rows) >= want:
+                    break
+                rows += st.pending_requests(b, now, want - len(rows))
+            ran = len(rows)
+            st.mark_in_progress([r["rid"] for r in rows], [r["batch_id"] for r in rows])
+            for r in rows:
+                task = asyncio.ensure_future(self.call_upstream(r))
+                self.inflight.add(task)
+                task.add_done_callback(self.inflight.discard)
+        self.budget -= ran
         for b in active:
             if not st.has_unfinished(b["id"]):  # an index probe: the full count only once it is done
                 row = st.batch_row(b["id"])
                 if row is not None:
                     st.finish_if_done(row)
-        return len(rows)
+        return ran
 
-    def finishing(self, count: int) -> contextlib.AbstractContextManager[None]:
-        """A tick's requests run at once: with --order completion they finish in a random order (a real
-        server's output is in completion order); with --order input, in input order. Upstream calls
-        finish in their own order."""
-        if self.cfg.order != "completion":
-            return contextlib.nullcontext()
-        return self.store.finishing_in_any_order(count, self.order_rng)
+    def run_builtin(self, b: sqlite3.Row, now: float, limit: int) -> int:
+        """Run up to `limit` due requests of the batch with the built-in model, at once: with --order
+        completion they finish in a random order among themselves (a real server's output is in
+        completion order), with --order input in input order. Prepared answers are completed a range of
+        rows at a time in SQL, unless failures or the sloppy model are on; the rest are answered here."""
+        st = self.store
+        prepared = not (self.fates or self.cfg.fail_rate or self.cfg.sloppy_rate)
+        if not prepared:
+            rows = st.pending_requests(b, now, limit)
+            order = st.finishing(len(rows), self.rng_for_order())
+            self.settle([(r, self.call_builtin(r)) for r in rows], seq=by_position(rows, order))
+            return len(rows)
+        rids = st.due_rids(b, now, limit)
+        order = st.finishing(len(rids), self.rng_for_order())
+        for position, lo, hi in ranges(rids):
+            done = st.complete_prepared(b["id"], lo, hi, order, position, now)
+            self.prepared_answers += done
+            if done < hi - lo + 1:
+                rest = [(r, self.call_builtin(r)) for r in st.unprepared(b, lo, hi)]
+                self.settle(rest, seq=lambda r, at=lo - position: order.seq(r["rid"] - at))
+        return len(rids)
 
-    def big_ticks(self) -> bool:
-        """Whether the rate makes ticks of POOL_MIN rows or more as it runs, not only in its first burst
-        (the pool is worth starting): a tick every TICK_S or so, plus the time the last one took. At the
-        default 5,000/s ticks are ~100 rows and no process is started."""
-        return self.cfg.rate <= 0 or self.cfg.rate * 2 * TICK_S >= POOL_MIN
+    def rng_for_order(self) -> random.Random | None:
+        return self.order_rng if self.cfg.order == "completion" else None
 
     def allowance(self) -> int:
         """How many requests this tick may run: the rate's budget, bounded per tick and by concurrency."""
@@ -209,61 +221,6 @@ class Worker:
         if self.upstream is not None:
             want = min(want, self.cfg.upstream_concurrency - len(self.inflight))
         return want
-
-    def run_builtin(self, rows: list[sqlite3.Row]) -> None:
-        """Answer and store the rows, PART by PART. Plain requests of a big tick are answered in the pool
-        process: it answers the next part while the worker stores this one, so the two overlap on two
-        cores."""
-        parts = [rows[i : i + PART] for i in range(0, len(rows), PART)]
-        inline = (
-            len(rows) < POOL_MIN
-            or not self.big_ticks()  # a burst after a pause reaches POOL_MIN at any rate: no process for it
-            or self.fates
-            or self.cfg.fail_rate
-            or self.cfg.sloppy_rate
-        )
-        if inline or not self.pool.ready():
-            with self.store.transaction():
-                for part in parts:
-                    self.settle([(r, self.call_builtin(r)) for r in part])
-            return
-        created = self.store.clock.now_i()
-        for part in parts[:AHEAD]:
-            self.pool_send(part, created)
-        try:
-            with self.store.transaction():  # one commit per tick
-                for i, part in enumerate(parts):
-                    answers = self.pool.receive(len(part))
-                    if i + AHEAD < len(parts):
-                        self.pool_send(parts[i + AHEAD], created)
-                    self.settle_answers(part, answers)
-        except BaseException:  # parts still on the way must never be taken for a later tick's answers
-            self.pool.broken()
-            raise
-
-    def pool_send(self, part: list[sqlite3.Row], created: int) -> None:
-        self.pool.send([(r["id"], r["custom_id"], r["url"], r["body"]) for r in part], created)
-
-    def settle_answers(self, part: list[sqlite3.Row], answers: list) -> None:
-        """Store a part: the pool's answers as they are, the rest (None) answered here."""
-        st, now = self.store, self.store.clock.now()
-        rows, batch_of, general = [], [], []
-        for r, a in zip(part, answers, strict=True):
-            if a is not None and not a[0].startswith(f'{{"id":"batch_req_{r["id"]}"'):
-                # an answer to another request: never stored; this one is answered here, and the pool
-                # is not used again
-                if self.pool.usable:
-                    self.pool.broken()
-                a = None
-            if a is None:
-                general.append(r)
-            else:
-                rows.append((st.next_done_seq(), now, *a, r["rid"]))
-                batch_of.append(r["batch_id"])
-        st.save_answers(rows, batch_of)
-        self.pool.answered += len(rows)
-        if general:
-            self.settle([(r, self.call_builtin(r)) for r in general])
 
     def forced_status(self, r: sqlite3.Row) -> int | None:
         """The failure --fail-rate gives this request, or None; a third each of 400, 422 and 500. As on a
@@ -308,13 +265,18 @@ class Worker:
         self.wake.set()
 
     def settle(
-        self, results: list[tuple[sqlite3.Row, Outcome]], duration_ms: float = 1.0, was: str = "pending"
+        self,
+        results: list[tuple[sqlite3.Row, Outcome]],
+        duration_ms: float = 1.0,
+        was: str = "pending",
+        seq: Callable[[sqlite3.Row], int] | None = None,
     ) -> None:
         """Store outcomes of requests that were in state `was`: 2xx -> output line; retriable -> pending
         again with backoff (bounded, never past the deadline); anything else -> error line. One pass, one
-        executemany (this runs per request)."""
+        executemany. A finished request's done_seq is `seq(row)`, else the next one."""
         st, now = self.store, self.store.clock.now()
         fates = self.fates
+        next_seq = seq or (lambda _: st.next_done_seq())
         rows = []
         for r, o in results:
             rid, attempts = r["rid"], r["attempts"] + 1
@@ -322,13 +284,12 @@ class Worker:
                 if fates:
                     fates.pop(rid, None)
                 line = output_line(r["id"], r["custom_id"], o)
-                seq = st.next_done_seq()
                 rows.append(
                     (
                         "completed",
                         attempts,
                         0,
-                        seq,
+                        next_seq(r),
                         now,
                         line,
                         o.prompt_tokens,
@@ -341,14 +302,29 @@ class Worker:
             if is_retriable(o) and attempts <= self.cfg.max_retries:
                 delay = min(self.cfg.retry_base * (2 ** (attempts - 1)), MAX_BACKOFF_S)
                 if now + delay <= r["expires_at"]:
-                    rows.append(("pending", attempts, now + delay, None, None, None, 0, 0, None, rid))
+                    rows.append(("pending", attempts, now + delay, None, None, None, None, None, None, rid))
                     continue
             fates.pop(rid, None)
             line = self.failure_line(r, o)
-            rows.append(("failed", attempts, 0, st.next_done_seq(), now, line, 0, 0, duration_ms, rid))
+            rows.append(("failed", attempts, 0, next_seq(r), now, line, None, None, duration_ms, rid))
         st.save_outcomes(rows, [r["batch_id"] for r, _ in results], was)
 
     def failure_line(self, r: sqlite3.Row, o: Outcome) -> str:
         if self.cfg.flavor == "openai":
             return openai_failure_line(r["id"], r["custom_id"], o)
         return error_line(r["id"], r["custom_id"], failure_reason(o))
+
+
+def ranges(rids: list[int]) -> Iterator[tuple[int, int, int]]:
+    """(position of its first, first rid, last rid) of each run of consecutive rids (one, unless some
+    requests wait to be retried)."""
+    start = 0
+    for i in range(1, len(rids) + 1):
+        if i == len(rids) or rids[i] != rids[i - 1] + 1:
+            yield start, rids[start], rids[i - 1]
+            start = i
+
+
+def by_position(rows: list[sqlite3.Row], order: Order) -> Callable[[sqlite3.Row], int]:
+    position = {r["rid"]: i for i, r in enumerate(rows)}
+    return lambda r: order.seq(position[r["rid"]])

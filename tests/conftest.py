@@ -47,7 +47,6 @@ SLOW_FIRST = (
     "test_poll_killed_at_random_points",
     "test_resubmit_window_is_the_new_rounds_and_an_ignored_window_is_a_warning",
     "test_rounds_until_every_input_has_an_answer",
-    "test_a_dead_pool_process_loses_no_request",
     "test_a_job_answered_in_order_is_written_the_same_without_the_per_line_join",
     "test_a_damaged_create_reply_with_lagging_lists_makes_nothing_twice",
     "test_large_upload_is_streamed_not_held_in_memory",

@@ -19,7 +19,7 @@ from ..config import Config
 from ..outcome import Outcome, error_json
 from .compose import ModelError, compose
 from .embeddings import embeddings
-from .fast import plain_chat
+from .fast import plain_parts
 from .shapes import SHAPES
 
 STATUS_KEY = "x_emulator_status"
@@ -72,10 +72,21 @@ class Model:
     def plain_answer(
         self, path: str, body: object, now: int | None, key: str | None
     ) -> tuple[str, int, int] | None:
-        """The common case at speed (the batch rate rests on it): a plain chat request to a model that
-        neither reasons nor embeds, with the sloppy model off, answered by `plain_chat` as (sorted JSON
-        body, prompt tokens, completion tokens); None for anything else (the general path answers it)."""
-        if path not in CHAT_PATHS or type(body) is not dict or self.cfg.sloppy_rate:
+        """The common case at speed (the realtime routes rest on it): `plain_parts` made whole, with the
+        sloppy model off, as (sorted JSON body, prompt tokens, completion tokens); None otherwise."""
+        if self.cfg.sloppy_rate:
+            return None
+        parts = self.plain_parts(path, body)
+        if parts is None:
+            return None
+        head, tail, pt, ct = parts
+        return f'{head}{created_of(now)},"id":"chatcmpl-{rid_of(key)}{tail}', pt, ct
+
+    def plain_parts(self, path: str, body: object) -> tuple[str, str, int, int] | None:
+        """A plain chat request to a model that neither reasons nor embeds, answered by
+        `fast.plain_parts` (all but its created time and id); None for anything else. The sloppy model,
+        which can change at any time, is the caller's to check."""
+        if path not in CHAT_PATHS or type(body) is not dict:
             return None
         model = body.get("model")
         if type(model) is not str:
@@ -86,7 +97,7 @@ class Model:
             self.plain_models[model] = plain
         if not plain:
             return None
-        return plain_chat(body, model, rid_of(key), created_of(now))
+        return plain_parts(body, model)
 
 
 def rid_of(key: str | None) -> str:

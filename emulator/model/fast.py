@@ -1,6 +1,7 @@
 """The common case at speed: a plain chat request (string messages, no tools, schema, stop or
 reasoning) answered straight into the output line's JSON text (keys sorted), without the general
-path's objects. It gives byte for byte what `compose` + `shapes.chat` give (tests compare the two)."""
+path's objects. It gives byte for byte what `compose` + `shapes.chat` give (tests compare the two).
+Batch requests get this answer made once, at upload (emulator/prepared.py)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ PLAIN_MESSAGE_KEYS = frozenset({"role", "content", "name"})
 _MODEL_JSON: dict[str, str] = {}
 
 
-def plain_chat(body: dict, model: str, rid: str, created: int) -> tuple[str, int, int] | None:
-    """(sorted JSON body, prompt tokens, completion tokens), or None when the request is not plain."""
+def plain_parts(body: dict, model: str) -> tuple[str, str, int, int] | None:
+    """The answer to a plain request as (head, tail, prompt tokens, completion tokens), its body being
+    head + created + ',"id":"chatcmpl-' + id + tail (the two values a run gives it); None when the
+    request is not plain."""
     if not PLAIN_KEYS.issuperset(body):
         return None
     messages = body.get("messages")
@@ -62,10 +65,12 @@ def plain_chat(body: dict, model: str, rid: str, created: int) -> tuple[str, int
     model_json = _MODEL_JSON.get(model)
     if model_json is None:
         model_json = _MODEL_JSON.setdefault(model, json_string(model))
-    text = (
+    head = (
         f'{{"choices":[{{"finish_reason":"{finish}","index":0,"logprobs":null,"message":{{"content":'
-        f'{json_string(content)},"role":"assistant"}}}}],"created":{created},"id":"chatcmpl-{rid}","model":'
-        f'{model_json},"object":"chat.completion","usage":{{"completion_tokens":{ct},"prompt_tokens":{pt},'
-        f'"total_tokens":{pt + ct}}}}}'
+        f'{json_string(content)},"role":"assistant"}}}}],"created":'
     )
-    return text, pt, ct
+    tail = (
+        f'","model":{model_json},"object":"chat.completion","usage":{{"completion_tokens":{ct},'
+        f'"prompt_tokens":{pt},"total_tokens":{pt + ct}}}}}'
+    )
+    return head, tail, pt, ct

@@ -28,6 +28,7 @@ class Store(FileQueries, BatchQueries, WorkQueries):
             if f["kind"] == "input":
                 for b in self.q("SELECT * FROM batches WHERE input_file_id=?", f["id"]):
                     self.cancel_if_running(b)
+                    self.keep_prepared_lines(b["id"], f["id"])
                 self.db.execute("UPDATE batches SET input_file_id='' WHERE input_file_id=?", (f["id"],))
             elif f["kind"] == "output":
                 self.db.execute("UPDATE batches SET output_file_id=NULL WHERE id=?", (f["batch_id"],))

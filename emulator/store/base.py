@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -36,7 +38,6 @@ class Database:
         self.db.execute("UPDATE requests SET state='pending', next_at=0 WHERE state='in_progress'")
         row = self.db.execute("SELECT max(done_seq) FROM requests").fetchone()
         self.done_seq = int(row[0] or 0)
-        self.seq_block: list[int] = []  # sequence numbers for the requests finishing now (in any order)
         # Request counts per batch, kept until a change to that batch's rows (a poll of a 50,000-request
         # batch would otherwise count 50,000 index entries, twice per batch object).
         self.count_cache: dict[str, dict[str, int]] = {}
@@ -63,17 +64,21 @@ class Database:
         self.db.commit()
 
     def moved(self, batch_of: Sequence[str], was: str, now_in: Sequence[str]) -> None:
-        """Request i of batch `batch_of[i]` went from state `was` to `now_in[i]`: cached counts follow (a
-        poll of a running 50,000-request batch then counts nothing), or are dropped when they cannot."""
-        for bid, state in zip(batch_of, now_in, strict=True):
-            cached = self.count_cache.get(bid)
-            if cached is None:
-                continue
-            if cached.get(was, 0) <= 0 or state not in cached:
-                self.count_cache.pop(bid, None)
-                continue
-            cached[was] -= 1
-            cached[state] += 1
+        """Request i of batch `batch_of[i]` went from state `was` to `now_in[i]`."""
+        for (bid, state), n in Counter(zip(batch_of, now_in, strict=True)).items():
+            self.moved_n(bid, was, state, n)
+
+    def moved_n(self, bid: str, was: str, state: str, n: int) -> None:
+        """n requests of the batch went from state `was` to `state`: cached counts follow (a poll of a
+        running 50,000-request batch then counts nothing), or are dropped when they cannot."""
+        cached = self.count_cache.get(bid)
+        if cached is None or n == 0:
+            return
+        if cached.get(was, 0) < n or state not in cached:
+            self.count_cache.pop(bid, None)
+            return
+        cached[was] -= n
+        cached[state] += n
 
     def q(self, sql: str, *args: object) -> list[sqlite3.Row]:
         return self.db.execute(sql, args).fetchall()
@@ -90,29 +95,44 @@ class Database:
         )
 
     def next_done_seq(self) -> int:
-        if self.seq_block:
-            return self.seq_block.pop()
         self.done_seq += 1
         return self.done_seq
 
-    @contextmanager
-    def finishing_in_any_order(self, count: int, rng: random.Random) -> Iterator[None]:
-        """The requests finished in the block (at most ``count``) take the next ``count`` sequence numbers
-        in a random order: they ran at once, and which finished first is chance. Every request finished
-        later numbers after them, so a line once served never moves (a reader's skip stays right)."""
-        block = list(range(self.done_seq + 1, self.done_seq + count + 1))
-        rng.shuffle(block)
-        self.seq_block, self.done_seq = block, self.done_seq + count
-        try:
-            yield
-        finally:
-            self.seq_block = []
+    def finishing(self, count: int, rng: random.Random | None) -> Order:
+        """The sequence numbers of `count` requests finishing at once: the next `count`, every request
+        finished later numbering after them, so a line once served never moves (a reader's skip stays
+        right). With `rng` they take them in a random order (which of requests run at once finishes
+        first is chance), else in their order."""
+        order = Order(self.done_seq + 1, count, rng)
+        self.done_seq += count
+        return order
 
     def ext_id(self, kind: str, raw: str) -> str:
         """Ids as clients see them: bare UUIDs, or prefixed in the OpenAI flavour."""
         if self.flavor != "openai" or not raw:
             return raw
         return ("file-" if kind == "file" else "batch_") + raw
+
+
+class Order:
+    """The done_seq of each of n requests finishing at once, by its position i among them (0 to n-1):
+    base + (i * step + offset) % n, step prime to n, so the same sum can be made in SQL over a range of
+    rows. In their order (step 1, offset 0), or with `rng` in another one drawn from it."""
+
+    def __init__(self, base: int, n: int, rng: random.Random | None) -> None:
+        self.base, self.n, self.step, self.offset = base, n, 1, 0
+        while rng is not None and n > 1 and (self.step, self.offset) == (1, 0):
+            step, offset = rng.randrange(1, n), rng.randrange(n)
+            if math.gcd(step, n) == 1:
+                self.step, self.offset = step, offset
+
+    def seq(self, i: int) -> int:
+        return self.base + (i * self.step + self.offset) % self.n
+
+    def sql_args(self, origin: int) -> tuple[int, int, int, int, int]:
+        """The arguments of ``base + ((rid - origin) * step + offset) % n`` (the row at rid = origin
+        being position 0)."""
+        return self.base, origin, self.step, self.offset, self.n
 
 
 class Lines:

@@ -7,6 +7,7 @@ import json
 import sqlite3
 
 from ..config import WINDOWS
+from ..prepared import LINE_SQL
 from ..responses import compact
 from .base import Database, Lines
 from .schema import TERMINAL, new_id, owner_email
@@ -20,9 +21,9 @@ INTERNAL_METADATA = {
     "created_by",
     "dw_user_agent",
 }
-RESULTS_SQL = (
+RESULTS_SQL = (  # one parameter first: the input file's id (LINE_SQL)
     "SELECT json_object('id', id, 'custom_id', custom_id, 'model', model, 'input_body', json(body),"
-    " 'response_body', CASE WHEN state='completed' THEN json_extract(line, '$.response.body') END,"
+    f" 'response_body', CASE WHEN state='completed' THEN json_extract({LINE_SQL}, '$.response.body') END,"
     " 'error', CASE WHEN state='failed' THEN json_extract(line, '$.error.message') END,"
     " 'status', state) FROM requests"
 )
@@ -301,7 +302,8 @@ class BatchQueries(Database):
             where += " AND state=?"
             args.append(state)
         row = self.q1(f"SELECT count(*) FROM requests WHERE {where}", *args)
-        return Lines(self, f"{RESULTS_SQL} WHERE {where} ORDER BY line_no", args), int(row[0]) if row else 0
+        lines = Lines(self, f"{RESULTS_SQL} WHERE {where} ORDER BY line_no", [self.input_file_of(bid), *args])
+        return lines, int(row[0]) if row else 0
 
     def usage_by_model(self, bid: str) -> list[sqlite3.Row]:
         """Per model of a batch's completed requests: prompt and completion tokens."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
+from ..prepared import LINE_SQL
 from .base import Database, Lines
 from .schema import owner_email
 
@@ -14,6 +15,7 @@ INPUT_LINE_SQL = (
     "SELECT '{\"custom_id\":' || json_quote(custom_id) || ',\"method\":' || json_quote(method) ||"
     " ',\"url\":' || json_quote(url) || ',\"body\":' || body || '}' FROM input_lines"
 )
+INSERT_LINE_SQL = "INSERT INTO input_lines VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 
 
 class FileQueries(Database):
@@ -42,9 +44,9 @@ class FileQueries(Database):
                 batch.append((fid, i, *row))
                 held += sum(len(v) for v in row if isinstance(v, (str, bytes)))
                 if len(batch) >= INSERT_BATCH or held >= INSERT_BYTES:  # large lines: bounded by bytes too
-                    self.db.executemany("INSERT INTO input_lines VALUES (?,?,?,?,?,?,?)", batch)
+                    self.db.executemany(INSERT_LINE_SQL, batch)
                     batch, held = [], 0
-            self.db.executemany("INSERT INTO input_lines VALUES (?,?,?,?,?,?,?)", batch)
+            self.db.executemany(INSERT_LINE_SQL, batch)
         return self.file_row(fid)  # type: ignore[return-value]
 
     def file_row(self, fid: str) -> sqlite3.Row | None:
@@ -89,7 +91,9 @@ class FileQueries(Database):
         if f["kind"] != "input":
             col = "completed" if f["kind"] == "output" else "failed"
             row = self.q1(
-                "SELECT count(*), coalesce(sum(length(line)), 0) FROM requests WHERE batch_id=? AND state=?",
+                f"SELECT count(*), coalesce(sum(length({LINE_SQL})), 0) FROM requests WHERE batch_id=?"
+                " AND state=?",
+                self.input_file_of(f["batch_id"]),
                 f["batch_id"],
                 col,
             )
@@ -129,7 +133,20 @@ class FileQueries(Database):
         if upto_seq is not None:
             where += " AND done_seq <= ?"
             args.append(upto_seq)
-        return Lines(self, f"SELECT line FROM requests WHERE {where} ORDER BY done_seq, id", args)
+        sql = f"SELECT {LINE_SQL} FROM requests WHERE {where} ORDER BY done_seq, id"
+        return Lines(self, sql, [self.input_file_of(batch_id), *args])
+
+    def keep_prepared_lines(self, batch_id: str, file_id: str) -> None:
+        """Store the lines of the batch's requests completed as prepared (before the batch forgets its
+        input file, which LINE_SQL reads them from)."""
+        self.db.execute(
+            f"UPDATE requests SET line={LINE_SQL} WHERE batch_id=? AND state='completed' AND line IS NULL",
+            (file_id, batch_id),
+        )
+
+    def input_file_of(self, batch_id: str) -> str | None:
+        row = self.q1("SELECT input_file_id FROM batches WHERE id=?", batch_id)
+        return row[0] if row else None
 
     def count_state(self, batch_id: str, state: str) -> int:
         row = self.q1("SELECT count(*) FROM requests WHERE batch_id=? AND state=?", batch_id, state)

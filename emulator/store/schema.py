@@ -28,6 +28,11 @@ CREATE TABLE IF NOT EXISTS input_lines (
     url TEXT NOT NULL,
     model TEXT NOT NULL,
     body TEXT NOT NULL,
+    -- a plain chat request's answer, made at upload (emulator/prepared.py); NULL for any other request
+    prepared_head TEXT,
+    prepared_tail TEXT,
+    prepared_prompt_tokens INTEGER,
+    prepared_completion_tokens INTEGER,
     PRIMARY KEY (file_id, line_no)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batches (
@@ -69,10 +74,11 @@ CREATE TABLE IF NOT EXISTS requests (
     next_at REAL NOT NULL DEFAULT 0,
     done_seq INTEGER,
     done_at REAL,
-    line TEXT,                       -- the output or error line, as served
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    line TEXT,                       -- the output or error line, as served; NULL when completed as prepared
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,   -- counted once completed
     completion_tokens INTEGER NOT NULL DEFAULT 0,
-    duration_ms REAL
+    duration_ms REAL,
+    prepared INTEGER NOT NULL DEFAULT 0  -- its input line holds a prepared answer (and the tokens above)
 );
 CREATE INDEX IF NOT EXISTS requests_by_state ON requests (batch_id, state, done_seq);
 -- pending rows are found through requests_by_state (their done_seq is NULL, so it is in rid order):
