@@ -133,7 +133,9 @@ class FileQueries(Database):
         if upto_seq is not None:
             where += " AND done_seq <= ?"
             args.append(upto_seq)
-        sql = f"SELECT {LINE_SQL} FROM requests WHERE {where} ORDER BY done_seq, id"
+        # done_seq is unique: the index gives the order, and a page's OFFSET skips rows unread (a sort
+        # would put every line of the batch together for each page)
+        sql = f"SELECT {LINE_SQL} FROM requests WHERE {where} ORDER BY done_seq"
         return Lines(self, sql, [self.input_file_of(batch_id), *args])
 
     def keep_prepared_lines(self, batch_id: str, file_id: str) -> None:
