@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from ..config import Clock
-from .schema import SCHEMA
+from .schema import ADDED_COLUMNS, SCHEMA
 
 
 class Database:
@@ -31,6 +31,9 @@ class Database:
                 self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        for table, column, kind in ADDED_COLUMNS:  # a --db file of an earlier version
+            if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         row = self.db.execute("SELECT value FROM meta WHERE key='clock_offset'").fetchone()
         if row:
             clock.offset = float(row[0])

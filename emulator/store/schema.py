@@ -88,6 +88,15 @@ CREATE INDEX IF NOT EXISTS requests_by_line ON requests (batch_id, line_no);
 CREATE UNIQUE INDEX IF NOT EXISTS requests_by_id ON requests (id);
 """
 
+# Columns added since a --db file may have been made: (table, column, type), added when missing.
+ADDED_COLUMNS = (
+    ("input_lines", "prepared_head", "TEXT"),
+    ("input_lines", "prepared_tail", "TEXT"),
+    ("input_lines", "prepared_prompt_tokens", "INTEGER"),
+    ("input_lines", "prepared_completion_tokens", "INTEGER"),
+    ("requests", "prepared", "INTEGER NOT NULL DEFAULT 0"),
+)
+
 TERMINAL = ("completed", "failed", "cancelled", "expired")
 
 

@@ -5,6 +5,7 @@ request, the rest of a batch must still be answered, and the usage counted must 
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from conftest import CHAT, Api, chat_line
 from emulator_server import EmulatorServer
@@ -14,6 +15,7 @@ from emulator.model import rid_of
 from emulator.model.compose import compose
 from emulator.model.shapes import SHAPES
 from emulator.outcome import Outcome
+from emulator.store.schema import ADDED_COLUMNS
 from emulator.worker import output_line
 
 PLAIN = 600
@@ -134,3 +136,23 @@ def test_prepared_lines_outlive_the_input_file(emu):
     assert served_lines(api, done["output_file_id"]) == before
     for request in lines:
         assert before[request["custom_id"]] == general_line(before[request["custom_id"]], request)
+
+
+def test_a_db_file_of_an_earlier_version_gains_the_new_columns(tmp_path):
+    path = tmp_path / "old.db"
+    with EmulatorServer("--start-delay", "0", db=str(path)):
+        pass  # makes the file
+    db = sqlite3.connect(path)
+    for table, column, _ in ADDED_COLUMNS:  # as a version before them left it
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    db.commit()
+    db.close()
+    with EmulatorServer("--start-delay", "0", db=str(path)) as emu:
+        api = Api(emu)
+        lines = plain_lines()[:20]
+        done = api.wait(api.batch(lines)["id"])
+        assert done["request_counts"] == {"total": 20, "completed": 20, "failed": 0}
+        assert emu.stats()["prepared_answers"] == 20
+        got = served_lines(api, done["output_file_id"])
+    for request in lines:
+        assert got[request["custom_id"]] == general_line(got[request["custom_id"]], request)
