@@ -27,6 +27,9 @@ REFUSED = {
     ),
 }
 
+# The top-level keys of those fields: a body with none of them (nearly every line) breaks no rule of them.
+TOP_KEYS = {url: frozenset(name.split(".")[0] for name in fields) for url, (fields, _) in REFUSED.items()}
+
 
 def present(body: dict, dotted: str) -> bool:
     node: object = body
@@ -40,9 +43,10 @@ def present(body: dict, dotted: str) -> bool:
 def reasoning_problem(url: str, body: dict, catalog: Catalog) -> str | None:
     """The server's message for the first reasoning rule the body breaks, else None."""
     fields, text = REFUSED.get(url, ((), ""))
-    for name in fields:
-        if present(body, name):
-            return text.format(name)
+    if not TOP_KEYS.get(url, frozenset()).isdisjoint(body):
+        for name in fields:
+            if present(body, name):
+                return text.format(name)
     if url == "/v1/chat/completions" and "reasoning_effort" in body:
         return effort_problem("reasoning_effort", body["reasoning_effort"], body.get("model"), catalog)
     if url == "/v1/responses" and "reasoning" in body:

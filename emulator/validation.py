@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from .catalog import Catalog, is_embedding_model
@@ -14,6 +15,7 @@ from .reasoning_rules import reasoning_problem
 
 ALLOWED_PATHS_TEXT = ", ".join(BATCH_URLS)
 REQUIRED_FIELDS = ("custom_id", "method", "url", "body")
+CONTROL_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f]")  # a tab is allowed in a custom_id
 
 
 class UploadError(Exception):
@@ -120,7 +122,7 @@ class LineValidator:
                 400,
                 f"Line {n}: custom_id exceeds maximum length of {MAX_CUSTOM_ID_BYTES} characters (got {cid_len})",
             )
-        if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in custom_id):
+        if CONTROL_CHARS.search(custom_id):
             raise UploadError(
                 400,
                 f"Line {n}: custom_id contains invalid characters: must be valid ASCII without control characters",
