@@ -87,3 +87,28 @@ def test_fetch_collects_what_a_batch_deleted_on_the_server_produced(emulator, en
         "fetch_results", "00000000-0000-4000-8000-000000000000", env=env, cwd=tmp_path
     )
     assert code == 4 and "not found" in doc["error"]["message"]
+
+
+def test_a_batch_deleted_after_its_fetch_is_not_read_again(emulator, env, tmp_path, h):
+    """Fetched, then deleted on the server: the next fetch describes it as the manifest recorded it,
+    finish time included, so it is not taken for a batch that finished again (whose error file would
+    be read again, and is gone)."""
+    lines = h.chat_lines(4)
+    lines[1]["body"]["x_emulator_status"] = 400  # the emulator's hook: this request always fails
+    src = h.write_jsonl(tmp_path / "jobs.jsonl", lines)
+    code, doc, err = h.run_script("submit", str(src), env=env)
+    batch_id, manifest = doc["batches"][0]["batch_id"], doc["manifest"]
+    polled = h.run_script("poll", "--manifest", manifest, "--wait", "--interval", "0.1", env=env)
+    assert polled.code == 6 and polled.doc["all_terminal"] is True  # 6: finished with a failure
+    first = h.run_script("fetch_results", "--manifest", manifest, env=env)
+    assert first.code == 6 and first.doc["counts"]["failed"] == 1, first.doc
+    auth = {"Authorization": f"Bearer {h.CANARY_KEY}"}
+    reply = requests.delete(f"{emulator.base_url}/batches/{batch_id}", headers=auth, timeout=10)
+    assert reply.status_code == 204
+    mark = len(emulator.requests_log())
+    again = h.run_script("fetch_results", "--manifest", manifest, env=env)
+    contents = [c["path"] for c in emulator.requests_log()[mark:] if c["path"].endswith("/content")]
+    assert again.code == 6 and again.doc["counts"] == first.doc["counts"], again.doc
+    assert contents == []  # nothing read again
+    results = h.read_jsonl(tmp_path / "jobs.results" / "results.jsonl")
+    assert [r["status"] for r in results] == ["completed", "failed", "completed", "completed"]
