@@ -124,9 +124,10 @@ class Order:
 
     def __init__(self, base: int, n: int, rng: random.Random | None) -> None:
         self.base, self.n, self.step, self.offset = base, n, 1, 0
+        few = n in (2, 3, 4, 6)  # only 1 and n-1 are prime to n; for any other n, neither is drawn
         while rng is not None and n > 1 and (self.step, self.offset) == (1, 0):
             step, offset = rng.randrange(1, n), rng.randrange(n)
-            if math.gcd(step, n) == 1:
+            if math.gcd(step, n) == 1 and (few or 1 < step < n - 1):  # not a rotation or a reversal
                 self.step, self.offset = step, offset
 
     def seq(self, i: int) -> int:

@@ -210,3 +210,23 @@ def test_results_analytics_cost_estimate(emu, api, done):
         f"/files/{done['input_file_id']}/cost-estimate", params={"completion_window": "1h"}
     ).json()
     assert float(est1h["total_estimated_cost"]) > float(est["total_estimated_cost"])
+
+
+def test_a_ticks_completion_order_is_a_permutation_with_no_input_neighbours_side_by_side():
+    """store.base.Order, drawn as a tick draws it: every sequence number once, never input order, and
+    (from 7 requests up) no two lines in a row that were neighbours in the input (no rotation or
+    reversal of it)."""
+    import random
+
+    from emulator.store.base import Order
+
+    rng = random.Random(5)
+    for n in [*range(1, 40), 250, 1999, 2000]:
+        for _ in range(5):
+            order = Order(100, n, rng)
+            by_seq = {order.seq(i): i for i in range(n)}
+            assert sorted(by_seq) == list(range(100, 100 + n))
+            served = [by_seq[s] for s in range(100, 100 + n)]
+            assert n == 1 or served != list(range(n))
+            if n >= 7:
+                assert all(abs(a - b) not in (1, n - 1) for a, b in zip(served, served[1:], strict=False)), n
