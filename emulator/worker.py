@@ -168,7 +168,8 @@ class Worker:
                     break
                 rows += st.pending_requests(b, now, want - len(rows))
             ran = len(rows)
-            st.mark_in_progress([r["rid"] for r in rows], [r["batch_id"] for r in rows])
+            if rows:  # no empty transaction every tick
+                st.mark_in_progress([r["rid"] for r in rows], [r["batch_id"] for r in rows])
             for r in rows:
                 task = asyncio.ensure_future(self.call_upstream(r))
                 self.inflight.add(task)
