@@ -237,7 +237,6 @@ class ReplyReader:
             self.fresh += len(rows)
             sink.extend(raws, offset - sink.end())
             engine.records.extend(datas, rec_off - engine.records.end())
-            engine.store.add_records(rows)
             tracker = engine.trackers.get(batch_id)
             if tracker is not None and tracker.handle is not None and (rows or skipped):
                 if self.kind == "output" and not skipped:
@@ -246,6 +245,10 @@ class ReplyReader:
                     tracker.retire()
                 if tracker.handle is None:
                     engine.disorder()
+            if rows and tracker is not None and tracker.handle is not None:
+                engine.store.defer_records(rows)  # answers in input order so far: the join may not need them
+            else:
+                engine.store.add_records(rows)
             self.cursor["skip"] = self.start + self.moved
             self.cursor["high"] = max(int(self.cursor.get("high", 0)), self.cursor["skip"])
             due = self._commit_due(sink)

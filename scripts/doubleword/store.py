@@ -1,11 +1,13 @@
 """The fetch index: one SQLite file in the output folder holding what the download already decoded.
 
 Every served line is decoded once, as it streams in (:mod:`doubleword.download`), and lands here as a row
-of ``records``: its file (0 output, 1 errors) and byte offset in the raw file, line id, batch, custom_id,
-line status, token counts, error type and HTTP status, and where its answer members, already encoded as
-JSON, are in the record file (:data:`RECORDS_NAME`, appended beside the raw files). The input lines of every batch are indexed in ``inputs`` (custom_id, where the line is, whether it
-asked for JSON output, and ``origin``: the first-round input it is a re-send of). Writing results.jsonl is
-then one ordered SQL scan, without reading the output again; memory stays flat whatever the job size.
+of ``records`` (deferred while the answers come in input order, :meth:`Store.defer_records`): its file
+(0 output, 1 errors) and byte offset in the raw file, line id, batch, custom_id, line status, token
+counts, error type and HTTP status, and where its answer members, already encoded as JSON, are in the
+record file (:data:`RECORDS_NAME`, appended beside the raw files). The input lines of every batch are
+indexed in ``inputs`` (custom_id, where the line is, whether it asked for JSON output, and ``origin``:
+the first-round input it is a re-send of). Writing results.jsonl is then one ordered SQL scan, without
+reading the output again; memory stays flat whatever the job size.
 
 The raw files are the truth: rows past a raw file's committed length (a killed run) are deleted on open,
 and rows missing below it (the index was removed by hand) are rebuilt from the raw bytes.
@@ -14,11 +16,14 @@ and rows missing below it (the index was removed by hand) are rebuilt from the r
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from doubleword import fastjson
 
 INDEX_NAME = ".fetch-index.sqlite"
 RECORDS_NAME = ".fetch-records.jsonl"
@@ -27,13 +32,14 @@ RETRY_NAME = "retry.jsonl"
 JOB_MARK = ".fetch-job"  # in a results folder: which job it holds (fetch refuses another)
 FOLDER_FILES = ("output.jsonl", "errors.jsonl", RESULTS_NAME, RETRY_NAME)  # what fetch writes there
 SHARED_KEY = "records_shared"  # the record file's stamp when results.jsonl was made a second name of it
-SCHEMA_VERSION = 4  # 4: a record is the whole results.jsonl line; records in arrival order, no key
+SCHEMA_VERSION = 5  # 4: a record is the whole results.jsonl line, in arrival order; 5: deferred rows
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS records (
     kind INTEGER NOT NULL, off INTEGER NOT NULL, line_id TEXT NOT NULL, batch_id TEXT, custom_id TEXT,
     status TEXT, pt INTEGER, ct INTEGER, tt INTEGER, err_type TEXT, err_status INTEGER, rec_off INTEGER,
     rec_len INTEGER);
+CREATE TABLE IF NOT EXISTS deferred (rows TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (
     src INTEGER PRIMARY KEY, batch_id TEXT, round INTEGER, path TEXT, size INTEGER, mtime_ns INTEGER,
     synthetic INTEGER);
@@ -41,8 +47,15 @@ CREATE TABLE IF NOT EXISTS inputs (
     seq INTEGER PRIMARY KEY, src INTEGER, batch_id TEXT, round INTEGER, custom_id TEXT, off INTEGER,
     len INTEGER, json INTEGER, digest INTEGER, origin INTEGER);
 """
+_ADD_RECORD = "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 RecordRow = tuple[int, int, Any, str, Any, str, int, int, int, Any, Any, int, int]
 InputRow = tuple[str, Any, int, int, int, int]  # custom_id, (unused), off, len, json flag, digest
+
+
+def _dumps(rows: Sequence[RecordRow]) -> str | bytes:
+    if fastjson.dumps is not None:
+        return fastjson.dumps(rows)
+    return json.dumps(rows, ensure_ascii=False)
 
 
 def share_stamp(stat: os.stat_result) -> str:
@@ -80,10 +93,12 @@ class Store:
         if version not in (None, SCHEMA_VERSION):  # written by another version: rebuilt from the raw files
             self.db.executescript(
                 "DROP TABLE IF EXISTS records; DROP TABLE IF EXISTS inputs; DROP TABLE IF EXISTS sources;"
+                "DROP TABLE IF EXISTS deferred;"
                 "DELETE FROM meta WHERE key = 'records_bytes';"  # the record file is written again too
             )
         self.db.executescript(_SCHEMA)
         self.set_meta("schema", str(SCHEMA_VERSION))
+        self._deferring = self.db.execute("SELECT count(*) FROM deferred").fetchone()[0] > 0
         self.db.execute("BEGIN")
 
     def _version(self) -> int | None:
@@ -119,6 +134,7 @@ class Store:
 
     def cut(self, kind: int, committed: int) -> int:
         """Forget the rows at or past ``committed`` bytes of a raw file; returns the bytes indexed below."""
+        self.index_deferred()
         self.db.execute("DELETE FROM records WHERE kind = ? AND off >= ?", (kind, committed))
         row = self.db.execute("SELECT max(off) FROM records WHERE kind = ?", (kind,)).fetchone()
         return -1 if row[0] is None else int(row[0])
@@ -126,6 +142,7 @@ class Store:
     def known(self, kind: int, line_ids: Sequence[str]) -> set[str]:
         """Which of ``line_ids`` are already on disk in that file (de-duplication by line id)."""
         found: set[str] = set()
+        self.index_deferred()
         self.db.execute("CREATE INDEX IF NOT EXISTS records_line ON records (kind, line_id)")
         line_ids = list(line_ids)
         for start in range(0, len(line_ids), 500):
@@ -136,14 +153,49 @@ class Store:
         return found
 
     def add_records(self, rows: Iterable[RecordRow]) -> None:
-        self.db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        self.index_deferred()  # (rows stay in arrival order)
+        self.db.executemany(_ADD_RECORD, rows)
+
+    def defer_records(self, rows: Sequence[RecordRow]) -> None:
+        """Rows that nothing may need (answers a tracker takes in input order: results.jsonl is written
+        without the index), kept as one JSON text: a row each costs more than the rest of what is done
+        with their lines but the decoding (about 3 us a line; this, 0.2). They become rows
+        (:meth:`index_deferred`) before anything reads or adds records, so they are there when a tracker
+        gives up or a run resumes; committed with the rest of the index."""
+        try:
+            text = _dumps(rows)
+        except (TypeError, ValueError):  # what orjson refuses (lone surrogates) goes the way it went before
+            self.add_records(rows)
+            return
+        self.db.execute("INSERT INTO deferred VALUES (?)", (text,))
+        self._deferring = True
+
+    def index_deferred(self) -> None:
+        """The deferred rows as rows of ``records``, in the order they came (a slice at a time: memory
+        stays flat)."""
+        if not self._deferring:
+            return
+        last = 0
+        while True:
+            texts = self.db.execute(
+                "SELECT rowid, rows FROM deferred WHERE rowid > ? ORDER BY rowid LIMIT 100", (last,)
+            ).fetchall()
+            if not texts:
+                break
+            for _, text in texts:
+                self.db.executemany(_ADD_RECORD, json.loads(text))
+            last = texts[-1][0]
+        self.db.execute("DELETE FROM deferred")
+        self._deferring = False
 
     def answered(self, batch_id: str) -> list[str]:
+        self.index_deferred()
         self.db.execute("CREATE INDEX IF NOT EXISTS records_request ON records (batch_id, custom_id)")
         query = "SELECT DISTINCT custom_id FROM records WHERE batch_id = ? AND custom_id IS NOT NULL ORDER BY custom_id"
         return [row[0] for row in self.db.execute(query, (batch_id,))]
 
     def line_count(self, batch_id: str) -> int:
+        self.index_deferred()
         row = self.db.execute("SELECT count(DISTINCT custom_id) FROM records WHERE batch_id = ?", (batch_id,))
         return int(row.fetchone()[0])
 
@@ -219,6 +271,7 @@ class Store:
 
         Checked in SQL by position (each input's seq against a record's rowid), no row reaches Python:
         the common case of a job answered in order is written without a per-line join."""
+        self.index_deferred()
         if self.db.execute("SELECT count(DISTINCT round) FROM inputs").fetchone()[0] != 1:
             return None
         ranges = []
@@ -258,6 +311,7 @@ class Store:
         """Every input with its records, first inputs in input order, each followed by its re-sends."""
         # Built in bulk here (and dropped while downloading, see drop_join_index): cheaper than keeping it
         # up to date line by line.
+        self.index_deferred()
         self.db.execute("CREATE INDEX IF NOT EXISTS records_request ON records (batch_id, custom_id)")
         rounds = self.db.execute("SELECT count(DISTINCT round) FROM inputs").fetchone()[0]
         order = "coalesce(i.origin, i.seq), i.seq" if rounds > 1 else "i.seq"  # one round: no sort
