@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from scripted_server import ScriptedServer, Seen
 
 BATCH = "6a0e1c2a-0000-4000-8000-000000000001"
@@ -155,3 +156,25 @@ def test_a_folder_holding_someone_elses_results_is_refused(tmp_path, h):
         assert not _content_requests(server)
     assert code == 4 and "results.jsonl" in doc["error"]["message"] and "--out" in doc["error"]["message"]
     assert (out / "results.jsonl").read_text() == '{"mine": true}\n'
+
+
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_an_answer_with_half_an_emoji_escaped_is_kept_as_sent(tmp_path, h, pure):
+    """A lone surrogate (``\\ud83d``, an emoji cut in two by a token limit) has no UTF-8: the fetch keeps
+    it as the escape the server sent instead of failing on it, and the answer counts."""
+
+    def reply(seen: Seen, skip: int, lines: list[bytes]) -> tuple[int, dict[str, str], bytes]:
+        cut = [line.replace(b'"content": "a7"', b'"content": "a7 \\ud83d"') for line in lines]
+        return _honest(seen, skip, cut)
+
+    with _server(reply) as server:
+        code, doc, err = h.run_script(
+            "fetch_results", BATCH, "--out", str(tmp_path / "out"),
+            env={**h.script_env(server.base_url), "DOUBLEWORD_PURE_JSON": pure},
+        )  # fmt: skip
+    assert code == 0 and doc["complete"] is True and doc["counts"]["completed"] == N, (doc, err)
+    results = (tmp_path / "out" / "results.jsonl").read_bytes()
+    results.decode("utf-8")  # still UTF-8 throughout
+    answers = {r["custom_id"]: r for r in map(json.loads, results.splitlines())}
+    assert answers["req-00007"]["content"] == "a7 \ud83d" and answers["req-00007"]["status"] == "completed"
+    assert (tmp_path / "out" / "retry.jsonl").read_bytes() == b""

@@ -332,6 +332,20 @@ def _validator(schema_text: str) -> Any:
 # --------------------------------------------------------------------------- one served line, encoded
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def record_bytes(value: Any) -> bytes:
+    """``value`` as compact JSON in UTF-8. A string holding a lone surrogate (half an emoji, which a
+    server's JSON can only send escaped, as ``\\ud83d``: a token limit cut the pair) has no UTF-8: the
+    whole value is then ASCII JSON, the escape kept as sent (read back, the same string)."""
+    text = _encode(value)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _encode_ascii(value).encode("ascii")
+
+
 _CONTENT_KEY = b'"content":"'
 _PLACEHOLDER = b'"\\u0000"'
 Encoded = tuple[Any, Any, str, tuple[int, int, int], Any, Any, bytes]
@@ -356,7 +370,7 @@ def encode_line(raw: bytes, batch_id: str | None, endpoint: Endpoint | None) -> 
         return None
     status, members = interpret(line, batch_id, endpoint)
     record = {"custom_id": line.get("custom_id"), "status": status, "parsed": None, "attempts": 1, **members}
-    return _pack(line, status, members, _encode(record).encode("utf-8"))
+    return _pack(line, status, members, record_bytes(record))
 
 
 def _chat_parts(line: Any) -> tuple[Any, Any, Any, Any] | None:
@@ -439,8 +453,12 @@ def _encode_chat(raw: bytes, batch_id: str | None) -> Encoded | None:
     if parts is None or parts[3].get("content") != "\x00":
         return None  # not where the placeholder went, or a failure: the plain path decides
     status, members = _chat_members(line, *parts[1:], batch_id)
-    head = f'{{"custom_id":{_encode(line["custom_id"])},"status":"{status}","parsed":null,"attempts":1,"content":'
-    record = head.encode("utf-8") + literal + b"," + _encode(members)[1:].encode("utf-8")
+    head = (
+        b'{"custom_id":'
+        + record_bytes(line["custom_id"])
+        + f',"status":"{status}","parsed":null,"attempts":1,"content":'.encode()
+    )
+    record = head + literal + b"," + record_bytes(members)[1:]
     return _encoded(line, status, members, record)
 
 

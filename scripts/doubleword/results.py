@@ -22,13 +22,20 @@ from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from doubleword.answers import ANSWER_KEYS, HEAD_KEYS, STATUSES, USABLE, check_json, json_request
+from doubleword.answers import (
+    ANSWER_KEYS,
+    HEAD_KEYS,
+    STATUSES,
+    USABLE,
+    check_json,
+    json_request,
+    record_bytes,
+)
 from doubleword.batch_inputs import MANIFEST_META, is_never_sent
 from doubleword.files import AtomicFile, LinkedFile, RangeCopier, atomic_writer
 from doubleword.rounds import refused
 from doubleword.store import RECORDS_NAME, SHARED_KEY, Store, share_stamp
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _RANK = {"completed": 4, "truncated": 3, "failed": 2, "missing": 1}
 _EMPTY = dict.fromkeys(ANSWER_KEYS)
 WRITE_LINES = 512  # results.jsonl lines written at once
@@ -61,7 +68,7 @@ class Result:
         nothing (one attempt, no JSON check), else encoded again."""
         if self.body is not None and self.error is None and self.parsed is None and self.attempts == 1:
             return self.body
-        return _encode(self.record()).encode("utf-8")
+        return record_bytes(self.record())
 
     def record(self) -> dict[str, Any]:
         """The whole record (every key of SPEC section 4's results.jsonl)."""
