@@ -152,9 +152,10 @@ class Store:
             found.update(row[0] for row in self.db.execute(query, (kind, *part)))
         return found
 
-    def add_records(self, rows: Iterable[RecordRow]) -> None:
-        self.index_deferred()  # (rows stay in arrival order)
-        self.db.executemany(_ADD_RECORD, rows)
+    def add_records(self, rows: Sequence[RecordRow]) -> None:
+        if rows:  # (none, as from a reply slice of blank lines: the deferred rows stay deferred)
+            self.index_deferred()  # (rows stay in arrival order)
+            self.db.executemany(_ADD_RECORD, rows)
 
     def defer_records(self, rows: Sequence[RecordRow]) -> None:
         """Rows that nothing may need (answers a tracker takes in input order: results.jsonl is written
