@@ -25,18 +25,18 @@ from doubleword.client import ApiClient
 from doubleword.files import exclusive_lock
 from doubleword.manifest import Manifest
 
-# The second reply's lines reach the index only after output.jsonl took them: a Ctrl-C there
+# The second reply's lines reach the index only after output.jsonl took them: a Ctrl-C right after
 # interrupts the reply half taken (its raw lines appended, their index rows and the cursor not yet).
 KI_IN_SECOND_TAKE = """
 import doubleword.sinks as sinks
-_extend, _calls = sinks.RecordFile.extend, []
+_extend, _calls = sinks.Sink.extend, []
 def _interrupting(self, lines, size):
+    _extend(self, lines, size)
     if lines:
         _calls.append(len(lines))
         if len(_calls) == 2:
             raise KeyboardInterrupt
-    return _extend(self, lines, size)
-sinks.RecordFile.extend = _interrupting
+sinks.Sink.extend = _interrupting
 """
 
 

@@ -16,7 +16,7 @@ import sqlite3
 import pytest
 from emulator_server import EmulatorServer
 
-from doubleword.store import INDEX_NAME, RECORDS_NAME
+from doubleword.store import INDEX_NAME
 
 SCHEMA = {
     "type": "object",
@@ -110,7 +110,8 @@ def test_a_job_answered_in_completion_order_is_written_the_same_without_the_per_
             assert code == (0 if whole else 6) and docs[name]["complete"] is whole, err
     arrived = [
         json.loads(line)["custom_id"]
-        for line in (tmp_path / "copied" / RECORDS_NAME).read_bytes().splitlines()
+        for name in ("output.jsonl", "errors.jsonl")
+        for line in (tmp_path / "copied" / name).read_bytes().splitlines()
     ]
     assert sorted(arrived) == sorted(line["custom_id"] for line in lines)
     assert arrived != [line["custom_id"] for line in lines]  # the server's order was not the input's

@@ -34,16 +34,17 @@ from typing import Any
 import requests
 
 from doubleword import committer
-from doubleword.answers import decode_line
+from doubleword.answers import decode_line, encode_line
 from doubleword.api import content_response, get_batch
 from doubleword.batch_inputs import index_inputs
 from doubleword.cli import Progress, info, result_of, warn
 from doubleword.client import ApiClient, ApiError
 from doubleword.committer import Committer, Gate, stop_if_interrupted, stop_on_interrupt
 from doubleword.config import DELETED
+from doubleword.endpoints import endpoint_for_url
 from doubleword.errors import BusyError, ExitCode, InputError, Interrupted, ServiceError, UsageError
 from doubleword.files import AtomicFile, atomic_write_text
-from doubleword.inorder import OrderTracker, Ranges, ResultsDraft
+from doubleword.inorder import OrderTracker, Ranges, ResultsDraft, appended
 from doubleword.manifest import Manifest, Shard, exclusive_lock, fetch_state, record_batch, sha256_file
 from doubleword.remote import delete_remote, early_analytics, job_cost
 from doubleword.results import Run, join, whole_file
@@ -87,6 +88,7 @@ class Engine:
         self.store.drop_join_index()
         self.records = RecordFile(out_dir / RECORDS_NAME, self.store, out_dir / RESULTS_NAME)
         self.sinks: dict[str, Sink] = {}
+        self.sent = {str(s.batch_id): s for s in manifest.shards if s.batch_id}
         self.committer = Committer(self.lock, manifest)  # syncs and writes each commit (doubleword.committer)
         # set by a Ctrl-C: the other threads stop at their next step (the client's: their requests are cut)
         self.interrupted = client.interrupted
@@ -96,6 +98,8 @@ class Engine:
             if sink.reset:
                 for shard in manifest.shards:
                     shard.downloads.pop(kind, None)
+            if kind == "output":  # before the cut: rows held apart are rows of this file too
+                self._rebuild_held(sink)
             last = self.store.cut(number, 0 if self.records.reset else int(sink.state["bytes"]))
             if last < 0 < int(sink.state["bytes"]):
                 # Lines on disk that the index does not hold (it was removed, or an older version wrote
@@ -111,17 +115,41 @@ class Engine:
         self.one_round = len({int(s.round or 1) for s in manifest.shards}) == 1
         self.disordered = False
         self.on_disorder: Callable[[], Any] = lambda: None
-        self.sent = {str(s.batch_id): s for s in manifest.shards if s.batch_id}
         # results.jsonl written as the in-order answers arrive (the committer copies them). One batch's
-        # answers in input order are the record file whole, which the join links instead: its draft starts
-        # only once they are seen to arrive in another order (completion order, :meth:`_draft_now`).
+        # tracked answers are one stretch of the record file, whatever order they came in, which the join
+        # links instead: the draft is for several batches (their records interleave).
         self.draft: ResultsDraft | None = None
-        drafting = draft and self.one_round
-        self.draft_later = drafting and len(self.sent) == 1
-        if drafting and len(self.sent) > 1:
+        if draft and self.one_round and len(self.sent) > 1:
             self.draft = ResultsDraft(out_dir / RESULTS_NAME, self.records.path, list(self.sent))
         self.last_commit = time.monotonic()
         self.commit()  # while the first requests go out (as are the download's commits)
+
+    def _rebuild_held(self, sink: Sink) -> None:
+        """Answers that waited in a tracker (for earlier input lines) when the last run was stopped: their
+        rows were held apart (:meth:`doubleword.store.Store.hold`), their records never appended. Those
+        records are made again from the raw lines of ``sink`` (output.jsonl), and appended with their rows."""
+        if self.records.trimmed:  # rows of records past the committed length: their answers were held
+            self.store.cut_records(self.records.committed)
+        heads = self.store.take_held()
+        if not heads or self.records.reset:  # a record file begun again: the index is rebuilt from nothing
+            return
+        committed = int(sink.state["bytes"])
+        answers = []
+        with open(sink.path, "rb") as raw:
+            for head in heads:
+                if head[1] >= committed:
+                    continue  # past what the manifest names: downloaded again
+                raw.seek(head[1])
+                shard = self.sent.get(str(head[3]))
+                item = encode_line(
+                    raw.readline().rstrip(b"\r\n"), head[3], endpoint_for_url(shard and shard.endpoint)
+                )
+                if item is not None:
+                    answers.append((head, item[6]))
+        rows, records = appended(answers, self.records.end())
+        if rows:
+            self.records.extend(records, rows[-1][11] + rows[-1][12] + 1 - rows[0][11])
+        self.store.add_records(rows)
 
     def ordered_runs(self, shards: list[Shard]) -> list[Run] | None:
         """The job's results as runs of the record file when every batch came back complete and in input
@@ -134,7 +162,7 @@ class Engine:
             proof = self.proofs.get(str(shard.batch_id))
             if tracker is None or proof is None or not _matches(proof, shard.sha256):
                 return None
-            if not tracker.finished() or not shard_finished(shard):
+            if not tracker.complete or not shard_finished(shard):
                 return None
             ranges = tracker.ranges
             head = self.records_head(ranges[0][0])
@@ -180,29 +208,21 @@ class Engine:
             self.committer.raise_error()
             descriptors = [sink.flush() for sink in self.sinks.values()]
             descriptors.append(self.records.flush())
-            draft = self.draft or self._draft_now()
             copy = (
                 Ranges()
-                if draft is None
-                else draft.due(self.trackers, lambda b: shard_finished(self.sent[b]))
+                if self.draft is None
+                else self.draft.due(self.trackers, lambda b: shard_finished(self.sent[b]))
             )
+            for tracker in self.trackers.values():  # the rows of answers waiting: kept apart
+                if tracker is not None and tracker.handle is not None and tracker.ahead:
+                    self.store.hold(tracker.batch_id, [head for head, _ in tracker.ahead.values()])
+                    tracker.held = True
+                elif tracker is not None and tracker.held:
+                    self.store.release(tracker.batch_id)
+                    tracker.held = False
             self.store.commit()
             self.committer.hand(descriptors, self.manifest.snapshot(), copy, self.draft)
             self.last_commit = time.monotonic()
-
-    def _draft_now(self) -> ResultsDraft | None:
-        """The one batch's draft, once its tracked answers are more than one range of the record file
-        (they came in completion order: results.jsonl is then a copy, better made while they arrive than
-        after the last one)."""
-        if not self.draft_later:
-            return None
-        (batch_id,) = self.sent
-        tracker = self.trackers.get(batch_id)
-        if tracker is None or tracker.handle is None or len(tracker.ranges) < 2:
-            return None
-        self.draft_later = False
-        self.draft = ResultsDraft(self.out_dir / RESULTS_NAME, self.records.path, [batch_id])
-        return self.draft
 
     def interruptible(self) -> contextlib.AbstractContextManager[None]:
         """A Ctrl-C in the block stops the other threads at their next step (:func:`stop_on_interrupt`)."""
@@ -311,9 +331,36 @@ class Engine:
             with self.lock:
                 tracker = self.trackers.get(batch_id)
                 if tracker is not None:
-                    tracker.retire()
+                    self.stop_tracking(tracker)
                 self.trackers[batch_id] = None
                 self.disorder()
+
+    def stop_tracking(self, tracker: OrderTracker) -> None:
+        """Retire a tracker: the answers waiting in it are appended as they are (the caller holds the lock)."""
+        rows, records = appended(tracker.retire(), self.records.end())
+        if rows:
+            self.records.extend(records, rows[-1][11] + rows[-1][12] + 1 - rows[0][11])
+        self.store.add_records(rows)
+        self.retired(tracker)
+
+    def retired(self, tracker: OrderTracker) -> None:
+        """A tracker gave up (its answers are appended): the join will need the inputs indexed."""
+        if tracker.held:
+            self.store.release(tracker.batch_id)
+            tracker.held = False
+        self.disorder()
+
+    def settle_trackers(self) -> None:
+        """Once this run's downloads are done: a tracker that saw every input answered in order is
+        complete; any other is retired (answers still waiting for an input line are appended, and
+        committed)."""
+        with self.lock:
+            left = [t for t in self.trackers.values() if t is not None and t.handle is not None]
+            undone = [tracker for tracker in left if not tracker.finished()]
+            for tracker in undone:
+                self.stop_tracking(tracker)
+        if undone:
+            self.commit()
 
     def disorder(self) -> None:
         """Answers that are not simply in input order (or cannot be checked): the join will need the
@@ -655,6 +702,7 @@ def _download_and_join(
             indexing: list[Any] = []
             engine.on_disorder = lambda: indexing.append(pool.submit(index, files_only=True))
             batches, finished = _download_loop(engine, options)
+            engine.settle_trackers()
             engine.on_disorder = lambda: None
             early = pool.submit(early_analytics, client, shards) if options.cost else None
             running = {b for b, batch in batches.items() if not is_terminal(batch.get("status"))}

@@ -2,18 +2,21 @@
 
 A batch's output usually comes back in the order of its input. While a batch downloads from its first
 line, an :class:`OrderTracker` reads the batch's input file alongside and checks each new answer against
-the next input line: same custom_id, completed, no JSON check needed. As long as that holds, the byte
-ranges of the answers' records (the record file holds each answer's results.jsonl line) are, in order,
-that batch's part of results.jsonl, and the input lines never need indexing.
+the next input line: same custom_id, completed, no JSON check needed. Answers that come a little ahead of
+their line (requests that ran at once finish in any order) wait in the tracker and are appended to the
+record file (which holds each answer's results.jsonl line) once the lines before them are answered. As
+long as that holds, the batch's records are one stretch of the record file in input order, that batch's
+part of results.jsonl, and the input lines never need indexing.
 
 The first answer that breaks the pattern (another custom_id, a failure, a cut-off answer, a request asking
 for JSON, a line seen before) retires the tracker, and :mod:`doubleword.download` falls back to indexing
 the inputs and joining in the fetch index (:mod:`doubleword.results`). Trackers live in memory for one run:
 a run that resumes a batch part-way takes the index's path (which still writes an in-order job by ranges).
 
-While the trackers hold, results.jsonl itself is written as the answers arrive (:class:`ResultsDraft`, a
-temp file beside it that the engine's committer thread appends the new ranges to at each commit), so the end
-of a fetch only puts it in place instead of copying and syncing the whole file then.
+A job of one batch that came back whole is then its record file: the join gives it results.jsonl as a
+second name. For a job of several batches results.jsonl is written as the answers arrive
+(:class:`ResultsDraft`, a temp file beside it that the engine's committer thread appends the new ranges
+to at each commit), so the end of a fetch only puts it in place instead of copying and syncing it then.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import IO, Any, overload
 
 from doubleword.batch_inputs import JSON_HINTS, custom_id_of, fast_custom_id
 from doubleword.files import AtomicFile, RangeCopier
-from doubleword.store import RecordRow
+from doubleword.store import RecordRow, RowHead
 
 Range = tuple[int, int]  # a byte range of the record file
 RELEASE_AT = 1024  # ranges a tracker holds before those handed to the draft are dropped
@@ -101,11 +104,16 @@ class OrderTracker:
     """One batch's answers checked against its input file, line by line, as they arrive.
 
     A server writes answers in completion order: requests that ran at once finish in any order among
-    themselves. Answers that arrive before their input line wait in a window (``ahead``) until the lines
-    before them are answered; ranges are kept in input order either way. A window past ``WINDOW``
-    answers, or an answer whose id is already waiting, retires the tracker (the join takes over)."""
+    themselves. Answers that arrive before their input line wait in a window (``ahead``, their records
+    with them) until the lines before them are answered; they are then handed back in input order, to be
+    appended to the record file in that order, so that a tracked batch's records are one stretch of it
+    (results.jsonl is then that stretch, whatever order the answers came in). A window past ``WINDOW``
+    answers or ``WINDOW_BYTES`` of records, or an answer whose id is already waiting, retires the tracker (the join takes over), and the
+    waiting answers are handed back as they are. While answers wait, each commit keeps their index rows
+    apart (:meth:`doubleword.store.Store.hold`): a run killed then rebuilds their records from the raw file."""
 
-    WINDOW = 10_000  # answers waiting for earlier input lines: ~2 MB at most
+    WINDOW = 10_000  # answers waiting for earlier input lines at most
+    WINDOW_BYTES = 2 << 20  # and their records' bytes (the window's memory: ~2 MB and 200 bytes an answer)
 
     def __init__(self, batch_id: str, path: Path) -> None:
         self.batch_id = batch_id
@@ -117,13 +125,17 @@ class OrderTracker:
         # the next input line without an answer, read once: (its custom_id, whether it asks for JSON);
         # None past the last line
         self.line: tuple[str | None, bool] | None = self._next_line()
-        self.ahead: dict[str, tuple[int, int, int, int, int]] = {}  # custom_id -> offset, length, p, c, t
+        self.ahead: dict[str, tuple[RowHead, bytes]] = {}  # custom_id -> its row head and record
+        self.ahead_bytes = 0  # the bytes of the records waiting in ``ahead``
+        self.held = False  # its waiting answers' rows are kept in the index (Store.hold)
 
-    def retire(self) -> None:
+    def retire(self) -> list[tuple[RowHead, bytes]]:
+        """Stop checking; returns the answers that were waiting (the caller appends them as they are)."""
         if self.handle is not None:
             self.handle.close()
             self.handle = None
-        self.ahead = {}
+        waiting, self.ahead, self.ahead_bytes = list(self.ahead.values()), {}, 0
+        return waiting
 
     def _next_line(self) -> tuple[str | None, bool] | None:
         """The next input line that is not blank: its custom_id (where create_batch_file.py writes it, else
@@ -136,56 +148,93 @@ class OrderTracker:
                 return fast_custom_id(line) or custom_id_of(line), wants_json
         return None
 
-    def take(self, rows: Sequence[RecordRow]) -> None:
-        """New answers of the output file, in arrival order (the fetch index's rows)."""
-        if self.handle is None:
-            return
+    def take(
+        self, heads: Sequence[RowHead], records: Sequence[bytes], at: int
+    ) -> tuple[list[RecordRow], list[bytes]]:
+        """New answers of the output file in arrival order (their index rows without the record's place,
+        and their records). Returns the answers to append to the record file now, from offset ``at`` on,
+        in that order: their rows (naming where) and records. Those are the answers now in input order,
+        or, once the tracker retires here (``handle`` None), every answer not appended yet."""
+        rows: list[RecordRow] = []
+        out: list[bytes] = []
         ahead, window, next_line, line = self.ahead, self.WINDOW, self._next_line, self.line
+        ahead_bytes, window_bytes = self.ahead_bytes, self.WINDOW_BYTES
         # the last range and the totals in locals (this runs once per answer), written back at the end
         first, last = self.ranges.pop() if self.ranges else (-1, -1)
         count, (pt, ct, tt) = self.count, self.tokens
-        for _, _, _, _, custom_id, status, p, c, t, _, _, offset, length in rows:
-            if status != "completed" or custom_id is None:
-                self.retire()
-                return
+        taken = 0  # answers of ``heads`` dealt with
+        left: list[tuple[RowHead, bytes]] = []  # set when the tracker retires: the answers not appended
+        for head, record in zip(heads, records, strict=True):
+            custom_id = head[4]
+            if head[5] != "completed" or custom_id is None:
+                break
             if line is None or custom_id != line[0]:
-                if custom_id in ahead or len(ahead) >= window:
-                    self.retire()  # a second answer for one request, or too far from input order
-                    return
-                ahead[custom_id] = (offset, length, p, c, t)
+                if custom_id in ahead or len(ahead) >= window or ahead_bytes > window_bytes:
+                    break  # a second answer for one request, or too far from input order
+                # a copy of the record: orjson's output keeps an allocation of 4 KB or more, whatever its length
+                ahead[custom_id] = (head, memoryview(record).tobytes())
+                ahead_bytes += len(record)
+                taken += 1
                 continue
             while True:  # this answer, then those waiting for it, in input order
-                if line[1]:
-                    self.retire()  # a request asking for JSON: its answer needs the check
-                    return
-                if offset != last:
+                if line[1]:  # a request asking for JSON: its answer needs the check
+                    left.append((head, record))
+                    break
+                if at != last:
                     if last >= 0:
                         self.ranges.append((first, last))
-                    first = offset
-                last = offset + length + 1
+                    first = at
+                size = len(record)
+                rows.append((*head, at, size))
+                out.append(record)
+                at = last = at + size + 1
                 count += 1
-                pt, ct, tt = pt + p, ct + c, tt + t
+                pt, ct, tt = pt + head[6], ct + head[7], tt + head[8]
                 line = next_line()
                 if not ahead or line is None or line[0] is None:
                     break
                 waiting = ahead.pop(line[0], None)
                 if waiting is None:
                     break
-                offset, length, p, c, t = waiting
+                head, record = waiting
+                ahead_bytes -= len(record)
+            if left:
+                taken += 1
+                break
+            taken += 1
         if last >= 0:
             self.ranges.append((first, last))
-        self.count, self.tokens, self.line = count, [pt, ct, tt], line
+        self.count, self.tokens, self.line, self.ahead_bytes = count, [pt, ct, tt], line, ahead_bytes
+        if left or taken < len(heads):
+            left.extend(zip(heads[taken:], records[taken:], strict=True))
+            left.extend(self.retire())
+            more, more_records = appended(left, at)
+            rows.extend(more)
+            out.extend(more_records)
+        return rows, out
 
     def finished(self) -> bool:
-        """Every input line was answered, in order (call once the batch's files are read to the end)."""
-        if self.handle is None:
-            return False
-        if self.ahead or self.line is not None:
-            self.retire()  # answers without an input line, or inputs without an answer (yet): the join
+        """Every input line was answered, in order (call once the batch's files are read to the end): the
+        tracker is then done, ``complete``. False while an input line has no answer (yet) or an answer
+        waits for one that will not come; the caller retires it then."""
+        if self.handle is None or self.ahead or self.line is not None:
             return False
         self.retire()
         self.complete = self.count > 0
         return self.complete
+
+
+def appended(answers: Iterable[tuple[RowHead, bytes]], at: int) -> tuple[list[RecordRow], list[bytes]]:
+    """Answers (row heads and records) to append to the record file as they come, from offset ``at`` on:
+    their rows, naming where, and their records."""
+    rows: list[RecordRow] = []
+    records: list[bytes] = []
+    for head, record in answers:
+        size = len(record)
+        rows.append((*head, at, size))
+        records.append(record)
+        at += size + 1
+    return rows, records
 
 
 class ResultsDraft:

@@ -22,7 +22,8 @@ from doubleword.cli import warn
 from doubleword.endpoints import endpoint_for_url
 from doubleword.errors import ServiceError
 from doubleword.files import AtomicFile, RangeCopier, real_target
-from doubleword.store import SHARED_KEY, Store, share_stamp
+from doubleword.inorder import appended
+from doubleword.store import SHARED_KEY, RowHead, Store, share_stamp
 
 COMMIT_LINES = 10_000  # commit at least this often (and at least every COMMIT_SECONDS): the syncs are
 COMMIT_SECONDS = 1.0  # spread over the download instead of all waiting at its end
@@ -102,6 +103,7 @@ class RecordFile:
             self.shared = False
         size = path.stat().st_size if path.exists() else 0
         self.reset = size < committed  # removed by hand: the lines must be read again
+        self.trimmed = size > committed  # written past the last commit: a run was stopped
         self.committed = 0 if self.reset else committed
         if not self.shared:  # (shared, it is its committed length: checked above)
             with open(path, "ab") as handle:
@@ -197,10 +199,10 @@ class ReplyReader:
                 # server is repeating itself, so every line of this reply is checked
                 self.check_all = bool(engine.store.known(self.number, ids[:1]))
             known = engine.store.known(self.number, ids) if ids and self.check_all else set()
-            rows = []
+            heads: list[RowHead] = []
             raws: list[bytes] = []
             datas: list[bytes] = []
-            offset, rec_off = sink.end(), engine.records.end()
+            offset = sink.end()
             number, batch_id = self.number, self.batch_id
             skipped = False
             for raw, (line_id, custom_id, status, (p, c, t), et, es, record) in encoded:
@@ -212,40 +214,28 @@ class ReplyReader:
                     known.add(line_id)
                 else:  # a line without an id cannot be recognised again; it is kept under its position
                     line_id = f"\x00{offset}"
-                rows.append(
-                    (
-                        number,
-                        offset,
-                        line_id,
-                        batch_id,
-                        custom_id,
-                        status,
-                        p,
-                        c,
-                        t,
-                        et,
-                        es,
-                        rec_off,
-                        len(record),
-                    )
-                )
+                heads.append((number, offset, line_id, batch_id, custom_id, status, p, c, t, et, es))
                 raws.append(raw)
                 datas.append(record)
                 offset += len(raw) + 1
-                rec_off += len(record) + 1
                 self.moved = self.received  # a new line: every line before it is accounted for
-            self.fresh += len(rows)
+            self.fresh += len(heads)
             sink.extend(raws, offset - sink.end())
-            engine.records.extend(datas, rec_off - engine.records.end())
+            at = engine.records.end()
             tracker = engine.trackers.get(batch_id)
-            if tracker is not None and tracker.handle is not None and (rows or skipped):
-                if self.kind == "output" and not skipped:
-                    tracker.take(rows)
-                else:  # a failure, or a line seen before: not a plain run of answers in input order
-                    tracker.retire()
-                if tracker.handle is None:
-                    engine.disorder()
-            if rows and tracker is not None and tracker.handle is not None:
+            tracked = tracker is not None and tracker.handle is not None
+            if tracked and self.kind == "output" and not skipped:
+                rows, datas = tracker.take(heads, datas, at)  # (in input order: see doubleword.inorder)
+            elif tracked and (heads or skipped):
+                # a failure, or a line seen before: not a plain run of answers in input order
+                rows, datas = appended([*zip(heads, datas, strict=True), *tracker.retire()], at)
+            else:
+                rows, datas = appended(zip(heads, datas, strict=True), at)
+            if rows:
+                engine.records.extend(datas, rows[-1][11] + rows[-1][12] + 1 - at)
+            if tracked and tracker.handle is None:
+                engine.retired(tracker)
+            if rows and tracked and tracker.handle is not None:
                 engine.store.defer_records(rows)  # answers in input order so far: the join may not need them
             else:
                 engine.store.add_records(rows)

@@ -10,7 +10,9 @@ the first-round input it is a re-send of). Writing results.jsonl is then one ord
 reading the output again; memory stays flat whatever the job size.
 
 The raw files are the truth: rows past a raw file's committed length (a killed run) are deleted on open,
-and rows missing below it (the index was removed by hand) are rebuilt from the raw bytes.
+and rows missing below it (the index was removed by hand) are rebuilt from the raw bytes. The rows of
+answers waiting in an order tracker at a commit (:mod:`doubleword.inorder`: their records are not in the
+record file yet) are kept apart in ``held``, so that a run killed then rebuilds them from the raw lines.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ RETRY_NAME = "retry.jsonl"
 JOB_MARK = ".fetch-job"  # in a results folder: which job it holds (fetch refuses another)
 FOLDER_FILES = ("output.jsonl", "errors.jsonl", RESULTS_NAME, RETRY_NAME)  # what fetch writes there
 SHARED_KEY = "records_shared"  # the record file's stamp when results.jsonl was made a second name of it
-SCHEMA_VERSION = 5  # 4: a record is the whole results.jsonl line, in arrival order; 5: deferred rows
+SCHEMA_VERSION = 6  # 4: a record is the whole results.jsonl line, in arrival order; 5: deferred rows;
+# 6: rows of answers waiting in a tracker kept apart (a tracked batch's records are in input order)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS records (
@@ -40,6 +43,7 @@ CREATE TABLE IF NOT EXISTS records (
     status TEXT, pt INTEGER, ct INTEGER, tt INTEGER, err_type TEXT, err_status INTEGER, rec_off INTEGER,
     rec_len INTEGER);
 CREATE TABLE IF NOT EXISTS deferred (rows TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS held (batch_id TEXT PRIMARY KEY, heads TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (
     src INTEGER PRIMARY KEY, batch_id TEXT, round INTEGER, path TEXT, size INTEGER, mtime_ns INTEGER,
     synthetic INTEGER);
@@ -49,10 +53,11 @@ CREATE TABLE IF NOT EXISTS inputs (
 """
 _ADD_RECORD = "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 RecordRow = tuple[int, int, Any, str, Any, str, int, int, int, Any, Any, int, int]
+RowHead = tuple[int, int, Any, str, Any, str, int, int, int, Any, Any]  # a row before its record's place
 InputRow = tuple[str, Any, int, int, int, int]  # custom_id, (unused), off, len, json flag, digest
 
 
-def _dumps(rows: Sequence[RecordRow]) -> str | bytes:
+def _dumps(rows: Sequence[RecordRow] | Sequence[RowHead]) -> str | bytes:
     if fastjson.dumps is not None:
         return fastjson.dumps(rows)
     return json.dumps(rows, ensure_ascii=False)
@@ -93,7 +98,7 @@ class Store:
         if version not in (None, SCHEMA_VERSION):  # written by another version: rebuilt from the raw files
             self.db.executescript(
                 "DROP TABLE IF EXISTS records; DROP TABLE IF EXISTS inputs; DROP TABLE IF EXISTS sources;"
-                "DROP TABLE IF EXISTS deferred;"
+                "DROP TABLE IF EXISTS deferred; DROP TABLE IF EXISTS held;"
                 "DELETE FROM meta WHERE key = 'records_bytes';"  # the record file is written again too
             )
         self.db.executescript(_SCHEMA)
@@ -188,6 +193,34 @@ class Store:
             last = texts[-1][0]
         self.db.execute("DELETE FROM deferred")
         self._deferring = False
+
+    def cut_records(self, size: int) -> None:
+        """Forget the rows whose record is not within the record file's first ``size`` bytes (committed):
+        answers put in input order after the last commit of a run that was stopped, whose raw lines are
+        older than that commit. Their rows were held then (:meth:`hold`)."""
+        self.index_deferred()
+        self.db.execute("DELETE FROM records WHERE rec_off + rec_len >= ?", (size,))
+
+    def hold(self, batch_id: str, heads: Sequence[RowHead]) -> None:
+        """The rows (without their records' place) of the answers waiting in a batch's tracker now, in
+        place of those held before: their records are not in the record file yet. Only a run stopped
+        before they were appended reads them (:meth:`take_held`)."""
+        try:
+            text: str | bytes = _dumps(heads)
+        except (TypeError, ValueError):  # what orjson refuses (lone surrogates), escaped
+            text = json.dumps(heads)
+        self.db.execute("INSERT OR REPLACE INTO held VALUES (?, ?)", (batch_id, text))
+
+    def release(self, batch_id: str) -> None:
+        """No answer of the batch waits any more (appended, or its tracker is done)."""
+        self.db.execute("DELETE FROM held WHERE batch_id = ?", (batch_id,))
+
+    def take_held(self) -> list[RowHead]:
+        """The rows held when the last run was stopped (removed here: the caller makes their records)."""
+        texts = self.db.execute("SELECT heads FROM held").fetchall()
+        heads: list[RowHead] = [tuple(head) for (text,) in texts for head in json.loads(text)]
+        self.db.execute("DELETE FROM held")
+        return heads
 
     def answered(self, batch_id: str) -> list[str]:
         self.index_deferred()
