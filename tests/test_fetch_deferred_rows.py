@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 
 from doubleword import fastjson
+from doubleword import store as store_module
 from doubleword.store import INDEX_NAME, Store
 
 
@@ -107,3 +108,21 @@ def test_a_fetch_in_input_order_defers_its_rows_and_a_rerun_joins_the_same_resul
     indexed = _records(out)
     assert _deferred(out) == 0 and sorted(row[4] for row in indexed) == sorted(x["custom_id"] for x in lines)
     assert len(h.read_jsonl(out / "output.jsonl")) == 60  # nothing downloaded again
+
+
+def test_rows_past_a_text_bound_are_kept_in_several_texts_in_order(tmp_path, monkeypatch):
+    """A slice of thousands of rows (answers a tracker hands back at once) is cut into texts of at most
+    TEXT_ROWS rows, each a small block of memory; the rows and the held heads come back whole, in order."""
+    monkeypatch.setattr(store_module, "TEXT_ROWS", 2)
+    rows = _rows("A", 0, 5)
+    store = Store(tmp_path)
+    store.defer_records(rows)
+    store.hold("A", [row[:11] for row in rows])
+    store.commit()
+    assert _deferred(tmp_path) == 3
+    store.close()
+    store = Store(tmp_path)
+    assert store.take_held() == [row[:11] for row in rows]
+    assert store.known(0, ["line-A-4"]) == {"line-A-4"}
+    store.close()
+    assert _records(tmp_path) == rows

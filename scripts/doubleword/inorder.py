@@ -171,7 +171,7 @@ class OrderTracker:
             if line is None or custom_id != line[0]:
                 if custom_id in ahead or len(ahead) >= window or ahead_bytes > window_bytes:
                     break  # a second answer for one request, or too far from input order
-                # a copy of the record: orjson's output keeps an allocation of 4 KB or more, whatever its length
+                # a copy of its own: orjson's output keeps an allocation of 4 KB or more, whatever its length
                 ahead[custom_id] = (head, memoryview(record).tobytes())
                 ahead_bytes += len(record)
                 taken += 1

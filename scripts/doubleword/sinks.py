@@ -27,6 +27,7 @@ from doubleword.store import SHARED_KEY, RowHead, Store, share_stamp
 
 COMMIT_LINES = 10_000  # commit at least this often (and at least every COMMIT_SECONDS): the syncs are
 COMMIT_SECONDS = 1.0  # spread over the download instead of all waiting at its end
+WRITE_LINES = 64  # records written at once (answers handed back by a tracker come by the thousand)
 LAST_STRETCH = 2_500  # and once this many lines before a file's known end: the end's sync is then short
 NUMBERS = {"output": 0, "errors": 1}
 
@@ -140,8 +141,10 @@ class RecordFile:
         if lines:
             if self.shared:
                 self._unshare()
-            lines.append(b"")
-            self.handle.write(b"\n".join(lines))
+            for start in range(0, len(lines), WRITE_LINES):  # (why not all at once: store.TEXT_ROWS)
+                part = lines[start : start + WRITE_LINES]
+                part.append(b"")
+                self.handle.write(b"\n".join(part))
             self.pending += size
 
     def flush(self) -> int:

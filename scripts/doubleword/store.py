@@ -34,8 +34,8 @@ RETRY_NAME = "retry.jsonl"
 JOB_MARK = ".fetch-job"  # in a results folder: which job it holds (fetch refuses another)
 FOLDER_FILES = ("output.jsonl", "errors.jsonl", RESULTS_NAME, RETRY_NAME)  # what fetch writes there
 SHARED_KEY = "records_shared"  # the record file's stamp when results.jsonl was made a second name of it
-SCHEMA_VERSION = 6  # 4: a record is the whole results.jsonl line, in arrival order; 5: deferred rows;
-# 6: rows of answers waiting in a tracker kept apart (a tracked batch's records are in input order)
+SCHEMA_VERSION = 7  # 4: a record is the whole results.jsonl line, in arrival order; 5: deferred rows;
+# 7: rows of answers waiting in a tracker kept apart (a tracked batch's records are in input order)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS records (
@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS records (
     status TEXT, pt INTEGER, ct INTEGER, tt INTEGER, err_type TEXT, err_status INTEGER, rec_off INTEGER,
     rec_len INTEGER);
 CREATE TABLE IF NOT EXISTS deferred (rows TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS held (batch_id TEXT PRIMARY KEY, heads TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS held (batch_id TEXT NOT NULL, heads TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (
     src INTEGER PRIMARY KEY, batch_id TEXT, round INTEGER, path TEXT, size INTEGER, mtime_ns INTEGER,
     synthetic INTEGER);
@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS inputs (
     len INTEGER, json INTEGER, digest INTEGER, origin INTEGER);
 """
 _ADD_RECORD = "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+# rows kept as one JSON text at most (~75 kB): a text past 128 kB is a block of its own for the C allocator,
+# whose freeing raises its threshold for such blocks, and the process keeps several MB more from then on
+TEXT_ROWS = 512
 RecordRow = tuple[int, int, Any, str, Any, str, int, int, int, Any, Any, int, int]
 RowHead = tuple[int, int, Any, str, Any, str, int, int, int, Any, Any]  # a row before its record's place
 InputRow = tuple[str, Any, int, int, int, int]  # custom_id, (unused), off, len, json flag, digest
@@ -168,13 +171,18 @@ class Store:
         with their lines but the decoding (about 3 us a line; this, 0.2). They become rows
         (:meth:`index_deferred`) before anything reads or adds records, so they are there when a tracker
         gives up or a run resumes; committed with the rest of the index."""
-        try:
-            text = _dumps(rows)
-        except (TypeError, ValueError):  # what orjson refuses (lone surrogates) goes the way it went before
-            self.add_records(rows)
-            return
-        self.db.execute("INSERT INTO deferred VALUES (?)", (text,))
-        self._deferring = True
+        for start in range(0, len(rows), TEXT_ROWS):
+            part = rows[start : start + TEXT_ROWS]
+            try:
+                text = _dumps(part)
+            except (
+                TypeError,
+                ValueError,
+            ):  # what orjson refuses (lone surrogates) goes the way it went before
+                self.add_records(part)
+                continue
+            self.db.execute("INSERT INTO deferred VALUES (?)", (text,))
+            self._deferring = True
 
     def index_deferred(self) -> None:
         """The deferred rows as rows of ``records``, in the order they came (a slice at a time: memory
@@ -205,11 +213,14 @@ class Store:
         """The rows (without their records' place) of the answers waiting in a batch's tracker now, in
         place of those held before: their records are not in the record file yet. Only a run stopped
         before they were appended reads them (:meth:`take_held`)."""
-        try:
-            text: str | bytes = _dumps(heads)
-        except (TypeError, ValueError):  # what orjson refuses (lone surrogates), escaped
-            text = json.dumps(heads)
-        self.db.execute("INSERT OR REPLACE INTO held VALUES (?, ?)", (batch_id, text))
+        self.release(batch_id)
+        for start in range(0, len(heads), TEXT_ROWS):
+            part = heads[start : start + TEXT_ROWS]
+            try:
+                text: str | bytes = _dumps(part)
+            except (TypeError, ValueError):  # what orjson refuses (lone surrogates), escaped
+                text = json.dumps(part)
+            self.db.execute("INSERT INTO held VALUES (?, ?)", (batch_id, text))
 
     def release(self, batch_id: str) -> None:
         """No answer of the batch waits any more (appended, or its tracker is done)."""
@@ -217,7 +228,7 @@ class Store:
 
     def take_held(self) -> list[RowHead]:
         """The rows held when the last run was stopped (removed here: the caller makes their records)."""
-        texts = self.db.execute("SELECT heads FROM held").fetchall()
+        texts = self.db.execute("SELECT heads FROM held ORDER BY rowid").fetchall()
         heads: list[RowHead] = [tuple(head) for (text,) in texts for head in json.loads(text)]
         self.db.execute("DELETE FROM held")
         return heads
