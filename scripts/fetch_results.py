@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from doubleword import headstart
-from doubleword.cli import make_parser, run, seconds, summary
+from doubleword.cli import make_parser, one_heap, run, seconds, summary
 from doubleword.errors import ExitCode, InputError, UsageError
 from doubleword.manifest import (
     Manifest,
@@ -90,6 +90,7 @@ def build_parser() -> Any:
 
 
 def main(argv: list[str]) -> tuple[dict[str, Any], int]:
+    one_heap()  # before any thread starts
     args = build_parser().parse_args(argv)
     if not 0 <= args.page_size <= 100:
         raise UsageError("--page-size must be between 1 and 100 (or 0 for streamed downloads)")
