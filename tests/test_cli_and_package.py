@@ -381,3 +381,24 @@ def test_a_python_older_than_3_10_is_named_not_a_traceback(tmp_path: Path) -> No
     error = json.loads(proc.stdout)["error"]
     assert error["type"] == "unsupported_python" and "need Python 3.10 or newer" in error["message"]
     assert "Traceback" not in proc.stderr and not (tmp_path / "b.jsonl").exists()
+
+
+def test_a_skill_folder_without_its_references_says_so_not_that_the_input_is_unreadable(
+    tmp_path: Path,
+    h,  # type: ignore[no-untyped-def]
+) -> None:
+    """scripts/ copied alone (references/ left behind): the validator cannot load its schemas. That is the
+    skill's folder at fault, not the user's file, and the error says which part is missing."""
+    shutil.copytree(h.SCRIPTS, tmp_path / "skill" / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    jobs = tmp_path / "jobs.jsonl"
+    h.write_jsonl(jobs, h.chat_lines(2))
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "skill" / "scripts" / "validate_batch_file.py"), str(jobs)],
+        capture_output=True,
+        text=True,
+        env=h.script_env(None),
+    )
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 1 and doc["error"]["type"] == "internal_error", proc.stdout
+    message = doc["error"]["message"]
+    assert "the skill is incomplete" in message and "references" in message and str(jobs) not in message

@@ -16,6 +16,7 @@ from typing import Any
 
 from doubleword.config import SCHEMA_DIR
 from doubleword.endpoints import ENDPOINTS
+from doubleword.errors import CliError
 from doubleword.validation.fast import (
     FAST_KINDS,
     INTEGER,
@@ -48,8 +49,15 @@ _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     """One schema from references/schemas/ (found through this file, never the working directory)."""
-    with open(Path(SCHEMA_DIR) / name, encoding="utf-8") as handle:
-        return json.load(handle)
+    path = Path(SCHEMA_DIR) / name
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except OSError as exc:  # not the user's file: the skill's folder is missing a part
+        raise CliError(
+            f"the skill is incomplete: {path} cannot be read ({exc.strerror or exc}); scripts/ needs the "
+            "references/ folder that ships beside it: install the whole skill folder again"
+        ) from None
 
 
 @lru_cache(maxsize=1)
