@@ -43,6 +43,18 @@ def json_error(status: int, message: str) -> Reply:
     return status, {"Content-Type": "application/json"}, json.dumps({"error": {"message": message}})
 
 
+def finished_batch(
+    batch_id: str, input_id: str, output_id: str, error_id: str, requests: int
+) -> dict[str, Any]:
+    """A chat batch as the server shows it once every request completed."""
+    return {
+        "id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "status": "completed",
+        "input_file_id": input_id, "output_file_id": output_id, "error_file_id": error_id,
+        "created_at": 1767225600, "completed_at": 1767225700,
+        "request_counts": {"total": requests, "completed": requests, "failed": 0},
+    }  # fmt: skip
+
+
 def read_request(handler: BaseHTTPRequestHandler) -> Seen:
     """The request with its body read in full (by Content-Length, which the scripts always send), so that
     a client still sending an upload never sees its connection reset by a reply sent early. Shared with

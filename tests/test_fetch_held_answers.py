@@ -16,7 +16,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
-from scripted_server import http_server, read_request
+from scripted_server import finished_batch, http_server, read_request
 
 from doubleword.store import INDEX_NAME, RECORDS_NAME
 
@@ -75,12 +75,7 @@ class Server:
         seen = read_request(handler)
         skip = int(dict(p.split("=") for p in seen.query.split("&") if p).get("skip", 0))
         if seen.path == f"/v1/batches/{BATCH}":
-            batch = {
-                "id": BATCH, "object": "batch", "endpoint": "/v1/chat/completions", "status": "completed",
-                "input_file_id": INPUT, "output_file_id": OUTPUT, "error_file_id": ERRORS,
-                "created_at": 1767225600, "completed_at": 1767225700,
-                "request_counts": {"total": N, "completed": N, "failed": 0},
-            }  # fmt: skip
+            batch = finished_batch(BATCH, INPUT, OUTPUT, ERRORS, N)
             self._send(handler, json.dumps(batch).encode())
         elif seen.path == f"/v1/files/{INPUT}/content":
             self._send(handler, self.inputs)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from scripted_server import ScriptedServer, Seen
+from scripted_server import ScriptedServer, Seen, finished_batch
 
 BATCH = "6a0e1c2a-0000-4000-8000-000000000001"
 INPUT, OUTPUT, ERRORS = (f"6a0e1c2a-0000-4000-8000-00000000000{i}" for i in (2, 3, 4))
@@ -58,12 +58,7 @@ def _honest(seen: Seen, skip: int, lines: list[bytes]) -> tuple[int, dict[str, s
 
 def _server(output_reply: Content) -> ScriptedServer:
     inputs, outputs = _lines()
-    batch = {
-        "id": BATCH, "object": "batch", "endpoint": "/v1/chat/completions", "status": "completed",
-        "input_file_id": INPUT, "output_file_id": OUTPUT, "error_file_id": ERRORS,
-        "created_at": 1767225600, "completed_at": 1767225700,
-        "request_counts": {"total": N, "completed": N, "failed": 0},
-    }  # fmt: skip
+    batch = finished_batch(BATCH, INPUT, OUTPUT, ERRORS, N)
 
     def reply(seen: Seen) -> tuple[int, dict[str, str], bytes | str]:
         query = dict(p.split("=") for p in seen.query.split("&") if p)

@@ -95,10 +95,6 @@ class Ranges(Sequence[Range]):
         self.released += sum(head[1::2]) - sum(head[0::2])
         del self._flat[: 2 * count]
 
-    def total(self) -> int:
-        """The bytes of every range, released ones included."""
-        return self.released + sum(self._flat[1::2]) - sum(self._flat[0::2])
-
 
 class OrderTracker:
     """One batch's answers checked against its input file, line by line, as they arrive.
