@@ -56,8 +56,9 @@ def _honest(seen: Seen, skip: int, lines: list[bytes]) -> tuple[int, dict[str, s
     return 200, headers, b"".join(rest)
 
 
-def _server(output_reply: Content) -> ScriptedServer:
-    inputs, outputs = _lines()
+def _server(output_reply: Content, edit: Callable[[bytes], bytes] = lambda line: line) -> ScriptedServer:
+    """The batch, finished, its files served; ``edit``: applied to every input and output line."""
+    inputs, outputs = ([edit(line) for line in lines] for lines in _lines())
     batch = finished_batch(BATCH, INPUT, OUTPUT, ERRORS, N)
 
     def reply(seen: Seen) -> tuple[int, dict[str, str], bytes | str]:
@@ -173,3 +174,30 @@ def test_an_answer_with_half_an_emoji_escaped_is_kept_as_sent(tmp_path, h, pure)
     answers = {r["custom_id"]: r for r in map(json.loads, results.splitlines())}
     assert answers["req-00007"]["content"] == "a7 \ud83d" and answers["req-00007"]["status"] == "completed"
     assert (tmp_path / "out" / "retry.jsonl").read_bytes() == b""
+
+
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_a_custom_id_with_half_an_emoji_escaped_is_answered_and_retried_as_sent(tmp_path, h, pure):
+    """A custom_id holding a lone surrogate (``\\ud83d``: no UTF-8, so SQLite cannot hold it as text)
+    is joined like any other: its answer counts, and an input whose answer never came is reported and
+    put in retry.jsonl under the very id it was sent with."""
+
+    def edit(line: bytes) -> bytes:
+        return line.replace(b'"req-00007"', b'"req-00007 \\ud83d"').replace(
+            b'"req-00008"', b'"req-00008 \\ud83d"'
+        )
+
+    def reply(seen: Seen, skip: int, lines: list[bytes]) -> tuple[int, dict[str, str], bytes]:
+        return _honest(seen, skip, [line for line in lines if b'"req-00008 ' not in line])
+
+    with _server(reply, edit) as server:
+        code, doc, err = h.run_script(
+            "fetch_results", BATCH, "--out", str(tmp_path / "out"),
+            env={**h.script_env(server.base_url), "DOUBLEWORD_PURE_JSON": pure},
+        )  # fmt: skip
+    assert code == 6 and doc["counts"]["completed"] == N - 1 and doc["counts"]["missing"] == 1, (doc, err)
+    results = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_bytes().splitlines()]
+    assert [r["custom_id"] for r in results[6:9]] == ["req-00006", "req-00007 \ud83d", "req-00008 \ud83d"]
+    assert [r["status"] for r in results[6:9]] == ["completed", "completed", "missing"]
+    (retry,) = (tmp_path / "out" / "retry.jsonl").read_bytes().splitlines()
+    assert json.loads(retry)["custom_id"] == "req-00008 \ud83d" and b"\\ud83d" in retry

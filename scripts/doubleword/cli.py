@@ -334,7 +334,12 @@ def _error_result(kind: str, message: str, details: dict[str, Any] | None = None
 
 
 def _dump(result: dict[str, Any]) -> str:
-    return json.dumps(redact_data(result), indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(redact_data(result), indent=2, ensure_ascii=False) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (an id holding half an emoji): ASCII JSON keeps its escape
+        text = json.dumps(redact_data(result), indent=2) + "\n"
+    return text
 
 
 def emit(result: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ from doubleword.answers import (
 from doubleword.batch_inputs import MANIFEST_META, is_never_sent
 from doubleword.files import AtomicFile, LinkedFile, RangeCopier, atomic_writer
 from doubleword.rounds import refused
-from doubleword.store import RECORDS_NAME, SHARED_KEY, Store, share_stamp
+from doubleword.store import RECORDS_NAME, SHARED_KEY, Store, original_id, share_stamp
 
 _RANK = {"completed": 4, "truncated": 3, "failed": 2, "missing": 1}
 _EMPTY = dict.fromkeys(ANSWER_KEYS)
@@ -243,7 +243,15 @@ def _attempt(
     ) = row
     body = requests.record(rec_off, rec_len) if kind is not None else None
     result = Result(
-        custom_id, status, attempts, batch_id, body, (p or 0, c or 0, t or 0), et, es, (src, off, length)
+        original_id(custom_id),
+        status,
+        attempts,
+        batch_id,
+        body,
+        (p or 0, c or 0, t or 0),
+        et,
+        es,
+        (src, off, length),
     )
     result.first_batch = batch_id
     if kind is None:  # no line for it (yet)

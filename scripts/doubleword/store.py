@@ -60,6 +60,37 @@ RowHead = tuple[int, int, Any, str, Any, str, int, int, int, Any, Any]  # a row 
 InputRow = tuple[str, Any, int, int, int, int]  # custom_id, (unused), off, len, json flag, digest
 
 
+_MARK = "\x01"  # an id kept as its JSON text (after the mark): one SQLite cannot hold as UTF-8
+
+
+def stored_id(value: Any) -> Any:
+    """An id (custom_id, line id) as the index keeps it. SQLite takes text as UTF-8, which a lone surrogate
+    (a JSON escape such as ``\\ud83d``, half an emoji) does not have: such an id is kept as its JSON text
+    after a mark, and so is one that starts with the mark, so that the mapping stays one to one."""
+    if type(value) is str and (value[:1] == _MARK or not (value.isascii() or _utf8(value))):
+        return _MARK + json.dumps(value)
+    return value
+
+
+def original_id(value: Any) -> Any:
+    """The id that :func:`stored_id` kept as ``value``."""
+    if type(value) is str and value[:1] == _MARK:
+        return json.loads(value[1:])
+    return value
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _plain_ids(row: Sequence[Any]) -> bool:
+    return stored_id(row[2]) is row[2] and stored_id(row[4]) is row[4]
+
+
 def _dumps(rows: Sequence[RecordRow] | Sequence[RowHead]) -> str | bytes:
     if fastjson.dumps is not None:
         return fastjson.dumps(rows)
@@ -157,12 +188,14 @@ class Store:
             part = line_ids[start : start + 500]
             marks = ",".join("?" * len(part))
             query = f"SELECT line_id FROM records WHERE kind = ? AND line_id IN ({marks})"
-            found.update(row[0] for row in self.db.execute(query, (kind, *part)))
+            found.update(original_id(row[0]) for row in self.db.execute(query, (kind, *map(stored_id, part))))
         return found
 
     def add_records(self, rows: Sequence[RecordRow]) -> None:
         if rows:  # (none, as from a reply slice of blank lines: the deferred rows stay deferred)
             self.index_deferred()  # (rows stay in arrival order)
+            if not all(map(_plain_ids, rows)):
+                rows = [(*r[:2], stored_id(r[2]), r[3], stored_id(r[4]), *r[5:]) for r in rows]
             self.db.executemany(_ADD_RECORD, rows)
 
     def defer_records(self, rows: Sequence[RecordRow]) -> None:
@@ -173,15 +206,11 @@ class Store:
         gives up or a run resumes; committed with the rest of the index."""
         for start in range(0, len(rows), TEXT_ROWS):
             part = rows[start : start + TEXT_ROWS]
-            try:
-                text = _dumps(part)
-            except (
-                TypeError,
-                ValueError,
-            ):  # what orjson refuses (lone surrogates) goes the way it went before
+            try:  # what orjson refuses or SQLite cannot hold as UTF-8 (lone surrogates): rows at once
+                self.db.execute("INSERT INTO deferred VALUES (?)", (_dumps(part),))
+            except (TypeError, ValueError):
                 self.add_records(part)
                 continue
-            self.db.execute("INSERT INTO deferred VALUES (?)", (text,))
             self._deferring = True
 
     def index_deferred(self) -> None:
@@ -217,10 +246,9 @@ class Store:
         for start in range(0, len(heads), TEXT_ROWS):
             part = heads[start : start + TEXT_ROWS]
             try:
-                text: str | bytes = _dumps(part)
-            except (TypeError, ValueError):  # what orjson refuses (lone surrogates), escaped
-                text = json.dumps(part)
-            self.db.execute("INSERT INTO held VALUES (?, ?)", (batch_id, text))
+                self.db.execute("INSERT INTO held VALUES (?, ?)", (batch_id, _dumps(part)))
+            except (TypeError, ValueError):  # what orjson refuses or SQLite cannot hold (lone surrogates)
+                self.db.execute("INSERT INTO held VALUES (?, ?)", (batch_id, json.dumps(part)))
 
     def release(self, batch_id: str) -> None:
         """No answer of the batch waits any more (appended, or its tracker is done)."""
@@ -237,7 +265,7 @@ class Store:
         self.index_deferred()
         self.db.execute("CREATE INDEX IF NOT EXISTS records_request ON records (batch_id, custom_id)")
         query = "SELECT DISTINCT custom_id FROM records WHERE batch_id = ? AND custom_id IS NOT NULL ORDER BY custom_id"
-        return [row[0] for row in self.db.execute(query, (batch_id,))]
+        return [original_id(row[0]) for row in self.db.execute(query, (batch_id,))]
 
     def line_count(self, batch_id: str) -> int:
         self.index_deferred()
@@ -285,7 +313,7 @@ class Store:
         """Input lines of a source, in their order (a source's rows may come in several slices)."""
         self.db.executemany(
             "INSERT INTO inputs (src, batch_id, round, custom_id, off, len, json, digest) VALUES (?,?,?,?,?,?,?,?)",
-            ((src, batch_id, round_number, r[0], r[2], r[3], r[4], r[5]) for r in rows),
+            ((src, batch_id, round_number, stored_id(r[0]), r[2], r[3], r[4], r[5]) for r in rows),
         )
 
     def source_paths(self) -> dict[int, str]:
