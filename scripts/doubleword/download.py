@@ -147,8 +147,7 @@ class Engine:
                 if item is not None:
                     answers.append((head, item[6]))
         rows, records = appended(answers, self.records.end())
-        if rows:
-            self.records.extend(records, rows[-1][11] + rows[-1][12] + 1 - rows[0][11])
+        self.records.append(rows, records)
         self.store.add_records(rows)
 
     def ordered_runs(self, shards: list[Shard]) -> list[Run] | None:
@@ -338,8 +337,7 @@ class Engine:
     def stop_tracking(self, tracker: OrderTracker) -> None:
         """Retire a tracker: the answers waiting in it are appended as they are (the caller holds the lock)."""
         rows, records = appended(tracker.retire(), self.records.end())
-        if rows:
-            self.records.extend(records, rows[-1][11] + rows[-1][12] + 1 - rows[0][11])
+        self.records.append(rows, records)
         self.store.add_records(rows)
         self.retired(tracker)
 

@@ -104,9 +104,10 @@ class OrderTracker:
     with them) until the lines before them are answered; they are then handed back in input order, to be
     appended to the record file in that order, so that a tracked batch's records are one stretch of it
     (results.jsonl is then that stretch, whatever order the answers came in). A window past ``WINDOW``
-    answers or ``WINDOW_BYTES`` of records, or an answer whose id is already waiting, retires the tracker (the join takes over), and the
-    waiting answers are handed back as they are. While answers wait, each commit keeps their index rows
-    apart (:meth:`doubleword.store.Store.hold`): a run killed then rebuilds their records from the raw file."""
+    answers or ``WINDOW_BYTES`` of records, or an answer whose id is already waiting, retires the tracker
+    (the join takes over), and the waiting answers are handed back as they are. While answers wait, each
+    commit keeps their index rows apart (:meth:`doubleword.store.Store.hold`): a run killed then rebuilds
+    their records from the raw file."""
 
     WINDOW = 10_000  # answers waiting for earlier input lines at most
     WINDOW_BYTES = 2 << 20  # and their records' bytes (the window's memory: ~2 MB and 200 bytes an answer)

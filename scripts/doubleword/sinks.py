@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from doubleword.endpoints import endpoint_for_url
 from doubleword.errors import ServiceError
 from doubleword.files import AtomicFile, RangeCopier, real_target
 from doubleword.inorder import appended
-from doubleword.store import SHARED_KEY, RowHead, Store, share_stamp
+from doubleword.store import SHARED_KEY, RecordRow, RowHead, Store, share_stamp
 
 COMMIT_LINES = 10_000  # commit at least this often (and at least every COMMIT_SECONDS): the syncs are
 COMMIT_SECONDS = 1.0  # spread over the download instead of all waiting at its end
@@ -147,6 +148,11 @@ class RecordFile:
                 self.handle.write(b"\n".join(part))
             self.pending += size
 
+    def append(self, rows: Sequence[RecordRow], records: list[bytes]) -> None:
+        """Records appended where their rows (:func:`doubleword.inorder.appended`) say: from :meth:`end` on."""
+        if rows:
+            self.extend(records, rows[-1][11] + rows[-1][12] + 1 - rows[0][11])
+
     def flush(self) -> int:
         """As :meth:`Sink.flush` (the committed length is kept in the index)."""
         self.handle.flush()
@@ -234,8 +240,7 @@ class ReplyReader:
                 rows, datas = appended([*zip(heads, datas, strict=True), *tracker.retire()], at)
             else:
                 rows, datas = appended(zip(heads, datas, strict=True), at)
-            if rows:
-                engine.records.extend(datas, rows[-1][11] + rows[-1][12] + 1 - at)
+            engine.records.append(rows, datas)
             if tracked and tracker.handle is None:
                 engine.retired(tracker)
             if rows and tracked and tracker.handle is not None:
